@@ -1,0 +1,6 @@
+"""Forgetting attention with Adaptive Computation Pruning."""
+
+from .acp import AcpPlan, ACPStats, make_plan
+from .attention import DEFAULT_LOG_EPS, forgetting_attention
+
+__all__ = ["ACPStats", "AcpPlan", "DEFAULT_LOG_EPS", "forgetting_attention", "make_plan"]

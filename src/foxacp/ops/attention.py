@@ -1,0 +1,151 @@
+"""The public op: ``forgetting_attention``, dispatching to the Triton, PyTorch or reference backend."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .acp import (
+    AcpPlan,
+    ACPStats,
+    dense_stats,
+    plan_tiles,
+    qk_bound_from_arg,
+    qk_bound_from_data,
+    threshold,
+)
+from .blockwise import blockwise_attention
+from .config import TRITON_HEAD_DIMS, interpreting, kernel_config
+from .gate import cumulative_gate
+from .reference import reference_attention
+from .validate import Problem, check_inputs
+
+DEFAULT_LOG_EPS = -10.0
+
+
+def _auto_backend(q: Tensor) -> str:
+    if q.device.type == "cuda":
+        return "triton"
+    triton_ok = (
+        interpreting()
+        and q.dtype in (torch.float16, torch.float32)
+        and q.shape[-1] in TRITON_HEAD_DIMS
+    )
+    return "triton" if triton_ok else "torch"
+
+
+def _plan(
+    qp: Tensor,
+    kp: Tensor,
+    c_t: Tensor,
+    problem: Problem,
+    log_eps: float,
+    qk_bound,
+    tile_m: int,
+    tile_n: int,
+) -> AcpPlan:
+    with torch.no_grad():
+        if qk_bound is None:
+            u = qk_bound_from_data(qp, kp, problem)
+        else:
+            u = qk_bound_from_arg(qk_bound, problem, qp.device)
+        return plan_tiles(c_t.detach(), threshold(u, problem, log_eps), problem, tile_m, tile_n)
+
+
+def prepare_plan(
+    q: Tensor,
+    k: Tensor,
+    log_fgate: Tensor,
+    *,
+    sm_scale: float | None = None,
+    cu_seqlens: Tensor | None = None,
+    max_seqlen: int | None = None,
+    log_eps: float = DEFAULT_LOG_EPS,
+    qk_bound: float | Tensor | None = None,
+    tile_m: int | None = None,
+    tile_n: int | None = None,
+) -> AcpPlan:
+    """The ACP boundary search alone (see ``foxacp.ops.acp.make_plan``)."""
+    if log_eps is None:
+        raise ValueError("make_plan needs a log_eps (None means no pruning)")
+    problem = check_inputs(q, k, k, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, "torch")
+    cfg = kernel_config(q.device, problem.head_dim)
+    c_t = cumulative_gate(
+        log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs
+    ).t()
+    qp, kp = q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:])
+    return _plan(
+        qp,
+        kp,
+        c_t.contiguous(),
+        problem,
+        log_eps,
+        qk_bound,
+        tile_m or cfg.tile_m,
+        tile_n or cfg.tile_n,
+    )
+
+
+def forgetting_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_fgate: Tensor,
+    *,
+    sm_scale: float | None = None,
+    cu_seqlens: Tensor | None = None,
+    max_seqlen: int | None = None,
+    log_eps: float | None = DEFAULT_LOG_EPS,
+    qk_bound: float | Tensor | None = None,
+    return_stats: bool = False,
+    backend: str | None = None,
+) -> Tensor | tuple[Tensor, ACPStats]:
+    """Causal softmax attention with a forget gate, skipping tiles that ACP proves negligible.
+
+    o_i = sum_j softmax_j(sm_scale * q_i . k_j + D_ij) v_j over j <= i, with D_ij = sum_{l=j+1..i} log f_l.
+    With ``log_eps`` set, tiles whose decay is below delta = -2U - log(L) + log_eps are skipped; this moves
+    each output row by at most 2 * eps * max_j ||v_j||.
+
+    Args:
+        q: (B, Tq, Hq, D) queries; fp16/bf16 on GPU, fp16/fp32 through the interpreter and PyTorch paths,
+            float64 with ``backend="reference"`` (and "torch").
+        k, v: (B, Tk, Hkv, D), same dtype; Hq % Hkv == 0 (grouped-query attention); Tq <= Tk, queries
+            aligned to the end of the keys.
+        log_fgate: (B, Tk, Hq) float32 log forget gates, finite and <= 0 (one per query head and key).
+        sm_scale: softmax scale on q . k; default 1 / sqrt(D). The decay D is never scaled.
+        cu_seqlens: (N+1,) int32 offsets of packed sequences (needs B == 1 and Tq == Tk).
+        max_seqlen: longest packed sequence (computed from cu_seqlens when None).
+        log_eps: natural log of the ACP tolerance eps; None computes exact attention.
+        qk_bound: U >= |sm_scale * q . k|: a float, an (Hq,) tensor, or broadcastable to (B or N, Hq).
+            None derives it from the data per (sequence, head).
+        return_stats: also return ``ACPStats`` (tiles visited / causal per head, ``flop_saving``).
+        backend: None (auto: Triton on CUDA, and on CPU under TRITON_INTERPRET=1 for fp16/fp32; else
+            PyTorch), "triton", "torch" (blockwise, same tile skipping) or "reference" (dense).
+    Returns:
+        o: (B, Tq, Hq, D) in q's dtype, or (o, stats) when ``return_stats``.
+    Raises:
+        TypeError, ValueError: on bad input, naming the argument (see ``foxacp.ops.validate``).
+    """
+    backend = _auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
+    problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
+    cfg = kernel_config(q.device, problem.head_dim)
+    qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
+    c = cumulative_gate(
+        log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs
+    )
+    plan = None
+    if log_eps is not None:
+        plan = _plan(qp, kp, c.t().contiguous(), problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
+
+    if backend == "triton":
+        from .triton_op import triton_attention  # imported lazily: Triton compiles on first use
+
+        o = triton_attention(qp, kp, vp, c, problem, plan, cfg)
+    elif backend == "torch":
+        o = blockwise_attention(qp, kp, vp, c, problem, plan, cfg.tile_m, cfg.tile_n)
+    else:
+        o = reference_attention(qp, kp, vp, c, problem, plan)
+    o = o.to(q.dtype).view(q.shape)
+    if not return_stats:
+        return o
+    return o, plan.stats if plan is not None else dense_stats(problem, cfg.tile_m, cfg.tile_n)

@@ -1,0 +1,85 @@
+"""Block sizes for the forgetting-attention kernels: the one place they are chosen.
+
+The ACP pruning grid (``tile_m`` x ``tile_n``) is shared by every kernel: each kernel's blocks divide it,
+so a kernel block is either wholly kept or wholly pruned, and the forward and both backward kernels skip
+exactly the same entries.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+TRITON_HEAD_DIMS = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """One kernel's launch shape: query rows x key columns per program, warps, pipeline stages."""
+
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """The ACP tile grid and the blocks of the forward, dK/dV and dQ kernels."""
+
+    tile_m: int
+    tile_n: int
+    fwd: Blocks
+    dkdv: Blocks
+    dq: Blocks
+
+    def __post_init__(self) -> None:
+        for name in ("fwd", "dkdv", "dq"):
+            b: Blocks = getattr(self, name)
+            if self.tile_m % b.block_m or self.tile_n % b.block_n:
+                raise ValueError(
+                    f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}"
+                )
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+# Interpreter and PyTorch path on CPU: 64-wide blocks keep the interpreter fast enough for tests.
+_CPU = KernelConfig(64, 64, Blocks(64, 64), Blocks(64, 64), Blocks(64, 64))
+
+# Works on any CUDA GPU Triton supports (modest shared memory); used for GPUs not in the table.
+_DEFAULT = KernelConfig(64, 64, Blocks(64, 64, 4, 2), Blocks(64, 64, 4, 2), Blocks(64, 64, 4, 2))
+
+# (compute capability major, head dim) -> config, tuned by measurement (see notes/kernels.md).
+_TABLE: dict[tuple[int, int], KernelConfig] = {
+    (9, 64): KernelConfig(
+        128, 128, Blocks(128, 128, 8, 3), Blocks(64, 128, 8, 3), Blocks(128, 64, 8, 3)
+    ),
+    (9, 128): KernelConfig(
+        128, 128, Blocks(128, 64, 8, 3), Blocks(64, 128, 8, 2), Blocks(128, 64, 8, 2)
+    ),
+    (8, 64): KernelConfig(
+        128, 128, Blocks(128, 64, 4, 3), Blocks(64, 128, 8, 2), Blocks(128, 64, 8, 2)
+    ),
+    (8, 128): KernelConfig(
+        128, 128, Blocks(128, 64, 8, 2), Blocks(64, 128, 8, 1), Blocks(128, 64, 8, 1)
+    ),
+}
+
+
+def kernel_config(device: torch.device, head_dim: int) -> KernelConfig:
+    """Return the tile grid and kernel blocks for ``device`` and ``head_dim``.
+
+    CPU (PyTorch path or the Triton interpreter) gets 64x64 everywhere. CUDA GPUs are looked up by
+    compute-capability major version and head dim; anything not in the table gets a conservative
+    default rather than an error.
+    """
+    if device.type != "cuda" or interpreting():
+        return _CPU
+    major, _ = torch.cuda.get_device_capability(device)
+    return _TABLE.get((major, head_dim), _DEFAULT)

@@ -1,0 +1,39 @@
+"""The cumulative log forget gate c_t = sum_{l <= t} log f_l, restarting at every sequence start.
+
+It is kept in float64: at 64k tokens c reaches -1e5, where float32 spacing (~1e-2) would swamp the small
+differences D_ij = c_i - c_j near the diagonal. Kernels subtract a per-block float64 reference before
+dropping to float32, so every D they use is a difference of two small, exact numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sequence_ids(cu: Tensor, total: int) -> Tensor:
+    """(total,) int64: the index of the sequence each packed row belongs to."""
+    lengths = (cu[1:] - cu[:-1]).long()
+    return torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=cu.device), lengths, output_size=total
+    )
+
+
+def cumulative_gate(log_fgate: Tensor, cu_k: Tensor, uniform: bool, num_seqs: int) -> Tensor:
+    """Per-sequence cumulative sum of the log forget gate, in float64 (differentiable).
+
+    Args:
+        log_fgate: (total_k, Hq) float32 or float64, packed over sequences.
+        cu_k: (N+1,) int32 sequence offsets into the packed rows.
+        uniform: all N sequences have the same length (a plain batch): a reshape replaces the segment sums.
+        num_seqs: N.
+    Returns:
+        (total_k, Hq) float64.
+    """
+    g = log_fgate.double()
+    total, heads = g.shape
+    if uniform:
+        return g.view(num_seqs, total // num_seqs, heads).cumsum(1).view(total, heads)
+    running = g.cumsum(0)
+    before = torch.cat([running.new_zeros(1, heads), running])[cu_k[:-1].long()]  # (N, Hq)
+    return running - before[sequence_ids(cu_k, total)]

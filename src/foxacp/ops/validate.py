@@ -1,0 +1,169 @@
+"""Argument checking for ``forgetting_attention``: every bad input gets a ValueError or TypeError naming it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import TRITON_HEAD_DIMS
+
+BACKENDS = ("triton", "torch", "reference")
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The shape of one call, in the packed layout every backend works in.
+
+    Tensors are viewed as q (total_q, Hq, D), k/v (total_k, Hkv, D), log_fgate (total_k, Hq); sequence n
+    owns query rows cu_q[n]:cu_q[n+1] and key rows cu_k[n]:cu_k[n+1]. A plain batch is N = B equal
+    sequences (``uniform``).
+    """
+
+    batch: int
+    num_seqs: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    max_q: int
+    max_k: int
+    uniform: bool
+    cu_q: Tensor
+    cu_k: Tensor
+    sm_scale: float
+
+    @property
+    def group(self) -> int:
+        return self.heads_q // self.heads_kv
+
+
+def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> list[int]:
+    if not isinstance(cu, Tensor):
+        raise TypeError("cu_seqlens must be a torch.Tensor")
+    if cu.dtype != torch.int32:
+        raise TypeError(f"cu_seqlens must be int32, got {cu.dtype}")
+    if cu.dim() != 1 or cu.numel() < 2:
+        raise ValueError(f"cu_seqlens must have shape (N+1,) with N >= 1, got {tuple(cu.shape)}")
+    if cu.device != device:
+        raise ValueError(f"cu_seqlens is on {cu.device} but q is on {device}")
+    offsets = cu.tolist()
+    if offsets[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {offsets[0]}")
+    if any(b <= a for a, b in zip(offsets, offsets[1:])):
+        raise ValueError("cu_seqlens must be strictly increasing (no empty sequences)")
+    if offsets[-1] != total:
+        raise ValueError(f"cu_seqlens must end at the packed length {total}, got {offsets[-1]}")
+    return offsets
+
+
+def check_inputs(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_fgate: Tensor,
+    sm_scale: float | None,
+    cu_seqlens: Tensor | None,
+    max_seqlen: int | None,
+    log_eps: float | None,
+    backend: str,
+) -> Problem:
+    """Validate the arguments of ``forgetting_attention`` and describe the problem.
+
+    Raises:
+        TypeError: a non-tensor argument, a wrong dtype.
+        ValueError: mismatched shapes or devices, Tq > Tk, Hq not a multiple of Hkv, positive, NaN or
+            infinite gates, a head dim or dtype the backend does not support, malformed cu_seqlens,
+            a positive or NaN log_eps, an unknown backend.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v), ("log_fgate", log_fgate)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+    for name, t, nd in (("q", q, 4), ("k", k, 4), ("v", v, 4), ("log_fgate", log_fgate, 3)):
+        if t.dim() != nd:
+            raise ValueError(f"{name} must have {nd} dims, got shape {tuple(t.shape)}")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+    if q.dtype not in _FLOATS:
+        raise TypeError(f"q must be a floating tensor (fp16, bf16, fp32, fp64), got {q.dtype}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but q has {q.dtype}")
+    gate_dtypes = (torch.float32, torch.float64) if backend == "reference" else (torch.float32,)
+    if log_fgate.dtype not in gate_dtypes:
+        raise TypeError(f"log_fgate must be float32, got {log_fgate.dtype}")
+
+    B, Tq, Hq, D = q.shape
+    _, Tk, Hkv, _ = k.shape
+    if k.shape[0] != B or k.shape[3] != D:
+        raise ValueError(f"k shape {tuple(k.shape)} does not match q shape {tuple(q.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"v shape {tuple(v.shape)} must equal k shape {tuple(k.shape)}")
+    if tuple(log_fgate.shape) != (B, Tk, Hq):
+        raise ValueError(
+            f"log_fgate must have shape (B, Tk, Hq) = {(B, Tk, Hq)}, got {tuple(log_fgate.shape)}"
+        )
+    if Tq > Tk:
+        raise ValueError(
+            f"queries ({Tq}) cannot outnumber keys ({Tk}): queries align to the end of the keys"
+        )
+    if min(B, Tq, Hq, Hkv, D) == 0:
+        raise ValueError(f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if Hq % Hkv:
+        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
+
+    if backend == "triton":
+        if D not in TRITON_HEAD_DIMS:
+            raise ValueError(
+                f"head dim {D} is not supported by the triton backend; use one of {TRITON_HEAD_DIMS}"
+            )
+        if q.dtype == torch.float64:
+            raise TypeError(
+                "the triton backend takes fp16, bf16 or fp32; use backend='reference' for float64"
+            )
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            raise TypeError(
+                "bf16 is not supported by the Triton interpreter; use fp16 or fp32 on CPU"
+            )
+
+    if log_eps is not None and not (isinstance(log_eps, (int, float)) and log_eps < 0):
+        raise ValueError(
+            f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}"
+        )
+    if sm_scale is None:
+        sm_scale = 1.0 / math.sqrt(D)
+    elif not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
+        raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
+
+    bad = ~((log_fgate <= 0) & (log_fgate > -math.inf))
+    if bool(bad.any()):
+        raise ValueError(
+            "log_fgate must be finite and <= 0 everywhere (found positive, NaN or -inf values)"
+        )
+
+    if cu_seqlens is None:
+        cu_q = torch.arange(B + 1, device=q.device, dtype=torch.int32) * Tq
+        cu_k = torch.arange(B + 1, device=q.device, dtype=torch.int32) * Tk
+        return Problem(B, B, Hq, Hkv, D, Tq, Tk, True, cu_q, cu_k, float(sm_scale))
+
+    if B != 1:
+        raise ValueError(f"cu_seqlens needs packed inputs with batch size 1, got B={B}")
+    if Tq != Tk:
+        raise ValueError(f"cu_seqlens needs Tq == Tk, got {Tq} and {Tk}")
+    offsets = _check_cu_seqlens(cu_seqlens, Tk, q.device)
+    longest = max(b - a for a, b in zip(offsets, offsets[1:]))
+    if max_seqlen is None:
+        max_seqlen = longest
+    elif max_seqlen < longest:
+        raise ValueError(
+            f"max_seqlen={max_seqlen} is shorter than the longest sequence ({longest})"
+        )
+    n = len(offsets) - 1
+    uniform = n == 1 and max_seqlen == Tk
+    return Problem(
+        1, n, Hq, Hkv, D, max_seqlen, max_seqlen, uniform, cu_seqlens, cu_seqlens, float(sm_scale)
+    )
