@@ -80,11 +80,7 @@ def qk_bound_from_data(q: Tensor, k: Tensor, problem: Problem) -> Tensor:
     with torch.no_grad():
         q_max = _segment_max(q.float().norm(dim=-1), problem, problem.cu_q)
         k_max = _segment_max(k.float().norm(dim=-1), problem, problem.cu_k)
-        return (
-            problem.sm_scale
-            * q_max.double()
-            * k_max.double().repeat_interleave(problem.group, dim=1)
-        )
+        return problem.sm_scale * q_max.double() * k_max.double().repeat_interleave(problem.group, dim=1)
 
 
 def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.device) -> Tensor:
@@ -95,9 +91,7 @@ def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.
         try:
             u = torch.broadcast_to(u, shape)
         except RuntimeError as err:
-            raise ValueError(
-                f"qk_bound of shape {tuple(u.shape)} does not broadcast to (N, Hq) = {shape}"
-            ) from err
+            raise ValueError(f"qk_bound of shape {tuple(u.shape)} does not broadcast to (N, Hq) = {shape}") from err
         ok = bool(((u >= 0) & torch.isfinite(u)).all())
     elif isinstance(qk_bound, (int, float)):
         ok = math.isfinite(qk_bound) and qk_bound >= 0
@@ -157,9 +151,7 @@ def plan_tiles(c: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n: 
     q_hi = torch.searchsorted(kv_lo, tiles, side="right").to(torch.int32)
 
     visited = (causal_hi[:, None, :] - kv_lo.long()).clamp_min(0) * row_ok[:, None, :]
-    stats = ACPStats(
-        visited.sum((0, 2)), causal_hi.sum().expand(problem.heads_q).clone(), tile_m, tile_n
-    )
+    stats = ACPStats(visited.sum((0, 2)), causal_hi.sum().expand(problem.heads_q).clone(), tile_m, tile_n)
     return AcpPlan(tile_m, tile_n, kv_lo, q_hi, stats)
 
 

@@ -26,11 +26,7 @@ DEFAULT_LOG_EPS = -10.0
 def _auto_backend(q: Tensor) -> str:
     if q.device.type == "cuda":
         return "triton"
-    triton_ok = (
-        interpreting()
-        and q.dtype in (torch.float16, torch.float32)
-        and q.shape[-1] in TRITON_HEAD_DIMS
-    )
+    triton_ok = interpreting() and q.dtype in (torch.float16, torch.float32) and q.shape[-1] in TRITON_HEAD_DIMS
     return "triton" if triton_ok else "torch"
 
 
@@ -70,9 +66,7 @@ def prepare_plan(
         raise ValueError("make_plan needs a log_eps (None means no pruning)")
     problem = check_inputs(q, k, k, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, "torch")
     cfg = kernel_config(q.device, problem.head_dim)
-    c_t = cumulative_gate(
-        log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs
-    ).t()
+    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs).t()
     qp, kp = q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:])
     return _plan(
         qp,
@@ -130,9 +124,7 @@ def forgetting_attention(
     problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
     cfg = kernel_config(q.device, problem.head_dim)
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
-    c = cumulative_gate(
-        log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs
-    )
+    c = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
     if log_eps is not None:
         plan = _plan(qp, kp, c.t().contiguous(), problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)

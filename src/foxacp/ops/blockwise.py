@@ -40,10 +40,7 @@ def _attend_batch(
             lo = int(first_key.min())
         cols = torch.arange(lo, hi, device=q.device)[None, :]
         s = torch.einsum("nihd,njhd->nhij", q[:, i0:i1], k[:, lo:hi]) * scale
-        decay = (
-            c[:, i0 + off : hi].transpose(1, 2)[..., None]
-            - c[:, lo:hi].transpose(1, 2)[:, :, None, :]
-        )
+        decay = c[:, i0 + off : hi].transpose(1, 2)[..., None] - c[:, lo:hi].transpose(1, 2)[:, :, None, :]
         s = s + decay.to(s.dtype)
         keep = cols <= rows
         if kv_lo is not None:
@@ -78,9 +75,7 @@ def blockwise_attention(
     n = problem.num_seqs
     if problem.uniform:
         shape = lambda t: t.view(n, -1, *t.shape[1:])  # noqa: E731
-        o = _attend_batch(
-            shape(q), shape(k), shape(v), shape(c), kv_lo, problem.sm_scale, tile_m, tile_n
-        )
+        o = _attend_batch(shape(q), shape(k), shape(v), shape(c), kv_lo, problem.sm_scale, tile_m, tile_n)
         return o.reshape(-1, *o.shape[2:])
     cu_q, cu_k = problem.cu_q.tolist(), problem.cu_k.tolist()
     outs = []

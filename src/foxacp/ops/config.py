@@ -39,9 +39,7 @@ class KernelConfig:
         for name in ("fwd", "dkdv", "dq"):
             b: Blocks = getattr(self, name)
             if self.tile_m % b.block_m or self.tile_n % b.block_n:
-                raise ValueError(
-                    f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}"
-                )
+                raise ValueError(f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}")
 
 
 def interpreting() -> bool:
@@ -57,18 +55,10 @@ _DEFAULT = KernelConfig(64, 64, Blocks(64, 64, 4, 2), Blocks(64, 64, 4, 2), Bloc
 
 # (compute capability major, head dim) -> config, tuned by measurement (see notes/kernels.md).
 _TABLE: dict[tuple[int, int], KernelConfig] = {
-    (9, 64): KernelConfig(
-        128, 128, Blocks(128, 128, 8, 3), Blocks(64, 128, 8, 3), Blocks(128, 64, 8, 3)
-    ),
-    (9, 128): KernelConfig(
-        128, 128, Blocks(128, 64, 8, 3), Blocks(64, 128, 8, 2), Blocks(128, 64, 8, 2)
-    ),
-    (8, 64): KernelConfig(
-        128, 128, Blocks(128, 64, 4, 3), Blocks(64, 128, 8, 2), Blocks(128, 64, 8, 2)
-    ),
-    (8, 128): KernelConfig(
-        128, 128, Blocks(128, 64, 8, 2), Blocks(64, 128, 8, 1), Blocks(128, 64, 8, 1)
-    ),
+    (9, 64): KernelConfig(128, 128, Blocks(128, 128, 8, 3), Blocks(64, 128, 8, 3), Blocks(128, 64, 8, 3)),
+    (9, 128): KernelConfig(128, 128, Blocks(128, 64, 8, 3), Blocks(64, 128, 8, 2), Blocks(128, 64, 8, 2)),
+    (8, 64): KernelConfig(128, 128, Blocks(128, 64, 4, 3), Blocks(64, 128, 8, 2), Blocks(128, 64, 8, 2)),
+    (8, 128): KernelConfig(128, 128, Blocks(128, 64, 8, 2), Blocks(64, 128, 8, 1), Blocks(128, 64, 8, 1)),
 }
 
 

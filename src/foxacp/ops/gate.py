@@ -14,9 +14,7 @@ from torch import Tensor
 def sequence_ids(cu: Tensor, total: int) -> Tensor:
     """(total,) int64: the index of the sequence each packed row belongs to."""
     lengths = (cu[1:] - cu[:-1]).long()
-    return torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=cu.device), lengths, output_size=total
-    )
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=cu.device), lengths, output_size=total)
 
 
 def cumulative_gate(log_fgate: Tensor, cu_k: Tensor, uniform: bool, num_seqs: int) -> Tensor:

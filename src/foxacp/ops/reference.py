@@ -9,9 +9,7 @@ from .acp import AcpPlan
 from .validate import Problem
 
 
-def reference_attention(
-    q: Tensor, k: Tensor, v: Tensor, c: Tensor, problem: Problem, plan: AcpPlan | None
-) -> Tensor:
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, c: Tensor, problem: Problem, plan: AcpPlan | None) -> Tensor:
     """Softmax(sm_scale * q k^T + D) v per sequence with the causal mask and, given a plan, the ACP mask.
 
     Args:

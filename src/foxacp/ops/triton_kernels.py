@@ -48,12 +48,8 @@ def _fwd_inner(
         rows = (k_start + offs_n).to(tl.int64)
         if MASKED:
             ok = offs_n < k_len
-            kT = tl.load(
-                K + rows[None, :] * stride_kt + offs_d[:, None], mask=ok[None, :], other=0.0
-            )
-            v = tl.load(
-                V + rows[:, None] * stride_vt + offs_d[None, :], mask=ok[:, None], other=0.0
-            )
+            kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None], mask=ok[None, :], other=0.0)
+            v = tl.load(V + rows[:, None] * stride_vt + offs_d[None, :], mask=ok[:, None], other=0.0)
             ck = tl.load(Ch + rows, mask=ok, other=0.0)
         else:
             kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None])
@@ -227,21 +223,15 @@ def _dkdv_inner(
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < q_len
         rows = (q_start + offs_m).to(tl.int64)
-        qT = tl.load(
-            Q + rows[None, :] * stride_qt + offs_d[:, None], mask=row_ok[None, :], other=0.0
-        )
-        do = tl.load(
-            DO + rows[:, None] * stride_dot + offs_d[None, :], mask=row_ok[:, None], other=0.0
-        )
+        qT = tl.load(Q + rows[None, :] * stride_qt + offs_d[:, None], mask=row_ok[None, :], other=0.0)
+        do = tl.load(DO + rows[:, None] * stride_dot + offs_d[None, :], mask=row_ok[:, None], other=0.0)
         lse = tl.load(LSE_h + rows, mask=row_ok, other=float("inf"))
         delta = tl.load(DELTA_h + rows, mask=row_ok, other=0.0)
-        cq = (tl.load(Ch + k_start + off + offs_m, mask=row_ok, other=0.0) - c_ref).to(
-            tl.float32
-        ) * LOG2E
+        cq = (tl.load(Ch + k_start + off + offs_m, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
         sT = tl.dot(k, qT) * qk_scale + (cq[None, :] - ck[:, None])
-        pT = tl.math.exp2(sT - lse[None, :])
         if MASKED:
-            pT = tl.where(offs_n[:, None] <= (offs_m + off)[None, :], pT, 0.0)
+            sT = tl.where(offs_n[:, None] <= (offs_m + off)[None, :], sT, float("-inf"))
+        pT = tl.math.exp2(sT - lse[None, :])
         dv += tl.dot(pT.to(do.dtype), do)
         dpT = tl.dot(v, tl.trans(do))
         dsT = pT * (dpT - delta[None, :])
@@ -331,9 +321,7 @@ def dkdv_kernel(
         ck = (tl.load(Ch + k_rows, mask=key_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
         q_end = q_len
         if ACP:
-            q_end = tl.minimum(
-                q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M
-            )
+            q_end = tl.minimum(q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M)
         Qh = Q + h * stride_qh
         DOh = DO + h * stride_doh
         LSE_h = LSE + h.to(tl.int64) * stride_lh
@@ -436,12 +424,8 @@ def _dq_inner(
         rows = (k_start + offs_n).to(tl.int64)
         if MASKED:
             ok = offs_n < k_len
-            kT = tl.load(
-                K + rows[None, :] * stride_kt + offs_d[:, None], mask=ok[None, :], other=0.0
-            )
-            vT = tl.load(
-                V + rows[None, :] * stride_vt + offs_d[:, None], mask=ok[None, :], other=0.0
-            )
+            kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None], mask=ok[None, :], other=0.0)
+            vT = tl.load(V + rows[None, :] * stride_vt + offs_d[:, None], mask=ok[None, :], other=0.0)
             ck = tl.load(Ch + rows, mask=ok, other=0.0)
         else:
             kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None])
@@ -449,9 +433,9 @@ def _dq_inner(
             ck = tl.load(Ch + rows)
         ck = (ck - c_ref).to(tl.float32) * LOG2E
         s = tl.dot(q, kT) * qk_scale + (cq[:, None] - ck[None, :])
-        p = tl.math.exp2(s - lse[:, None])
         if MASKED:
-            p = tl.where(offs_n[None, :] <= pos[:, None], p, 0.0)
+            s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
+        p = tl.math.exp2(s - lse[:, None])
         dp = tl.dot(do, vT)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))

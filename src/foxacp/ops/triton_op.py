@@ -50,9 +50,7 @@ def _forward(
     return o, lse
 
 
-def _backward(
-    do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig
-):
+def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
     do = do.contiguous() if do.stride(-1) != 1 else do
     delta = (do.float() * o.float()).sum(-1).t().contiguous()  # (Hq, total_q)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)

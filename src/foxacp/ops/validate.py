@@ -52,7 +52,7 @@ def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> list[int]
     offsets = cu.tolist()
     if offsets[0] != 0:
         raise ValueError(f"cu_seqlens must start at 0, got {offsets[0]}")
-    if any(b <= a for a, b in zip(offsets, offsets[1:])):
+    if any(b <= a for a, b in zip(offsets, offsets[1:], strict=False)):
         raise ValueError("cu_seqlens must be strictly increasing (no empty sequences)")
     if offsets[-1] != total:
         raise ValueError(f"cu_seqlens must end at the packed length {total}, got {offsets[-1]}")
@@ -104,13 +104,9 @@ def check_inputs(
     if v.shape != k.shape:
         raise ValueError(f"v shape {tuple(v.shape)} must equal k shape {tuple(k.shape)}")
     if tuple(log_fgate.shape) != (B, Tk, Hq):
-        raise ValueError(
-            f"log_fgate must have shape (B, Tk, Hq) = {(B, Tk, Hq)}, got {tuple(log_fgate.shape)}"
-        )
+        raise ValueError(f"log_fgate must have shape (B, Tk, Hq) = {(B, Tk, Hq)}, got {tuple(log_fgate.shape)}")
     if Tq > Tk:
-        raise ValueError(
-            f"queries ({Tq}) cannot outnumber keys ({Tk}): queries align to the end of the keys"
-        )
+        raise ValueError(f"queries ({Tq}) cannot outnumber keys ({Tk}): queries align to the end of the keys")
     if min(B, Tq, Hq, Hkv, D) == 0:
         raise ValueError(f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}")
     if Hq % Hkv:
@@ -118,22 +114,14 @@ def check_inputs(
 
     if backend == "triton":
         if D not in TRITON_HEAD_DIMS:
-            raise ValueError(
-                f"head dim {D} is not supported by the triton backend; use one of {TRITON_HEAD_DIMS}"
-            )
+            raise ValueError(f"head dim {D} is not supported by the triton backend; use one of {TRITON_HEAD_DIMS}")
         if q.dtype == torch.float64:
-            raise TypeError(
-                "the triton backend takes fp16, bf16 or fp32; use backend='reference' for float64"
-            )
+            raise TypeError("the triton backend takes fp16, bf16 or fp32; use backend='reference' for float64")
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-            raise TypeError(
-                "bf16 is not supported by the Triton interpreter; use fp16 or fp32 on CPU"
-            )
+            raise TypeError("bf16 is not supported by the Triton interpreter; use fp16 or fp32 on CPU")
 
     if log_eps is not None and not (isinstance(log_eps, (int, float)) and log_eps < 0):
-        raise ValueError(
-            f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}"
-        )
+        raise ValueError(f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}")
     if sm_scale is None:
         sm_scale = 1.0 / math.sqrt(D)
     elif not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
@@ -141,9 +129,7 @@ def check_inputs(
 
     bad = ~((log_fgate <= 0) & (log_fgate > -math.inf))
     if bool(bad.any()):
-        raise ValueError(
-            "log_fgate must be finite and <= 0 everywhere (found positive, NaN or -inf values)"
-        )
+        raise ValueError("log_fgate must be finite and <= 0 everywhere (found positive, NaN or -inf values)")
 
     if cu_seqlens is None:
         cu_q = torch.arange(B + 1, device=q.device, dtype=torch.int32) * Tq
@@ -155,15 +141,11 @@ def check_inputs(
     if Tq != Tk:
         raise ValueError(f"cu_seqlens needs Tq == Tk, got {Tq} and {Tk}")
     offsets = _check_cu_seqlens(cu_seqlens, Tk, q.device)
-    longest = max(b - a for a, b in zip(offsets, offsets[1:]))
+    longest = max(b - a for a, b in zip(offsets, offsets[1:], strict=False))
     if max_seqlen is None:
         max_seqlen = longest
     elif max_seqlen < longest:
-        raise ValueError(
-            f"max_seqlen={max_seqlen} is shorter than the longest sequence ({longest})"
-        )
+        raise ValueError(f"max_seqlen={max_seqlen} is shorter than the longest sequence ({longest})")
     n = len(offsets) - 1
     uniform = n == 1 and max_seqlen == Tk
-    return Problem(
-        1, n, Hq, Hkv, D, max_seqlen, max_seqlen, uniform, cu_seqlens, cu_seqlens, float(sm_scale)
-    )
+    return Problem(1, n, Hq, Hkv, D, max_seqlen, max_seqlen, uniform, cu_seqlens, cu_seqlens, float(sm_scale))

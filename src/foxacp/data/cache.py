@@ -1,0 +1,172 @@
+"""The token cache: each split tokenized once into one flat memory-mapped token file.
+
+Layout of CACHE_DIR/tokens/<corpus key>--<tokenizer name>/:
+
+    train.bin, val.bin          all documents of the split, each followed by EOS, as raw uint16
+                                (vocab_size <= 65536) or uint32
+    train.offsets.npy, ...      int64 (n_docs + 1,): document i is tokens[offsets[i]:offsets[i+1]]
+    meta.json                   written last: a cache without it is incomplete and is rebuilt
+
+Every file is written to a temporary name and moved into place with os.replace, so an interrupted
+run never leaves a cache that looks complete, and ranks that build the same cache at once write
+identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from foxacp.data.corpus import Corpus, Split
+from foxacp.data.tokenizer import Tokenizer
+
+SPLITS: tuple[Split, ...] = ("train", "val")
+ENCODE_CHUNK = 256  # documents per encode_batch call
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    """One tokenized split.
+
+    Attributes:
+        tokens: (N,) uint16 or uint32, memory-mapped: the documents back to back, each ending
+            with EOS.
+        offsets: (n_docs + 1,) int64 document start offsets into `tokens`, ending with N.
+    """
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.offsets) - 1
+
+
+@dataclass(frozen=True)
+class TokenCache:
+    """Both splits of one (corpus, tokenizer) pair and the folder they live in."""
+
+    path: Path
+    train: TokenSplit
+    val: TokenSplit
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (vocab_size <= 65536), else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def cache_path(cache_dir: Path, corpus: Corpus, tokenizer: Tokenizer) -> Path:
+    """The folder of the token cache keyed by (corpus.key, tokenizer.name)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{corpus.key}--{tokenizer.name}")[:120]
+    digest = hashlib.sha1(f"{corpus.key}\0{tokenizer.name}".encode()).hexdigest()[:10]
+    return Path(cache_dir) / "tokens" / f"{readable}-{digest}"
+
+
+def prepare_tokens(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, *, progress: bool = True) -> TokenCache:
+    """Tokenize both splits of `corpus` into the cache (once) and memory-map them.
+
+    A complete cache for the same (corpus.key, tokenizer.name) is reused without tokenizing.
+
+    Args:
+        corpus: the documents.
+        tokenizer: appends its eos_id after every document.
+        cache_dir: root cache folder (created if missing).
+        progress: show a tqdm bar per split while tokenizing.
+
+    Raises:
+        ValueError: when a split holds no documents.
+    """
+    path = cache_path(cache_dir, corpus, tokenizer)
+    meta = {
+        "corpus": corpus.key,
+        "tokenizer": tokenizer.name,
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": token_dtype(tokenizer.vocab_size).name,
+    }
+    if not _is_complete(path, meta):
+        path.mkdir(parents=True, exist_ok=True)
+        counts = {s: _write_split(path, s, corpus, tokenizer, progress) for s in SPLITS}
+        _atomic_write(path / "meta.json", json.dumps({**meta, "splits": counts}, indent=1).encode())
+    return TokenCache(path, *(_load_split(path, s, meta["dtype"]) for s in SPLITS))
+
+
+def _is_complete(path: Path, meta: dict) -> bool:
+    try:
+        saved = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(saved.get(k) == v for k, v in meta.items())
+
+
+def _write_split(path: Path, split: Split, corpus: Corpus, tokenizer: Tokenizer, progress: bool) -> dict:
+    dtype = token_dtype(tokenizer.vocab_size)
+    lengths = []
+    bar = tqdm(
+        total=len(corpus.split_ids(split)),
+        desc=f"tokenizing {split}",
+        unit="doc",
+        disable=not progress,
+    )
+    with _atomic_file(path / f"{split}.bin") as f:
+        for texts in _chunks(corpus.documents(split), ENCODE_CHUNK):
+            for ids in tokenizer.encode_batch(texts):
+                doc = np.array([*ids, tokenizer.eos_id], dtype=dtype)
+                f.write(doc.tobytes())
+                lengths.append(len(doc))
+            bar.update(len(texts))
+    bar.close()
+    if not lengths:
+        raise ValueError(f"corpus {corpus.spec!r} has no {split} documents")
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    with _atomic_file(path / f"{split}.offsets.npy") as f:
+        np.save(f, offsets)
+    return {"documents": len(lengths), "tokens": int(offsets[-1])}
+
+
+def _load_split(path: Path, split: Split, dtype: str) -> TokenSplit:
+    tokens = np.memmap(path / f"{split}.bin", dtype=np.dtype(dtype), mode="r")
+    return TokenSplit(tokens, np.load(path / f"{split}.offsets.npy"))
+
+
+def _chunks(texts: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(islice(texts, size)):
+        yield chunk
+
+
+class _atomic_file:
+    """Open a temporary file next to `path`; on a clean exit move it onto `path`, else delete it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+
+    def __enter__(self):
+        self.file = self.tmp.open("wb")
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.file.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _atomic_file(path) as f:
+        f.write(data)

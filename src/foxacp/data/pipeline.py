@@ -1,0 +1,81 @@
+"""The one call the trainer makes: corpus + tokenizer + token cache -> train and val batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from foxacp.data.batches import Batch, BatchLoader, validation_batches
+from foxacp.data.cache import prepare_tokens
+from foxacp.data.corpus import load_corpus
+from foxacp.data.tokenizer import Tokenizer, build_tokenizer
+
+
+class Datasets(NamedTuple):
+    """What make_datasets returns; unpacks as `tokenizer, train, val = make_datasets(...)`."""
+
+    tokenizer: Tokenizer
+    train: BatchLoader
+    val: list[Batch]
+
+
+def make_datasets(
+    corpus: str,
+    tokenizer: str,
+    cache_dir: Path,
+    seq_len: int,
+    batch_size: int,
+    *,
+    val_batches: int = 8,
+    packing: bool = False,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    max_bytes: int | None = None,
+    progress: bool = True,
+) -> Datasets:
+    """Load the corpus, build the tokenizer, tokenize into the cache (once) and make the batches.
+
+    Args:
+        corpus: corpus spec ("stdlib", "PATH[#FIELD]", "hf:NAME_OR_PATH[@CONFIG][:SPLIT][#FIELD]").
+        tokenizer: tokenizer spec ("byte", "bpe:N", "hf:NAME_OR_PATH").
+        cache_dir: root of the tokenizer and token caches.
+        seq_len: T, tokens per row.
+        batch_size: global rows per step (summed over ranks); a multiple of world_size.
+        val_batches: number of global validation batches (fewer if the held-out split is short).
+        packing: batches carry "cu_seqlens"/"max_seqlen" and mask cross-document labels.
+        seed: shuffling seed of the training loader.
+        rank, world_size: this process's data-parallel shard.
+        max_bytes: cap on the UTF-8 bytes read per split (None: the whole corpus).
+        progress: show tqdm bars while tokenizing.
+
+    Returns:
+        Datasets(tokenizer, train, val): `train` is an infinite BatchLoader yielding this rank's
+        (batch_size // world_size, seq_len) batches; `val` a fixed list of such batches.
+
+    Raises:
+        ValueError: a bad corpus or tokenizer spec, an empty corpus, a context longer than a split
+            allows, or a batch_size that is not a multiple of world_size.
+    """
+    docs = load_corpus(corpus, max_bytes=max_bytes)
+    tok = build_tokenizer(tokenizer, corpus=docs, cache_dir=Path(cache_dir))
+    cache = prepare_tokens(docs, tok, Path(cache_dir), progress=progress)
+    train = BatchLoader(
+        cache.train,
+        seq_len,
+        batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        packing=packing,
+    )
+    val = validation_batches(
+        cache.val,
+        seq_len,
+        batch_size,
+        val_batches,
+        rank=rank,
+        world_size=world_size,
+        packing=packing,
+    )
+    return Datasets(tok, train, val)

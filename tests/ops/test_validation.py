@@ -1,0 +1,102 @@
+"""Bad input gets a ValueError or TypeError that names the argument."""
+
+import pytest
+import torch
+
+import foxacp
+
+from .helpers import make_inputs
+
+
+def _call(q, k, v, g, **kw):
+    return foxacp.forgetting_attention(q, k, v, g, **{"backend": "torch", **kw})
+
+
+@pytest.fixture
+def inputs():
+    return make_inputs(1, 40, 40, 4, 2, 16, seed=0)
+
+
+@pytest.mark.parametrize(
+    "mutate,err,match",
+    [
+        (lambda q, k, v, g: (q[0], k, v, g), ValueError, "q must have 4 dims"),
+        (lambda q, k, v, g: (q, k[:, :, :, :8], v, g), ValueError, "k shape"),
+        (lambda q, k, v, g: (q, k, v[:, :30], g), ValueError, "v shape"),
+        (lambda q, k, v, g: (q, k, v, g[:, :, :2]), ValueError, "log_fgate must have shape"),
+        (lambda q, k, v, g: (torch.cat([q, q], 1), k, v, g), ValueError, "cannot outnumber"),
+        (lambda q, k, v, g: (q[:, :, :3], k, v, g[:, :, :3]), ValueError, "multiple of key/value heads"),
+        (lambda q, k, v, g: (q, k, v, g.double()), TypeError, "log_fgate must be float32"),
+        (lambda q, k, v, g: (q, k, v, g.half()), TypeError, "log_fgate must be float32"),
+        (lambda q, k, v, g: (q, k.double(), v, g), TypeError, "k has dtype"),
+        (lambda q, k, v, g: (q.int(), k.int(), v.int(), g), TypeError, "q must be a floating"),
+        (lambda q, k, v, g: (q, k, v, g.abs() + 0.1), ValueError, "log_fgate must be finite and <= 0"),
+        (lambda q, k, v, g: (q, k, v, g.index_fill(1, torch.tensor([3]), float("nan"))), ValueError, "finite"),
+        (lambda q, k, v, g: (q, k, v, g.index_fill(1, torch.tensor([3]), -float("inf"))), ValueError, "finite"),
+        (lambda q, k, v, g: (q.numpy(), k, v, g), TypeError, "q must be a torch.Tensor"),
+    ],
+)
+def test_bad_tensors(inputs, mutate, err, match):
+    with pytest.raises(err, match=match):
+        _call(*mutate(*inputs))
+
+
+@pytest.mark.parametrize(
+    "kw,err,match",
+    [
+        ({"backend": "cuda"}, ValueError, "backend must be"),
+        ({"log_eps": 1.0}, ValueError, "log_eps"),
+        ({"log_eps": float("nan")}, ValueError, "log_eps"),
+        ({"sm_scale": -1.0}, ValueError, "sm_scale"),
+        ({"qk_bound": -1.0}, ValueError, "qk_bound"),
+        ({"qk_bound": torch.ones(3)}, ValueError, "qk_bound"),
+        ({"qk_bound": "big"}, TypeError, "qk_bound"),
+        ({"cu_seqlens": torch.tensor([0, 10, 40])}, TypeError, "cu_seqlens must be int32"),
+        ({"cu_seqlens": torch.tensor([0, 10, 10, 40], dtype=torch.int32)}, ValueError, "strictly increasing"),
+        ({"cu_seqlens": torch.tensor([0, 30, 20, 40], dtype=torch.int32)}, ValueError, "strictly increasing"),
+        ({"cu_seqlens": torch.tensor([0, 10, 39], dtype=torch.int32)}, ValueError, "must end at"),
+        ({"cu_seqlens": torch.tensor([1, 10, 40], dtype=torch.int32)}, ValueError, "must start at 0"),
+        ({"cu_seqlens": torch.tensor([[0, 40]], dtype=torch.int32)}, ValueError, r"shape \(N\+1,\)"),
+        ({"cu_seqlens": torch.tensor([0, 10, 40], dtype=torch.int32), "max_seqlen": 5}, ValueError, "max_seqlen"),
+    ],
+)
+def test_bad_arguments(inputs, kw, err, match):
+    with pytest.raises(err, match=match):
+        _call(*inputs, **kw)
+
+
+def test_packed_needs_batch_one():
+    q, k, v, g = make_inputs(2, 40, 40, 2, 2, 16, seed=0)
+    with pytest.raises(ValueError, match="batch size 1"):
+        _call(q, k, v, g, cu_seqlens=torch.tensor([0, 40], dtype=torch.int32))
+
+
+def test_packed_needs_equal_lengths():
+    q, k, v, g = make_inputs(1, 30, 40, 2, 2, 16, seed=0)
+    with pytest.raises(ValueError, match="Tq == Tk"):
+        _call(q, k, v, g, cu_seqlens=torch.tensor([0, 40], dtype=torch.int32))
+
+
+def test_triton_rejects_unsupported_head_dim_and_dtypes():
+    q, k, v, g = make_inputs(1, 40, 40, 2, 2, 24, seed=0)
+    with pytest.raises(ValueError, match="head dim 24"):
+        _call(q, k, v, g, backend="triton")
+    q, k, v, g = make_inputs(1, 40, 40, 2, 2, 16, seed=0)
+    with pytest.raises(TypeError, match="float64"):
+        _call(q.double(), k.double(), v.double(), g, backend="triton")
+    with pytest.raises(TypeError, match="bf16"):
+        _call(q.bfloat16(), k.bfloat16(), v.bfloat16(), g, backend="triton")
+
+
+def test_unsupported_head_dim_falls_back_to_torch_on_cpu():
+    q, k, v, g = make_inputs(1, 40, 40, 2, 2, 24, seed=0)
+    o = foxacp.forgetting_attention(q, k, v, g)
+    assert o.shape == q.shape
+
+
+def test_mixed_devices():
+    q, k, v, g = make_inputs(1, 40, 40, 2, 2, 16, seed=0)
+    with pytest.raises(ValueError, match="k is on meta"):
+        _call(q, k.to("meta"), v, g)
+    with pytest.raises(ValueError, match="cu_seqlens is on meta"):
+        _call(q, k, v, g, cu_seqlens=torch.tensor([0, 40], dtype=torch.int32, device="meta"))
