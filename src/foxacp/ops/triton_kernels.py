@@ -3,6 +3,9 @@
 Conventions shared by the three kernels:
 - Packed layout: q/o/do (total_q, Hq, D), k/v (total_k, Hkv, D); sequence ``seq`` owns query rows
   CU_Q[seq]:CU_Q[seq+1] and key rows CU_K[seq]:CU_K[seq+1]; query i sits at key position i + (Lk - Lq).
+- Addressing: each program makes 64-bit base pointers to its sequence once; inside the loops a block is
+  reached by a scalar 64-bit step plus 32-bit in-block offsets computed once, so no per-element 64-bit
+  multiply runs in the hot loop and tensors beyond 2^31 elements are still addressed correctly.
 - C is the float64 cumulative gate, (Hq, total_k). Each program subtracts one float64 reference value
   (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
 - Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
@@ -13,6 +16,7 @@ Conventions shared by the three kernels:
 - The dK/dV kernel computes transposed scores (k @ q^T) directly: no tl.dot result is ever transposed
   (Triton 3.4-3.7.0 miscompiles that on Hopper).
 """
+# fmt: off
 
 import triton
 import triton.language as tl
@@ -21,40 +25,20 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
-def _fwd_inner(
-    acc,
-    l_i,
-    m_i,
-    q,
-    cq,
-    pos,
-    K,
-    V,
-    Ch,
-    c_ref,
-    k_start,
-    k_len,
-    lo,
-    hi,
-    stride_kt,
-    stride_vt,
-    qk_scale,
-    offs_d,
-    BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
-):
+def _fwd_inner(acc, l_i, m_i, q, cq, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, hi, stride_kt, stride_vt,
+               qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        rows = (k_start + offs_n).to(tl.int64)
+        row = tl.cast(start_n, tl.int64)
         if MASKED:
             ok = offs_n < k_len
-            kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None], mask=ok[None, :], other=0.0)
-            v = tl.load(V + rows[:, None] * stride_vt + offs_d[None, :], mask=ok[:, None], other=0.0)
-            ck = tl.load(Ch + rows, mask=ok, other=0.0)
+            kT = tl.load(Kb + row * stride_kt + kT_off, mask=ok[None, :], other=0.0)
+            v = tl.load(Vb + row * stride_vt + v_off, mask=ok[:, None], other=0.0)
+            ck = tl.load(Cb + offs_n, mask=ok, other=0.0)
         else:
-            kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None])
-            v = tl.load(V + rows[:, None] * stride_vt + offs_d[None, :])
-            ck = tl.load(Ch + rows)
+            kT = tl.load(Kb + row * stride_kt + kT_off)
+            v = tl.load(Vb + row * stride_vt + v_off)
+            ck = tl.load(Cb + offs_n)
         ck = (ck - c_ref).to(tl.float32) * LOG2E
         s = tl.dot(q, kT) * qk_scale + (cq[:, None] - ck[None, :])
         if MASKED:
@@ -69,38 +53,12 @@ def _fwd_inner(
 
 
 @triton.jit
-def fwd_kernel(
-    Q,
-    K,
-    V,
-    C,
-    O,
-    LSE,
-    KV_LO,
-    CU_Q,
-    CU_K,
-    stride_qt,
-    stride_qh,
-    stride_kt,
-    stride_kh,
-    stride_vt,
-    stride_vh,
-    stride_ot,
-    stride_oh,
-    stride_ch,
-    stride_lh,
-    stride_lo_n,
-    stride_lo_h,
-    qk_scale,
-    H: tl.constexpr,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    TILE_M: tl.constexpr,
-    TILE_N: tl.constexpr,
-    ACP: tl.constexpr,
-):
+def fwd_kernel(Q, K, V, C, O, LSE, KV_LO, CU_Q, CU_K,
+               stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+               stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
+               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
+               ACP: tl.constexpr):
     # Last query blocks first: along the causal diagonal they carry the most work.
     m = tl.num_programs(0) - 1 - tl.program_id(0)
     seq = tl.program_id(1) // H
@@ -117,15 +75,11 @@ def fwd_kernel(
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < q_len
     pos = offs_m + off
-    q_rows = (q_start + offs_m).to(tl.int64)
-    q = tl.load(
-        Q + q_rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
-        mask=row_ok[:, None],
-        other=0.0,
-    )
-    Ch = C + h.to(tl.int64) * stride_ch
-    c_ref = tl.load(Ch + k_start + m * BLOCK_M + off)
-    cq = (tl.load(Ch + k_start + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+    Qb = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
+    q = tl.load(Qb + offs_m[:, None] * stride_qt + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    Cb = C + h.to(tl.int64) * stride_ch + k_start
+    c_ref = tl.load(Cb + m * BLOCK_M + off)
+    cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
 
     lo = 0
     if ACP:
@@ -133,101 +87,36 @@ def fwd_kernel(
     diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N  # keys below are visible to every row
     hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
 
-    Kh = K + (h // GROUP) * stride_kh
-    Vh = V + (h // GROUP) * stride_vh
+    arange_n = tl.arange(0, BLOCK_N)
+    kT_off = arange_n[None, :] * stride_kt + offs_d[:, None]
+    v_off = arange_n[:, None] * stride_vt + offs_d[None, :]
+    Kb = K + k_start.to(tl.int64) * stride_kt + (h // GROUP) * stride_kh
+    Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _fwd_inner(
-        acc,
-        l_i,
-        m_i,
-        q,
-        cq,
-        pos,
-        Kh,
-        Vh,
-        Ch,
-        c_ref,
-        k_start,
-        k_len,
-        lo,
-        diag,
-        stride_kt,
-        stride_vt,
-        qk_scale,
-        offs_d,
-        BLOCK_N,
-        False,
-    )
-    acc, l_i, m_i = _fwd_inner(
-        acc,
-        l_i,
-        m_i,
-        q,
-        cq,
-        pos,
-        Kh,
-        Vh,
-        Ch,
-        c_ref,
-        k_start,
-        k_len,
-        tl.maximum(lo, diag),
-        hi,
-        stride_kt,
-        stride_vt,
-        qk_scale,
-        offs_d,
-        BLOCK_N,
-        True,
-    )
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, cq, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, diag,
+                               stride_kt, stride_vt, qk_scale, BLOCK_N, False)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, cq, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len,
+                               tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
     o = acc / l_i[:, None]
-    tl.store(
-        O + q_rows[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
-        o.to(O.dtype.element_ty),
-        mask=row_ok[:, None],
-    )
-    tl.store(LSE + h.to(tl.int64) * stride_lh + q_rows, m_i + tl.math.log2(l_i), mask=row_ok)
+    Ob = O + q_start.to(tl.int64) * stride_ot + h * stride_oh
+    tl.store(Ob + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
 
 
 @triton.jit
-def _dkdv_inner(
-    dk,
-    dv,
-    dck,
-    k,
-    v,
-    ck,
-    offs_n,
-    Q,
-    DO,
-    LSE_h,
-    DELTA_h,
-    Ch,
-    c_ref,
-    q_start,
-    q_len,
-    k_start,
-    off,
-    lo,
-    hi,
-    stride_qt,
-    stride_dot,
-    qk_scale,
-    offs_d,
-    BLOCK_M: tl.constexpr,
-    MASKED: tl.constexpr,
-):
+def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cqb, c_ref, qT_off, do_off, q_len, off,
+                lo, hi, stride_qt, stride_dot, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < q_len
-        rows = (q_start + offs_m).to(tl.int64)
-        qT = tl.load(Q + rows[None, :] * stride_qt + offs_d[:, None], mask=row_ok[None, :], other=0.0)
-        do = tl.load(DO + rows[:, None] * stride_dot + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-        lse = tl.load(LSE_h + rows, mask=row_ok, other=float("inf"))
-        delta = tl.load(DELTA_h + rows, mask=row_ok, other=0.0)
-        cq = (tl.load(Ch + k_start + off + offs_m, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+        row = tl.cast(start_m, tl.int64)
+        qT = tl.load(Qb + row * stride_qt + qT_off, mask=row_ok[None, :], other=0.0)
+        do = tl.load(DOb + row * stride_dot + do_off, mask=row_ok[:, None], other=0.0)
+        lse = tl.load(LSEb + offs_m, mask=row_ok, other=float("inf"))
+        delta = tl.load(DELTAb + offs_m, mask=row_ok, other=0.0)
+        cq = (tl.load(Cqb + offs_m, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
         sT = tl.dot(k, qT) * qk_scale + (cq[None, :] - ck[:, None])
         if MASKED:
             sT = tl.where(offs_n[:, None] <= (offs_m + off)[None, :], sT, float("-inf"))
@@ -241,47 +130,13 @@ def _dkdv_inner(
 
 
 @triton.jit
-def dkdv_kernel(
-    Q,
-    K,
-    V,
-    C,
-    DO,
-    LSE,
-    DELTA,
-    DK,
-    DV,
-    DCK,
-    Q_HI,
-    CU_Q,
-    CU_K,
-    stride_qt,
-    stride_qh,
-    stride_kt,
-    stride_kh,
-    stride_vt,
-    stride_vh,
-    stride_dot,
-    stride_doh,
-    stride_dkt,
-    stride_dkh,
-    stride_dvt,
-    stride_dvh,
-    stride_ch,
-    stride_lh,
-    stride_hi_n,
-    stride_hi_h,
-    qk_scale,
-    sm_scale,
-    HKV: tl.constexpr,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    TILE_M: tl.constexpr,
-    TILE_N: tl.constexpr,
-    ACP: tl.constexpr,
-):
+def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K,
+                stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+                stride_dkt, stride_dkh, stride_dvt, stride_dvh, stride_ch, stride_lh,
+                stride_hi_n, stride_hi_h, qk_scale, sm_scale,
+                HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
+                ACP: tl.constexpr):
     seq = tl.program_id(1) // HKV
     kvh = tl.program_id(1) % HKV
     k_start = tl.load(CU_K + seq)
@@ -296,17 +151,10 @@ def dkdv_kernel(
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     key_ok = offs_n < k_len
-    k_rows = (k_start + offs_n).to(tl.int64)
-    k = tl.load(
-        K + k_rows[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
-        mask=key_ok[:, None],
-        other=0.0,
-    )
-    v = tl.load(
-        V + k_rows[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
-        mask=key_ok[:, None],
-        other=0.0,
-    )
+    Kb = K + k_start.to(tl.int64) * stride_kt + kvh * stride_kh
+    Vb = V + k_start.to(tl.int64) * stride_vt + kvh * stride_vh
+    k = tl.load(Kb + offs_n[:, None] * stride_kt + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+    v = tl.load(Vb + offs_n[:, None] * stride_vt + offs_d[None, :], mask=key_ok[:, None], other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
@@ -314,123 +162,50 @@ def dkdv_kernel(
     # they see all of it.
     q_lo = (tl.maximum(n0 - off, 0) // BLOCK_M) * BLOCK_M
     q_full = tl.cdiv(tl.maximum(n0 + BLOCK_N - 1 - off, 0), BLOCK_M) * BLOCK_M
+    arange_m = tl.arange(0, BLOCK_M)
+    qT_off = arange_m[None, :] * stride_qt + offs_d[:, None]
+    do_off = arange_m[:, None] * stride_dot + offs_d[None, :]
     for g in range(GROUP):
         h = kvh * GROUP + g
-        Ch = C + h.to(tl.int64) * stride_ch
-        c_ref = tl.load(Ch + k_start + n0)
-        ck = (tl.load(Ch + k_rows, mask=key_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+        Cb = C + h.to(tl.int64) * stride_ch + k_start
+        c_ref = tl.load(Cb + n0)
+        ck = (tl.load(Cb + offs_n, mask=key_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
         q_end = q_len
         if ACP:
             q_end = tl.minimum(q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M)
-        Qh = Q + h * stride_qh
-        DOh = DO + h * stride_doh
-        LSE_h = LSE + h.to(tl.int64) * stride_lh
-        DELTA_h = DELTA + h.to(tl.int64) * stride_lh
+        Qb = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
+        DOb = DO + q_start.to(tl.int64) * stride_dot + h * stride_doh
+        LSEb = LSE + h.to(tl.int64) * stride_lh + q_start
+        DELTAb = DELTA + h.to(tl.int64) * stride_lh + q_start
         dck = tl.zeros([BLOCK_N], dtype=tl.float32)
-        dk, dv, dck = _dkdv_inner(
-            dk,
-            dv,
-            dck,
-            k,
-            v,
-            ck,
-            offs_n,
-            Qh,
-            DOh,
-            LSE_h,
-            DELTA_h,
-            Ch,
-            c_ref,
-            q_start,
-            q_len,
-            k_start,
-            off,
-            q_lo,
-            tl.minimum(q_full, q_end),
-            stride_qt,
-            stride_dot,
-            qk_scale,
-            offs_d,
-            BLOCK_M,
-            True,
-        )
-        dk, dv, dck = _dkdv_inner(
-            dk,
-            dv,
-            dck,
-            k,
-            v,
-            ck,
-            offs_n,
-            Qh,
-            DOh,
-            LSE_h,
-            DELTA_h,
-            Ch,
-            c_ref,
-            q_start,
-            q_len,
-            k_start,
-            off,
-            q_full,
-            q_end,
-            stride_qt,
-            stride_dot,
-            qk_scale,
-            offs_d,
-            BLOCK_M,
-            False,
-        )
-        tl.store(DCK + h.to(tl.int64) * stride_ch + k_rows, dck, mask=key_ok)
-    tl.store(
-        DK + k_rows[:, None] * stride_dkt + kvh * stride_dkh + offs_d[None, :],
-        (dk * sm_scale).to(DK.dtype.element_ty),
-        mask=key_ok[:, None],
-    )
-    tl.store(
-        DV + k_rows[:, None] * stride_dvt + kvh * stride_dvh + offs_d[None, :],
-        dv.to(DV.dtype.element_ty),
-        mask=key_ok[:, None],
-    )
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cb + off, c_ref, qT_off,
+                                  do_off, q_len, off, q_lo, tl.minimum(q_full, q_end), stride_qt, stride_dot,
+                                  qk_scale, BLOCK_M, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cb + off, c_ref, qT_off,
+                                  do_off, q_len, off, q_full, q_end, stride_qt, stride_dot, qk_scale, BLOCK_M, False)
+        tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
+    DKb = DK + k_start.to(tl.int64) * stride_dkt + kvh * stride_dkh
+    DVb = DV + k_start.to(tl.int64) * stride_dvt + kvh * stride_dvh
+    tl.store(DKb + offs_n[:, None] * stride_dkt + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+             mask=key_ok[:, None])
+    tl.store(DVb + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
 
 
 @triton.jit
-def _dq_inner(
-    dq,
-    dcq,
-    q,
-    do,
-    cq,
-    lse,
-    delta,
-    pos,
-    K,
-    V,
-    Ch,
-    c_ref,
-    k_start,
-    k_len,
-    lo,
-    hi,
-    stride_kt,
-    stride_vt,
-    qk_scale,
-    offs_d,
-    BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
-):
+def _dq_inner(dq, dcq, q, do, cq, lse, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, hi,
+              stride_kt, stride_vt, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        rows = (k_start + offs_n).to(tl.int64)
+        row = tl.cast(start_n, tl.int64)
         if MASKED:
             ok = offs_n < k_len
-            kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None], mask=ok[None, :], other=0.0)
-            vT = tl.load(V + rows[None, :] * stride_vt + offs_d[:, None], mask=ok[None, :], other=0.0)
-            ck = tl.load(Ch + rows, mask=ok, other=0.0)
+            kT = tl.load(Kb + row * stride_kt + kT_off, mask=ok[None, :], other=0.0)
+            vT = tl.load(Vb + row * stride_vt + vT_off, mask=ok[None, :], other=0.0)
+            ck = tl.load(Cb + offs_n, mask=ok, other=0.0)
         else:
-            kT = tl.load(K + rows[None, :] * stride_kt + offs_d[:, None])
-            vT = tl.load(V + rows[None, :] * stride_vt + offs_d[:, None])
-            ck = tl.load(Ch + rows)
+            kT = tl.load(Kb + row * stride_kt + kT_off)
+            vT = tl.load(Vb + row * stride_vt + vT_off)
+            ck = tl.load(Cb + offs_n)
         ck = (ck - c_ref).to(tl.float32) * LOG2E
         s = tl.dot(q, kT) * qk_scale + (cq[:, None] - ck[None, :])
         if MASKED:
@@ -444,44 +219,12 @@ def _dq_inner(
 
 
 @triton.jit
-def dq_kernel(
-    Q,
-    K,
-    V,
-    C,
-    DO,
-    LSE,
-    DELTA,
-    DQ,
-    DCQ,
-    KV_LO,
-    CU_Q,
-    CU_K,
-    stride_qt,
-    stride_qh,
-    stride_kt,
-    stride_kh,
-    stride_vt,
-    stride_vh,
-    stride_dot,
-    stride_doh,
-    stride_dqt,
-    stride_dqh,
-    stride_ch,
-    stride_lh,
-    stride_lo_n,
-    stride_lo_h,
-    qk_scale,
-    sm_scale,
-    H: tl.constexpr,
-    GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    TILE_M: tl.constexpr,
-    TILE_N: tl.constexpr,
-    ACP: tl.constexpr,
-):
+def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K,
+              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+              stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
+              H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
+              ACP: tl.constexpr):
     m = tl.num_programs(0) - 1 - tl.program_id(0)
     seq = tl.program_id(1) // H
     h = tl.program_id(1) % H
@@ -497,22 +240,15 @@ def dq_kernel(
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < q_len
     pos = offs_m + off
-    q_rows = (q_start + offs_m).to(tl.int64)
-    q = tl.load(
-        Q + q_rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
-        mask=row_ok[:, None],
-        other=0.0,
-    )
-    do = tl.load(
-        DO + q_rows[:, None] * stride_dot + h * stride_doh + offs_d[None, :],
-        mask=row_ok[:, None],
-        other=0.0,
-    )
-    lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_rows, mask=row_ok, other=float("inf"))
-    delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_rows, mask=row_ok, other=0.0)
-    Ch = C + h.to(tl.int64) * stride_ch
-    c_ref = tl.load(Ch + k_start + m * BLOCK_M + off)
-    cq = (tl.load(Ch + k_start + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+    Qb = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
+    DOb = DO + q_start.to(tl.int64) * stride_dot + h * stride_doh
+    q = tl.load(Qb + offs_m[:, None] * stride_qt + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    do = tl.load(DOb + offs_m[:, None] * stride_dot + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
+    Cb = C + h.to(tl.int64) * stride_ch + k_start
+    c_ref = tl.load(Cb + m * BLOCK_M + off)
+    cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
 
     lo = 0
     if ACP:
@@ -520,61 +256,18 @@ def dq_kernel(
     diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N
     hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
 
-    Kh = K + (h // GROUP) * stride_kh
-    Vh = V + (h // GROUP) * stride_vh
+    arange_n = tl.arange(0, BLOCK_N)
+    kT_off = arange_n[None, :] * stride_kt + offs_d[:, None]
+    vT_off = arange_n[None, :] * stride_vt + offs_d[:, None]
+    Kb = K + k_start.to(tl.int64) * stride_kt + (h // GROUP) * stride_kh
+    Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    dq, dcq = _dq_inner(
-        dq,
-        dcq,
-        q,
-        do,
-        cq,
-        lse,
-        delta,
-        pos,
-        Kh,
-        Vh,
-        Ch,
-        c_ref,
-        k_start,
-        k_len,
-        lo,
-        diag,
-        stride_kt,
-        stride_vt,
-        qk_scale,
-        offs_d,
-        BLOCK_N,
-        False,
-    )
-    dq, dcq = _dq_inner(
-        dq,
-        dcq,
-        q,
-        do,
-        cq,
-        lse,
-        delta,
-        pos,
-        Kh,
-        Vh,
-        Ch,
-        c_ref,
-        k_start,
-        k_len,
-        tl.maximum(lo, diag),
-        hi,
-        stride_kt,
-        stride_vt,
-        qk_scale,
-        offs_d,
-        BLOCK_N,
-        True,
-    )
-    tl.store(
-        DQ + q_rows[:, None] * stride_dqt + h * stride_dqh + offs_d[None, :],
-        (dq * sm_scale).to(DQ.dtype.element_ty),
-        mask=row_ok[:, None],
-    )
-    tl.store(DCQ + h.to(tl.int64) * stride_lh + q_rows, dcq, mask=row_ok)
+    dq, dcq = _dq_inner(dq, dcq, q, do, cq, lse, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, diag,
+                        stride_kt, stride_vt, qk_scale, BLOCK_N, False)
+    dq, dcq = _dq_inner(dq, dcq, q, do, cq, lse, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len,
+                        tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
+    DQb = DQ + q_start.to(tl.int64) * stride_dqt + h * stride_dqh
+    tl.store(DQb + offs_m[:, None] * stride_dqt + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None])
+    tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
