@@ -104,3 +104,31 @@ def test_exact_mode_stats_and_equality():
     assert stats.flop_saving == 0.0
     ref = foxacp.forgetting_attention(q.double(), k.double(), v.double(), g, log_eps=None, backend="reference")
     assert rel_err(o, ref) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(2, 333, 450, 3, 32, 16), (1, 700, 700, 2, 64, 64)])
+def test_triton_plan_kernel_matches_torch_plan(shape):
+    """The one-launch Triton boundary search finds exactly the boundaries of the searchsorted twin."""
+    from foxacp.ops.acp import plan_tiles, qk_bound_from_data, threshold
+    from foxacp.ops.gate import cumulative_gate
+    from foxacp.ops.triton_plan import max_norms, tile_plan
+    from foxacp.ops.validate import check_inputs
+
+    B, Tq, Tk, H, tm, tn = shape
+    for cu in (None, torch.tensor([0, 1, 150, 203, Tk], dtype=torch.int32) if B == 1 else None):
+        q, k, v, g = make_inputs(B, Tq, Tk, H, H, 16, **FAST)
+        if cu is not None:
+            q = q[:, :Tk]
+        problem = check_inputs(q, k, v, g, None, cu, None, -10.0, "torch")
+        qp, kp = q.reshape(-1, H, 16), k.reshape(-1, H, 16)
+        c_t = cumulative_gate(g.reshape(-1, H), problem.cu_k, problem.uniform, problem.num_seqs)
+        delta = threshold(qk_bound_from_data(qp, kp, problem), problem, -10.0)
+        want = plan_tiles(c_t, delta, problem, tm, tn)
+        kv_lo, q_hi = tile_plan(c_t, delta, problem, tm, tn)
+        assert torch.equal(kv_lo, want.kv_lo) and torch.equal(q_hi, want.q_hi)
+        assert want.stats.flop_saving > 0.3
+        norms = max_norms(qp, problem.cu_q, problem.num_seqs, problem.max_q)
+        ref = torch.stack(
+            [qp[a:b].norm(dim=-1).amax(0) for a, b in zip(problem.cu_q[:-1], problem.cu_q[1:], strict=True)]
+        )
+        assert torch.allclose(norms, ref, rtol=1e-6)

@@ -60,7 +60,15 @@ class AcpPlan:
     tile_n: int
     kv_lo: Tensor  # (N, Hq, num_m) int32
     q_hi: Tensor  # (N, Hq, num_n) int32
-    stats: ACPStats
+    problem: Problem
+
+    @property
+    def stats(self) -> ACPStats:
+        """Visited and causal tiles per head (computed on demand: not on the kernels' path)."""
+        _, row_ok, causal_hi = _query_tiles(self.problem, self.tile_m, self.tile_n)
+        visited = (causal_hi[:, None, :] - self.kv_lo.long()).clamp_min(0) * row_ok[:, None, :]
+        causal = causal_hi.sum().expand(self.problem.heads_q).clone()
+        return ACPStats(visited.sum((0, 2)), causal, self.tile_m, self.tile_n)
 
 
 def _segment_max(x: Tensor, problem: Problem, cu: Tensor) -> Tensor:
@@ -75,11 +83,19 @@ def _segment_max(x: Tensor, problem: Problem, cu: Tensor) -> Tensor:
 def qk_bound_from_data(q: Tensor, k: Tensor, problem: Problem) -> Tensor:
     """U = sm_scale * max_i ||q_i|| * max_j ||k_j|| per (sequence, query head), by Cauchy-Schwarz.
 
-    Args: q (total_q, Hq, D), k (total_k, Hkv, D). Returns (N, Hq) float64.
+    Norms are taken in float32 (one Triton pass over q and k on CUDA). Args: q (total_q, Hq, D),
+    k (total_k, Hkv, D). Returns (N, Hq) float64.
     """
     with torch.no_grad():
-        q_max = _segment_max(q.float().norm(dim=-1), problem, problem.cu_q)
-        k_max = _segment_max(k.float().norm(dim=-1), problem, problem.cu_k)
+        if q.is_cuda:
+            from .triton_plan import max_norms
+
+            q_max = max_norms(q, problem.cu_q, problem.num_seqs, problem.max_q)
+            k_max = max_norms(k, problem.cu_k, problem.num_seqs, problem.max_k)
+        else:
+            norm = lambda x: torch.linalg.vector_norm(x.to(torch.float32), dim=-1)  # noqa: E731
+            q_max = _segment_max(norm(q), problem, problem.cu_q)
+            k_max = _segment_max(norm(k), problem, problem.cu_k)
         return problem.sm_scale * q_max.double() * k_max.double().repeat_interleave(problem.group, dim=1)
 
 
@@ -136,7 +152,7 @@ def plan_tiles(c: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n: 
     k0 = problem.cu_k[:-1].long()[:, None]
     k_len = problem.cu_k[1:].long()[:, None] - k0
     num_n = -(-problem.max_k // tile_n)
-    first_pos, row_ok, causal_hi = _query_tiles(problem, tile_m, tile_n)
+    first_pos, row_ok, _ = _query_tiles(problem, tile_m, tile_n)
     c_row = c[:, k0 + first_pos].permute(1, 0, 2)  # (N, Hq, num_m)
 
     tile = torch.arange(num_n, device=dev)[None, :]
@@ -148,11 +164,8 @@ def plan_tiles(c: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n: 
     kv_lo = torch.searchsorted(neg_end, (delta[:, :, None] - c_row).contiguous(), side="left")
     kv_lo = torch.where(row_ok[:, None, :], kv_lo, num_n).to(torch.int32)
     tiles = tile.to(torch.int32).expand(neg_end.shape).contiguous()
-    q_hi = torch.searchsorted(kv_lo, tiles, side="right").to(torch.int32)
-
-    visited = (causal_hi[:, None, :] - kv_lo.long()).clamp_min(0) * row_ok[:, None, :]
-    stats = ACPStats(visited.sum((0, 2)), causal_hi.sum().expand(problem.heads_q).clone(), tile_m, tile_n)
-    return AcpPlan(tile_m, tile_n, kv_lo, q_hi, stats)
+    q_hi = torch.where(col_ok[:, None, :], torch.searchsorted(kv_lo, tiles, side="right"), 0).to(torch.int32)
+    return AcpPlan(tile_m, tile_n, kv_lo, q_hi, problem)
 
 
 def dense_stats(problem: Problem, tile_m: int, tile_n: int) -> ACPStats:

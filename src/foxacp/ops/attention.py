@@ -66,18 +66,9 @@ def prepare_plan(
         raise ValueError("make_plan needs a log_eps (None means no pruning)")
     problem = check_inputs(q, k, k, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, "torch")
     cfg = kernel_config(q.device, problem.head_dim)
-    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs).t()
+    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
     qp, kp = q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:])
-    return _plan(
-        qp,
-        kp,
-        c_t.contiguous(),
-        problem,
-        log_eps,
-        qk_bound,
-        tile_m or cfg.tile_m,
-        tile_n or cfg.tile_n,
-    )
+    return _plan(qp, kp, c_t, problem, log_eps, qk_bound, tile_m or cfg.tile_m, tile_n or cfg.tile_n)
 
 
 def forgetting_attention(
@@ -124,19 +115,19 @@ def forgetting_attention(
     problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
     cfg = kernel_config(q.device, problem.head_dim)
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
-    c = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
+    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
     if log_eps is not None:
-        plan = _plan(qp, kp, c.t().contiguous(), problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
+        plan = _plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
 
     if backend == "triton":
         from .triton_op import triton_attention  # imported lazily: Triton compiles on first use
 
-        o = triton_attention(qp, kp, vp, c, problem, plan, cfg)
+        o = triton_attention(qp, kp, vp, c_t, problem, plan, cfg)
     elif backend == "torch":
-        o = blockwise_attention(qp, kp, vp, c, problem, plan, cfg.tile_m, cfg.tile_n)
+        o = blockwise_attention(qp, kp, vp, c_t.t(), problem, plan, cfg.tile_m, cfg.tile_n)
     else:
-        o = reference_attention(qp, kp, vp, c, problem, plan)
+        o = reference_attention(qp, kp, vp, c_t.t(), problem, plan)
     o = o.to(q.dtype).view(q.shape)
     if not return_stats:
         return o

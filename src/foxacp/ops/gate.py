@@ -26,12 +26,12 @@ def cumulative_gate(log_fgate: Tensor, cu_k: Tensor, uniform: bool, num_seqs: in
         uniform: all N sequences have the same length (a plain batch): a reshape replaces the segment sums.
         num_seqs: N.
     Returns:
-        (total_k, Hq) float64.
+        c_t: (Hq, total_k) float64, contiguous (heads first: the scan and the kernels read along tokens).
     """
-    g = log_fgate.double()
-    total, heads = g.shape
+    g = log_fgate.t().double().contiguous()
+    heads, total = g.shape
     if uniform:
-        return g.view(num_seqs, total // num_seqs, heads).cumsum(1).view(total, heads)
-    running = g.cumsum(0)
-    before = torch.cat([running.new_zeros(1, heads), running])[cu_k[:-1].long()]  # (N, Hq)
-    return running - before[sequence_ids(cu_k, total)]
+        return g.view(heads, num_seqs, total // num_seqs).cumsum(-1).view(heads, total)
+    running = g.cumsum(-1)
+    before = torch.cat([running.new_zeros(heads, 1), running], dim=1)[:, cu_k[:-1].long()]  # (Hq, N)
+    return running - before[:, sequence_ids(cu_k, total)]

@@ -110,7 +110,7 @@ def triton_attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    c: Tensor,
+    c_t: Tensor,
     problem: Problem,
     plan: AcpPlan | None,
     cfg: KernelConfig,
@@ -118,9 +118,9 @@ def triton_attention(
     """Forgetting attention through the Triton kernels.
 
     Args:
-        q: (total_q, Hq, D); k, v: (total_k, Hkv, D); c: (total_k, Hq) float64 cumulative gate.
+        q: (total_q, Hq, D); k, v: (total_k, Hkv, D); c_t: (Hq, total_k) float64 cumulative gate.
     Returns:
-        (total_q, Hq, D) in q's dtype; differentiable in q, k, v and c.
+        (total_q, Hq, D) in q's dtype; differentiable in q, k, v and c_t.
     """
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    return _TritonForgettingAttention.apply(q, k, v, c.t().contiguous(), problem, plan, cfg)
+    return _TritonForgettingAttention.apply(q, k, v, c_t, problem, plan, cfg)
