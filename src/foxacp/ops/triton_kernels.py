@@ -25,8 +25,9 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, cq, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, hi, stride_kt, stride_vt,
+def _fwd_inner(acc, l_i, m_i, q, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, hi, stride_kt, stride_vt,
                qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    # The row's own gate term cq_i is a per-row shift, which softmax ignores: it is added to the LSE at the end.
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         row = tl.cast(start_n, tl.int64)
@@ -40,7 +41,7 @@ def _fwd_inner(acc, l_i, m_i, q, cq, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_le
             v = tl.load(Vb + row * stride_vt + v_off)
             ck = tl.load(Cb + offs_n)
         ck = (ck - c_ref).to(tl.float32) * LOG2E
-        s = tl.dot(q, kT) * qk_scale + (cq[:, None] - ck[None, :])
+        s = tl.dot(q, kT) * qk_scale - ck[None, :]
         if MASKED:
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -95,14 +96,14 @@ def fwd_kernel(Q, K, V, C, O, LSE, KV_LO, CU_Q, CU_K,
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, cq, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, diag,
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, diag,
                                stride_kt, stride_vt, qk_scale, BLOCK_N, False)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, cq, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len,
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len,
                                tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
     o = acc / l_i[:, None]
     Ob = O + q_start.to(tl.int64) * stride_ot + h * stride_oh
     tl.store(Ob + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
+    tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i) + cq, mask=row_ok)
 
 
 @triton.jit
@@ -117,10 +118,10 @@ def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cqb, c_ref
         lse = tl.load(LSEb + offs_m, mask=row_ok, other=float("inf"))
         delta = tl.load(DELTAb + offs_m, mask=row_ok, other=0.0)
         cq = (tl.load(Cqb + offs_m, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
-        sT = tl.dot(k, qT) * qk_scale + (cq[None, :] - ck[:, None])
+        sT = tl.dot(k, qT) * qk_scale + (cq - lse)[None, :] - ck[:, None]  # already minus the row's LSE
         if MASKED:
             sT = tl.where(offs_n[:, None] <= (offs_m + off)[None, :], sT, float("-inf"))
-        pT = tl.math.exp2(sT - lse[None, :])
+        pT = tl.math.exp2(sT)
         dv += tl.dot(pT.to(do.dtype), do)
         dpT = tl.dot(v, tl.trans(do))
         dsT = pT * (dpT - delta[None, :])
@@ -192,7 +193,7 @@ def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K,
 
 
 @triton.jit
-def _dq_inner(dq, dcq, q, do, cq, lse, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, hi,
+def _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, hi,
               stride_kt, stride_vt, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -207,10 +208,10 @@ def _dq_inner(dq, dcq, q, do, cq, lse, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT
             vT = tl.load(Vb + row * stride_vt + vT_off)
             ck = tl.load(Cb + offs_n)
         ck = (ck - c_ref).to(tl.float32) * LOG2E
-        s = tl.dot(q, kT) * qk_scale + (cq[:, None] - ck[None, :])
+        s = tl.dot(q, kT) * qk_scale + row_shift[:, None] - ck[None, :]  # row_shift = cq - LSE
         if MASKED:
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
-        p = tl.math.exp2(s - lse[:, None])
+        p = tl.math.exp2(s)
         dp = tl.dot(do, vT)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
@@ -263,9 +264,10 @@ def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K,
     Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    dq, dcq = _dq_inner(dq, dcq, q, do, cq, lse, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, diag,
+    row_shift = cq - lse
+    dq, dcq = _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, diag,
                         stride_kt, stride_vt, qk_scale, BLOCK_N, False)
-    dq, dcq = _dq_inner(dq, dcq, q, do, cq, lse, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len,
+    dq, dcq = _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len,
                         tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
     DQb = DQ + q_start.to(tl.int64) * stride_dqt + h * stride_dqh
     tl.store(DQb + offs_m[:, None] * stride_dqt + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),

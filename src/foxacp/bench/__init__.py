@@ -1,0 +1,1 @@
+"""Benchmarks and on-device checks that write result files under bench/results/."""

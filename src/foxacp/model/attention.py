@@ -1,0 +1,116 @@
+"""The attention layer of the three variants: FoX Pro, LLaMA-style FoX, and the RoPE Transformer."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from foxacp.ops import forgetting_attention
+
+from .config import ModelConfig
+from .layers import HeadRMSNorm, TokenShift, apply_rope
+
+if TYPE_CHECKING:
+    from foxacp.ops import ACPStats
+
+
+class ForgettingAttention(nn.Module):
+    """Multi-head (optionally grouped-query) forgetting attention, the variant set by ``cfg.variant``.
+
+    fox_pro:     q = norm_q(W_q x); k = norm_k(shift_k(W_k x)); v = shift_v(W_v x);
+                 o = W_o(norm_o(attn(q, k, v, log f)) * sigmoid(W_g x)), log f = logsigmoid(W_f x + b_f)
+    fox:         o = W_o(attn(W_q x, W_k x, W_v x, log f))
+    transformer: o = W_o(attn(rope(W_q x), rope(W_k x), W_v x, 0)), exact (no pruning)
+
+    The token shift runs per key/value head. ``last_stats`` holds the ACPStats of the last forward when
+    ``cfg.record_acp_stats`` is set.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, hq, hkv, hd = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.wq = nn.Linear(d, hq * hd, bias=False)
+        self.wk = nn.Linear(d, hkv * hd, bias=False)
+        self.wv = nn.Linear(d, hkv * hd, bias=False)
+        self.wo = nn.Linear(hq * hd, d, bias=False)
+        self.fgate = nn.Linear(d, hq, bias=True) if cfg.has_fgate else None
+        if cfg.pro:
+            self.k_shift = TokenShift(d, hkv)
+            self.v_shift = TokenShift(d, hkv)
+            self.q_norm = HeadRMSNorm(hq, hd, cfg.norm_eps)
+            self.k_norm = HeadRMSNorm(hkv, hd, cfg.norm_eps)
+            self.o_norm = HeadRMSNorm(hq, hd, cfg.norm_eps)
+            self.wg = nn.Linear(d, hq * hd, bias=False)
+        self.last_stats: ACPStats | None = None
+
+    def log_fgate(self, x: Tensor) -> Tensor:
+        """log f = logsigmoid(W_f x + b_f) in fp32 (zeros for the transformer). x (B, T, d) -> (B, T, Hq)."""
+        if self.fgate is None:
+            return x.new_zeros(*x.shape[:-1], self.cfg.n_heads, dtype=torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            w, b = self.fgate.weight.float(), self.fgate.bias.float()
+            return F.logsigmoid(F.linear(x.float(), w, b))
+
+    @torch.no_grad()
+    def qk_bound(self) -> Tensor:
+        """Static ACP bound U >= |q.k| / sqrt(D) per query head, from the QK-norm gains. (Hq,) float32.
+
+        ||norm(q)|| <= sqrt(D) * max|g_q| (likewise k), so U = sqrt(D) * max|g_q| * max|g_k|, times
+        ``cfg.qk_bound_safety`` for bf16 rounding; query head h uses k-gains of kv head h // group.
+        """
+        g_q = self.q_norm.gains().detach().float().abs().amax(-1)
+        g_k = self.k_norm.gains().detach().float().abs().amax(-1)
+        g_k = g_k.repeat_interleave(self.cfg.n_heads // self.cfg.kv_heads)
+        return self.cfg.qk_bound_safety * math.sqrt(self.cfg.head_dim) * g_q * g_k
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        cu_seqlens: Tensor | None = None,
+        max_seqlen: int | None = None,
+    ) -> Tensor:
+        """x (B, T, d_model), pos (B, T) position within its document -> (B, T, d_model).
+
+        With cu_seqlens (int32 (N+1,), offsets over the B*T flattened tokens) attention runs on one row
+        of B*T tokens, restarting at every document.
+        """
+        cfg = self.cfg
+        B, T, d = x.shape
+        if cu_seqlens is not None:
+            x, pos = x.reshape(1, B * T, d), pos.reshape(1, B * T)
+        b, t = x.shape[:2]
+        q = self.wq(x).view(b, t, cfg.n_heads, cfg.head_dim)
+        k = self.wk(x).view(b, t, cfg.kv_heads, cfg.head_dim)
+        v = self.wv(x).view(b, t, cfg.kv_heads, cfg.head_dim)
+        qk_bound = None
+        if cfg.pro:
+            k, v = self.k_shift(x, k, pos), self.v_shift(x, v, pos)
+            q, k = self.q_norm(q), self.k_norm(k)
+            qk_bound = self.qk_bound()
+        elif cfg.variant == "transformer":
+            q, k = apply_rope(q, pos, cfg.rope_base), apply_rope(k, pos, cfg.rope_base)
+
+        o = forgetting_attention(
+            q,
+            k,
+            v,
+            self.log_fgate(x),
+            sm_scale=cfg.head_dim**-0.5,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+            log_eps=cfg.attn_log_eps,
+            qk_bound=qk_bound,
+            return_stats=cfg.record_acp_stats,
+            backend=cfg.attn_backend,
+        )
+        if cfg.record_acp_stats:
+            o, self.last_stats = o
+        if cfg.pro:
+            o = self.o_norm(o) * torch.sigmoid(self.wg(x)).view_as(o)
+        return self.wo(o.reshape(b, t, -1)).view(B, T, d)

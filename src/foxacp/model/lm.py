@@ -1,0 +1,129 @@
+"""The decoder-only language model: embedding, pre-norm blocks, final norm, untied LM head."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from .attention import ForgettingAttention
+from .config import ModelConfig, mlp_hidden
+from .layers import HeadRMSNorm, RMSNorm, SwiGLU
+
+if TYPE_CHECKING:
+    from foxacp.ops import ACPStats
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)). x (B, T, d_model) -> same."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = ForgettingAttention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg.d_model, mlp_hidden(cfg))
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        cu_seqlens: Tensor | None = None,
+        max_seqlen: int | None = None,
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), pos, cu_seqlens, max_seqlen)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def doc_positions(batch: int, seq_len: int, cu_seqlens: Tensor | None, device: torch.device) -> Tensor:
+    """Position of every token within its sequence: (B, T) int.
+
+    Without cu_seqlens each row is a sequence; with it (int32 (N+1,) offsets over the B*T flattened
+    tokens) positions restart at every document start. Position 0 marks a start for the token shift.
+    """
+    if cu_seqlens is None:
+        return torch.arange(seq_len, device=device).expand(batch, seq_len)
+    flat = torch.arange(batch * seq_len, device=device, dtype=cu_seqlens.dtype)
+    doc = torch.searchsorted(cu_seqlens, flat, right=True) - 1
+    return (flat - cu_seqlens[doc]).view(batch, seq_len)
+
+
+class FoxLM(nn.Module):
+    """FoX (Pro) / LLaMA-style FoX / Transformer language model, chosen by ``config.variant``.
+
+    ``blocks`` is an nn.ModuleList of ``Block`` so that a trainer can shard or checkpoint each block;
+    the model itself knows nothing about distribution. Build on the meta device and call
+    ``init_weights()`` after ``to_empty`` to materialise it elsewhere.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Linear weights and the embedding N(0, init_std), biases 0 (b_f: fgate_bias_init), gains 1."""
+        std = self.config.init_std
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, (RMSNorm, HeadRMSNorm)):
+                nn.init.ones_(m.weight)
+        for block in self.blocks:
+            if block.attn.fgate is not None:
+                nn.init.constant_(block.attn.fgate.bias, self.config.fgate_bias_init)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        cu_seqlens: Tensor | None = None,
+        max_seqlen: int | None = None,
+    ) -> Tensor:
+        """input_ids (B, T) int64 -> logits (B, T, vocab_size).
+
+        cu_seqlens: int32 (N+1,) document offsets over the B*T flattened tokens (0 ... B*T); attention,
+        token shift and RoPE then restart at every document and run across row ends. max_seqlen: the
+        longest document (optional, passed to the attention op).
+        """
+        B, T = input_ids.shape
+        pos = doc_positions(B, T, cu_seqlens, input_ids.device)
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x, pos, cu_seqlens, max_seqlen)
+        return self.lm_head(self.norm(x))
+
+    def acp_stats(self) -> list[ACPStats | None]:
+        """Per layer, the ACPStats of the last forward (None unless config.record_acp_stats)."""
+        return [block.attn.last_stats for block in self.blocks]
+
+    @torch.no_grad()
+    def forget_gates(
+        self,
+        input_ids: Tensor,
+        *,
+        cu_seqlens: Tensor | None = None,
+        max_seqlen: int | None = None,
+    ) -> Tensor:
+        """Log forget gates of every layer: input_ids (B, T) -> (n_layers, B, T, n_heads) float32.
+
+        All zeros for the transformer variant. Runs the blocks' submodules directly, so call it on an
+        unsharded model.
+        """
+        B, T = input_ids.shape
+        pos = doc_positions(B, T, cu_seqlens, input_ids.device)
+        x = self.embed(input_ids)
+        gates = []
+        for i, block in enumerate(self.blocks):
+            gates.append(block.attn.log_fgate(block.attn_norm(x)))
+            if i + 1 < len(self.blocks):
+                x = block(x, pos, cu_seqlens, max_seqlen)
+        return torch.stack(gates)
