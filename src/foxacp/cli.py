@@ -1,0 +1,202 @@
+"""The ``foxacp`` command: demo, train, plot, export-gates, bench.
+
+    foxacp demo                                   tiny FoX Pro on the stdlib corpus, CPU, a few minutes
+    foxacp train --preset 125M --set seq_len=16384 --set micro_batch_size=2 --out runs/125m
+    foxacp train --resume --out runs/125m         continue a run from its latest checkpoint
+    foxacp plot runs/125m                         runs/125m/plot.png
+    foxacp export-gates runs/125m --out gates.safetensors
+    foxacp bench --quick                          the attention benchmark (foxacp.bench.attention)
+
+Multi-GPU: ``torchrun --standalone --nproc-per-node=N -m foxacp.cli train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+DEMO_OUT = "runs/demo"
+
+
+def _run_dir_of(path: Path) -> Path:
+    """The run directory of a run directory or of one of its checkpoint directories."""
+    path = Path(path)
+    if (path / "config.json").exists() or path.parent.name != "checkpoints":
+        return path
+    return path.parent.parent
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """(TrainConfig, resume source or None) from the ``train`` arguments.
+
+    A resumed run starts from the config.json of the run it resumes (unless --preset is given); --data,
+    --tokenizer, --steps, --out and then every --set are applied on top.
+    """
+    from foxacp.train.config import TrainConfig, parse_overrides, preset_config
+
+    resume = None
+    base = None
+    if args.resume is not None:
+        if args.resume:
+            resume = Path(args.resume)
+        elif args.out:
+            resume = Path(args.out)
+        else:
+            raise SystemExit("foxacp train: --resume without a path needs --out RUN_DIR")
+        saved = _run_dir_of(resume) / "config.json"
+        if args.preset is None and saved.exists():
+            base = TrainConfig.load(saved)
+    if base is None:
+        base = preset_config(args.preset or "tiny")
+    changes = {}
+    if args.data is not None:
+        changes["corpus"] = args.data
+    if args.tokenizer is not None:
+        changes["tokenizer"] = args.tokenizer
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.out is not None:
+        changes["out"] = args.out
+    cfg = parse_overrides(dataclasses.replace(base, **changes), args.set or [])
+    return cfg, resume
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from foxacp.train.loop import train
+    from foxacp.train.plot import plot_run
+
+    cfg, resume = train_config_from_args(args)
+    summary = train(cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"plot: {plot_run(summary['run_dir'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from foxacp.train.config import parse_overrides, preset_config
+    from foxacp.train.loop import train
+    from foxacp.train.plot import plot_run
+
+    cfg = preset_config("tiny")
+    cfg = dataclasses.replace(cfg, out=args.out, device="cpu", steps=args.steps)
+    cfg = parse_overrides(cfg, args.set or [])
+    start = time.perf_counter()
+    s = train(cfg)
+    plot = plot_run(s["run_dir"])
+    minutes = (time.perf_counter() - start) / 60
+    print(
+        f"\ndemo done in {minutes:.1f} min: {s['steps']} steps, {s['tokens']:,} tokens, "
+        f"{s['n_params'] / 1e6:.2f}M parameters"
+    )
+    print(f"  final train loss  {s['final_loss']:.4f} nats/token")
+    if s["eval_loss"] is not None:
+        print(f"  final eval loss   {s['eval_loss']:.4f} nats/token")
+    print(f"  throughput        {s['tokens_per_s']:,.0f} tokens/s (training steps only)")
+    if s["acp_saving"] is not None:
+        print(f"  ACP FLOP saving   {100 * s['acp_saving']:.1f}% of causal attention tiles skipped")
+    print(f"  log               {s['log']}")
+    print(f"  plot              {plot}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from foxacp.train.plot import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+    return 0
+
+
+def cmd_export_gates(args: argparse.Namespace) -> int:
+    from foxacp.train.export import export_gates
+
+    shape = export_gates(args.run_dir, args.out, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
+    print(f"wrote {args.out}: log_fgate {shape} (layers, batch, tokens, heads) float32")
+    return 0
+
+
+def cmd_bench(bench_args: list[str]) -> int:
+    try:
+        from foxacp.bench.attention import main as bench_main
+    except ImportError as e:
+        print(f"foxacp bench: the attention benchmark is not available ({e})", file=sys.stderr)
+        return 2
+    return int(bench_main(bench_args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="foxacp", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def overrides(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--set",
+            action="extend",
+            nargs="+",
+            metavar="KEY=VALUE",
+            help="override a TrainConfig field (lr=1e-3) or a ModelConfig field (model.acp=false)",
+        )
+
+    demo = sub.add_parser("demo", help="train the tiny preset on the stdlib corpus on CPU")
+    demo.add_argument("--out", default=DEMO_OUT, help="run directory")
+    demo.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
+    overrides(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="train a model (torchrun for several GPUs)")
+    tr.add_argument("--preset", default=None, help="tiny, 125M, 360M or 760M (default tiny)")
+    tr.add_argument("--data", default=None, help="corpus spec: stdlib, PATH[#FIELD], hf:NAME[@CFG][:SPLIT]")
+    tr.add_argument("--tokenizer", default=None, help="byte, bpe:N or hf:NAME_OR_PATH")
+    tr.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
+    tr.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the token budget)")
+    tr.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="continue from PATH (a run or checkpoint directory), or from --out's latest checkpoint",
+    )
+    overrides(tr)
+    tr.set_defaults(func=cmd_train)
+
+    pl = sub.add_parser("plot", help="plot a run's loss, ACP saving and per-position loss")
+    pl.add_argument("run_dir", type=Path)
+    pl.add_argument("--out", type=Path, default=None, help="PNG path (default RUN_DIR/plot.png)")
+    pl.set_defaults(func=cmd_plot)
+
+    ex = sub.add_parser("export-gates", help="save a trained model's log forget gates on held-out text")
+    ex.add_argument("run_dir", type=Path, help="run directory or checkpoint directory")
+    ex.add_argument("--out", type=Path, required=True, help="output .safetensors")
+    ex.add_argument("--batch-size", type=int, default=1)
+    ex.add_argument("--seq-len", type=int, default=None, help="default: the run's context length")
+    ex.add_argument("--device", default="cpu")
+    ex.set_defaults(func=cmd_export_gates)
+
+    # Listed for --help; main() hands everything after "bench" to the benchmark's own parser.
+    sub.add_parser("bench", help="attention benchmark; arguments go to foxacp.bench.attention", add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``foxacp`` and ``python -m foxacp.cli``; returns the exit status."""
+    from foxacp.train.checkpoint import CheckpointError
+    from foxacp.train.config import ConfigError  # a ValueError, listed for the reader
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return cmd_bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:  # bad specs, paths, files
+        print(f"foxacp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""Atomic, verifiable training checkpoints.
+
+Layout of a run directory::
+
+    RUN_DIR/checkpoints/step_000500/model.safetensors   full (unsharded) weights
+                                   /state.pt            optimizer, step, tokens, data-loader state, RNG states
+                                   /meta.json           step, configs, and the size and sha256 of each file
+    RUN_DIR/checkpoints/latest                          the name of the newest complete checkpoint
+
+A checkpoint is written into a temporary directory, flushed to disk, and renamed into place; ``latest``
+is then replaced atomically. A crash at any point leaves the previous checkpoint and pointer intact.
+Loading verifies every file against meta.json and the model config against the run's, and raises
+:class:`CheckpointError` with the reason instead of loading half a state.
+
+Under FSDP2 the full state dicts are gathered to CPU on rank 0 (``get_model_state_dict`` /
+``get_optimizer_state_dict`` with ``full_state_dict=True, cpu_offload=True``) and rank 0 writes; on load
+every rank reads the files and keeps its own shards. The same functions serve unsharded models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from .distributed import Dist, barrier, broadcast_object, gather_objects
+
+FORMAT = 1
+WEIGHTS, STATE, META, LATEST = "model.safetensors", "state.pt", "meta.json", "latest"
+
+# ModelConfig fields that change how the model runs, not what its weights mean: they may differ on resume.
+RUNTIME_FIELDS = frozenset({"acp", "log_eps", "qk_bound_safety", "record_acp_stats", "attn_backend"})
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete, corrupt, or does not match the model being trained."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _write_durable(path: Path, write) -> None:
+    """Call ``write(file)`` on a new binary file at ``path`` and fsync it."""
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _write_durable(tmp, lambda f: f.write(text.encode()))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def jsonable(obj: Any) -> Any:
+    """A config (dataclass) as plain JSON types, so that configs compare the same after a round trip."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    return json.loads(json.dumps(obj, default=str))
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy, torch and CUDA generator states as plain Python objects (so they
+    pickle through collectives and load with ``weights_only=True``)."""
+    name, key, *rest = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, key.tolist(), *rest),
+        "torch": bytes(torch.get_rng_state().numpy()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = bytes(torch.cuda.get_rng_state().numpy())
+    return state
+
+
+def _bytes_tensor(b: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(b), dtype=torch.uint8)
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
+    torch.set_rng_state(_bytes_tensor(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(_bytes_tensor(state["cuda"]))
+
+
+def checkpoint_root(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    tokens: int,
+    loader_state: dict[str, Any],
+    train_config: Any,
+    model_config: Any,
+    d: Dist,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``step_{step:06d}`` of ``run_dir`` atomically and point ``latest`` at it.
+
+    Collective under FSDP2: every rank must call it. Rank 0 writes; the others wait at a barrier. Keeps the
+    newest ``keep`` checkpoints (0 or less keeps all). Returns the checkpoint directory.
+    """
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=opts)
+    optim = get_optimizer_state_dict(model, optimizer, options=opts)
+    rngs = gather_objects(rng_state(), d)
+    root = checkpoint_root(run_dir)
+    name = f"step_{step:06d}"
+    final = root / name
+    if d.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
+        save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+        _fsync_file(tmp / WEIGHTS)
+        state = {
+            "optimizer": optim,
+            "step": step,
+            "tokens": tokens,
+            "loader": loader_state,
+            "rng": rngs,
+            "world_size": d.world_size,
+        }
+        _write_durable(tmp / STATE, lambda f: torch.save(state, f))
+        meta = {
+            "format": FORMAT,
+            "step": step,
+            "tokens": tokens,
+            "train_config": jsonable(train_config),
+            "model_config": jsonable(model_config),
+            "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in (WEIGHTS, STATE)},
+        }
+        _write_durable(tmp / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        _fsync_dir(tmp)
+        if final.exists():  # the same step written again (e.g. a resumed run): swap, then drop the old
+            old = root / f".old-{name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+        _atomic_write_text(root / LATEST, name + "\n")
+        if keep > 0:
+            done = sorted(p for p in root.glob("step_*") if p.is_dir())
+            for p in done[:-keep]:
+                if p != final:
+                    shutil.rmtree(p)
+    barrier(d)
+    return final
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (its ``latest`` checkpoint), a ``checkpoints`` directory, or a checkpoint
+    directory -> the checkpoint directory. Raises CheckpointError when there is none."""
+    path = Path(path)
+    if (path / META).exists() or (path / WEIGHTS).exists() or (path / STATE).exists():
+        return path
+    for root in (checkpoint_root(path), path):
+        pointer = root / LATEST
+        if pointer.exists():
+            ckpt = root / pointer.read_text().strip()
+            if not ckpt.is_dir():
+                raise CheckpointError(f"{pointer} names {ckpt.name}, which does not exist")
+            return ckpt
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: it does not exist")
+    raise CheckpointError(f"no checkpoint at {path}: no {META}, and no {LATEST} pointer in it or in its checkpoints/")
+
+
+def read_meta(ckpt: Path, verify: bool = True) -> dict[str, Any]:
+    """meta.json of checkpoint directory ``ckpt``, after checking that every file it lists is present
+    with the recorded size (and, when ``verify``, sha256). Raises CheckpointError otherwise."""
+    ckpt = Path(ckpt)
+    meta_path = ckpt / META
+    if not meta_path.exists():
+        raise CheckpointError(f"incomplete checkpoint {ckpt}: {META} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: {META} does not parse ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {ckpt} has format {meta.get('format')!r}, expected {FORMAT}")
+    for name, rec in meta["files"].items():
+        p = ckpt / name
+        if not p.exists():
+            raise CheckpointError(f"incomplete checkpoint {ckpt}: {name} is missing")
+        size = p.stat().st_size
+        if size != rec["bytes"]:
+            raise CheckpointError(
+                f"corrupt checkpoint {ckpt}: {name} has {size} bytes, expected {rec['bytes']} (truncated?)"
+            )
+        if verify and _sha256(p) != rec["sha256"]:
+            raise CheckpointError(f"corrupt checkpoint {ckpt}: {name} does not match its sha256")
+    return meta
+
+
+def check_model_config(meta: dict[str, Any], model_config: Any, ckpt: Path) -> None:
+    """Raise CheckpointError naming every architecture field where the checkpoint and ``model_config``
+    differ (fields in RUNTIME_FIELDS may differ)."""
+    saved, current = meta["model_config"], jsonable(model_config)
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs run {current.get(k)!r}"
+        for k in sorted(set(saved) | set(current))
+        if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k)
+    ]
+    if diffs:
+        raise CheckpointError(f"checkpoint {ckpt} is for a different model: " + "; ".join(diffs))
+
+
+def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    """The full weights of a verified checkpoint directory, on CPU."""
+    try:
+        return load_file(Path(ckpt) / WEIGHTS)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: cannot read {WEIGHTS} ({e})") from None
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    model_config: Any,
+    d: Dist,
+) -> dict[str, Any]:
+    """Restore ``model`` (and ``optimizer`` and this rank's RNG states) from ``path`` (see
+    :func:`resolve_checkpoint`). Collective under FSDP2.
+
+    Returns ``{"step", "tokens", "loader", "dir"}``. Raises CheckpointError for a missing, incomplete,
+    corrupt or mismatched checkpoint; rank 0 verifies the files and the others follow its verdict.
+    """
+    error = None
+    ckpt = None
+    if d.is_main:
+        try:
+            ckpt = resolve_checkpoint(path)
+            check_model_config(read_meta(ckpt), model_config, ckpt)
+        except CheckpointError as e:
+            error = str(e)
+    error, ckpt = broadcast_object((error, ckpt), d)
+    if error is not None:
+        raise CheckpointError(error)
+    weights = load_weights(ckpt)
+    try:
+        state = torch.load(ckpt / STATE, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises several types on a damaged file
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: cannot read {STATE} ({e})") from None
+    opts = StateDictOptions(full_state_dict=True, strict=True)
+    try:
+        keys = set_model_state_dict(model, weights, options=opts)
+        if keys.missing_keys or keys.unexpected_keys:
+            raise KeyError(f"missing {keys.missing_keys}, unexpected {keys.unexpected_keys}")
+        if optimizer is not None:
+            set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {ckpt} does not fit the model: {e}") from None
+    if state["world_size"] == d.world_size:
+        set_rng_state(state["rng"][d.rank])
+    elif d.is_main:
+        set_rng_state(state["rng"][0])
+    return {"step": state["step"], "tokens": state["tokens"], "loader": state["loader"], "dir": ckpt}

@@ -1,0 +1,329 @@
+"""TrainConfig, the training presets, and ``key=value`` overrides.
+
+Every training switch is a field of :class:`TrainConfig`; every preset lives in :data:`PRESETS`. A preset
+names a model preset from ``foxacp.model.MODEL_PRESETS`` plus the context length, batch, learning rate and
+token budget of method.md section 3. Overrides (``--set lr=1e-3 --set model.n_layers=2``) are typed by the
+dataclass field types; ``model.*`` keys go to the ModelConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An unknown preset or field, or a value that does not parse as the field's type."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the model architecture (which ``model`` names).
+
+    Batch sizes: ``seq_len`` tokens per sequence, ``micro_batch_size`` sequences per device per forward,
+    ``global_batch_tokens`` tokens per optimizer step over all devices (gradient accumulation makes up the
+    difference, so the global batch does not depend on the number of devices). The run length is ``steps``
+    when set, else ``max_tokens // global_batch_tokens``; the learning-rate schedule spans the run.
+    """
+
+    preset: str = "tiny"
+    model: str = "tiny"  # key into foxacp.model.MODEL_PRESETS
+    # ModelConfig fields to replace, e.g. {"acp": False}: ACP, the attention backend and the architecture
+    # are model settings (one source of truth), set from the command line as model.<field>=value.
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    # data
+    corpus: str = "stdlib"
+    tokenizer: str = "byte"
+    cache_dir: str = "~/.cache/foxacp"  # tokenizer and token caches
+    seq_len: int = 256
+    pack: bool = False  # pack documents into rows with cu_seqlens (attention restarts per document)
+    # batch and length
+    global_batch_tokens: int = 4096
+    micro_batch_size: int = 16
+    steps: int | None = None
+    max_tokens: int = 1_000_000
+    # optimizer and schedule (method.md section 3)
+    lr: float = 2e-3
+    warmup_tokens: int = 100_000
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    seed: int = 0
+    # what runs
+    compile: bool = False  # torch.compile each block
+    activation_checkpointing: bool = False  # recompute each block in the backward
+    dtype: str = "bf16"  # GPU compute dtype: "bf16" (mixed precision) or "fp32"; CPU is always fp32
+    device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
+    # logging, evaluation, checkpoints
+    out: str | None = None  # run directory; None: runs/<preset>
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    eval_buckets: int = 64  # loss by token position: this many buckets over the context
+    ckpt_every: int = 500  # also at the end of the run; 0: only at the end
+    ckpt_keep: int = 2  # completed checkpoints kept (older ones are deleted)
+    peak_tflops: float | None = None  # per-device peak for MFU; None: looked up by GPU name
+    tensorboard: bool = True  # also log to TensorBoard when it is importable
+    progress: bool = True  # tqdm progress bar
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out if self.out is not None else f"runs/{self.preset}")
+
+    @property
+    def total_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, self.max_tokens // self.global_batch_tokens)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.total_steps * self.global_batch_tokens
+
+    def grad_accum_steps(self, world_size: int) -> int:
+        """Micro-batches per device per optimizer step. Raises ConfigError when they do not divide."""
+        per_micro = self.seq_len * self.micro_batch_size * world_size
+        if self.global_batch_tokens % per_micro:
+            raise ConfigError(
+                f"global_batch_tokens={self.global_batch_tokens} is not a multiple of seq_len * "
+                f"micro_batch_size * world_size = {self.seq_len} * {self.micro_batch_size} * {world_size}"
+            )
+        return self.global_batch_tokens // per_micro
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig fields {unknown}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_M = 1_000_000
+_B = 1_000_000_000
+_HALF_M = 1 << 19  # 0.5M tokens per step (method.md section 3)
+
+# The training presets. Large presets follow the paper recipe: 0.5M-token steps, 256M warmup tokens,
+# cosine to 0; contexts are 4k by default (override seq_len and micro_batch_size for 8k/16k).
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU demo and tests: a few minutes on two cores.
+    "tiny": dict(
+        model="tiny",
+        seq_len=512,
+        global_batch_tokens=4096,
+        micro_batch_size=8,
+        max_tokens=250 * 4096,
+        lr=2e-3,
+        warmup_tokens=20 * 4096,
+        min_lr_ratio=0.1,
+        log_every=10,
+        eval_every=125,
+        eval_batches=16,
+        eval_buckets=32,
+        ckpt_every=0,
+    ),
+    "125M": dict(
+        model="125M",
+        seq_len=4096,
+        global_batch_tokens=_HALF_M,
+        micro_batch_size=8,
+        max_tokens=2_700 * _M,
+        lr=2e-3,
+        warmup_tokens=256 * _M,
+        log_every=10,
+        eval_every=500,
+        eval_batches=16,
+        ckpt_every=1000,
+    ),
+    "360M": dict(
+        model="360M",
+        seq_len=4096,
+        global_batch_tokens=_HALF_M,
+        micro_batch_size=4,
+        max_tokens=7_500 * _M,
+        lr=2e-3,
+        warmup_tokens=256 * _M,
+        log_every=10,
+        eval_every=500,
+        eval_batches=16,
+        ckpt_every=1000,
+    ),
+    "760M": dict(
+        model="760M",
+        seq_len=4096,
+        global_batch_tokens=_HALF_M,
+        micro_batch_size=4,
+        max_tokens=16 * _B,
+        lr=1e-3,
+        warmup_tokens=256 * _M,
+        log_every=10,
+        eval_every=500,
+        eval_batches=16,
+        ckpt_every=1000,
+        activation_checkpointing=True,
+    ),
+}
+
+
+def preset_config(name: str) -> TrainConfig:
+    """The TrainConfig of preset ``name``. Raises ConfigError for an unknown name."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return TrainConfig(preset=name, **PRESETS[name])
+
+
+# ---- overrides ------------------------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(text: str, tp: Any, key: str) -> Any:
+    """Parse ``text`` as type ``tp`` (a resolved annotation). Raises ConfigError when it does not parse."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.strip().lower() in ("none", "null"):
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse(text, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError("; ".join(errors))
+    if origin is typing.Literal:
+        for arg in args:
+            if str(arg) == text:
+                return arg
+        raise ConfigError(f"{key}: {text!r} is not one of {list(args)}")
+    if origin is tuple:
+        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse(p.strip(), args[0], key) for p in parts)
+        if len(parts) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} comma-separated values, got {text!r}")
+        return tuple(_parse(p.strip(), a, key) for p, a in zip(parts, args, strict=True))
+    if tp is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"{key}: {text!r} is not a boolean (true/false)")
+    if tp is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            pass
+        try:
+            value = float(text)  # accept 2.7e9 for token counts
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r} is not an integer") from None
+        if not value.is_integer():
+            raise ConfigError(f"{key}: {text!r} is not an integer")
+        return int(value)
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r} is not a number") from None
+    if tp is str:
+        return text
+    raise ConfigError(f"{key}: fields of type {tp} cannot be set from the command line")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def parse_overrides(cfg: TrainConfig, items: list[str], model_config_cls: type | None = None) -> TrainConfig:
+    """Return a copy of ``cfg`` with ``key=value`` items applied.
+
+    ``key`` is a TrainConfig field, or ``model.<field>`` for a field of ``model_config_cls`` (default:
+    ``foxacp.model.ModelConfig``), which is stored in ``model_overrides``. Values are parsed by the field's
+    type: ints accept ``1_000`` and ``2.7e9``, bools ``true/false/1/0/yes/no/on/off``, optionals
+    ``none``, tuples comma-separated values. Raises ConfigError on a malformed item, an unknown field
+    (naming the known ones) or a value that does not parse.
+    """
+    train_types = _field_types(TrainConfig)
+    changes: dict[str, Any] = {}
+    model_changes: dict[str, Any] = dict(cfg.model_overrides)
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        if key.startswith("model."):
+            if model_config_cls is None:
+                from foxacp.model import ModelConfig as model_config_cls
+            name = key[len("model.") :]
+            model_types = _field_types(model_config_cls)
+            if name not in model_types:
+                raise ConfigError(
+                    f"unknown model field {name!r} in {item!r}; ModelConfig fields: {sorted(model_types)}"
+                )
+            model_changes[name] = _parse(text, model_types[name], key)
+        elif key in ("model_overrides", "preset"):
+            raise ConfigError(f"{key!r} cannot be overridden; use --preset or model.<field>=value")
+        elif key in train_types:
+            changes[key] = _parse(text, train_types[key], key)
+        else:
+            hint = ""
+            if model_config_cls is None:
+                from foxacp.model import ModelConfig as model_config_cls
+            if key in _field_types(model_config_cls):
+                hint = f" (did you mean model.{key}?)"
+            raise ConfigError(
+                f"unknown field {key!r} in {item!r}{hint}; TrainConfig fields: {sorted(train_types)}; "
+                "model fields are set as model.<field>=value"
+            )
+    return dataclasses.replace(cfg, model_overrides=model_changes, **changes)
+
+
+def build_model_config(cfg: TrainConfig, vocab_size: int | None = None):
+    """The ModelConfig of a run: ``MODEL_PRESETS[cfg.model]`` with ``cfg.model_overrides`` applied.
+
+    ``vocab_size`` (the tokenizer's) replaces the preset's, rounded up to a multiple of 64 for efficient
+    matmuls, unless ``model.vocab_size`` is overridden. ``record_acp_stats`` is on (the loop logs the
+    savings) unless overridden. Raises ConfigError for an unknown model preset, a bad override, or an
+    overridden vocabulary smaller than the tokenizer's.
+    """
+    from foxacp.model import MODEL_PRESETS
+
+    if cfg.model not in MODEL_PRESETS:
+        raise ConfigError(f"unknown model preset {cfg.model!r}; choose from {sorted(MODEL_PRESETS)}")
+    changes: dict[str, Any] = {"record_acp_stats": True}
+    if vocab_size is not None:
+        changes["vocab_size"] = -(-vocab_size // 64) * 64
+        overridden = cfg.model_overrides.get("vocab_size")
+        if overridden is not None and overridden < vocab_size:
+            raise ConfigError(f"model.vocab_size={overridden} is smaller than the tokenizer's {vocab_size}")
+    changes.update(cfg.model_overrides)
+    try:
+        return dataclasses.replace(MODEL_PRESETS[cfg.model], **changes)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad model config: {e}") from None

@@ -1,0 +1,138 @@
+"""One process or many: process group from the torchrun environment, FSDP2, activation checkpointing.
+
+Parallelism is applied to the unchanged model (torchtitan style): activation checkpointing wraps each of
+``model.blocks``, ``torch.compile`` compiles each block in place, and FSDP2 ``fully_shard`` shards each
+block and then the root. Without torchrun (no ``RANK`` in the environment) the run is a single process on
+CPU or one GPU and none of the collectives below communicate.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process runs: its rank among ``world_size`` processes and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    distributed: bool  # a process group is initialised (launched by torchrun or a test's spawn)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(pref: str, local_rank: int = 0) -> torch.device:
+    """``pref`` "auto" | "cpu" | "cuda" -> the device of this process. Raises ValueError on a bad name or
+    when "cuda" is asked for without a GPU."""
+    if pref not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {pref!r}")
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA GPU is available")
+    if pref == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(device_pref: str = "auto") -> Dist:
+    """Initialise from the torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_*``)
+    when present: NCCL on GPUs, gloo on CPU. Otherwise a single process. Sets ``NCCL_NVLS_ENABLE=0``
+    unless the environment already chooses (NVLink multicast stays off on our machines)."""
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    if "RANK" not in os.environ:
+        device = pick_device(device_pref)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return Dist(0, 1, 0, device, distributed=False)
+    rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = pick_device(device_pref, local_rank)
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return Dist(rank, world_size, local_rank, device, distributed=True)
+
+
+def cleanup(d: Dist) -> None:
+    if d.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Sum ``x`` over all ranks in place and return it (a no-op in a single process)."""
+    if d.distributed:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def barrier(d: Dist) -> None:
+    if d.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj, d: Dist):
+    """Rank 0's ``obj`` on every rank."""
+    if not d.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj, d: Dist) -> list | None:
+    """Every rank's ``obj`` as a list on rank 0, None elsewhere."""
+    if not d.distributed:
+        return [obj]
+    out = [None] * d.world_size if d.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def parallelize(
+    model: nn.Module,
+    d: Dist,
+    *,
+    activation_checkpointing: bool,
+    compile: bool,
+    param_dtype: torch.dtype | None,
+) -> nn.Module:
+    """Apply activation checkpointing, compilation and (when distributed) FSDP2 to ``model`` in place.
+
+    ``model.blocks`` must be an ``nn.ModuleList``. Each block is wrapped with PyTorch's
+    ``checkpoint_wrapper`` (state-dict keys unchanged), compiled with ``nn.Module.compile`` (keys
+    unchanged), and sharded with ``fully_shard``; then the root is sharded. ``param_dtype`` (e.g. bf16)
+    becomes FSDP's MixedPrecisionPolicy(param_dtype, reduce_dtype=fp32); None keeps fp32.
+    """
+    blocks = model.blocks
+    if not isinstance(blocks, nn.ModuleList):
+        raise TypeError(f"model.blocks must be an nn.ModuleList, got {type(blocks).__name__}")
+    if activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+        for i, block in enumerate(blocks):
+            blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+    if compile:
+        for block in blocks:
+            block.compile()
+    if d.distributed:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        for i, block in enumerate(blocks):
+            # The last block's parameters are needed again at once by the backward: keep them gathered.
+            fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
+        fully_shard(model, mp_policy=mp)
+    return model

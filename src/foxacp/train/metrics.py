@@ -1,0 +1,162 @@
+"""Metrics: peak FLOP/s and MFU, ACP savings, per-position loss buckets, and the JSONL/TensorBoard logger."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Dense bf16 tensor-core peak TFLOP/s per GPU (no sparsity), matched in order as substrings of
+# torch.cuda.get_device_name(): more specific names first. GPUs not listed get DEFAULT_PEAK_TFLOPS (an
+# H100 SXM) with a warning; set TrainConfig.peak_tflops to use another number. CPU runs report no MFU
+# unless peak_tflops is set.
+PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("GH200", 989.0),
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("H800", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+)
+DEFAULT_PEAK_TFLOPS = 989.0
+
+
+def peak_flops(device: torch.device, override_tflops: float | None = None) -> tuple[float | None, str]:
+    """Peak FLOP/s of one ``device`` and where the number came from (for the run's log).
+
+    ``override_tflops`` wins; CUDA devices are looked up in PEAK_TFLOPS (default DEFAULT_PEAK_TFLOPS);
+    CPU returns None (no MFU).
+    """
+    if override_tflops is not None:
+        return override_tflops * 1e12, "config peak_tflops"
+    if device.type != "cuda":
+        return None, "cpu: no peak (set peak_tflops for MFU)"
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_TFLOPS:
+        if key in name:
+            return tflops * 1e12, f"{name}: {tflops:g} TFLOP/s bf16"
+    return DEFAULT_PEAK_TFLOPS * 1e12, f"{name} not in table: assuming {DEFAULT_PEAK_TFLOPS:g} TFLOP/s"
+
+
+class AcpMeter:
+    """Sums tiles visited and causal tiles per (layer, head) over the forwards of a logging window.
+
+    ``add`` takes ``model.acp_stats()`` (a list of ACPStats or None per layer) and keeps the sums on the
+    stats' device (no host sync); ``totals`` returns them, summed over ranks by the caller.
+    """
+
+    def __init__(self) -> None:
+        self.visited: torch.Tensor | None = None
+        self.causal: torch.Tensor | None = None
+
+    def add(self, stats: list) -> None:
+        if not stats or any(s is None for s in stats):
+            return
+        visited = torch.stack([s.tiles_visited for s in stats])
+        causal = torch.stack([s.tiles_causal for s in stats])
+        if self.visited is None:
+            self.visited, self.causal = visited.clone(), causal.clone()
+        else:
+            self.visited += visited
+            self.causal += causal
+
+    def reset(self) -> None:
+        self.visited = self.causal = None
+
+
+def acp_summary(visited: torch.Tensor, causal: torch.Tensor) -> dict[str, Any]:
+    """(L, H) tile counts -> {"acp_saving": overall, "acp_layer": [L], "acp_head": [[H] * L],
+    "attn_fraction": visited / causal overall}."""
+    visited, causal = visited.double().cpu(), causal.double().cpu()
+    total = causal.sum().item()
+    fraction = visited.sum().item() / total if total else 1.0
+    layer = 1.0 - visited.sum(1) / causal.sum(1).clamp_min(1)
+    head = 1.0 - visited / causal.clamp_min(1)
+    return {
+        "acp_saving": 1.0 - fraction,
+        "attn_fraction": fraction,
+        "acp_layer": [round(x, 5) for x in layer.tolist()],
+        "acp_head": [[round(x, 5) for x in row] for row in head.tolist()],
+    }
+
+
+def position_buckets(loss_sum: torch.Tensor, count: torch.Tensor, buckets: int) -> dict[str, Any]:
+    """Per-position sums (T,) -> mean loss in ``buckets`` equal spans of positions (fewer when T is
+    smaller). Returns {"position_loss": [n], "bucket_size": T // n}; empty buckets are None."""
+    T = loss_sum.numel()
+    n = max(1, min(buckets, T))
+    while T % n:
+        n -= 1
+    s = loss_sum.double().cpu().view(n, -1).sum(1)
+    c = count.double().cpu().view(n, -1).sum(1)
+    return {
+        "position_loss": [round(a / b, 5) if b > 0 else None for a, b in zip(s.tolist(), c.tolist(), strict=True)],
+        "bucket_size": T // n,
+    }
+
+
+class MetricsLogger:
+    """Appends one JSON object per line to ``run_dir/log.jsonl`` (and scalars to TensorBoard when
+    available). Only the main rank writes; elsewhere every call is a no-op. ``fresh`` starts a new log
+    (a new run in a reused directory); otherwise records are appended (a resumed run)."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, fresh: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / "log.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self.path.unlink(missing_ok=True)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return
+            self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            kind, step = record.get("kind", "train"), record.get("step", 0)
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "time"):
+                    self.tb.add_scalar(f"{kind}/{key}", value, step)
+            for i, value in enumerate(record.get("acp_layer", [])):
+                self.tb.add_scalar(f"{kind}/acp_layer/{i}", value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir/log.jsonl`` (a torn last line from a crash is skipped)."""
+    records = []
+    path = Path(run_dir) / "log.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no log at {path}")
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
