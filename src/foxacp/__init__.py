@@ -1,6 +1,6 @@
 """foxacp: Forgetting Transformers with Adaptive Computation Pruning."""
 
-from .ops import ACPStats, forgetting_attention
+from .ops import ACPStats, forgetting_attention, set_value_checks
 
-__all__ = ["ACPStats", "forgetting_attention"]
+__all__ = ["ACPStats", "forgetting_attention", "set_value_checks"]
 __version__ = "0.1.0"

@@ -337,6 +337,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tag", default="", help="suffix for the result file names")
     p.add_argument("--commit", help="commit to record where the tree has no .git (a copied work tree)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--value-checks", action="store_true", help="keep foxacp's gate value checks on (a host sync per call)"
+    )
     p.add_argument("--device", default="cuda")
     args = p.parse_args(argv)
     if args.quick:
@@ -374,6 +377,9 @@ def main(argv: Sequence[str] | None = None, timer: Callable[..., float] | None =
     if timer is None:
         timer = lambda fn, grad_to_none=None: bench_ms(fn, warmup=args.warmup, rep=args.rep, grad_to_none=grad_to_none)
     gates = None if args.gates is None else load_log_fgate(args.gates, args.layer)
+    import foxacp
+
+    foxacp.set_value_checks(args.value_checks)
     meta = environment(Path.cwd())
     if args.commit:
         meta["commit"] = f"{args.commit} (given; git here says {meta['commit']})"
@@ -389,6 +395,7 @@ def main(argv: Sequence[str] | None = None, timer: Callable[..., float] | None =
         ),
         "do_bench": f"warmup {args.warmup} ms, rep {args.rep} ms, median",
         "checks": "off" if args.no_check else f"float64 reference, tol {args.tol}",
+        "gate value checks": "on (one host sync per call)" if args.value_checks else "off (as in the trainer)",
     }
     stem = _stem(meta, args.tag)
     shapes = [(h, d, t) for h, d in args.configs for t in args.contexts]

@@ -89,16 +89,15 @@ def foxacp_exact(inp: Inputs, backend: str = "triton") -> Peer:
 def foxacp_acp(inp: Inputs, backend: str = "triton") -> Peer:
     """foxacp forgetting attention with ACP at log_eps (-10: eps = e^-10) and the given qk_bound."""
     from foxacp import forgetting_attention
-    from foxacp.ops.acp import make_plan
+    from foxacp.ops.acp import prepare_search
 
     kw = {"log_eps": inp.log_eps, "qk_bound": inp.qk_bound}
 
     def forward(q: Tensor, k: Tensor, v: Tensor, g: Tensor) -> Tensor:
         return forgetting_attention(q, k, v, g, backend=backend, **kw)
 
-    def search() -> object:
-        with torch.no_grad():
-            return make_plan(inp.q, inp.k, inp.log_fgate, **kw)
+    # The search share times the bound, the threshold and the tile boundaries: the work ACP adds to a call.
+    search = prepare_search(inp.q, inp.k, inp.log_fgate, **kw)
 
     with torch.no_grad():
         _, stats = forgetting_attention(inp.q, inp.k, inp.v, inp.log_fgate, backend=backend, return_stats=True, **kw)

@@ -2,5 +2,6 @@
 
 from .acp import AcpPlan, ACPStats, make_plan
 from .attention import DEFAULT_LOG_EPS, forgetting_attention
+from .validate import set_value_checks
 
-__all__ = ["ACPStats", "AcpPlan", "DEFAULT_LOG_EPS", "forgetting_attention", "make_plan"]
+__all__ = ["ACPStats", "AcpPlan", "DEFAULT_LOG_EPS", "forgetting_attention", "make_plan", "set_value_checks"]

@@ -121,6 +121,8 @@ def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.
 
 def threshold(u: Tensor, problem: Problem, log_eps: float) -> Tensor:
     """delta = -2U - log(L) + log(eps) per (sequence, head); L is the sequence's key length. (N, Hq) float64."""
+    if problem.uniform:
+        return u * -2.0 + (log_eps - math.log(problem.max_k))
     k_len = (problem.cu_k[1:] - problem.cu_k[:-1]).double()
     return -2.0 * u - torch.log(k_len)[:, None] + log_eps
 
@@ -172,6 +174,14 @@ def dense_stats(problem: Problem, tile_m: int, tile_n: int) -> ACPStats:
     """Statistics of exact attention: every causal tile visited."""
     causal = _query_tiles(problem, tile_m, tile_n)[2].sum().expand(problem.heads_q).clone()
     return ACPStats(causal.clone(), causal, tile_m, tile_n)
+
+
+def prepare_search(q: Tensor, k: Tensor, log_fgate: Tensor, **kwargs):
+    """Validate and prepare once; return a function that runs only the boundary search (bound, threshold,
+    tile boundaries) on the prepared inputs, as ``forgetting_attention`` does: for timing it alone."""
+    from .attention import prepare_search as _prepare
+
+    return _prepare(q, k, log_fgate, **kwargs)
 
 
 def make_plan(q: Tensor, k: Tensor, log_fgate: Tensor, **kwargs) -> AcpPlan:

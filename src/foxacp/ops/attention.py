@@ -48,7 +48,7 @@ def _plan(
         return plan_tiles(c_t.detach(), threshold(u, problem, log_eps), problem, tile_m, tile_n)
 
 
-def prepare_plan(
+def prepare_search(
     q: Tensor,
     k: Tensor,
     log_fgate: Tensor,
@@ -60,15 +60,21 @@ def prepare_plan(
     qk_bound: float | Tensor | None = None,
     tile_m: int | None = None,
     tile_n: int | None = None,
-) -> AcpPlan:
-    """The ACP boundary search alone (see ``foxacp.ops.acp.make_plan``)."""
+):
+    """Validate, build the cumulative gate, and return the boundary search as a no-argument function."""
     if log_eps is None:
-        raise ValueError("make_plan needs a log_eps (None means no pruning)")
+        raise ValueError("the boundary search needs a log_eps (None means no pruning)")
     problem = check_inputs(q, k, k, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, "torch")
     cfg = kernel_config(q.device, problem.head_dim)
     c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
     qp, kp = q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:])
-    return _plan(qp, kp, c_t, problem, log_eps, qk_bound, tile_m or cfg.tile_m, tile_n or cfg.tile_n)
+    tm, tn = tile_m or cfg.tile_m, tile_n or cfg.tile_n
+    return lambda: _plan(qp, kp, c_t, problem, log_eps, qk_bound, tm, tn)
+
+
+def prepare_plan(q: Tensor, k: Tensor, log_fgate: Tensor, **kwargs) -> AcpPlan:
+    """The ACP boundary search alone, from the op's arguments (see ``foxacp.ops.acp.make_plan``)."""
+    return prepare_search(q, k, log_fgate, **kwargs)()
 
 
 def forgetting_attention(

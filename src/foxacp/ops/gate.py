@@ -28,8 +28,8 @@ def cumulative_gate(log_fgate: Tensor, cu_k: Tensor, uniform: bool, num_seqs: in
     Returns:
         c_t: (Hq, total_k) float64, contiguous (heads first: the scan and the kernels read along tokens).
     """
-    g = log_fgate.t().double().contiguous()
-    heads, total = g.shape
+    total, heads = log_fgate.shape
+    g = torch.empty(heads, total, dtype=torch.float64, device=log_fgate.device).copy_(log_fgate.t())
     if uniform:
         return g.view(heads, num_seqs, total // num_seqs).cumsum(-1).view(heads, total)
     running = g.cumsum(-1)

@@ -11,6 +11,30 @@ from torch import Tensor
 from .config import TRITON_HEAD_DIMS
 
 BACKENDS = ("triton", "torch", "reference")
+_value_checks = True
+
+
+def set_value_checks(enabled: bool) -> bool:
+    """Turn the check of gate values (finite, <= 0) on or off; it is on by default.
+
+    Shapes, dtypes and devices are always checked. The value check reads the gates back to the host: on a
+    GPU that is one synchronisation per call, which stops the host from running ahead of the device. Turn
+    it off in tuned training loops and benchmarks (the trainer does, after its first step); it is skipped
+    while torch.compile traces. Returns the previous setting.
+    """
+    global _value_checks
+    previous, _value_checks = _value_checks, bool(enabled)
+    return previous
+
+
+def _uniform_offsets(batch: int, length: int, device: torch.device) -> Tensor:
+    key = (batch, length, device)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = torch.arange(batch + 1, device=device, dtype=torch.int32) * length
+    return _OFFSETS[key]
+
+
+_OFFSETS: dict[tuple[int, int, torch.device], Tensor] = {}
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -127,13 +151,14 @@ def check_inputs(
     elif not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
 
-    bad = ~((log_fgate <= 0) & (log_fgate > -math.inf))
-    if bool(bad.any()):
-        raise ValueError("log_fgate must be finite and <= 0 everywhere (found positive, NaN or -inf values)")
+    if _value_checks and not torch.compiler.is_compiling():
+        lo, hi = torch.aminmax(log_fgate.detach())
+        lo, hi = lo.item(), hi.item()  # NaN fails both comparisons below
+        if not (lo > -math.inf and hi <= 0):
+            raise ValueError("log_fgate must be finite and <= 0 everywhere (found positive, NaN or -inf values)")
 
     if cu_seqlens is None:
-        cu_q = torch.arange(B + 1, device=q.device, dtype=torch.int32) * Tq
-        cu_k = torch.arange(B + 1, device=q.device, dtype=torch.int32) * Tk
+        cu_q, cu_k = _uniform_offsets(B, Tq, q.device), _uniform_offsets(B, Tk, q.device)
         return Problem(B, B, Hq, Hkv, D, Tq, Tk, True, cu_q, cu_k, float(sm_scale))
 
     if B != 1:

@@ -30,6 +30,7 @@ from foxacp.data import (
     validation_batches,
 )
 from foxacp.model import FoxLM, flops_per_token
+from foxacp.ops import set_value_checks
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, build_model_config
@@ -163,9 +164,11 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, An
         CheckpointError: a missing, corrupt or mismatched checkpoint to resume from.
     """
     d = init_distributed(cfg.device)
+    checks = set_value_checks(True)
     try:
         return _train(cfg, resume, d)
     finally:
+        set_value_checks(checks)
         cleanup(d)
 
 
@@ -261,6 +264,8 @@ def _train(cfg: TrainConfig, resume: str | Path | None, d: Dist) -> dict[str, An
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        if step == first_step + 1:
+            set_value_checks(False)  # the gates were checked once; later checks would sync every layer
         tokens += cfg.global_batch_tokens
         window_loss += all_reduce_sum(step_loss, d) / n_targets
         window_steps += 1
