@@ -46,7 +46,8 @@ class Row:
 
     status: "ok", "skipped" (peer unavailable or over the time budget; reason in note) or "failed".
     flop_saving: fraction of causal tiles not visited (0 for dense rows, None where unknown).
-    search_ms: time of the boundary search alone (ACP rows), else None.
+    search_ms: device time of the boundary search alone (ACP rows; CUDA-graph replay), else None.
+    search_host_ms: the same search called eagerly (includes Python and launch overhead on the host).
     ref_rel_err: foxacp rows: the worst relative error against the float64 reference at this shape.
     vs_exact_rel_err: FoX peers, fwd: relative error of the output against foxacp exact.
     """
@@ -61,6 +62,7 @@ class Row:
     ms: float | None = None
     flop_saving: float | None = None
     search_ms: float | None = None
+    search_host_ms: float | None = None
     ref_rel_err: float | None = None
     vs_exact_rel_err: float | None = None
     note: str = ""
@@ -154,8 +156,9 @@ def markdown(rows: Sequence[Row], meta: dict) -> str:
     lines += [
         "",
         "ms: median of triton.testing.do_bench. FLOPs: causal, fwd = 4*B*H*T^2*D/2, fwd+bwd = 3.5x fwd. "
-        "TFLOP/s visited = dense causal FLOPs x (1 - saving) / time. search: boundary-search share of "
-        "the row's time. vs cuDNN: time / dense causal cuDNN time (< 1 is faster).",
+        "TFLOP/s visited = dense causal FLOPs x (1 - saving) / time. search: device time of the boundary "
+        "search (CUDA-graph replay) as a share of the row's time; the eager call's host time is in the JSON "
+        "(search_host_ms). vs cuDNN: time / dense causal cuDNN time (< 1 is faster).",
         "",
         "| heads x dim | T | B | mode | row | ms | FLOP saving | TFLOP/s visited "
         "| TFLOP/s dense equiv. | search | vs cuDNN | err vs fp64 ref | err vs exact | note |",
