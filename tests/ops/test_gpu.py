@@ -1,0 +1,39 @@
+"""GPU-only: the Triton kernels against float64 on the device (skipped without CUDA).
+
+The full grid (bf16/fp16, head dims 64/128, up to 16k tokens, 64k forward) is
+``python -m foxacp.bench.correctness``; this is its smaller pytest form.
+"""
+
+import pytest
+import torch
+
+from foxacp.bench.correctness import TOLERANCE, check, check_long
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("log_eps", [None, -10.0])
+def test_plain_and_gqa(dtype, head_dim, log_eps):
+    case = check(B=2, Tq=1000, Tk=1000, Hq=4, Hkv=2, D=head_dim, dtype=dtype, log_eps=log_eps)
+    assert case.worst < TOLERANCE[dtype], case
+
+
+@pytest.mark.parametrize("log_eps", [None, -10.0])
+def test_long_context_and_queries_behind_keys(log_eps):
+    case = check(B=1, Tq=16384, Tk=16384, Hq=2, Hkv=1, D=64, dtype=torch.bfloat16, log_eps=log_eps)
+    assert case.worst < TOLERANCE[torch.bfloat16], case
+    case = check(B=2, Tq=300, Tk=2000, Hq=4, Hkv=1, D=64, dtype=torch.bfloat16, log_eps=log_eps)
+    assert case.worst < TOLERANCE[torch.bfloat16], case
+
+
+def test_packed_sequences():
+    cu = torch.tensor([0, 1, 2500, 3001, 7000], dtype=torch.int32, device="cuda")
+    case = check(B=1, Tq=7000, Tk=7000, Hq=4, Hkv=2, D=64, dtype=torch.bfloat16, log_eps=-10.0, cu_seqlens=cu)
+    assert case.worst < TOLERANCE[torch.bfloat16], case
+
+
+def test_64k_forward():
+    case = check_long(65536, 2, 64, torch.bfloat16)
+    assert case.err_o < TOLERANCE[torch.bfloat16] and case.flop_saving > 0.9, case
