@@ -273,3 +273,17 @@ def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K,
     tl.store(DQb + offs_m[:, None] * stride_dqt + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
+
+
+@triton.jit
+def delta_kernel(O, DO, DELTA, total, stride_ot, stride_oh, stride_dot, stride_doh, stride_lh,
+                 HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr):
+    """DELTA[h, t] = sum_d dO[t, h, d] * O[t, h, d] in float32: the backward's softmax correction."""
+    h = tl.program_id(1)
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, HEAD_DIM)
+    ok = (offs_t < total)[:, None]
+    rows = offs_t.to(tl.int64)[:, None]
+    o = tl.load(O + rows * stride_ot + h * stride_oh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
+    do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(DELTA + h.to(tl.int64) * stride_lh + offs_t, tl.sum(o * do, 1), mask=offs_t < total)

@@ -52,7 +52,12 @@ def _forward(
 
 def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
     do = do.contiguous() if do.stride(-1) != 1 else do
-    delta = (do.float() * o.float()).sum(-1).t().contiguous()  # (Hq, total_q)
+    delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
+    block_t = max(16, 4096 // problem.head_dim)
+    kern.delta_kernel[(math.ceil(q.shape[0] / block_t), problem.heads_q)](
+        o, do, delta, q.shape[0], o.stride(0), o.stride(1), do.stride(0), do.stride(1), delta.stride(0),
+        HEAD_DIM=problem.head_dim, BLOCK_T=block_t,
+    )  # fmt: skip
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dcq = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
     dck = torch.empty(problem.heads_q, k.shape[0], dtype=torch.float32, device=q.device)
