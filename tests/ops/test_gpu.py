@@ -7,7 +7,7 @@ The full grid (bf16/fp16, head dims 64/128, up to 16k tokens, 64k forward) is
 import pytest
 import torch
 
-from foxacp.bench.correctness import TOLERANCE, check, check_long
+from foxacp.bench.correctness import TOLERANCE, check, check_huge, check_long
 
 pytestmark = pytest.mark.gpu
 
@@ -37,3 +37,10 @@ def test_packed_sequences():
 def test_64k_forward():
     case = check_long(65536, 2, 64, torch.bfloat16)
     assert case.err_o < TOLERANCE[torch.bfloat16] and case.flop_saving > 0.9, case
+
+
+def test_beyond_32bit_offsets():
+    """B*T*H*D > 2^31: the kernels address with 64-bit bases, so the last rows are still right."""
+    case = check_huge()
+    assert 2**21 * 16 * 64 > 2**31 - 1
+    assert case.worst < TOLERANCE[torch.bfloat16], case

@@ -119,6 +119,33 @@ def check_long(T: int, H: int, D: int, dtype, device="cuda") -> Case:
                 seconds=seconds)  # fmt: skip
 
 
+def check_huge(T: int = 2**21 + 1000, H: int = 16, D: int = 64, window: int = 4096, band: int = 256) -> Case:
+    """More than 2^31 elements per tensor (32-bit offsets would wrap): forward and backward on the full
+    tensor, then the last ``window`` query rows against float64 on the key slice they can see. Fast gates
+    (weights beyond ``band`` keys are below e^-300) make the slice reference exact."""
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    q, k, v = (torch.randn(1, T, H, D, device="cuda", generator=gen, dtype=torch.bfloat16) for _ in range(3))
+    g = F.logsigmoid(-1.3 + 0.5 * torch.randn(1, T, H, device="cuda", generator=gen)).float()
+    do = torch.zeros_like(q)
+    do[:, T - window :] = torch.randn(1, window, H, D, device="cuda", generator=gen, dtype=torch.bfloat16)
+    start = time.perf_counter()
+    leaves = [t.requires_grad_() for t in (q, k, v, g)]
+    o, stats = foxacp.forgetting_attention(*leaves, backend="triton", return_stats=True)
+    o.backward(do)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    lo = T - window - band
+    ref = [t.detach()[:, lo:].double().requires_grad_() for t in (q, k, v)] + [
+        g.detach()[:, lo:].clone().requires_grad_()
+    ]
+    o_ref = foxacp.forgetting_attention(*ref, backend="reference", log_eps=None)
+    o_ref.backward(do[:, lo:].double())
+    w = slice(band, None)  # rows whose keys all lie in the slice
+    errs = [rel_err(o[:, T - window :], o_ref[:, w])]
+    errs += [rel_err(a.grad[:, lo:][:, w], b.grad[:, w]) for a, b in zip(leaves, ref, strict=True)]
+    return Case("bfloat16", D, f"1x{T}/{T} (>2^31 elements)", f"{H}/{H}", -10.0, *errs, stats.flop_saving, seconds)
+
+
 def cases(quick: bool):
     """The grid: dtypes x head dims x (exact, ACP) over plain, GQA, Tq < Tk, packed and long shapes."""
     dtypes = [torch.bfloat16] if quick else [torch.bfloat16, torch.float16]
