@@ -76,8 +76,10 @@ def fwd_kernel(Q, K, V, C, O, LSE, KV_LO, CU_Q, CU_K,
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < q_len
     pos = offs_m + off
-    Qb = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
-    q = tl.load(Qb + offs_m[:, None] * stride_qt + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    row0 = (q_start + m * BLOCK_M).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
+    in_m = tl.arange(0, BLOCK_M)
+    q = tl.load(Q + row0 * stride_qt + h * stride_qh + in_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
     Cb = C + h.to(tl.int64) * stride_ch + k_start
     c_ref = tl.load(Cb + m * BLOCK_M + off)
     cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
@@ -101,8 +103,8 @@ def fwd_kernel(Q, K, V, C, O, LSE, KV_LO, CU_Q, CU_K,
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len,
                                tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
     o = acc / l_i[:, None]
-    Ob = O + q_start.to(tl.int64) * stride_ot + h * stride_oh
-    tl.store(Ob + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
+             o.to(O.dtype.element_ty), mask=row_ok[:, None])
     tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i) + cq, mask=row_ok)
 
 
@@ -152,10 +154,12 @@ def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K,
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     key_ok = offs_n < k_len
-    Kb = K + k_start.to(tl.int64) * stride_kt + kvh * stride_kh
-    Vb = V + k_start.to(tl.int64) * stride_vt + kvh * stride_vh
-    k = tl.load(Kb + offs_n[:, None] * stride_kt + offs_d[None, :], mask=key_ok[:, None], other=0.0)
-    v = tl.load(Vb + offs_n[:, None] * stride_vt + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+    key0 = (k_start + n0).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
+    in_n = tl.arange(0, BLOCK_N)
+    k = tl.load(K + key0 * stride_kt + kvh * stride_kh + in_n[:, None] * stride_kt + offs_d[None, :],
+                mask=key_ok[:, None], other=0.0)
+    v = tl.load(V + key0 * stride_vt + kvh * stride_vh + in_n[:, None] * stride_vt + offs_d[None, :],
+                mask=key_ok[:, None], other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
@@ -185,11 +189,10 @@ def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K,
         dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cb + off, c_ref, qT_off,
                                   do_off, q_len, off, q_full, q_end, stride_qt, stride_dot, qk_scale, BLOCK_M, False)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
-    DKb = DK + k_start.to(tl.int64) * stride_dkt + kvh * stride_dkh
-    DVb = DV + k_start.to(tl.int64) * stride_dvt + kvh * stride_dvh
-    tl.store(DKb + offs_n[:, None] * stride_dkt + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
-             mask=key_ok[:, None])
-    tl.store(DVb + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(DK + key0 * stride_dkt + kvh * stride_dkh + in_n[:, None] * stride_dkt + offs_d[None, :],
+             (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(DV + key0 * stride_dvt + kvh * stride_dvh + in_n[:, None] * stride_dvt + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
 
 
 @triton.jit
@@ -241,10 +244,12 @@ def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K,
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < q_len
     pos = offs_m + off
-    Qb = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
-    DOb = DO + q_start.to(tl.int64) * stride_dot + h * stride_doh
-    q = tl.load(Qb + offs_m[:, None] * stride_qt + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    do = tl.load(DOb + offs_m[:, None] * stride_dot + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    row0 = (q_start + m * BLOCK_M).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
+    in_m = tl.arange(0, BLOCK_M)
+    q = tl.load(Q + row0 * stride_qt + h * stride_qh + in_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + row0 * stride_dot + h * stride_doh + in_m[:, None] * stride_dot + offs_d[None, :],
+                 mask=row_ok[:, None], other=0.0)
     lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
     Cb = C + h.to(tl.int64) * stride_ch + k_start
@@ -269,9 +274,8 @@ def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K,
                         stride_kt, stride_vt, qk_scale, BLOCK_N, False)
     dq, dcq = _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len,
                         tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
-    DQb = DQ + q_start.to(tl.int64) * stride_dqt + h * stride_dqh
-    tl.store(DQb + offs_m[:, None] * stride_dqt + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=row_ok[:, None])
+    tl.store(DQ + row0 * stride_dqt + h * stride_dqh + in_m[:, None] * stride_dqt + offs_d[None, :],
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
 
 

@@ -27,10 +27,10 @@ def max_norm_kernel(X, CU, OUT, stride_t, stride_h, H: tl.constexpr, HEAD_DIM: t
     t0 = tl.program_id(0) * BLOCK_T
     if t0 >= length:
         return
-    offs_t = t0 + tl.arange(0, BLOCK_T)
+    in_t = tl.arange(0, BLOCK_T)
     offs_d = tl.arange(0, HEAD_DIM)
-    Xb = X + start.to(tl.int64) * stride_t + h * stride_h
-    x = tl.load(Xb + offs_t[:, None] * stride_t + offs_d[None, :], mask=(offs_t < length)[:, None], other=0.0)
+    Xb = X + (start + t0).to(tl.int64) * stride_t + h * stride_h  # 64-bit block base, 32-bit in-block offsets
+    x = tl.load(Xb + in_t[:, None] * stride_t + offs_d[None, :], mask=(t0 + in_t < length)[:, None], other=0.0)
     x = x.to(tl.float32)
     norm = tl.sqrt(tl.sum(x * x, 1))
     tl.atomic_max(OUT + seq * H + h, tl.max(norm, 0))
