@@ -9,6 +9,16 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(autouse=True)
+def _value_checks_on():
+    """Every test starts with foxacp's gate value checks on (the trainer and benchmark switch them off)."""
+    from foxacp.ops import set_value_checks
+
+    previous = set_value_checks(True)
+    yield
+    set_value_checks(previous)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -390,14 +390,21 @@ def main(argv: Sequence[str] | None = None, timer: Callable[..., float] | None =
     if args.device == "cuda" and not torch.cuda.is_available():
         print("the attention benchmark needs a CUDA GPU", file=sys.stderr)
         return 2
-    from tqdm import tqdm
-
     if timer is None:
         timer = lambda fn, grad_to_none=None: bench_ms(fn, warmup=args.warmup, rep=args.rep, grad_to_none=grad_to_none)
     gates = None if args.gates is None else load_log_fgate(args.gates, args.layer)
     import foxacp
 
-    foxacp.set_value_checks(args.value_checks)
+    checks = foxacp.set_value_checks(args.value_checks)
+    try:
+        return _run(args, timer, gates)
+    finally:
+        foxacp.set_value_checks(checks)
+
+
+def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | None) -> int:
+    from tqdm import tqdm
+
     meta = environment(Path.cwd())
     if args.commit:
         meta["commit"] = f"{args.commit} (given; git here says {meta['commit']})"
