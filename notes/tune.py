@@ -38,8 +38,14 @@ def bwd_ms(cfg):
 
 base = api.kernel_config(q.device, D)
 print(f"D={D} H={H} T={T} B={B}; base {base}")
-fwd_variants = [Blocks(128, 128, 8, 3), Blocks(128, 64, 4, 3), Blocks(128, 64, 8, 3), Blocks(128, 128, 8, 2),
-                Blocks(64, 64, 4, 3), Blocks(128, 32, 4, 3)]
+fwd_variants = [
+    Blocks(128, 128, 8, 3),
+    Blocks(128, 64, 4, 3),
+    Blocks(128, 64, 8, 3),
+    Blocks(128, 128, 8, 2),
+    Blocks(64, 64, 4, 3),
+    Blocks(128, 32, 4, 3),
+]
 for b in fwd_variants:
     cfg = KernelConfig(128, 128, b, base.dkdv, base.dq)
     try:
@@ -47,10 +53,21 @@ for b in fwd_variants:
         print(f"fwd {b}: {ms:.3f} ms  {flops / ms / 1e9:.0f} TFLOP/s")
     except Exception as e:  # noqa: BLE001
         print(f"fwd {b}: failed {type(e).__name__}: {str(e)[:100]}")
-dkdv_variants = [Blocks(64, 128, 8, 3), Blocks(32, 128, 4, 3), Blocks(64, 128, 4, 3), Blocks(128, 128, 8, 2),
-                 Blocks(64, 64, 4, 3), Blocks(32, 64, 4, 3)]
-dq_variants = [Blocks(128, 64, 8, 3), Blocks(128, 32, 4, 3), Blocks(64, 64, 4, 3), Blocks(128, 64, 4, 3),
-               Blocks(64, 32, 4, 3)]
+dkdv_variants = [
+    Blocks(64, 128, 8, 3),
+    Blocks(32, 128, 4, 3),
+    Blocks(64, 128, 4, 3),
+    Blocks(128, 128, 8, 2),
+    Blocks(64, 64, 4, 3),
+    Blocks(32, 64, 4, 3),
+]
+dq_variants = [
+    Blocks(128, 64, 8, 3),
+    Blocks(128, 32, 4, 3),
+    Blocks(64, 64, 4, 3),
+    Blocks(128, 64, 4, 3),
+    Blocks(64, 32, 4, 3),
+]
 for b in dkdv_variants:
     cfg = KernelConfig(128, 128, base.fwd, b, base.dq)
     try:

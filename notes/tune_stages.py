@@ -42,9 +42,33 @@ for w, st in ((4, 2), (4, 3), (4, 4), (4, 5), (8, 3), (8, 4)):
     show(f"fwd 128x64 w{w} s{st}", lambda w=w, st=st: t_fwd(Blocks(128, 64, w, st)))
 show("fwd 64x64 w4 s4", lambda: t_fwd(Blocks(64, 64, 4, 4)))
 show("fwd 128x128 w8 s2", lambda: t_fwd(Blocks(128, 128, 8, 2)))
-for bm, bn, w, st in ((32, 128, 4, 2), (32, 128, 4, 3), (32, 128, 4, 4), (32, 128, 4, 5), (64, 128, 8, 2),
-                      (64, 128, 8, 3), (32, 64, 4, 3), (32, 64, 4, 4), (64, 64, 4, 3), (16, 128, 4, 4)):
-    show(f"bwd dkdv {bm}x{bn} w{w} s{st}", lambda b=Blocks(bm, bn, w, st): t_bwd(KernelConfig(128, 128, base.fwd, b, base.dq)))
-for bm, bn, w, st in ((128, 64, 4, 2), (128, 64, 4, 3), (128, 64, 4, 4), (128, 64, 8, 3), (64, 64, 4, 3),
-                      (64, 64, 4, 4), (128, 32, 4, 3), (64, 128, 4, 3)):
-    show(f"bwd dq {bm}x{bn} w{w} s{st}", lambda b=Blocks(bm, bn, w, st): t_bwd(KernelConfig(128, 128, base.fwd, base.dkdv, b)))
+for bm, bn, w, st in (
+    (32, 128, 4, 2),
+    (32, 128, 4, 3),
+    (32, 128, 4, 4),
+    (32, 128, 4, 5),
+    (64, 128, 8, 2),
+    (64, 128, 8, 3),
+    (32, 64, 4, 3),
+    (32, 64, 4, 4),
+    (64, 64, 4, 3),
+    (16, 128, 4, 4),
+):
+    show(
+        f"bwd dkdv {bm}x{bn} w{w} s{st}",
+        lambda b=Blocks(bm, bn, w, st): t_bwd(KernelConfig(128, 128, base.fwd, b, base.dq)),
+    )
+for bm, bn, w, st in (
+    (128, 64, 4, 2),
+    (128, 64, 4, 3),
+    (128, 64, 4, 4),
+    (128, 64, 8, 3),
+    (64, 64, 4, 3),
+    (64, 64, 4, 4),
+    (128, 32, 4, 3),
+    (64, 128, 4, 3),
+):
+    show(
+        f"bwd dq {bm}x{bn} w{w} s{st}",
+        lambda b=Blocks(bm, bn, w, st): t_bwd(KernelConfig(128, 128, base.fwd, base.dkdv, b)),
+    )
