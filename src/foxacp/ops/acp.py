@@ -190,6 +190,4 @@ def make_plan(q: Tensor, k: Tensor, log_fgate: Tensor, **kwargs) -> AcpPlan:
     Takes the arguments of ``forgetting_attention`` (v is not needed; ``log_eps`` must not be None) plus
     optional ``tile_m``/``tile_n`` to override the device's ACP tile grid.
     """
-    from .attention import prepare_plan
-
-    return prepare_plan(q, k, log_fgate, **kwargs)
+    return prepare_search(q, k, log_fgate, **kwargs)()

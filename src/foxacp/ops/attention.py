@@ -72,11 +72,6 @@ def prepare_search(
     return lambda: _plan(qp, kp, c_t, problem, log_eps, qk_bound, tm, tn)
 
 
-def prepare_plan(q: Tensor, k: Tensor, log_fgate: Tensor, **kwargs) -> AcpPlan:
-    """The ACP boundary search alone, from the op's arguments (see ``foxacp.ops.acp.make_plan``)."""
-    return prepare_search(q, k, log_fgate, **kwargs)()
-
-
 def forgetting_attention(
     q: Tensor,
     k: Tensor,

@@ -123,6 +123,17 @@ _M = 1_000_000
 _B = 1_000_000_000
 _HALF_M = 1 << 19  # 0.5M tokens per step (method.md section 3)
 
+# What the 125M, 360M and 760M presets share (method.md section 3); each adds its size, batch, budget and LR.
+_PAPER_RECIPE: dict[str, Any] = dict(
+    seq_len=4096,
+    global_batch_tokens=_HALF_M,
+    warmup_tokens=256 * _M,
+    log_every=10,
+    eval_every=500,
+    eval_batches=16,
+    ckpt_every=1000,
+)
+
 # The training presets. Large presets follow the paper recipe: 0.5M-token steps, 256M warmup tokens,
 # cosine to 0; contexts are 4k by default (override seq_len and micro_batch_size for 8k/16k).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -142,45 +153,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_buckets=32,
         ckpt_every=0,
     ),
-    "125M": dict(
-        model="125M",
-        seq_len=4096,
-        global_batch_tokens=_HALF_M,
-        micro_batch_size=8,
-        max_tokens=2_700 * _M,
-        lr=2e-3,
-        warmup_tokens=256 * _M,
-        log_every=10,
-        eval_every=500,
-        eval_batches=16,
-        ckpt_every=1000,
-    ),
-    "360M": dict(
-        model="360M",
-        seq_len=4096,
-        global_batch_tokens=_HALF_M,
-        micro_batch_size=4,
-        max_tokens=7_500 * _M,
-        lr=2e-3,
-        warmup_tokens=256 * _M,
-        log_every=10,
-        eval_every=500,
-        eval_batches=16,
-        ckpt_every=1000,
-    ),
+    "125M": dict(_PAPER_RECIPE, model="125M", micro_batch_size=8, max_tokens=2_700 * _M, lr=2e-3),
+    "360M": dict(_PAPER_RECIPE, model="360M", micro_batch_size=4, max_tokens=7_500 * _M, lr=2e-3),
     "760M": dict(
-        model="760M",
-        seq_len=4096,
-        global_batch_tokens=_HALF_M,
-        micro_batch_size=4,
-        max_tokens=16 * _B,
-        lr=1e-3,
-        warmup_tokens=256 * _M,
-        log_every=10,
-        eval_every=500,
-        eval_batches=16,
-        ckpt_every=1000,
-        activation_checkpointing=True,
+        _PAPER_RECIPE, model="760M", micro_batch_size=4, max_tokens=16 * _B, lr=1e-3, activation_checkpointing=True
     ),
 }
 
