@@ -64,3 +64,17 @@ def test_auto_backend_runs_on_cpu():
     o = foxacp.forgetting_attention(*inputs)
     ref = foxacp.forgetting_attention(*inputs, backend="reference")
     assert rel_err(o, ref) < 1e-4
+
+
+@pytest.mark.parametrize("layout", ["qkv_fused", "heads_major"])
+def test_triton_strided_views(layout):
+    """q, k, v as views the copy engine cannot read directly (or can, with a row stride of 3 H D)."""
+    B, T, H, D = 2, 97, 2, 32
+    q, k, v, g = make_inputs(B, T, T, H, H, D, seed=5)
+    if layout == "qkv_fused":  # (B, T, 3, H, D) split along dim 2: row stride 3 H D, heads contiguous
+        qkv = torch.stack([q, k, v], dim=2)
+        q, k, v = qkv.unbind(2)
+    else:  # (B, H, T, D) transposed to (B, T, H, D): heads not adjacent in memory
+        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    assert q.stride(2) != D or q.stride(1) != H * D
+    _check("triton", torch.float32, (q, k, v, g), 1e-4, log_eps=-10.0)

@@ -100,3 +100,24 @@ def test_mixed_devices():
         _call(q, k.to("meta"), v, g)
     with pytest.raises(ValueError, match="cu_seqlens is on meta"):
         _call(q, k, v, g, cu_seqlens=torch.tensor([0, 40], dtype=torch.int32, device="meta"))
+
+
+def test_qk_bound_tensor_values_checked_only_with_value_checks():
+    """A tensor bound's values are read back to the host (a sync) only while value checks are on."""
+    q, k, v, g = make_inputs(1, 40, 40, 2, 2, 16, seed=0)
+    bad = torch.tensor([1.0, -1.0])
+    with pytest.raises(ValueError, match="qk_bound"):
+        foxacp.forgetting_attention(q, k, v, g, qk_bound=bad, backend="torch")
+    previous = foxacp.set_value_checks(False)
+    try:
+        foxacp.forgetting_attention(q, k, v, g, qk_bound=bad, backend="torch")  # not read back, so not caught
+    finally:
+        foxacp.set_value_checks(previous)
+
+
+def test_launch_grid_limit():
+    from foxacp.ops.triton_op import _grid
+
+    assert _grid(48, 16384, 128) == (48, 128)
+    with pytest.raises(ValueError, match="65535"):
+        _grid(1, 65536 * 64 + 1, 64)

@@ -9,6 +9,7 @@ c[first row] - delta into the non-increasing tile-end values of c finds every bo
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .gate import sequence_ids
-from .validate import Problem
+from .validate import Problem, value_checks_on
 
 
 @dataclass
@@ -100,7 +101,11 @@ def qk_bound_from_data(q: Tensor, k: Tensor, problem: Problem) -> Tensor:
 
 
 def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.device) -> Tensor:
-    """Broadcast a user-given U (float, (Hq,), or broadcastable to (N, Hq)) to (N, Hq) float64."""
+    """Broadcast a user-given U (float, (Hq,), or broadcastable to (N, Hq)) to (N, Hq) float64.
+
+    A tensor's values (finite, >= 0) are checked only while value checks are on: the check reads them back
+    to the host (see ``set_value_checks``).
+    """
     shape = (problem.num_seqs, problem.heads_q)
     if isinstance(qk_bound, Tensor):
         u = qk_bound.detach().to(device=device, dtype=torch.float64)
@@ -108,15 +113,21 @@ def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.
             u = torch.broadcast_to(u, shape)
         except RuntimeError as err:
             raise ValueError(f"qk_bound of shape {tuple(u.shape)} does not broadcast to (N, Hq) = {shape}") from err
-        ok = bool(((u >= 0) & torch.isfinite(u)).all())
+        ok = not value_checks_on() or bool(((u >= 0) & torch.isfinite(u)).all())
     elif isinstance(qk_bound, (int, float)):
         ok = math.isfinite(qk_bound) and qk_bound >= 0
-        u = torch.full(shape, float(qk_bound), dtype=torch.float64, device=device)
+        u = _constant(float(qk_bound), shape, device)
     else:
         raise TypeError(f"qk_bound must be a float or a tensor, got {type(qk_bound).__name__}")
     if not ok:
         raise ValueError("qk_bound must be finite and >= 0")
     return u
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(value: float, shape: tuple[int, int], device: torch.device) -> Tensor:
+    """A cached float64 tensor filled with ``value`` (read-only by convention): no allocation per call."""
+    return torch.full(shape, value, dtype=torch.float64, device=device)
 
 
 def threshold(u: Tensor, problem: Problem, log_eps: float) -> Tensor:

@@ -25,45 +25,41 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, hi, stride_kt, stride_vt,
-               qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+def _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_row, kv_col, Cb, c_ref, k_len, lo, hi, qk_scale,
+               BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     # The row's own gate term cq_i is a per-row shift, which softmax ignores: it is added to the LSE at the end.
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        row = tl.cast(start_n, tl.int64)
+        k = desc_k.load([k_row + start_n, kv_col])
+        v = desc_v.load([k_row + start_n, kv_col])
         if MASKED:
-            ok = offs_n < k_len
-            kT = tl.load(Kb + row * stride_kt + kT_off, mask=ok[None, :], other=0.0)
-            v = tl.load(Vb + row * stride_vt + v_off, mask=ok[:, None], other=0.0)
-            ck = tl.load(Cb + offs_n, mask=ok, other=0.0)
+            ck = tl.load(Cb + offs_n, mask=offs_n < k_len, other=0.0)
         else:
-            kT = tl.load(Kb + row * stride_kt + kT_off)
-            v = tl.load(Vb + row * stride_vt + v_off)
             ck = tl.load(Cb + offs_n)
         ck = (ck - c_ref).to(tl.float32) * LOG2E
-        s = tl.dot(q, kT) * qk_scale - ck[None, :]
+        s = tl.dot(q, k.T) * qk_scale - ck[None, :]
         if MASKED:
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.jit
-def fwd_kernel(Q, K, V, C, O, LSE, KV_LO, CU_Q, CU_K,
-               stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-               stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
+def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K,
+               stride_qt, stride_qh, stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                ACP: tl.constexpr):
-    # Last query blocks first: along the causal diagonal they carry the most work.
-    m = tl.num_programs(0) - 1 - tl.program_id(0)
-    seq = tl.program_id(1) // H
-    h = tl.program_id(1) % H
+    # Grid (sequences x heads, query blocks), last query blocks first: along the causal diagonal they carry
+    # the most work, so every head's longest rows are dispatched before any head's short ones.
+    m = tl.num_programs(1) - 1 - tl.program_id(1)
+    seq = tl.program_id(0) // H
+    h = tl.program_id(0) % H
     q_start = tl.load(CU_Q + seq)
     q_len = tl.load(CU_Q + seq + 1) - q_start
     if m * BLOCK_M >= q_len:
@@ -90,18 +86,14 @@ def fwd_kernel(Q, K, V, C, O, LSE, KV_LO, CU_Q, CU_K,
     diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N  # keys below are visible to every row
     hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
 
-    arange_n = tl.arange(0, BLOCK_N)
-    kT_off = arange_n[None, :] * stride_kt + offs_d[:, None]
-    v_off = arange_n[:, None] * stride_vt + offs_d[None, :]
-    Kb = K + k_start.to(tl.int64) * stride_kt + (h // GROUP) * stride_kh
-    Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
+    kv_col = (h // GROUP) * HEAD_DIM
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len, lo, diag,
-                               stride_kt, stride_vt, qk_scale, BLOCK_N, False)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, Kb, Vb, Cb, c_ref, kT_off, v_off, k_len,
-                               tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_start, kv_col, Cb, c_ref, k_len, lo, diag,
+                               qk_scale, BLOCK_N, False)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_start, kv_col, Cb, c_ref, k_len,
+                               tl.maximum(lo, diag), hi, qk_scale, BLOCK_N, True)
     o = acc / l_i[:, None]
     tl.store(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
              o.to(O.dtype.element_ty), mask=row_ok[:, None])
@@ -140,11 +132,12 @@ def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                 ACP: tl.constexpr):
-    seq = tl.program_id(1) // HKV
-    kvh = tl.program_id(1) % HKV
+    # Grid (sequences x kv heads, key blocks), first key blocks first: they see the most query rows.
+    seq = tl.program_id(0) // HKV
+    kvh = tl.program_id(0) % HKV
     k_start = tl.load(CU_K + seq)
     k_len = tl.load(CU_K + seq + 1) - k_start
-    n0 = tl.program_id(0) * BLOCK_N
+    n0 = tl.program_id(1) * BLOCK_N
     if n0 >= k_len:
         return
     q_start = tl.load(CU_Q + seq)
@@ -229,9 +222,9 @@ def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K,
               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
               ACP: tl.constexpr):
-    m = tl.num_programs(0) - 1 - tl.program_id(0)
-    seq = tl.program_id(1) // H
-    h = tl.program_id(1) % H
+    m = tl.num_programs(1) - 1 - tl.program_id(1)  # grid as in fwd_kernel: longest rows first
+    seq = tl.program_id(0) // H
+    h = tl.program_id(0) % H
     q_start = tl.load(CU_Q + seq)
     q_len = tl.load(CU_Q + seq + 1) - q_start
     if m * BLOCK_M >= q_len:

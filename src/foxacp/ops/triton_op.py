@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import triton_kernels as kern
 from .acp import AcpPlan
@@ -15,8 +16,28 @@ from .validate import Problem
 _LOG2E = math.log2(math.e)
 
 
-def _grid_q(problem: Problem, block_m: int, heads: int) -> tuple[int, int]:
-    return (math.ceil(problem.max_q / block_m), problem.num_seqs * heads)
+def _grid(programs: int, length: int, block: int) -> tuple[int, int]:
+    """Launch grid (sequences x heads, blocks along the longest sequence); CUDA caps the second at 65535."""
+    blocks = math.ceil(length / block)
+    if blocks > 65535:
+        raise ValueError(f"a sequence of {length} tokens needs {blocks} blocks of {block}; at most 65535 fit a launch")
+    return (programs, blocks)
+
+
+def _tma_ready(t: Tensor) -> Tensor:
+    """``t`` (total, H, D) itself if the bulk-copy engine can read it as a (total, H * D) matrix, else a copy."""
+    ok = t.stride(2) == 1 and t.stride(1) == t.shape[2] and (t.stride(0) * t.element_size()) % 16 == 0
+    return t if ok and t.data_ptr() % 16 == 0 else t.contiguous()
+
+
+def _desc(t: Tensor, rows: int) -> TensorDescriptor:
+    """Tensor descriptor over ``t`` (total, H, D) viewed as (total, H * D), read in (rows, D) blocks.
+
+    Blocks are addressed by (row, head * D); rows past the end read as zeros (rows of a neighbouring
+    packed sequence are read as they are, and every kernel masks them).
+    """
+    total, heads, dim = t.shape
+    return TensorDescriptor(t, [total, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
 def _plan_args(plan: AcpPlan | None, which: str, device: torch.device) -> tuple[Tensor, int, int]:
@@ -39,10 +60,10 @@ def _forward(
     lse = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", q.device)
     b = cfg.fwd
-    kern.fwd_kernel[_grid_q(problem, b.block_m, problem.heads_q)](
-        q, k, v, c_t, o, lse, kv_lo, problem.cu_q, problem.cu_k,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o.stride(0), o.stride(1),
-        c_t.stride(0), lse.stride(0), s_n, s_h, problem.sm_scale * _LOG2E,
+    kern.fwd_kernel[_grid(problem.num_seqs * problem.heads_q, problem.max_q, b.block_m)](
+        q, _desc(k, b.block_n), _desc(v, b.block_n), c_t, o, lse, kv_lo, problem.cu_q, problem.cu_k,
+        q.stride(0), q.stride(1), o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
+        problem.sm_scale * _LOG2E,
         H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
         BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
         num_warps=b.num_warps, num_stages=b.num_stages,
@@ -67,8 +88,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", q.device)
     b = cfg.dkdv
-    grid = (math.ceil(problem.max_k / b.block_n), problem.num_seqs * problem.heads_kv)
-    kern.dkdv_kernel[grid](
+    kern.dkdv_kernel[_grid(problem.num_seqs * problem.heads_kv, problem.max_k, b.block_n)](
         q, k, v, c_t, do, lse, delta, dk, dv, dck, q_hi, problem.cu_q, problem.cu_k,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
@@ -78,7 +98,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", q.device)
     b = cfg.dq
-    kern.dq_kernel[_grid_q(problem, b.block_m, problem.heads_q)](
+    kern.dq_kernel[_grid(problem.num_seqs * problem.heads_q, problem.max_q, b.block_m)](
         q, k, v, c_t, do, lse, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
@@ -127,5 +147,5 @@ def triton_attention(
     Returns:
         (total_q, Hq, D) in q's dtype; differentiable in q, k, v and c_t.
     """
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q, k, v = (_tma_ready(t) for t in (q, k, v))
     return _TritonForgettingAttention.apply(q, k, v, c_t, problem, plan, cfg)

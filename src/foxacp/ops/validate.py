@@ -27,6 +27,11 @@ def set_value_checks(enabled: bool) -> bool:
     return previous
 
 
+def value_checks_on() -> bool:
+    """Whether checks that read tensor values back to the host (a synchronisation) run on this call."""
+    return _value_checks and not torch.compiler.is_compiling()
+
+
 def _uniform_offsets(batch: int, length: int, device: torch.device) -> Tensor:
     key = (batch, length, device)
     if key not in _OFFSETS:
@@ -151,7 +156,7 @@ def check_inputs(
     elif not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
 
-    if _value_checks and not torch.compiler.is_compiling():
+    if value_checks_on():
         lo, hi = torch.aminmax(log_fgate.detach())
         lo, hi = lo.item(), hi.item()  # NaN fails both comparisons below
         if not (lo > -math.inf and hi <= 0):
