@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 import torch
@@ -81,7 +82,7 @@ def inputs(B, T, Hq, Hkv, D, seed, requires_grad=True):
 
 def short(cfg: KernelConfig) -> str:
     f = lambda b: f"{b.block_m}x{b.block_n}w{b.num_warps}s{b.num_stages}"
-    return f"fwd {f(cfg.fwd)} dkdv {f(cfg.dkdv)} dq {f(cfg.dq)}"
+    return f"fwd {f(cfg.fwd)}g{cfg.fwd.head_group} dkdv {f(cfg.dkdv)}g{cfg.dkdv.head_group} dq {f(cfg.dq)}g{cfg.dq.head_group}"
 
 
 def check(name, cfg) -> float:
@@ -207,16 +208,25 @@ def main() -> None:
             for mode in ("fwd", "fwdbwd"):
                 for acp in (False, True):
                     run(name, cur, T, mode, acp, "table")
-    # Backward blocks with the new grid order (heads fastest, heaviest blocks first).
-    dkdv_opts = [(32, 128, 4, 2), (32, 128, 4, 3), (64, 64, 4, 2)]
-    dq_opts = [(128, 64, 4, 2), (64, 128, 4, 2)]
+    # Head groups: how many (sequence, head) pairs run side by side, block by block (1 << 20: all of them).
+    groups = [1, 4, 8, 16, 1 << 20]
     if SMOKE:
-        dkdv_opts, dq_opts = [(32, 64, 4, 1)], [(64, 32, 4, 1)]
-    best_dkdv = min(dkdv_opts, key=lambda b: run("new", cfg_with(cur, dkdv=b), TS[0], "fwdbwd", False, "dkdv-sweep"))
-    best_dq = min(
-        dq_opts, key=lambda b: run("new", cfg_with(cur, dkdv=best_dkdv, dq=b), TS[0], "fwdbwd", False, "dq-sweep")
+        groups = [1, 3, 1 << 20]
+
+    def pick(kernel, mode, acp_too):
+        def cost(g):
+            cfg = cfg_with(cur, **{kernel: (*astuple(getattr(cur, kernel))[:4], g)})
+            t = run("new", cfg, TS[0], mode, False, f"{kernel}-group")
+            return t + (run("new", cfg, TS[0], mode, True, f"{kernel}-group") if acp_too else 0.0)
+
+        return min(groups, key=cost)
+
+    g_fwd = pick("fwd", "fwd", True)
+    g_dkdv = pick("dkdv", "fwdbwd", True)
+    g_dq = pick("dq", "fwdbwd", False)
+    best = cfg_with(
+        cur, **{k: (*astuple(getattr(cur, k))[:4], g) for k, g in (("fwd", g_fwd), ("dkdv", g_dkdv), ("dq", g_dq))}
     )
-    best = cfg_with(cur, dkdv=best_dkdv, dq=best_dq)
     print(f"[{time.time() - start:.0f}s] best new {short(best)}", flush=True)
     finals = [("new", best)]
     for name, cfg in finals:

@@ -118,6 +118,8 @@ def test_qk_bound_tensor_values_checked_only_with_value_checks():
 def test_launch_grid_limit():
     from foxacp.ops.triton_op import _grid
 
-    assert _grid(48, 16384, 128) == (48, 128)
+    assert _grid(48, 16384, 128, 8) == (8, 128, 6)
+    assert _grid(5, 100, 64, 8) == (5, 2, 1)
+    assert _grid(200_000, 100, 64, 1) == (4, 2, 50_000)  # groups capped at 65535
     with pytest.raises(ValueError, match="65535"):
-        _grid(1, 65536 * 64 + 1, 64)
+        _grid(1, 65536 * 64 + 1, 64, 8)

@@ -25,6 +25,19 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def _program(num_sh, H: tl.constexpr):
+    """(sequence, head, block index) of this program, or sequence -1 for a padding program.
+
+    The grid is (heads per group, blocks, groups) over the num_sh = sequences x heads pairs: CUDA starts
+    programs x-fastest, so a group's heads run side by side, block by block. Blocks are numbered heaviest
+    first by the caller; a group small enough that its K/V (or Q/dO) stays in L2 keeps re-reads there.
+    """
+    sh = tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)
+    seq = tl.where(sh < num_sh, sh // H, -1)
+    return seq, sh % H, tl.program_id(1)
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_row, kv_col, Cb, c_ref, k_len, lo, hi, qk_scale,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     # The row's own gate term cq_i is a per-row shift, which softmax ignores: it is added to the LSE at the end.
@@ -50,16 +63,16 @@ def _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_row, kv_col, Cb, c_ref, 
 
 
 @triton.jit
-def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K,
+def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
                stride_qt, stride_qh, stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                ACP: tl.constexpr):
-    # Grid (sequences x heads, query blocks), last query blocks first: along the causal diagonal they carry
-    # the most work, so every head's longest rows are dispatched before any head's short ones.
-    m = tl.num_programs(1) - 1 - tl.program_id(1)
-    seq = tl.program_id(0) // H
-    h = tl.program_id(0) % H
+    # Last query blocks first: along the causal diagonal they carry the most work.
+    seq, h, m = _program(num_sh, H)
+    m = tl.num_programs(1) - 1 - m
+    if seq < 0:
+        return
     q_start = tl.load(CU_Q + seq)
     q_len = tl.load(CU_Q + seq + 1) - q_start
     if m * BLOCK_M >= q_len:
@@ -125,19 +138,20 @@ def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cqb, c_ref
 
 
 @triton.jit
-def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K,
+def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
                 stride_dkt, stride_dkh, stride_dvt, stride_dvh, stride_ch, stride_lh,
                 stride_hi_n, stride_hi_h, qk_scale, sm_scale,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                 ACP: tl.constexpr):
-    # Grid (sequences x kv heads, key blocks), first key blocks first: they see the most query rows.
-    seq = tl.program_id(0) // HKV
-    kvh = tl.program_id(0) % HKV
+    # First key blocks first: they see the most query rows.
+    seq, kvh, n = _program(num_sh, HKV)
+    if seq < 0:
+        return
     k_start = tl.load(CU_K + seq)
     k_len = tl.load(CU_K + seq + 1) - k_start
-    n0 = tl.program_id(1) * BLOCK_N
+    n0 = n * BLOCK_N
     if n0 >= k_len:
         return
     q_start = tl.load(CU_Q + seq)
@@ -216,15 +230,16 @@ def _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, 
 
 
 @triton.jit
-def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K,
+def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
               stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
               stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
               ACP: tl.constexpr):
-    m = tl.num_programs(1) - 1 - tl.program_id(1)  # grid as in fwd_kernel: longest rows first
-    seq = tl.program_id(0) // H
-    h = tl.program_id(0) % H
+    seq, h, m = _program(num_sh, H)  # as in fwd_kernel: longest rows first
+    m = tl.num_programs(1) - 1 - m
+    if seq < 0:
+        return
     q_start = tl.load(CU_Q + seq)
     q_len = tl.load(CU_Q + seq + 1) - q_start
     if m * BLOCK_M >= q_len:

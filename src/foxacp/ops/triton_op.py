@@ -16,12 +16,16 @@ from .validate import Problem
 _LOG2E = math.log2(math.e)
 
 
-def _grid(programs: int, length: int, block: int) -> tuple[int, int]:
-    """Launch grid (sequences x heads, blocks along the longest sequence); CUDA caps the second at 65535."""
+def _grid(num_sh: int, length: int, block: int, head_group: int) -> tuple[int, int, int]:
+    """Grid (heads per group, blocks along the longest sequence, groups) over num_sh (sequence, head) pairs.
+
+    See ``triton_kernels._program``; CUDA caps the second and third dimensions at 65535.
+    """
     blocks = math.ceil(length / block)
     if blocks > 65535:
         raise ValueError(f"a sequence of {length} tokens needs {blocks} blocks of {block}; at most 65535 fit a launch")
-    return (programs, blocks)
+    group = max(min(head_group, num_sh), math.ceil(num_sh / 65535))
+    return (group, blocks, math.ceil(num_sh / group))
 
 
 def _tma_ready(t: Tensor) -> Tensor:
@@ -60,8 +64,9 @@ def _forward(
     lse = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", q.device)
     b = cfg.fwd
-    kern.fwd_kernel[_grid(problem.num_seqs * problem.heads_q, problem.max_q, b.block_m)](
-        q, _desc(k, b.block_n), _desc(v, b.block_n), c_t, o, lse, kv_lo, problem.cu_q, problem.cu_k,
+    num_sh = problem.num_seqs * problem.heads_q
+    kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
+        q, _desc(k, b.block_n), _desc(v, b.block_n), c_t, o, lse, kv_lo, problem.cu_q, problem.cu_k, num_sh,
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         problem.sm_scale * _LOG2E,
         H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
@@ -88,8 +93,9 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", q.device)
     b = cfg.dkdv
-    kern.dkdv_kernel[_grid(problem.num_seqs * problem.heads_kv, problem.max_k, b.block_n)](
-        q, k, v, c_t, do, lse, delta, dk, dv, dck, q_hi, problem.cu_q, problem.cu_k,
+    num_sh = problem.num_seqs * problem.heads_kv
+    kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, b.head_group)](
+        q, k, v, c_t, do, lse, delta, dk, dv, dck, q_hi, problem.cu_q, problem.cu_k, num_sh,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
@@ -98,8 +104,9 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", q.device)
     b = cfg.dq
-    kern.dq_kernel[_grid(problem.num_seqs * problem.heads_q, problem.max_q, b.block_m)](
-        q, k, v, c_t, do, lse, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k,
+    num_sh = problem.num_seqs * problem.heads_q
+    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
+        q, k, v, c_t, do, lse, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k, num_sh,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
         H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
