@@ -27,6 +27,7 @@ import triton.testing
 sys.path.insert(0, str(Path(__file__).parent))
 import op_base  # noqa: E402
 import op_fused  # noqa: E402
+import op_tma_dkdv  # noqa: E402
 
 from foxacp import forgetting_attention  # noqa: E402
 from foxacp.bench.gates import GateProfile, synthetic_log_fgate  # noqa: E402
@@ -36,7 +37,7 @@ from foxacp.ops.config import Blocks, KernelConfig, kernel_config  # noqa: E402
 from foxacp.ops.gate import cumulative_gate  # noqa: E402
 from foxacp.ops.validate import check_inputs, set_value_checks  # noqa: E402
 
-MODS = {"base": op_base, "new": op_new, "fused": op_fused}
+MODS = {"base": op_base, "new": op_new, "fused": op_fused, "tmadkdv": op_tma_dkdv}
 SMOKE = os.environ.get("EXP_SMOKE") == "1"  # CPU interpreter run of the whole script at toy sizes
 DEV = "cpu" if SMOKE else "cuda"
 DT = torch.float16 if SMOKE else torch.bfloat16
@@ -208,27 +209,17 @@ def main() -> None:
             for mode in ("fwd", "fwdbwd"):
                 for acp in (False, True):
                     run(name, cur, T, mode, acp, "table")
-    # Head groups: how many (sequence, head) pairs run side by side, block by block (1 << 20: all of them).
-    groups = [1, 4, 8, 16, 1 << 20]
+    # dK/dV reading Q and dO through tensor descriptors (the table's blocks, then two neighbours).
+    best = cur
+    tma_opts = [astuple(cur.dkdv), (32, 128, 4, 2, 4), (64, 128, 8, 3, 4)]
     if SMOKE:
-        groups = [1, 3, 1 << 20]
-
-    def pick(kernel, mode, acp_too):
-        def cost(g):
-            cfg = cfg_with(cur, **{kernel: (*astuple(getattr(cur, kernel))[:4], g)})
-            t = run("new", cfg, TS[0], mode, False, f"{kernel}-group")
-            return t + (run("new", cfg, TS[0], mode, True, f"{kernel}-group") if acp_too else 0.0)
-
-        return min(groups, key=cost)
-
-    g_fwd = pick("fwd", "fwd", True)
-    g_dkdv = pick("dkdv", "fwdbwd", True)
-    g_dq = pick("dq", "fwdbwd", False)
-    best = cfg_with(
-        cur, **{k: (*astuple(getattr(cur, k))[:4], g) for k, g in (("fwd", g_fwd), ("dkdv", g_dkdv), ("dq", g_dq))}
-    )
-    print(f"[{time.time() - start:.0f}s] best new {short(best)}", flush=True)
-    finals = [("new", best)]
+        tma_opts = [astuple(cur.dkdv)]
+    assert checked("tmadkdv", cur), "tmadkdv failed its float64 check"
+    for b in tma_opts:
+        for T in (TS[0], TS[2]):
+            for acp in (False, True):
+                run("tmadkdv", cfg_with(cur, dkdv=b), T, "fwdbwd", acp, "tma-dkdv")
+    finals = [("new", best)]  # the table config, for the same-session comparison
     for name, cfg in finals:
         assert checked(name, cfg), f"{name} {cfg} failed its float64 check"
         for T in TS:
@@ -241,8 +232,8 @@ def main() -> None:
     if not SMOKE:  # device time alone (CUDA-graph replay) of the forward: what host overhead hides
         from foxacp.bench.attention import graphed
 
-        for T in (TS[0], TS[2]):
-            for log_eps in (None, -10.0):
+        for T in (TS[2],):
+            for log_eps in (-10.0,):
                 leaves, _ = inputs(TOKENS // T, T, HEADS, HEADS, 64, seed=1, requires_grad=False)
                 t = ms(graphed(lambda: call(op_new, leaves, log_eps, best)))
                 log(
