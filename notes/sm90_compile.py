@@ -32,7 +32,7 @@ def _sig(fn, dtypes: dict[str, str], constexprs: dict) -> dict[str, str]:
             sig[name] = "constexpr"
         elif name in dtypes:
             sig[name] = dtypes[name]
-        elif name.startswith("stride") or name in ("total",):
+        elif name.startswith("stride") or name in ("total", "num_sh"):
             sig[name] = "i32"
         elif name in ("qk_scale", "sm_scale"):
             sig[name] = "fp32"

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import op_base  # noqa: E402
 import op_fused  # noqa: E402
 import op_tma_dkdv  # noqa: E402
+import op_tma_dq  # noqa: E402
 
 from foxacp import forgetting_attention  # noqa: E402
 from foxacp.bench.gates import GateProfile, synthetic_log_fgate  # noqa: E402
@@ -37,7 +38,7 @@ from foxacp.ops.config import Blocks, KernelConfig, kernel_config  # noqa: E402
 from foxacp.ops.gate import cumulative_gate  # noqa: E402
 from foxacp.ops.validate import check_inputs, set_value_checks  # noqa: E402
 
-MODS = {"base": op_base, "new": op_new, "fused": op_fused, "tmadkdv": op_tma_dkdv}
+MODS = {"base": op_base, "new": op_new, "fused": op_fused, "tmadkdv": op_tma_dkdv, "tmadq": op_tma_dq}
 SMOKE = os.environ.get("EXP_SMOKE") == "1"  # CPU interpreter run of the whole script at toy sizes
 DEV = "cpu" if SMOKE else "cuda"
 DT = torch.float16 if SMOKE else torch.bfloat16
@@ -113,16 +114,27 @@ def ms(fn, grad_to_none=None) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=40, grad_to_none=grad_to_none, return_mode="median"))
 
 
-def time_variant(name, cfg, T, mode, log_eps, tag) -> float:
+def time_variant(name, cfg, T, mode, log_eps, tag, heads=HEADS, dim=64) -> float:
     B = TOKENS // T
-    leaves, do = inputs(B, T, HEADS, HEADS, 64, seed=1)
+    leaves, do = inputs(B, T, heads, heads, dim, seed=1)
     mod = MODS[name]
     if mode == "fwd":
         with torch.no_grad():
             t = ms(lambda: call(mod, leaves, log_eps, cfg))
     else:
         t = ms(lambda: call(mod, leaves, log_eps, cfg).backward(do), grad_to_none=leaves)
-    log(kind="time", tag=tag, variant=name, cfg=short(cfg), T=T, mode=mode, acp=log_eps is not None, ms=t)
+    log(
+        kind="time",
+        tag=tag,
+        variant=name,
+        cfg=short(cfg),
+        T=T,
+        mode=mode,
+        acp=log_eps is not None,
+        ms=t,
+        heads=heads,
+        dim=dim,
+    )
     return t
 
 
@@ -188,10 +200,10 @@ def main() -> None:
     start = time.time()
     results = {}
 
-    def run(name, cfg, T, mode, acp, tag):
-        key = (name, short(cfg), T, mode, acp)
+    def run(name, cfg, T, mode, acp, tag, heads=HEADS, dim=64):
+        key = (name, short(cfg), T, mode, acp, heads, dim)
         if key not in results:
-            results[key] = time_variant(name, cfg, T, mode, -10.0 if acp else None, tag)
+            results[key] = time_variant(name, cfg, T, mode, -10.0 if acp else None, tag, heads, dim)
         return results[key]
 
     def checked(name, cfg) -> bool:
@@ -202,52 +214,32 @@ def main() -> None:
     for T in (TS[0], TS[2]):
         for mode in ("fwd", "fwdbwd"):
             sdpa(T, mode)
-    # Baseline and the new kernels at the current table config.
-    for name in ("base", "new"):
-        assert checked(name, cur), f"{name} failed its float64 check"
-        for T in (TS[0], TS[2]):
-            for mode in ("fwd", "fwdbwd"):
-                for acp in (False, True):
-                    run(name, cur, T, mode, acp, "table")
-    # dK/dV reading Q and dO through tensor descriptors (the table's blocks, then two neighbours).
-    best = cur
-    tma_opts = [astuple(cur.dkdv), (32, 128, 4, 2, 4), (64, 128, 8, 3, 4)]
-    if SMOKE:
-        tma_opts = [astuple(cur.dkdv)]
-    assert checked("tmadkdv", cur), "tmadkdv failed its float64 check"
-    for b in tma_opts:
-        for T in (TS[0], TS[2]):
-            for acp in (False, True):
-                run("tmadkdv", cfg_with(cur, dkdv=b), T, "fwdbwd", acp, "tma-dkdv")
-    finals = [("new", best)]  # the table config, for the same-session comparison
-    for name, cfg in finals:
-        assert checked(name, cfg), f"{name} {cfg} failed its float64 check"
-        for T in TS:
-            for mode in ("fwd", "fwdbwd"):
-                for acp in (False, True):
-                    run(name, cfg, T, mode, acp, "final")
-    for T in (TS[1],):
+    # The table config, then dQ reading K and V through tensor descriptors.
+    assert checked("new", cur), "new failed its float64 check"
+    for T in (TS[0], TS[2]):
         for mode in ("fwd", "fwdbwd"):
-            sdpa(T, mode)
-    if not SMOKE:  # device time alone (CUDA-graph replay) of the forward: what host overhead hides
-        from foxacp.bench.attention import graphed
-
-        for T in (TS[2],):
-            for log_eps in (-10.0,):
-                leaves, _ = inputs(TOKENS // T, T, HEADS, HEADS, 64, seed=1, requires_grad=False)
-                t = ms(graphed(lambda: call(op_new, leaves, log_eps, best)))
-                log(
-                    kind="time",
-                    tag="graph",
-                    variant="new",
-                    cfg=short(best),
-                    T=T,
-                    mode="fwd",
-                    acp=log_eps is not None,
-                    ms=t,
-                )
-        profile(best)
-
+            for acp in (False, True):
+                run("new", cur, T, mode, acp, "table")
+    best = cur
+    dq_opts = [astuple(cur.dq), (64, 64, 4, 3, 4), (128, 64, 4, 3, 4), (64, 64, 4, 2, 4)]
+    if SMOKE:
+        dq_opts = [astuple(cur.dq)]
+    assert checked("tmadq", cur), "tmadq failed its float64 check"
+    for b in dq_opts:
+        for acp in (False, True):
+            run("tmadq", cfg_with(cur, dq=b), TS[0], "fwdbwd", acp, "tma-dq")
+    # Head dim 128 (12 heads): the table's blocks against neighbours, one kernel at a time.
+    c128 = kernel_config(torch.device(DEV), 128)
+    if not SMOKE:
+        sweeps = {
+            "fwd": [(128, 64, 8, 3, 16), (128, 64, 8, 2, 16), (64, 64, 4, 2, 16)],
+            "dkdv": [(64, 64, 8, 2, 4), (32, 64, 4, 2, 4)],
+            "dq": [(128, 64, 8, 2, 4), (64, 64, 4, 2, 4)],
+        }
+        for kernel, opts in sweeps.items():
+            mode = "fwd" if kernel == "fwd" else "fwdbwd"
+            for b in [astuple(getattr(c128, kernel)), *opts]:
+                run("new", cfg_with(c128, **{kernel: b}), TS[0], mode, False, f"d128-{kernel}", 12, 128)
     print(f"\n[{time.time() - start:.0f}s] ms ({HEADS}x64, {DT}, {TOKENS} tokens, {DEV}), vs cuDNN in brackets")
     cud = {(r["T"], r["mode"]): r["ms"] for r in ROWS if r.get("variant") == "cudnn"}
     for r in ROWS:

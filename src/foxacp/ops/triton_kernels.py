@@ -3,9 +3,14 @@
 Conventions shared by the three kernels:
 - Packed layout: q/o/do (total_q, Hq, D), k/v (total_k, Hkv, D); sequence ``seq`` owns query rows
   CU_Q[seq]:CU_Q[seq+1] and key rows CU_K[seq]:CU_K[seq+1]; query i sits at key position i + (Lk - Lq).
-- Addressing: each program makes 64-bit base pointers to its sequence once; inside the loops a block is
-  reached by a scalar 64-bit step plus 32-bit in-block offsets computed once, so no per-element 64-bit
-  multiply runs in the hot loop and tensors beyond 2^31 elements are still addressed correctly.
+- Streamed blocks (K and V in the forward, Q and dO in dK/dV) come through tensor descriptors: the bulk
+  copy engine (TMA) reads (rows, D) blocks of the (total, H * D) matrix, with no per-thread addresses.
+  Rows past the end read as zeros; rows of a neighbouring packed sequence are read and then masked.
+- Pointer loads (the dQ kernel's stream and every per-program block) use a 64-bit base per program and
+  32-bit in-block offsets, so no per-element 64-bit multiply runs in a loop and tensors beyond 2^31
+  elements are still addressed correctly.
+- Grids are (heads per group, blocks, groups), see ``_program``: heaviest blocks first, a few heads at a
+  time so their streamed blocks are re-read from L2.
 - C is the float64 cumulative gate, (Hq, total_k). Each program subtracts one float64 reference value
   (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
 - Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
@@ -114,38 +119,35 @@ def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cqb, c_ref, qT_off, do_off, q_len, off,
-                lo, hi, stride_qt, stride_dot, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_row, q_col, LSEb, DELTAb, Cqb, c_ref, q_len, off,
+                lo, hi, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < q_len
-        row = tl.cast(start_m, tl.int64)
-        qT = tl.load(Qb + row * stride_qt + qT_off, mask=row_ok[None, :], other=0.0)
-        do = tl.load(DOb + row * stride_dot + do_off, mask=row_ok[:, None], other=0.0)
+        q = desc_q.load([q_row + start_m, q_col])
+        do = desc_do.load([q_row + start_m, q_col])
         lse = tl.load(LSEb + offs_m, mask=row_ok, other=float("inf"))
         delta = tl.load(DELTAb + offs_m, mask=row_ok, other=0.0)
         cq = (tl.load(Cqb + offs_m, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
-        sT = tl.dot(k, qT) * qk_scale + (cq - lse)[None, :] - ck[:, None]  # already minus the row's LSE
+        sT = tl.dot(k, q.T) * qk_scale + (cq - lse)[None, :] - ck[:, None]  # already minus the row's LSE
         if MASKED:
             sT = tl.where(offs_n[:, None] <= (offs_m + off)[None, :], sT, float("-inf"))
         pT = tl.math.exp2(sT)
-        dv += tl.dot(pT.to(do.dtype), do)
-        dpT = tl.dot(v, tl.trans(do))
+        dv = tl.dot(pT.to(do.dtype), do, dv)
+        dpT = tl.dot(v, do.T)
         dsT = pT * (dpT - delta[None, :])
-        dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT))
+        dk = tl.dot(dsT.to(q.dtype), q, dk)
         dck += tl.sum(dsT, 1)
     return dk, dv, dck
 
 
 @triton.jit
-def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
-                stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
-                stride_dkt, stride_dkh, stride_dvt, stride_dvh, stride_ch, stride_lh,
-                stride_hi_n, stride_hi_h, qk_scale, sm_scale,
+def dkdv_kernel(desc_q, K, V, C, desc_do, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
+                stride_kt, stride_kh, stride_vt, stride_vh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+                stride_ch, stride_lh, stride_hi_n, stride_hi_h, qk_scale, sm_scale,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                 ACP: tl.constexpr):
-    # First key blocks first: they see the most query rows.
     seq, kvh, n = _program(num_sh, HKV)
     if seq < 0:
         return
@@ -174,9 +176,6 @@ def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_s
     # they see all of it.
     q_lo = (tl.maximum(n0 - off, 0) // BLOCK_M) * BLOCK_M
     q_full = tl.cdiv(tl.maximum(n0 + BLOCK_N - 1 - off, 0), BLOCK_M) * BLOCK_M
-    arange_m = tl.arange(0, BLOCK_M)
-    qT_off = arange_m[None, :] * stride_qt + offs_d[:, None]
-    do_off = arange_m[:, None] * stride_dot + offs_d[None, :]
     for g in range(GROUP):
         h = kvh * GROUP + g
         Cb = C + h.to(tl.int64) * stride_ch + k_start
@@ -185,16 +184,15 @@ def dkdv_kernel(Q, K, V, C, DO, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_s
         q_end = q_len
         if ACP:
             q_end = tl.minimum(q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M)
-        Qb = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
-        DOb = DO + q_start.to(tl.int64) * stride_dot + h * stride_doh
         LSEb = LSE + h.to(tl.int64) * stride_lh + q_start
         DELTAb = DELTA + h.to(tl.int64) * stride_lh + q_start
         dck = tl.zeros([BLOCK_N], dtype=tl.float32)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cb + off, c_ref, qT_off,
-                                  do_off, q_len, off, q_lo, tl.minimum(q_full, q_end), stride_qt, stride_dot,
-                                  qk_scale, BLOCK_M, True)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, Qb, DOb, LSEb, DELTAb, Cb + off, c_ref, qT_off,
-                                  do_off, q_len, off, q_full, q_end, stride_qt, stride_dot, qk_scale, BLOCK_M, False)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_start, h * HEAD_DIM, LSEb,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end), qk_scale,
+                                  BLOCK_M, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_start, h * HEAD_DIM, LSEb,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_full, q_end, qk_scale,
+                                  BLOCK_M, False)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
     tl.store(DK + key0 * stride_dkt + kvh * stride_dkh + in_n[:, None] * stride_dkt + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])

@@ -77,7 +77,7 @@ def _forward(
 
 
 def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
-    do = do.contiguous() if do.stride(-1) != 1 else do
+    do = _tma_ready(do)
     delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
     block_t = max(16, 4096 // problem.head_dim)
     kern.delta_kernel[(math.ceil(q.shape[0] / block_t), problem.heads_q)](
@@ -95,8 +95,8 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
     b = cfg.dkdv
     num_sh = problem.num_seqs * problem.heads_kv
     kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, b.head_group)](
-        q, k, v, c_t, do, lse, delta, dk, dv, dck, q_hi, problem.cu_q, problem.cu_k, num_sh,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
+        _desc(q, b.block_m), k, v, c_t, _desc(do, b.block_m), lse, delta, dk, dv, dck, q_hi, problem.cu_q,
+        problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
         num_warps=b.num_warps, num_stages=b.num_stages,
