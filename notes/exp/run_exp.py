@@ -220,7 +220,6 @@ def main() -> None:
         for mode in ("fwd", "fwdbwd"):
             for acp in (False, True):
                 run("new", cur, T, mode, acp, "table")
-    best = cur
     dq_opts = [astuple(cur.dq), (64, 64, 4, 3, 4), (128, 64, 4, 3, 4), (64, 64, 4, 2, 4)]
     if SMOKE:
         dq_opts = [astuple(cur.dq)]
