@@ -66,7 +66,7 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
         Blocks(32, 128, 4, 2, head_group=4),
         Blocks(128, 64, 4, 2, head_group=4),
     ),
-    (9, 128): KernelConfig(128, 128, Blocks(128, 128, 8, 2), Blocks(32, 64, 4, 3), Blocks(128, 64, 8, 3)),
+    (9, 128): KernelConfig(128, 128, Blocks(128, 128, 8, 2), Blocks(32, 64, 4, 3), Blocks(64, 64, 4, 2, head_group=4)),
 }
 
 
