@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Final H100 call: quick benchmark at this commit, then recorded gates from a short 125M run through the benchmark.
+# Final H100 calls for a commit. Stage "check": every kernel against float64 on the GPU (correctness grid,
+# then the GPU tests, including a tensor beyond 2^31 elements) and the quick benchmark. Stage "full A"/"full B":
+# the full benchmark split in two (24x64 + 12x128, then 12x64 + 16x64). Usage: notes/gpu_final.sh STAGE COMMIT
 set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-commit=$1
-python3 -m foxacp.bench.attention --quick --tag final --out "$OUT" --commit "$commit" 2>&1 | grep -v "Warn\|warn\|bench:" | tail -6
-timeout 200 torchrun --standalone --nproc-per-node=1 -m foxacp.cli train --preset 125M --data stdlib --tokenizer byte \
-  --steps 24 --out /tmp/runs/g --set seq_len=16384 micro_batch_size=2 warmup_tokens=5e6 log_every=8 2>&1 | grep "^step 24\|eval"
-python3 -m foxacp.cli export-gates /tmp/runs/g --out /tmp/gates.safetensors --batch-size 2 --seq-len 16384 2>&1 | tail -2
-python3 -m foxacp.bench.attention --configs 12x64 --contexts 4k,8k,16k --gates /tmp/gates.safetensors --layer 6 \
-  --tag recorded-gates-125m-24steps --out "$OUT" --commit "$commit" --rep 50 2>&1 | grep -v "Warn\|warn\|bench:" | tail -8
+stage=$1 commit=$2
+bench() { python3 -m foxacp.bench.attention --out "$OUT" --commit "$commit" "$@" 2>&1 | grep -v "Warn\|warn\|bench:"; }
+case $stage in
+  check)
+    python3 -m foxacp.bench.correctness --out "$OUT" | tail -3
+    python3 -m pytest -q -m gpu tests/ops/test_gpu.py 2>&1 | tail -2
+    bench --quick --tag final | tail -4 ;;
+  fullA) bench --configs 24x64,12x128 --tag a --time-budget 500 | tail -4 ;;
+  fullB) bench --configs 12x64,16x64 --tag b --time-budget 500 | tail -4 ;;
+esac
