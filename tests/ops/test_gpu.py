@@ -44,3 +44,27 @@ def test_beyond_32bit_offsets():
     case = check_huge()
     assert 2**21 * 16 * 64 > 2**31 - 1
     assert case.worst < TOLERANCE[torch.bfloat16], case
+
+
+def test_gpu_boundary_search_matches_torch_twin():
+    """The op's one-launch Triton search finds exactly the searchsorted twin's boundaries (packed, Tq < Tk)."""
+    from foxacp.bench.correctness import make_gates
+    from foxacp.ops.acp import plan_tiles, qk_bound_from_data, threshold
+    from foxacp.ops.attention import _plan
+    from foxacp.ops.gate import cumulative_gate
+    from foxacp.ops.validate import check_inputs
+
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    cases = [(1, 7000, 7000, torch.tensor([0, 1, 2500, 3001, 7000], dtype=torch.int32, device="cuda")),
+             (2, 3000, 16384, None)]  # fmt: skip
+    for B, Tq, Tk, cu in cases:
+        q = torch.randn(B, Tq, 4, 64, device="cuda", generator=gen, dtype=torch.bfloat16)
+        k = torch.randn(B, Tk, 4, 64, device="cuda", generator=gen, dtype=torch.bfloat16)
+        g = make_gates(B, Tk, 4, "cuda", gen)
+        problem = check_inputs(q, k, k, g, None, cu, None, -10.0, "triton")
+        qp, kp = q.reshape(-1, 4, 64), k.reshape(-1, 4, 64)
+        c_t = cumulative_gate(g.reshape(-1, 4), problem.cu_k, problem.uniform, problem.num_seqs)
+        got = _plan(qp, kp, c_t, problem, -10.0, None, 128, 128)
+        want = plan_tiles(c_t, threshold(qk_bound_from_data(qp, kp, problem), problem, -10.0), problem, 128, 128)
+        assert torch.equal(got.kv_lo, want.kv_lo) and torch.equal(got.q_hi, want.q_hi)
+        assert 0.2 < got.stats.flop_saving < 1.0

@@ -45,7 +45,13 @@ def _plan(
             u = qk_bound_from_data(qp, kp, problem)
         else:
             u = qk_bound_from_arg(qk_bound, problem, qp.device)
-        return plan_tiles(c_t.detach(), threshold(u, problem, log_eps), problem, tile_m, tile_n)
+        delta = threshold(u, problem, log_eps)
+        if not c_t.is_cuda:
+            return plan_tiles(c_t.detach(), delta, problem, tile_m, tile_n)
+        from .triton_plan import tile_plan  # one launch instead of ~20 small torch ops (its tested twin)
+
+        kv_lo, q_hi = tile_plan(c_t.detach(), delta, problem, tile_m, tile_n)
+        return AcpPlan(tile_m, tile_n, kv_lo, q_hi, problem)
 
 
 def prepare_search(
