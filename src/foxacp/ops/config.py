@@ -17,15 +17,22 @@ TRITON_HEAD_DIMS = (16, 32, 64, 128)
 
 @dataclass(frozen=True)
 class Blocks:
-    """One kernel's launch shape: query rows x key columns per program, warps, pipeline stages, and how many
-    (sequence, head) pairs run side by side (block by block, heaviest first): few enough that their K/V or
-    Q/dO stay in L2, enough to fill the GPU when heavy blocks are scarce."""
+    """One kernel's launch shape: query rows x key columns per program, warps, pipeline stages, how many
+    (sequence, head) pairs run side by side (block by block, heaviest first: few enough that their K/V or
+    Q/dO stay in L2, enough to fill the GPU when heavy blocks are scarce), and an optional register cap per
+    thread (more programs per multiprocessor, at the price of spills)."""
 
     block_m: int
     block_n: int
     num_warps: int = 4
     num_stages: int = 2
     head_group: int = 8
+    maxnreg: int | None = None
+
+    def launch(self) -> dict:
+        """Keyword arguments of a Triton launch with these blocks' compile options."""
+        opts = {"num_warps": self.num_warps, "num_stages": self.num_stages}
+        return opts if self.maxnreg is None else {**opts, "maxnreg": self.maxnreg}
 
 
 @dataclass(frozen=True)

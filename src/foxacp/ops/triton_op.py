@@ -71,7 +71,7 @@ def _forward(
         problem.sm_scale * _LOG2E,
         H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
         BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
-        num_warps=b.num_warps, num_stages=b.num_stages,
+        **b.launch(),
     )  # fmt: skip
     return o, lse
 
@@ -99,7 +99,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
         problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
-        num_warps=b.num_warps, num_stages=b.num_stages,
+        **b.launch(),
     )  # fmt: skip
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", q.device)
@@ -110,7 +110,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
         H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
-        num_warps=b.num_warps, num_stages=b.num_stages,
+        **b.launch(),
     )  # fmt: skip
 
     # dL/dc: query i (at key position i + Lk - Lq) gains its row sum, key j loses its column sum.
