@@ -69,7 +69,7 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
     (9, 64): KernelConfig(
         128,
         128,
-        Blocks(128, 64, 4, 3, head_group=16),
+        Blocks(128, 64, 4, 3, head_group=16, maxnreg=160),  # 3 programs per multiprocessor (notes #21)
         Blocks(32, 128, 4, 2, head_group=4),
         Blocks(128, 64, 4, 2, head_group=4),
     ),
