@@ -123,3 +123,24 @@ def test_launch_grid_limit():
     assert _grid(200_000, 100, 64, 1) == (4, 2, 50_000)  # groups capped at 65535
     with pytest.raises(ValueError, match="65535"):
         _grid(1, 65536 * 64 + 1, 64, 8)
+
+
+def test_blocks_launch_options():
+    from foxacp.ops.config import Blocks
+
+    assert Blocks(64, 64, 4, 3).launch() == {"num_warps": 4, "num_stages": 3}
+    assert Blocks(64, 64, 8, 2, maxnreg=160).launch() == {"num_warps": 8, "num_stages": 2, "maxnreg": 160}
+
+
+def test_tma_ready_copies_only_what_the_copy_engine_cannot_read():
+    from foxacp.ops.triton_op import _tma_ready
+
+    x = torch.randn(10, 3, 16)
+    assert _tma_ready(x) is x
+    fused = torch.randn(10, 3, 3, 16)[:, 1]  # a slice of a fused qkv: row stride 3 H D, heads adjacent
+    assert _tma_ready(fused) is fused
+    heads_major = torch.randn(3, 10, 16).transpose(0, 1)  # heads not adjacent: copied
+    out = _tma_ready(heads_major)
+    assert out is not heads_major and out.is_contiguous() and torch.equal(out, heads_major)
+    one_head = torch.randn(10, 16).as_strided((10, 1, 16), (16, 999, 1))  # one head: its stride does not matter
+    assert _tma_ready(one_head) is one_head

@@ -30,7 +30,8 @@ def _grid(num_sh: int, length: int, block: int, head_group: int) -> tuple[int, i
 
 def _tma_ready(t: Tensor) -> Tensor:
     """``t`` (total, H, D) itself if the bulk-copy engine can read it as a (total, H * D) matrix, else a copy."""
-    ok = t.stride(2) == 1 and t.stride(1) == t.shape[2] and (t.stride(0) * t.element_size()) % 16 == 0
+    heads_adjacent = t.stride(1) == t.shape[2] or t.shape[1] == 1
+    ok = t.stride(2) == 1 and heads_adjacent and (t.stride(0) * t.element_size()) % 16 == 0
     return t if ok and t.data_ptr() % 16 == 0 else t.contiguous()
 
 
