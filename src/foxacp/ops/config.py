@@ -73,7 +73,13 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
         Blocks(32, 128, 4, 2, head_group=4),
         Blocks(128, 64, 4, 2, head_group=4),
     ),
-    (9, 128): KernelConfig(128, 128, Blocks(128, 128, 8, 2), Blocks(32, 64, 4, 3), Blocks(64, 64, 4, 2, head_group=4)),
+    (9, 128): KernelConfig(
+        128,
+        128,
+        Blocks(128, 64, 8, 2, head_group=16, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #22)
+        Blocks(32, 64, 4, 3),
+        Blocks(64, 64, 4, 2, head_group=4),
+    ),
 }
 
 
