@@ -43,6 +43,49 @@ def _program(num_sh, H: tl.constexpr):
 
 
 @triton.jit
+def _bounds(CU_Q, CU_K, seq):
+    """Query rows q_start:q_start+q_len and key rows k_start:k_start+k_len of packed sequence ``seq``."""
+    q_start = tl.load(CU_Q + seq)
+    k_start = tl.load(CU_K + seq)
+    return q_start, tl.load(CU_Q + seq + 1) - q_start, k_start, tl.load(CU_K + seq + 1) - k_start
+
+
+@triton.jit
+def _query_rows(Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch,
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Query block m of head h (forward and dQ): its rows, their q, and their gate cq relative to c_ref.
+
+    Returns offs_m (row indices), row_ok, pos (key position of each row), row0 (64-bit first row), in_m,
+    q (BLOCK_M, D), Cb (this head's gate row for the sequence), c_ref and cq (log2 units, fp32).
+    """
+    offs_m = m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < q_len
+    pos = offs_m + off
+    row0 = (q_start + m * BLOCK_M).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
+    in_m = tl.arange(0, BLOCK_M)
+    q = tl.load(Q + row0 * stride_qt + h * stride_qh + in_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    Cb = C + h.to(tl.int64) * stride_ch + k_start
+    c_ref = tl.load(Cb + m * BLOCK_M + off)
+    cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+    return offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq
+
+
+@triton.jit
+def _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr, ACP: tl.constexpr):
+    """Keys a query block visits: from lo (0, or ACP's first kept tile) to hi; keys below diag are visible
+    to every row of the block (the unmasked loop), the rest lie along the diagonal (the masked loop)."""
+    lo = 0
+    if ACP:
+        lo = tl.load(KV_LO + seq * stride_lo_n + h * stride_lo_h + (m * BLOCK_M) // TILE_M) * TILE_N
+    diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N
+    hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
+    return lo, diag, hi
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_row, kv_col, Cb, c_ref, k_len, lo, hi, qk_scale,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     # The row's own gate term cq_i is a per-row shift, which softmax ignores: it is added to the LSE at the end.
@@ -85,24 +128,11 @@ def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
     k_start = tl.load(CU_K + seq)
     k_len = tl.load(CU_K + seq + 1) - k_start
     off = k_len - q_len
-
-    offs_m = m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
+        Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)
+    lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
+                              TILE_N, ACP)
     offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < q_len
-    pos = offs_m + off
-    row0 = (q_start + m * BLOCK_M).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
-    in_m = tl.arange(0, BLOCK_M)
-    q = tl.load(Q + row0 * stride_qt + h * stride_qh + in_m[:, None] * stride_qt + offs_d[None, :],
-                mask=row_ok[:, None], other=0.0)
-    Cb = C + h.to(tl.int64) * stride_ch + k_start
-    c_ref = tl.load(Cb + m * BLOCK_M + off)
-    cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
-
-    lo = 0
-    if ACP:
-        lo = tl.load(KV_LO + seq * stride_lo_n + h * stride_lo_h + (m * BLOCK_M) // TILE_M) * TILE_N
-    diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N  # keys below are visible to every row
-    hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
 
     kv_col = (h // GROUP) * HEAD_DIM
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -151,13 +181,10 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, C
     seq, kvh, n = _program(num_sh, HKV)
     if seq < 0:
         return
-    k_start = tl.load(CU_K + seq)
-    k_len = tl.load(CU_K + seq + 1) - k_start
+    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq)
     n0 = n * BLOCK_N
     if n0 >= k_len:
         return
-    q_start = tl.load(CU_Q + seq)
-    q_len = tl.load(CU_Q + seq + 1) - q_start
     off = k_len - q_len
 
     offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -245,28 +272,15 @@ def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
     k_start = tl.load(CU_K + seq)
     k_len = tl.load(CU_K + seq + 1) - k_start
     off = k_len - q_len
-
-    offs_m = m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
+        Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < q_len
-    pos = offs_m + off
-    row0 = (q_start + m * BLOCK_M).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
-    in_m = tl.arange(0, BLOCK_M)
-    q = tl.load(Q + row0 * stride_qt + h * stride_qh + in_m[:, None] * stride_qt + offs_d[None, :],
-                mask=row_ok[:, None], other=0.0)
     do = tl.load(DO + row0 * stride_dot + h * stride_doh + in_m[:, None] * stride_dot + offs_d[None, :],
                  mask=row_ok[:, None], other=0.0)
     lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
-    Cb = C + h.to(tl.int64) * stride_ch + k_start
-    c_ref = tl.load(Cb + m * BLOCK_M + off)
-    cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
-
-    lo = 0
-    if ACP:
-        lo = tl.load(KV_LO + seq * stride_lo_n + h * stride_lo_h + (m * BLOCK_M) // TILE_M) * TILE_N
-    diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N
-    hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
+    lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
+                              TILE_N, ACP)
 
     arange_n = tl.arange(0, BLOCK_N)
     kT_off = arange_n[None, :] * stride_kt + offs_d[:, None]

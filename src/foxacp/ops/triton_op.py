@@ -45,9 +45,10 @@ def _desc(t: Tensor, rows: int) -> TensorDescriptor:
     return TensorDescriptor(t, [total, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
-def _plan_args(plan: AcpPlan | None, which: str, device: torch.device) -> tuple[Tensor, int, int]:
+def _plan_args(plan: AcpPlan | None, which: str, problem: Problem) -> tuple[Tensor, int, int]:
+    """The plan table ``which`` and its strides; without a plan, any int32 tensor (the kernels never read it)."""
     if plan is None:
-        return torch.zeros(1, dtype=torch.int32, device=device), 0, 0
+        return problem.cu_q, 0, 0
     t = getattr(plan, which)
     return t, t.stride(0), t.stride(1)
 
@@ -63,7 +64,7 @@ def _forward(
 ):
     o = torch.empty_like(q)
     lse = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
-    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", q.device)
+    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
     kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
@@ -92,7 +93,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
     common = dict(HEAD_DIM=problem.head_dim, GROUP=problem.group, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n,
                   ACP=plan is not None)  # fmt: skip
 
-    q_hi, s_n, s_h = _plan_args(plan, "q_hi", q.device)
+    q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
     b = cfg.dkdv
     num_sh = problem.num_seqs * problem.heads_kv
     kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, b.head_group)](
@@ -103,7 +104,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
         **b.launch(),
     )  # fmt: skip
 
-    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", q.device)
+    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.dq
     num_sh = problem.num_seqs * problem.heads_q
     kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
