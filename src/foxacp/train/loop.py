@@ -166,7 +166,9 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, An
     d = init_distributed(cfg.device)
     checks = set_value_checks(True)
     try:
-        return _train(cfg, resume, d)
+        summary = _train(cfg, resume, d)
+        barrier(d)  # every rank done (rank 0 writes last) before any tears the process group down
+        return summary
     finally:
         set_value_checks(checks)
         cleanup(d)
