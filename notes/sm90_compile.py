@@ -3,6 +3,7 @@
 Needs a Triton of the device's version in some Python (the kernels import nothing but triton), e.g.
     python3 -m venv /tmp/tr36 && /tmp/tr36/bin/pip install triton==3.6.0
     /tmp/tr36/bin/python notes/sm90_compile.py [path/to/kernels.py] [kernel ...]
+Environment: MAXNREG=160 compiles under that register cap; HIST=1 adds every opcode's count and the total.
 Per kernel and launch shape: registers, stack/local bytes, shared memory, and SASS counts of the instructions
 that matter here (HGMMA: Hopper tensor cores; MUFU.EX2: exp2; REDG/ATOMG: global atomics; LDL/STL: local memory;
 UTMALDG: TMA loads). Costs no device time; says nothing about speed.
@@ -11,6 +12,7 @@ UTMALDG: TMA loads). Costs no device time; says nothing about speed.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -60,12 +62,28 @@ def resources(cubin: bytes) -> dict[str, int]:
     return {k.lower(): int(v) for k, v in re.findall(r"(REG|STACK|LOCAL):(\d+)", text)}
 
 
+def opcode_histogram(cubin: bytes) -> dict[str, int]:
+    """Count of every SASS opcode (modifiers dropped), most frequent first."""
+    ops = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", _cuobjdump(cubin, "-sass"), re.M)
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op] = counts.get(op, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def report(fn, dtypes: dict[str, str], constexprs: dict, num_warps: int, num_stages: int) -> dict:
     src = ASTSource(fn, _sig(fn, dtypes, constexprs), constexprs)
-    k = triton.compile(src, target=TARGET, options=dict(num_warps=num_warps, num_stages=num_stages))
+    options = dict(num_warps=num_warps, num_stages=num_stages)
+    if os.environ.get("MAXNREG"):  # register cap, as Blocks.maxnreg
+        options["maxnreg"] = int(os.environ["MAXNREG"])
+    k = triton.compile(src, target=TARGET, options=options)
     out = resources(k.asm["cubin"])
     out["smem"] = k.metadata.shared
     out.update(sass_counts(k.asm["cubin"]))
+    if os.environ.get("HIST"):  # the whole opcode histogram, and the total
+        hist = opcode_histogram(k.asm["cubin"])
+        out["total"] = sum(hist.values())
+        out["hist"] = hist
     return out
 
 
@@ -90,6 +108,7 @@ PTRS_BWD = dict(
     CU_Q="*i32",
     CU_K="*i32",
     DQA="*fp32",
+    KC="*fp16",
 )
 
 
@@ -114,6 +133,8 @@ def main() -> None:
             descs = {
                 "desc_k": f"tensordesc<bf16[{bn}, 64]>",
                 "desc_v": f"tensordesc<bf16[{bn}, 64]>",
+                "desc_kc": f"tensordesc<fp16[{bn}, 16]>",
+                "desc_qc": f"tensordesc<fp16[{bm}, 16]>",
                 "desc_q": f"tensordesc<bf16[{bm}, 64]>",
                 "desc_do": f"tensordesc<bf16[{bm}, 64]>",
             }

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
+KC_COLS = tl.constexpr(16)  # columns of the decay table KC: 3 fp16 parts of one value, then zeros (one MMA step)
 
 
 @triton.jit
@@ -86,23 +87,23 @@ def _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M: 
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_row, kv_col, Cb, c_ref, k_len, lo, hi, qk_scale,
-               BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
-    # The row's own gate term cq_i is a per-row shift, which softmax ignores: it is added to the LSE at the end.
+def _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, hi,
+               qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    # The decay enters the scores through the tensor cores: ``ones @ kc^T`` adds each key's decay below its
+    # block's first key (KC, in q.k units), and ``shift`` that first key's decay below c_ref. Each score then
+    # costs one FMA, as in dense attention. The row's own gate term cq_i is a per-row shift, which softmax
+    # ignores: it is added to the LSE at the end.
     for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
+        kc = desc_kc.load([k_row + start_n, kc_col])
+        shift = (c_ref - tl.load(Cb + start_n)).to(tl.float32) * LOG2E
+        s = tl.dot(ones, kc.T, tl.dot(q, k.T))
         if MASKED:
-            ck = tl.load(Cb + offs_n, mask=offs_n < k_len, other=0.0)
-        else:
-            ck = tl.load(Cb + offs_n)
-        ck = (ck - c_ref).to(tl.float32) * LOG2E
-        s = tl.dot(q, k.T) * qk_scale - ck[None, :]
-        if MASKED:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale + shift)
+        p = tl.math.exp2(s * qk_scale + (shift - m_new)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
@@ -111,7 +112,7 @@ def _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_row, kv_col, Cb, c_ref, 
 
 
 @triton.jit
-def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
+def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
                stride_qt, stride_qh, stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
@@ -135,13 +136,15 @@ def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
     offs_d = tl.arange(0, HEAD_DIM)
 
     kv_col = (h // GROUP) * HEAD_DIM
+    kc_col = h * KC_COLS
+    ones = tl.full([BLOCK_M, KC_COLS], 1.0, dtype=tl.float16)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_start, kv_col, Cb, c_ref, k_len, lo, diag,
-                               qk_scale, BLOCK_N, False)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_start, kv_col, Cb, c_ref, k_len,
-                               tl.maximum(lo, diag), hi, qk_scale, BLOCK_N, True)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
+                               c_ref, lo, diag, qk_scale, BLOCK_N, False)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
+                               c_ref, tl.maximum(lo, diag), hi, qk_scale, BLOCK_N, True)
     o = acc / l_i[:, None]
     tl.store(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
              o.to(O.dtype.element_ty), mask=row_ok[:, None])
@@ -149,19 +152,25 @@ def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_row, q_col, LSEb, DELTAb, Cqb, c_ref, q_len, off,
-                lo, hi, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+def _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb,
+                c_ref, q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+    # Every query row of an unmasked block is a row of the sequence that sees every key of the block.
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        row_ok = offs_m < q_len
         q = desc_q.load([q_row + start_m, q_col])
         do = desc_do.load([q_row + start_m, q_col])
-        lse = tl.load(LSEb + offs_m, mask=row_ok, other=float("inf"))
-        delta = tl.load(DELTAb + offs_m, mask=row_ok, other=0.0)
-        cq = (tl.load(Cqb + offs_m, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
-        sT = tl.dot(k, q.T) * qk_scale + (cq - lse)[None, :] - ck[:, None]  # already minus the row's LSE
+        qc = desc_qc.load([q_row + start_m, qc_col])
         if MASKED:
-            sT = tl.where(offs_n[:, None] <= (offs_m + off)[None, :], sT, float("-inf"))
+            delta = tl.load(DELTAb + offs_m, mask=offs_m < q_len, other=0.0)
+        else:
+            delta = tl.load(DELTAb + offs_m)
+        shift = (tl.load(Cqb + start_m) - c_ref).to(tl.float32) * LOG2E
+        # k.q plus each row's gate above its block's first row and minus its LSE (QC), through the tensor
+        # cores; the first row's gate above c_ref and the key's gate are per-key terms: s - LSE in one FMA.
+        sT = tl.dot(ones, qc.T, tl.dot(k, q.T)) * qk_scale + (shift - ck)[:, None]
+        if MASKED:
+            sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & (offs_m < q_len)[None, :], sT,
+                          float("-inf"))
         pT = tl.math.exp2(sT)
         dv = tl.dot(pT.to(do.dtype), do, dv)
         dpT = tl.dot(v, do.T)
@@ -172,7 +181,7 @@ def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_row, q_col, LS
 
 
 @triton.jit
-def dkdv_kernel(desc_q, K, V, C, desc_do, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
+def dkdv_kernel(desc_q, K, V, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
                 stride_kt, stride_kh, stride_vt, stride_vh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
                 stride_ch, stride_lh, stride_hi_n, stride_hi_h, qk_scale, sm_scale,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -196,11 +205,12 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, C
                 mask=key_ok[:, None], other=0.0)
     v = tl.load(V + key0 * stride_vt + kvh * stride_vh + in_n[:, None] * stride_vt + offs_d[None, :],
                 mask=key_ok[:, None], other=0.0)
+    ones = tl.full([BLOCK_N, KC_COLS], 1.0, dtype=tl.float16)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
     # Rows that see some key of the block start at row n0 - off; from row n0 + BLOCK_N - 1 - off on,
-    # they see all of it.
+    # they see all of it. Blocks below q_whole hold rows of the sequence only.
     q_lo = (tl.maximum(n0 - off, 0) // BLOCK_M) * BLOCK_M
     q_full = tl.cdiv(tl.maximum(n0 + BLOCK_N - 1 - off, 0), BLOCK_M) * BLOCK_M
     for g in range(GROUP):
@@ -211,15 +221,20 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, C
         q_end = q_len
         if ACP:
             q_end = tl.minimum(q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M)
-        LSEb = LSE + h.to(tl.int64) * stride_lh + q_start
+        q_whole = (q_end // BLOCK_M) * BLOCK_M
         DELTAb = DELTA + h.to(tl.int64) * stride_lh + q_start
         dck = tl.zeros([BLOCK_N], dtype=tl.float32)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_start, h * HEAD_DIM, LSEb,
-                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end), qk_scale,
-                                  BLOCK_M, True)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_start, h * HEAD_DIM, LSEb,
-                                  DELTAb, Cb + off, c_ref, q_len, off, q_full, q_end, qk_scale,
+        q_col = h * HEAD_DIM
+        qc_col = h * KC_COLS
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_start, q_col,
+                                  qc_col, DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end),
+                                  qk_scale, BLOCK_M, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_start, q_col,
+                                  qc_col, DELTAb, Cb + off, c_ref, q_len, off, q_full, q_whole, qk_scale,
                                   BLOCK_M, False)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_start, q_col,
+                                  qc_col, DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_full, q_whole), q_end,
+                                  qk_scale, BLOCK_M, True)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
     tl.store(DK + key0 * stride_dkt + kvh * stride_dkh + in_n[:, None] * stride_dkt + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
@@ -228,22 +243,24 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, C
 
 
 @triton.jit
-def _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, hi,
-              stride_kt, stride_vt, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+def _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off, kcT_off, k_len,
+              lo, hi, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    # Keys past the end of the sequence only occur in the masked range (loaded as zeros, masked by causality).
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         row = tl.cast(start_n, tl.int64)
         if MASKED:
-            ok = offs_n < k_len
-            kT = tl.load(Kb + row * stride_kt + kT_off, mask=ok[None, :], other=0.0)
-            vT = tl.load(Vb + row * stride_vt + vT_off, mask=ok[None, :], other=0.0)
-            ck = tl.load(Cb + offs_n, mask=ok, other=0.0)
+            ok = offs_n[None, :] < k_len
+            kT = tl.load(Kb + row * stride_kt + kT_off, mask=ok, other=0.0)
+            vT = tl.load(Vb + row * stride_vt + vT_off, mask=ok, other=0.0)
+            kcT = tl.load(KCb + row * stride_kct + kcT_off, mask=ok, other=0.0)
         else:
             kT = tl.load(Kb + row * stride_kt + kT_off)
             vT = tl.load(Vb + row * stride_vt + vT_off)
-            ck = tl.load(Cb + offs_n)
-        ck = (ck - c_ref).to(tl.float32) * LOG2E
-        s = tl.dot(q, kT) * qk_scale + row_shift[:, None] - ck[None, :]  # row_shift = cq - LSE
+            kcT = tl.load(KCb + row * stride_kct + kcT_off)
+        shift = (c_ref - tl.load(Cb + start_n)).to(tl.float32) * LOG2E
+        s = tl.dot(ones, kcT, tl.dot(q, kT))  # q.k plus the decay, as in the forward
+        s = s * qk_scale + (row_shift + shift)[:, None]  # row_shift = cq - LSE
         if MASKED:
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         p = tl.math.exp2(s)
@@ -255,8 +272,8 @@ def _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, 
 
 
 @triton.jit
-def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
-              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+def dq_kernel(Q, K, V, KC, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
+              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_dot, stride_doh,
               stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
@@ -285,15 +302,19 @@ def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
     arange_n = tl.arange(0, BLOCK_N)
     kT_off = arange_n[None, :] * stride_kt + offs_d[:, None]
     vT_off = arange_n[None, :] * stride_vt + offs_d[:, None]
+    kcT_off = arange_n[None, :] * stride_kct + tl.arange(0, KC_COLS)[:, None]
     Kb = K + k_start.to(tl.int64) * stride_kt + (h // GROUP) * stride_kh
     Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
+    KCb = KC + k_start.to(tl.int64) * stride_kct + h * KC_COLS
+    ones = tl.full([BLOCK_M, KC_COLS], 1.0, dtype=tl.float16)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
     row_shift = cq - lse
-    dq, dcq = _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, diag,
-                        stride_kt, stride_vt, qk_scale, BLOCK_N, False)
-    dq, dcq = _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len,
-                        tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
+    dq, dcq = _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
+                        kcT_off, k_len, lo, diag, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N, False)
+    dq, dcq = _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
+                        kcT_off, k_len, tl.maximum(lo, diag), hi, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N,
+                        True)
     tl.store(DQ + row0 * stride_dqt + h * stride_dqh + in_m[:, None] * stride_dqt + offs_d[None, :],
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
@@ -311,3 +332,44 @@ def delta_kernel(O, DO, DELTA, total, stride_ot, stride_oh, stride_dot, stride_d
     o = tl.load(O + rows * stride_ot + h * stride_oh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
     do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
     tl.store(DELTA + h.to(tl.int64) * stride_lh + offs_t, tl.sum(o * do, 1), mask=offs_t < total)
+
+
+@triton.jit
+def table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale, limit,
+                 H: tl.constexpr, BLOCK: tl.constexpr, QUERY: tl.constexpr):
+    """Score tables KC (keys) and QC (queries), (total, H, KC_COLS) fp16, for blocks of BLOCK rows.
+
+    For row i of block b (first row i0) of a sequence, x is, in q.k units (``scale`` = 1 / sm_scale):
+      keys:    (C[i0] - C[i]) * scale                                  the decay below the block's first key;
+      queries: ((C[i] - C[i0]) - LSE[i] / log2(e)) * scale              gate above the first row, minus LSE;
+    with C taken at the rows' key positions, clamped to +-limit. Columns 0-2 hold three fp16 parts of x
+    whose float32 sum is x to ~2^-24 of it; the rest are zero. Grid: (sequences x H, blocks).
+    """
+    seq = tl.program_id(0) // H
+    h = tl.program_id(0) % H
+    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq)
+    if QUERY:
+        start, length, key0 = q_start, q_len, k_start + k_len - q_len
+    else:
+        start, length, key0 = k_start, k_len, k_start
+    b0 = tl.program_id(1) * BLOCK
+    if b0 >= length:
+        return
+    p = b0 + tl.arange(0, BLOCK)
+    ok = p < length
+    Cb = C + h.to(tl.int64) * stride_ch + key0
+    c = tl.load(Cb + p, mask=ok, other=0.0)
+    if QUERY:
+        lse = tl.load(LSE + h.to(tl.int64) * stride_lh + start + p, mask=ok, other=0.0)
+        x = (c - tl.load(Cb + b0)) - lse.to(tl.float64) * (1.0 / LOG2E)
+    else:
+        x = tl.load(Cb + b0) - c
+    x = tl.minimum(tl.maximum(x * scale, -limit), limit)
+    hi = x.to(tl.float32).to(tl.float16)
+    x = x - hi.to(tl.float64)
+    mid = x.to(tl.float32).to(tl.float16)
+    lo = (x - mid.to(tl.float64)).to(tl.float32).to(tl.float16)
+    cols = tl.arange(0, KC_COLS)[None, :]
+    parts = tl.where(cols == 0, hi[:, None], tl.where(cols == 1, mid[:, None], tl.where(cols == 2, lo[:, None], 0.0)))
+    rows = (start + p).to(tl.int64)
+    tl.store(TAB + rows[:, None] * stride_tt + h * KC_COLS + cols, parts.to(tl.float16), mask=ok[:, None])

@@ -1,0 +1,313 @@
+"""Triton kernels for forgetting attention: forward, dK/dV and dQ, FlashAttention style, with ACP.
+
+Conventions shared by the three kernels:
+- Packed layout: q/o/do (total_q, Hq, D), k/v (total_k, Hkv, D); sequence ``seq`` owns query rows
+  CU_Q[seq]:CU_Q[seq+1] and key rows CU_K[seq]:CU_K[seq+1]; query i sits at key position i + (Lk - Lq).
+- Streamed blocks (K and V in the forward, Q and dO in dK/dV) come through tensor descriptors: the bulk
+  copy engine (TMA) reads (rows, D) blocks of the (total, H * D) matrix, with no per-thread addresses.
+  Rows past the end read as zeros; rows of a neighbouring packed sequence are read and then masked.
+- Pointer loads (the dQ kernel's stream and every per-program block) use a 64-bit base per program and
+  32-bit in-block offsets, so no per-element 64-bit multiply runs in a loop and tensors beyond 2^31
+  elements are still addressed correctly.
+- Grids are (heads per group, blocks, groups), see ``_program``: heaviest blocks first, a few heads at a
+  time so their streamed blocks are re-read from L2.
+- C is the float64 cumulative gate, (Hq, total_k). Each program subtracts one float64 reference value
+  (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
+- Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
+- Key loops are split into an unmasked range (every key visible to every row of the block: no mask, no
+  bounds checks) and a masked range along the diagonal.
+- ACP: KV_LO[seq, h, tile] is the first kept key tile of a query tile and Q_HI[seq, h, tile] the number of
+  query tiles that keep a key tile; kernel blocks divide the tiles, so a block is kept or pruned whole.
+- The dK/dV kernel computes transposed scores (k @ q^T) directly: no tl.dot result is ever transposed
+  (Triton 3.4-3.7.0 miscompiles that on Hopper).
+"""
+# fmt: off
+
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _program(num_sh, H: tl.constexpr):
+    """(sequence, head, block index) of this program, or sequence -1 for a padding program.
+
+    The grid is (heads per group, blocks, groups) over the num_sh = sequences x heads pairs: CUDA starts
+    programs x-fastest, so a group's heads run side by side, block by block. Blocks are numbered heaviest
+    first by the caller; a group small enough that its K/V (or Q/dO) stays in L2 keeps re-reads there.
+    """
+    sh = tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)
+    seq = tl.where(sh < num_sh, sh // H, -1)
+    return seq, sh % H, tl.program_id(1)
+
+
+@triton.jit
+def _bounds(CU_Q, CU_K, seq):
+    """Query rows q_start:q_start+q_len and key rows k_start:k_start+k_len of packed sequence ``seq``."""
+    q_start = tl.load(CU_Q + seq)
+    k_start = tl.load(CU_K + seq)
+    return q_start, tl.load(CU_Q + seq + 1) - q_start, k_start, tl.load(CU_K + seq + 1) - k_start
+
+
+@triton.jit
+def _query_rows(Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch,
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Query block m of head h (forward and dQ): its rows, their q, and their gate cq relative to c_ref.
+
+    Returns offs_m (row indices), row_ok, pos (key position of each row), row0 (64-bit first row), in_m,
+    q (BLOCK_M, D), Cb (this head's gate row for the sequence), c_ref and cq (log2 units, fp32).
+    """
+    offs_m = m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < q_len
+    pos = offs_m + off
+    row0 = (q_start + m * BLOCK_M).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
+    in_m = tl.arange(0, BLOCK_M)
+    q = tl.load(Q + row0 * stride_qt + h * stride_qh + in_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    Cb = C + h.to(tl.int64) * stride_ch + k_start
+    c_ref = tl.load(Cb + m * BLOCK_M + off)
+    cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+    return offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq
+
+
+@triton.jit
+def _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr, ACP: tl.constexpr):
+    """Keys a query block visits: from lo (0, or ACP's first kept tile) to hi; keys below diag are visible
+    to every row of the block (the unmasked loop), the rest lie along the diagonal (the masked loop)."""
+    lo = 0
+    if ACP:
+        lo = tl.load(KV_LO + seq * stride_lo_n + h * stride_lo_h + (m * BLOCK_M) // TILE_M) * TILE_N
+    diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N
+    hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
+    return lo, diag, hi
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_row, kv_col, Cb, c_ref, k_len, lo, hi, qk_scale,
+               BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    # The row's own gate term cq_i is a per-row shift, which softmax ignores: it is added to the LSE at the end.
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = desc_k.load([k_row + start_n, kv_col])
+        v = desc_v.load([k_row + start_n, kv_col])
+        if MASKED:
+            ck = tl.load(Cb + offs_n, mask=offs_n < k_len, other=0.0)
+        else:
+            ck = tl.load(Cb + offs_n)
+        ck = (ck - c_ref).to(tl.float32) * LOG2E
+        s = tl.dot(q, k.T) * qk_scale - ck[None, :]
+        if MASKED:
+            s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def fwd_kernel(Q, desc_k, desc_v, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
+               stride_qt, stride_qh, stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
+               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
+               ACP: tl.constexpr):
+    # Last query blocks first: along the causal diagonal they carry the most work.
+    seq, h, m = _program(num_sh, H)
+    m = tl.num_programs(1) - 1 - m
+    if seq < 0:
+        return
+    q_start = tl.load(CU_Q + seq)
+    q_len = tl.load(CU_Q + seq + 1) - q_start
+    if m * BLOCK_M >= q_len:
+        return
+    k_start = tl.load(CU_K + seq)
+    k_len = tl.load(CU_K + seq + 1) - k_start
+    off = k_len - q_len
+    offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
+        Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)
+    lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
+                              TILE_N, ACP)
+    offs_d = tl.arange(0, HEAD_DIM)
+
+    kv_col = (h // GROUP) * HEAD_DIM
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_start, kv_col, Cb, c_ref, k_len, lo, diag,
+                               qk_scale, BLOCK_N, False)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, pos, desc_k, desc_v, k_start, kv_col, Cb, c_ref, k_len,
+                               tl.maximum(lo, diag), hi, qk_scale, BLOCK_N, True)
+    o = acc / l_i[:, None]
+    tl.store(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
+             o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i) + cq, mask=row_ok)
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_row, q_col, LSEb, DELTAb, Cqb, c_ref, q_len, off,
+                lo, hi, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < q_len
+        q = desc_q.load([q_row + start_m, q_col])
+        do = desc_do.load([q_row + start_m, q_col])
+        lse = tl.load(LSEb + offs_m, mask=row_ok, other=float("inf"))
+        delta = tl.load(DELTAb + offs_m, mask=row_ok, other=0.0)
+        cq = (tl.load(Cqb + offs_m, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+        sT = tl.dot(k, q.T) * qk_scale + (cq - lse)[None, :] - ck[:, None]  # already minus the row's LSE
+        if MASKED:
+            sT = tl.where(offs_n[:, None] <= (offs_m + off)[None, :], sT, float("-inf"))
+        pT = tl.math.exp2(sT)
+        dv = tl.dot(pT.to(do.dtype), do, dv)
+        dpT = tl.dot(v, do.T)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk)
+        dck += tl.sum(dsT, 1)
+    return dk, dv, dck
+
+
+@triton.jit
+def dkdv_kernel(desc_q, K, V, C, desc_do, LSE, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
+                stride_kt, stride_kh, stride_vt, stride_vh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+                stride_ch, stride_lh, stride_hi_n, stride_hi_h, qk_scale, sm_scale,
+                HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
+                ACP: tl.constexpr):
+    seq, kvh, n = _program(num_sh, HKV)
+    if seq < 0:
+        return
+    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq)
+    n0 = n * BLOCK_N
+    if n0 >= k_len:
+        return
+    off = k_len - q_len
+
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    key_ok = offs_n < k_len
+    key0 = (k_start + n0).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
+    in_n = tl.arange(0, BLOCK_N)
+    k = tl.load(K + key0 * stride_kt + kvh * stride_kh + in_n[:, None] * stride_kt + offs_d[None, :],
+                mask=key_ok[:, None], other=0.0)
+    v = tl.load(V + key0 * stride_vt + kvh * stride_vh + in_n[:, None] * stride_vt + offs_d[None, :],
+                mask=key_ok[:, None], other=0.0)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+
+    # Rows that see some key of the block start at row n0 - off; from row n0 + BLOCK_N - 1 - off on,
+    # they see all of it.
+    q_lo = (tl.maximum(n0 - off, 0) // BLOCK_M) * BLOCK_M
+    q_full = tl.cdiv(tl.maximum(n0 + BLOCK_N - 1 - off, 0), BLOCK_M) * BLOCK_M
+    for g in range(GROUP):
+        h = kvh * GROUP + g
+        Cb = C + h.to(tl.int64) * stride_ch + k_start
+        c_ref = tl.load(Cb + n0)
+        ck = (tl.load(Cb + offs_n, mask=key_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+        q_end = q_len
+        if ACP:
+            q_end = tl.minimum(q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M)
+        LSEb = LSE + h.to(tl.int64) * stride_lh + q_start
+        DELTAb = DELTA + h.to(tl.int64) * stride_lh + q_start
+        dck = tl.zeros([BLOCK_N], dtype=tl.float32)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_start, h * HEAD_DIM, LSEb,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end), qk_scale,
+                                  BLOCK_M, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ck, offs_n, desc_q, desc_do, q_start, h * HEAD_DIM, LSEb,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_full, q_end, qk_scale,
+                                  BLOCK_M, False)
+        tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
+    tl.store(DK + key0 * stride_dkt + kvh * stride_dkh + in_n[:, None] * stride_dkt + offs_d[None, :],
+             (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(DV + key0 * stride_dvt + kvh * stride_dvh + in_n[:, None] * stride_dvt + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+
+
+@triton.jit
+def _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, hi,
+              stride_kt, stride_vt, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        row = tl.cast(start_n, tl.int64)
+        if MASKED:
+            ok = offs_n < k_len
+            kT = tl.load(Kb + row * stride_kt + kT_off, mask=ok[None, :], other=0.0)
+            vT = tl.load(Vb + row * stride_vt + vT_off, mask=ok[None, :], other=0.0)
+            ck = tl.load(Cb + offs_n, mask=ok, other=0.0)
+        else:
+            kT = tl.load(Kb + row * stride_kt + kT_off)
+            vT = tl.load(Vb + row * stride_vt + vT_off)
+            ck = tl.load(Cb + offs_n)
+        ck = (ck - c_ref).to(tl.float32) * LOG2E
+        s = tl.dot(q, kT) * qk_scale + row_shift[:, None] - ck[None, :]  # row_shift = cq - LSE
+        if MASKED:
+            s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
+        p = tl.math.exp2(s)
+        dp = tl.dot(do, vT)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
+        dcq += tl.sum(ds, 1)
+    return dq, dcq
+
+
+@triton.jit
+def dq_kernel(Q, K, V, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
+              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+              stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
+              H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
+              ACP: tl.constexpr):
+    seq, h, m = _program(num_sh, H)  # as in fwd_kernel: longest rows first
+    m = tl.num_programs(1) - 1 - m
+    if seq < 0:
+        return
+    q_start = tl.load(CU_Q + seq)
+    q_len = tl.load(CU_Q + seq + 1) - q_start
+    if m * BLOCK_M >= q_len:
+        return
+    k_start = tl.load(CU_K + seq)
+    k_len = tl.load(CU_K + seq + 1) - k_start
+    off = k_len - q_len
+    offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
+        Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    do = tl.load(DO + row0 * stride_dot + h * stride_doh + in_m[:, None] * stride_dot + offs_d[None, :],
+                 mask=row_ok[:, None], other=0.0)
+    lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
+    lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
+                              TILE_N, ACP)
+
+    arange_n = tl.arange(0, BLOCK_N)
+    kT_off = arange_n[None, :] * stride_kt + offs_d[:, None]
+    vT_off = arange_n[None, :] * stride_vt + offs_d[:, None]
+    Kb = K + k_start.to(tl.int64) * stride_kt + (h // GROUP) * stride_kh
+    Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
+    row_shift = cq - lse
+    dq, dcq = _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len, lo, diag,
+                        stride_kt, stride_vt, qk_scale, BLOCK_N, False)
+    dq, dcq = _dq_inner(dq, dcq, q, do, row_shift, delta, pos, Kb, Vb, Cb, c_ref, kT_off, vT_off, k_len,
+                        tl.maximum(lo, diag), hi, stride_kt, stride_vt, qk_scale, BLOCK_N, True)
+    tl.store(DQ + row0 * stride_dqt + h * stride_dqh + in_m[:, None] * stride_dqt + offs_d[None, :],
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
+
+
+@triton.jit
+def delta_kernel(O, DO, DELTA, total, stride_ot, stride_oh, stride_dot, stride_doh, stride_lh,
+                 HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr):
+    """DELTA[h, t] = sum_d dO[t, h, d] * O[t, h, d] in float32: the backward's softmax correction."""
+    h = tl.program_id(1)
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, HEAD_DIM)
+    ok = (offs_t < total)[:, None]
+    rows = offs_t.to(tl.int64)[:, None]
+    o = tl.load(O + rows * stride_ot + h * stride_oh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
+    do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(DELTA + h.to(tl.int64) * stride_lh + offs_t, tl.sum(o * do, 1), mask=offs_t < total)

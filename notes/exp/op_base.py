@@ -1,0 +1,160 @@
+"""Autograd wrapper around the Triton kernels (forward, dK/dV, dQ) in the packed layout."""
+
+from __future__ import annotations
+
+import math
+
+import base_kernels as kern
+import torch
+from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from foxacp.ops.acp import AcpPlan
+from foxacp.ops.config import KernelConfig
+from foxacp.ops.validate import Problem
+
+_LOG2E = math.log2(math.e)
+
+
+def _grid(num_sh: int, length: int, block: int, head_group: int) -> tuple[int, int, int]:
+    """Grid (heads per group, blocks along the longest sequence, groups) over num_sh (sequence, head) pairs.
+
+    See ``triton_kernels._program``; CUDA caps the second and third dimensions at 65535.
+    """
+    blocks = math.ceil(length / block)
+    if blocks > 65535:
+        raise ValueError(f"a sequence of {length} tokens needs {blocks} blocks of {block}; at most 65535 fit a launch")
+    group = max(min(head_group, num_sh), math.ceil(num_sh / 65535))
+    return (group, blocks, math.ceil(num_sh / group))
+
+
+def _tma_ready(t: Tensor) -> Tensor:
+    """``t`` (total, H, D) itself if the bulk-copy engine can read it as a (total, H * D) matrix, else a copy."""
+    heads_adjacent = t.stride(1) == t.shape[2] or t.shape[1] == 1
+    ok = t.stride(2) == 1 and heads_adjacent and (t.stride(0) * t.element_size()) % 16 == 0
+    return t if ok and t.data_ptr() % 16 == 0 else t.contiguous()
+
+
+def _desc(t: Tensor, rows: int) -> TensorDescriptor:
+    """Tensor descriptor over ``t`` (total, H, D) viewed as (total, H * D), read in (rows, D) blocks.
+
+    Blocks are addressed by (row, head * D); rows past the end read as zeros (rows of a neighbouring
+    packed sequence are read as they are, and every kernel masks them).
+    """
+    total, heads, dim = t.shape
+    return TensorDescriptor(t, [total, heads * dim], [t.stride(0), 1], [rows, dim])
+
+
+def _plan_args(plan: AcpPlan | None, which: str, problem: Problem) -> tuple[Tensor, int, int]:
+    """The plan table ``which`` and its strides; without a plan, any int32 tensor (the kernels never read it)."""
+    if plan is None:
+        return problem.cu_q, 0, 0
+    t = getattr(plan, which)
+    return t, t.stride(0), t.stride(1)
+
+
+def _forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    c_t: Tensor,
+    problem: Problem,
+    plan: AcpPlan | None,
+    cfg: KernelConfig,
+):
+    o = torch.empty_like(q)
+    lse = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
+    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
+    b = cfg.fwd
+    num_sh = problem.num_seqs * problem.heads_q
+    kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
+        q, _desc(k, b.block_n), _desc(v, b.block_n), c_t, o, lse, kv_lo, problem.cu_q, problem.cu_k, num_sh,
+        q.stride(0), q.stride(1), o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
+        problem.sm_scale * _LOG2E,
+        H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
+        BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
+        **b.launch(),
+    )  # fmt: skip
+    return o, lse
+
+
+def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
+    do = _tma_ready(do)
+    delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
+    block_t = max(16, 4096 // problem.head_dim)
+    kern.delta_kernel[(math.ceil(q.shape[0] / block_t), problem.heads_q)](
+        o, do, delta, q.shape[0], o.stride(0), o.stride(1), do.stride(0), do.stride(1), delta.stride(0),
+        HEAD_DIM=problem.head_dim, BLOCK_T=block_t,
+    )  # fmt: skip
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dcq = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
+    dck = torch.empty(problem.heads_q, k.shape[0], dtype=torch.float32, device=q.device)
+    qk_scale = problem.sm_scale * _LOG2E
+    common = dict(HEAD_DIM=problem.head_dim, GROUP=problem.group, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n,
+                  ACP=plan is not None)  # fmt: skip
+
+    q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
+    b = cfg.dkdv
+    num_sh = problem.num_seqs * problem.heads_kv
+    kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, b.head_group)](
+        _desc(q, b.block_m), k, v, c_t, _desc(do, b.block_m), lse, delta, dk, dv, dck, q_hi, problem.cu_q,
+        problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
+        qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
+        **b.launch(),
+    )  # fmt: skip
+
+    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
+    b = cfg.dq
+    num_sh = problem.num_seqs * problem.heads_q
+    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
+        q, k, v, c_t, do, lse, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k, num_sh,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
+        dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
+        H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
+        **b.launch(),
+    )  # fmt: skip
+
+    # dL/dc: query i (at key position i + Lk - Lq) gains its row sum, key j loses its column sum.
+    dc = -dck.double()
+    if problem.max_q == problem.max_k or not problem.uniform:
+        dc += dcq
+    else:
+        n, lq, lk = problem.num_seqs, problem.max_q, problem.max_k
+        dc.view(problem.heads_q, n, lk)[:, :, lk - lq :] += dcq.view(problem.heads_q, n, lq)
+    return dq, dk, dv, dc
+
+
+class _TritonForgettingAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, c_t, problem, plan, cfg):
+        o, lse = _forward(q, k, v, c_t, problem, plan, cfg)
+        ctx.save_for_backward(q, k, v, c_t, o, lse)
+        ctx.problem, ctx.plan, ctx.cfg = problem, plan, cfg
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, c_t, o, lse = ctx.saved_tensors
+        dq, dk, dv, dc = _backward(do, q, k, v, c_t, o, lse, ctx.problem, ctx.plan, ctx.cfg)
+        return dq, dk, dv, dc, None, None, None
+
+
+def triton_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    c_t: Tensor,
+    problem: Problem,
+    plan: AcpPlan | None,
+    cfg: KernelConfig,
+) -> Tensor:
+    """Forgetting attention through the Triton kernels.
+
+    Args:
+        q: (total_q, Hq, D); k, v: (total_k, Hkv, D); c_t: (Hq, total_k) float64 cumulative gate.
+    Returns:
+        (total_q, Hq, D) in q's dtype; differentiable in q, k, v and c_t.
+    """
+    q, k, v = (_tma_ready(t) for t in (q, k, v))
+    return _TritonForgettingAttention.apply(q, k, v, c_t, problem, plan, cfg)
