@@ -70,7 +70,7 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
         128,
         128,
         Blocks(128, 64, 4, 3, head_group=16, maxnreg=160),  # 3 programs per multiprocessor (notes #21)
-        Blocks(64, 64, 4, 2, head_group=4),  # notes #26
+        Blocks(64, 64, 4, 3, head_group=4),  # notes #26
         Blocks(128, 64, 4, 3, head_group=4),
     ),
     (9, 128): KernelConfig(
