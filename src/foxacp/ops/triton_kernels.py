@@ -14,6 +14,10 @@ Conventions shared by the three kernels:
 - C is the float64 cumulative gate, (Hq, total_k). Each program subtracts one float64 reference value
   (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
 - Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
+- The per-score part of D comes through the tensor cores: score tables (``table_kernel``) hold, per key
+  (KC) or per query (QC, with its LSE), the gate relative to the first row of its block in q.k units as
+  three fp16 parts; ``tl.dot(ones, table^T, q.k)`` adds it, and what is left is a per-row term, so each
+  score costs one FMA as in dense attention. Rounding is then 2^-24 of the gate's change across one block.
 - Key loops are split into an unmasked range (every key visible to every row of the block: no mask, no
   bounds checks) and a masked range along the diagonal.
 - ACP: KV_LO[seq, h, tile] is the first kept key tile of a query tile and Q_HI[seq, h, tile] the number of
