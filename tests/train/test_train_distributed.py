@@ -24,6 +24,11 @@ def torchrun(args: list[str]) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "foxacp.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=240)
+    if proc.returncode and "exitcode: -" in proc.stderr:
+        # A rank killed by a signal (gloo over loopback aborted ~1 run in 8 on the 2-core CI machines, at
+        # different points of the run): run the same command again, which resumes from the last checkpoint,
+        # as a user would. A second failure fails the test.
+        proc = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=240)
     if proc.returncode and "fully_shard" in proc.stderr and "gloo" in proc.stderr:
         pytest.skip(f"FSDP2 over gloo is not supported by this torch build: {proc.stderr[-500:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
