@@ -126,12 +126,9 @@ def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
     m = tl.num_programs(1) - 1 - m
     if seq < 0:
         return
-    q_start = tl.load(CU_Q + seq)
-    q_len = tl.load(CU_Q + seq + 1) - q_start
+    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq)
     if m * BLOCK_M >= q_len:
         return
-    k_start = tl.load(CU_K + seq)
-    k_len = tl.load(CU_K + seq + 1) - k_start
     off = k_len - q_len
     offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
         Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)
@@ -286,12 +283,9 @@ def dq_kernel(Q, K, V, KC, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh
     m = tl.num_programs(1) - 1 - m
     if seq < 0:
         return
-    q_start = tl.load(CU_Q + seq)
-    q_len = tl.load(CU_Q + seq + 1) - q_start
+    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq)
     if m * BLOCK_M >= q_len:
         return
-    k_start = tl.load(CU_K + seq)
-    k_len = tl.load(CU_K + seq + 1) - k_start
     off = k_len - q_len
     offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
         Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)

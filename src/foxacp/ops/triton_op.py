@@ -54,7 +54,7 @@ def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int) -> Ten
     (total, Hq, 16) fp16, see ``triton_kernels.table_kernel``: a tensor-core product with a block of ones
     adds column 0-2's sum to q.k, so the kernels pay no per-score add for the gate (and, in dK/dV, the LSE).
     """
-    heads, total = (c_t.shape[0], c_t.shape[1]) if lse is None else lse.shape
+    heads, total = (c_t if lse is None else lse).shape
     tab = torch.empty(total, heads, kern.KC_COLS.value, dtype=torch.float16, device=c_t.device)
     length = problem.max_k if lse is None else problem.max_q
     _, blocks, _ = _grid(1, length, block, 1)
