@@ -98,6 +98,7 @@ PTRS_BWD = dict(
     DO="*bf16",
     LSE="*fp32",
     DELTA="*fp32",
+    RQ="*fp32",
     DK="*bf16",
     DV="*bf16",
     DQ="*bf16",
@@ -109,6 +110,7 @@ PTRS_BWD = dict(
     CU_K="*i32",
     DQA="*fp32",
     KC="*fp16",
+    QC="*fp16",
 )
 
 
@@ -120,8 +122,8 @@ def main() -> None:
     names = sys.argv[2:] or ["fwd_kernel", "dkdv_kernel", "dq_kernel"]
     shapes = {  # (BLOCK_M, BLOCK_N, warps, stages) as in ops/config.py for (9, 64), plus neighbours
         "fwd_kernel": [(128, 64, 4, 3), (128, 128, 8, 2)],
-        "dkdv_kernel": [(32, 128, 4, 2), (64, 128, 8, 2)],
-        "dq_kernel": [(128, 64, 4, 2)],
+        "dkdv_kernel": [(64, 64, 4, 3), (32, 128, 4, 2)],
+        "dq_kernel": [(128, 64, 4, 3)],
     }
     for name in names:
         fn = getattr(mod, name)
@@ -129,6 +131,7 @@ def main() -> None:
         for bm, bn, w, s in shapes.get(base, shapes["dkdv_kernel"]):
             cx = dict(HEAD_DIM=64, BLOCK_M=bm, BLOCK_N=bn, TILE_M=128, TILE_N=128, ACP=False, GROUP=1)
             cx.update({k: 24 for k in ("H", "HKV") if k in fn.arg_names})
+            cx.update(QC_BLOCK=128, KC_BLOCK=64)  # the tables on dQ's blocks
             cx = {k: v for k, v in cx.items() if k in fn.arg_names}
             descs = {
                 "desc_k": f"tensordesc<bf16[{bn}, 64]>",

@@ -35,7 +35,8 @@ def _twin(c_t, lse, problem, block) -> torch.Tensor:
 @pytest.mark.parametrize("block", [32, 64])
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("query", [False, True])
-def test_tables_match_float64_twin(block, packed, query):
+@pytest.mark.parametrize("ones", [False, True])
+def test_tables_match_float64_twin(block, packed, query, ones):
     from foxacp.ops import triton_op
 
     B, Tq, Tk = (1, 331, 331) if packed else (2, 70, 200)
@@ -44,11 +45,13 @@ def test_tables_match_float64_twin(block, packed, query):
     problem = check_inputs(q, k, v, g, None, cu, None, None, "triton")
     c_t = cumulative_gate(g.reshape(-1, 3), problem.cu_k, problem.uniform, problem.num_seqs)
     lse = 40 * torch.randn(3, B * Tq) if query else None  # any finite float32 row values
-    tab = triton_op._table(c_t, lse, problem, block)
+    tab = triton_op._table(c_t, lse, problem, block, ones=ones)
 
     assert tab.shape == (c_t.shape[1] if lse is None else B * Tq, 3, 16) and tab.dtype == torch.float16
-    assert not tab[..., 3:].any()
+    parts, other = (tab[..., 3:6], tab[..., :3]) if query else (tab[..., :3], tab[..., 3:6])
+    assert (other == 1).all() if ones else not other.any()
+    assert not tab[..., 6:].any()
     want = _twin(c_t, lse, problem, block).t()
-    got = tab[..., :3].double().sum(-1)
+    got = parts.double().sum(-1)
     assert torch.allclose(got, want, rtol=2**-22, atol=1e-6), (got - want).abs().max()
     assert want.abs().max() > 100  # strong gates: the split into three parts is exercised

@@ -50,6 +50,9 @@ class KernelConfig:
             b: Blocks = getattr(self, name)
             if self.tile_m % b.block_m or self.tile_n % b.block_n:
                 raise ValueError(f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}")
+        # dK/dV reads the score tables built on dQ's blocks (see triton_op._backward)
+        if self.dq.block_m % self.dkdv.block_m or self.dq.block_n % self.dkdv.block_n:
+            raise ValueError(f"dkdv blocks {self.dkdv} must divide the dq blocks {self.dq}")
 
 
 def interpreting() -> bool:

@@ -14,10 +14,14 @@ Conventions shared by the three kernels:
 - C is the float64 cumulative gate, (Hq, total_k). Each program subtracts one float64 reference value
   (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
 - Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
-- The per-score part of D comes through the tensor cores: score tables (``table_kernel``) hold, per key
-  (KC) or per query (QC, with its LSE), the gate relative to the first row of its block in q.k units as
-  three fp16 parts; ``tl.dot(ones, table^T, q.k)`` adds it, and what is left is a per-row term, so each
-  score costs one FMA as in dense attention. Rounding is then 2^-24 of the gate's change across one block.
+- The per-score part of D comes through the tensor cores. Score tables (``table_kernel``) hold, in q.k units
+  and as three fp16 parts: KC, each key's decay below the first key of its block (columns 0-2; 3-5 are ones),
+  and QC, each query's gate above the first row of its block minus its LSE (columns 3-5; 0-2 are ones). So
+  ``tl.dot(QC, KC^T, q.k)`` is q.k plus the whole score but for a per-tile scalar (the first query's gate
+  above the first key), and each score costs one FMA as in dense attention. The forward, which has no LSE
+  yet, uses ones in place of QC (and a KC without its ones). Rounding is 2^-24 of the gate's change across
+  a block. dQ and dK/dV form the same products in the same order, so their scores agree: the gate gradient
+  sums dS over rows in dQ and over columns in dK/dV, and only agreeing scores let those sums cancel.
 - Key loops are split into an unmasked range (every key visible to every row of the block: no mask, no
   bounds checks) and a masked range along the diagonal.
 - ACP: KV_LO[seq, h, tile] is the first kept key tile of a query tile and Q_HI[seq, h, tile] the number of
@@ -94,9 +98,9 @@ def _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M: 
 def _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, hi,
                qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     # The decay enters the scores through the tensor cores: ``ones @ kc^T`` adds each key's decay below its
-    # block's first key (KC, in q.k units), and ``shift`` that first key's decay below c_ref. Each score then
-    # costs one FMA, as in dense attention. The row's own gate term cq_i is a per-row shift, which softmax
-    # ignores: it is added to the LSE at the end.
+    # block's first key (KC without its ones, in q.k units), and ``shift`` that first key's decay below
+    # c_ref. Each score then costs one FMA, as in dense attention. The row's own gate term cq_i is a per-row
+    # shift, which softmax ignores: it is added to the LSE at the end.
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
@@ -153,8 +157,8 @@ def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb,
-                c_ref, q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb, c_ref,
+                q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr, MASKED: tl.constexpr):
     # Every query row of an unmasked block is a row of the sequence that sees every key of the block.
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -165,10 +169,9 @@ def _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q
             delta = tl.load(DELTAb + offs_m, mask=offs_m < q_len, other=0.0)
         else:
             delta = tl.load(DELTAb + offs_m)
-        shift = (tl.load(Cqb + start_m) - c_ref).to(tl.float32) * LOG2E
-        # k.q plus each row's gate above its block's first row and minus its LSE (QC), through the tensor
-        # cores; the first row's gate above c_ref and the key's gate are per-key terms: s - LSE in one FMA.
-        sT = tl.dot(ones, qc.T, tl.dot(k, q.T)) * qk_scale + (shift - ck)[:, None]
+        # dQ's scores, transposed: the tables' first key and first query (of dQ's blocks) fix the scalar.
+        shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
+        sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
         if MASKED:
             sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & (offs_m < q_len)[None, :], sT,
                           float("-inf"))
@@ -182,12 +185,13 @@ def _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q
 
 
 @triton.jit
-def dkdv_kernel(desc_q, K, V, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
-                stride_kt, stride_kh, stride_vt, stride_vh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
+                stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
                 stride_ch, stride_lh, stride_hi_n, stride_hi_h, qk_scale, sm_scale,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
-                ACP: tl.constexpr):
+                ACP: tl.constexpr, QC_BLOCK: tl.constexpr, KC_BLOCK: tl.constexpr):
+    # QC_BLOCK, KC_BLOCK: the tables' blocks (dQ's), multiples of BLOCK_M and BLOCK_N.
     seq, kvh, n = _program(num_sh, HKV)
     if seq < 0:
         return
@@ -206,7 +210,7 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_
                 mask=key_ok[:, None], other=0.0)
     v = tl.load(V + key0 * stride_vt + kvh * stride_vh + in_n[:, None] * stride_vt + offs_d[None, :],
                 mask=key_ok[:, None], other=0.0)
-    ones = tl.full([BLOCK_N, KC_COLS], 1.0, dtype=tl.float16)
+    cols = tl.arange(0, KC_COLS)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
@@ -217,8 +221,9 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_
     for g in range(GROUP):
         h = kvh * GROUP + g
         Cb = C + h.to(tl.int64) * stride_ch + k_start
-        c_ref = tl.load(Cb + n0)
-        ck = (tl.load(Cb + offs_n, mask=key_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
+        c_ref = tl.load(Cb + (n0 // KC_BLOCK) * KC_BLOCK)
+        kc = tl.load(KC + key0 * stride_kct + h * KC_COLS + in_n[:, None] * stride_kct + cols[None, :],
+                     mask=key_ok[:, None], other=0.0)
         q_end = q_len
         if ACP:
             q_end = tl.minimum(q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M)
@@ -227,15 +232,15 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_
         dck = tl.zeros([BLOCK_N], dtype=tl.float32)
         q_col = h * HEAD_DIM
         qc_col = h * KC_COLS
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_start, q_col,
-                                  qc_col, DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end),
-                                  qk_scale, BLOCK_M, True)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_start, q_col,
-                                  qc_col, DELTAb, Cb + off, c_ref, q_len, off, q_full, q_whole, qk_scale,
-                                  BLOCK_M, False)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, ones, ck, offs_n, desc_q, desc_do, desc_qc, q_start, q_col,
-                                  qc_col, DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_full, q_whole), q_end,
-                                  qk_scale, BLOCK_M, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end), qk_scale,
+                                  BLOCK_M, QC_BLOCK, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_full, q_whole, qk_scale, BLOCK_M, QC_BLOCK,
+                                  False)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_full, q_whole), q_end, qk_scale,
+                                  BLOCK_M, QC_BLOCK, True)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
     tl.store(DK + key0 * stride_dkt + kvh * stride_dkh + in_n[:, None] * stride_dkt + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
@@ -244,7 +249,7 @@ def dkdv_kernel(desc_q, K, V, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_
 
 
 @triton.jit
-def _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off, kcT_off, k_len,
+def _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off, kcT_off, k_len,
               lo, hi, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     # Keys past the end of the sequence only occur in the masked range (loaded as zeros, masked by causality).
     for start_n in range(lo, hi, BLOCK_N):
@@ -260,8 +265,8 @@ def _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_re
             vT = tl.load(Vb + row * stride_vt + vT_off)
             kcT = tl.load(KCb + row * stride_kct + kcT_off)
         shift = (c_ref - tl.load(Cb + start_n)).to(tl.float32) * LOG2E
-        s = tl.dot(ones, kcT, tl.dot(q, kT))  # q.k plus the decay, as in the forward
-        s = s * qk_scale + (row_shift + shift)[:, None]  # row_shift = cq - LSE
+        # q.k plus the score but for the scalar shift (the block's first row's gate above the first key)
+        s = tl.dot(qc, kcT, tl.dot(q, kT)) * qk_scale + shift
         if MASKED:
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         p = tl.math.exp2(s)
@@ -273,7 +278,7 @@ def _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_re
 
 
 @triton.jit
-def dq_kernel(Q, K, V, KC, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
+def dq_kernel(Q, K, V, QC, KC, C, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
               stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_dot, stride_doh,
               stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -292,7 +297,6 @@ def dq_kernel(Q, K, V, KC, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh
     offs_d = tl.arange(0, HEAD_DIM)
     do = tl.load(DO + row0 * stride_dot + h * stride_doh + in_m[:, None] * stride_dot + offs_d[None, :],
                  mask=row_ok[:, None], other=0.0)
-    lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
     lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
                               TILE_N, ACP)
@@ -304,13 +308,13 @@ def dq_kernel(Q, K, V, KC, C, DO, LSE, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh
     Kb = K + k_start.to(tl.int64) * stride_kt + (h // GROUP) * stride_kh
     Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
     KCb = KC + k_start.to(tl.int64) * stride_kct + h * KC_COLS
-    ones = tl.full([BLOCK_M, KC_COLS], 1.0, dtype=tl.float16)
+    qc = tl.load(QC + row0 * stride_kct + h * KC_COLS + in_m[:, None] * stride_kct + tl.arange(0, KC_COLS)[None, :],
+                 mask=row_ok[:, None], other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    row_shift = cq - lse
-    dq, dcq = _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
+    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
                         kcT_off, k_len, lo, diag, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N, False)
-    dq, dcq = _dq_inner(dq, dcq, q, do, ones, row_shift, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
+    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
                         kcT_off, k_len, tl.maximum(lo, diag), hi, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N,
                         True)
     tl.store(DQ + row0 * stride_dqt + h * stride_dqh + in_m[:, None] * stride_dqt + offs_d[None, :],
@@ -334,14 +338,15 @@ def delta_kernel(O, DO, DELTA, total, stride_ot, stride_oh, stride_dot, stride_d
 
 @triton.jit
 def table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale, limit,
-                 H: tl.constexpr, BLOCK: tl.constexpr, QUERY: tl.constexpr):
+                 H: tl.constexpr, BLOCK: tl.constexpr, QUERY: tl.constexpr, ONES: tl.constexpr):
     """Score tables KC (keys) and QC (queries), (total, H, KC_COLS) fp16, for blocks of BLOCK rows.
 
     For row i of block b (first row i0) of a sequence, x is, in q.k units (``scale`` = 1 / sm_scale):
       keys:    (C[i0] - C[i]) * scale                                  the decay below the block's first key;
       queries: ((C[i] - C[i0]) - LSE[i] / log2(e)) * scale              gate above the first row, minus LSE;
-    with C taken at the rows' key positions, clamped to +-limit. Columns 0-2 hold three fp16 parts of x
-    whose float32 sum is x to ~2^-24 of it; the rest are zero. Grid: (sequences x H, blocks).
+    with C taken at the rows' key positions, clamped to +-limit. Three fp16 parts of x, whose float32 sum is x
+    to ~2^-24 of it, fill columns 0-2 (keys) or 3-5 (queries), with ``ONES`` ones the other three, zeros the
+    rest: a query row times a key row is the sum of both values. Grid: (sequences x H, blocks).
     """
     seq = tl.program_id(0) // H
     h = tl.program_id(0) % H
@@ -368,6 +373,9 @@ def table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale
     mid = x.to(tl.float32).to(tl.float16)
     lo = (x - mid.to(tl.float64)).to(tl.float32).to(tl.float16)
     cols = tl.arange(0, KC_COLS)[None, :]
-    parts = tl.where(cols == 0, hi[:, None], tl.where(cols == 1, mid[:, None], tl.where(cols == 2, lo[:, None], 0.0)))
+    part = cols - 3 if QUERY else cols  # 0, 1, 2: this table's parts
+    ones = ((cols < 3) if QUERY else (cols >= 3) & (cols < 6)) & ONES
+    vals = tl.where(part == 0, hi[:, None], tl.where(part == 1, mid[:, None], tl.where(part == 2, lo[:, None], 0.0)))
+    vals = tl.where(ones, 1.0, vals)
     rows = (start + p).to(tl.int64)
-    tl.store(TAB + rows[:, None] * stride_tt + h * KC_COLS + cols, parts.to(tl.float16), mask=ok[:, None])
+    tl.store(TAB + rows[:, None] * stride_tt + h * KC_COLS + cols, vals.to(tl.float16), mask=ok[:, None])

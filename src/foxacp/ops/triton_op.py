@@ -48,11 +48,12 @@ def _desc(t: Tensor, rows: int) -> TensorDescriptor:
 _TABLE_LIMIT = 3.0e4  # fp16 holds it; as a decay in q.k units it gives weights of exactly 0 in any float
 
 
-def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int) -> Tensor:
+def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int, ones: bool = True) -> Tensor:
     """A score table for blocks of ``block`` rows: KC over keys (``lse`` None) or QC over queries.
 
-    (total, Hq, 16) fp16, see ``triton_kernels.table_kernel``: a tensor-core product with a block of ones
-    adds column 0-2's sum to q.k, so the kernels pay no per-score add for the gate (and, in dK/dV, the LSE).
+    (total, Hq, 16) fp16, see ``triton_kernels.table_kernel``: the tensor-core product of a QC row and a KC
+    row adds both rows' values to q.k, so the kernels pay no per-score add for the gate (nor, in the
+    backward, the LSE). ``ones=False`` leaves the other table's columns zero (the forward's KC).
     """
     heads, total = (c_t if lse is None else lse).shape
     tab = torch.empty(total, heads, kern.KC_COLS.value, dtype=torch.float16, device=c_t.device)
@@ -61,7 +62,7 @@ def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int) -> Ten
     kern.table_kernel[(problem.num_seqs * heads, blocks)](
         c_t, c_t if lse is None else lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0),
         0 if lse is None else lse.stride(0), tab.stride(0), 1.0 / problem.sm_scale, _TABLE_LIMIT,
-        H=heads, BLOCK=block, QUERY=lse is not None,
+        H=heads, BLOCK=block, QUERY=lse is not None, ONES=ones,
     )  # fmt: skip
     return tab
 
@@ -88,7 +89,7 @@ def _forward(
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
-    kc = _table(c_t.detach(), None, problem, b.block_n)
+    kc = _table(c_t.detach(), None, problem, b.block_n, ones=False)
     kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
         q, _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo, problem.cu_q,
         problem.cu_k, num_sh,
@@ -116,24 +117,26 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
     common = dict(HEAD_DIM=problem.head_dim, GROUP=problem.group, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n,
                   ACP=plan is not None)  # fmt: skip
 
+    # Both backward kernels read the same two tables, on dQ's blocks, and so form the same scores.
+    qc = _table(c_t, lse, problem, cfg.dq.block_m)
+    kc = _table(c_t, None, problem, cfg.dq.block_n)
+
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
     b = cfg.dkdv
     num_sh = problem.num_seqs * problem.heads_kv
-    qc = _table(c_t, lse, problem, b.block_m)
     kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, b.head_group)](
-        _desc(q, b.block_m), k, v, c_t, _desc(do, b.block_m), _desc(qc, b.block_m), delta, dk, dv, dck, q_hi,
-        problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        _desc(q, b.block_m), k, v, kc, c_t, _desc(do, b.block_m), _desc(qc, b.block_m), delta, dk, dv, dck, q_hi,
+        problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
-        qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
-        **b.launch(),
+        qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n,
+        QC_BLOCK=cfg.dq.block_m, KC_BLOCK=cfg.dq.block_n, **common, **b.launch(),
     )  # fmt: skip
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.dq
     num_sh = problem.num_seqs * problem.heads_q
-    kc = _table(c_t, None, problem, b.block_n)
     kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
-        q, k, v, kc, c_t, do, lse, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k, num_sh,
+        q, k, v, qc, kc, c_t, do, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k, num_sh,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
         do.stride(0), do.stride(1),
         dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
