@@ -3,7 +3,8 @@
 Needs a Triton of the device's version in some Python (the kernels import nothing but triton), e.g.
     python3 -m venv /tmp/tr36 && /tmp/tr36/bin/pip install triton==3.6.0
     /tmp/tr36/bin/python notes/sm90_compile.py [path/to/kernels.py] [kernel ...]
-Environment: MAXNREG=160 compiles under that register cap; HIST=1 adds every opcode's count and the total.
+Environment: MAXNREG=160 compiles under that register cap; HIST=1 adds every opcode's count and the total;
+CONST=NAME=1,... sets a variant's extra integer constexprs.
 Per kernel and launch shape: registers, stack/local bytes, shared memory, and SASS counts of the instructions
 that matter here (HGMMA: Hopper tensor cores; MUFU.EX2: exp2; REDG/ATOMG: global atomics; LDL/STL: local memory;
 UTMALDG: TMA loads). Costs no device time; says nothing about speed.
@@ -121,7 +122,7 @@ def main() -> None:
     spec.loader.exec_module(mod)
     names = sys.argv[2:] or ["fwd_kernel", "dkdv_kernel", "dq_kernel"]
     shapes = {  # (BLOCK_M, BLOCK_N, warps, stages) as in ops/config.py for (9, 64), plus neighbours
-        "fwd_kernel": [(128, 64, 4, 3), (128, 128, 8, 2)],
+        "fwd_kernel": [(128, 64, 4, 3), (128, 128, 8, 2), (128, 128, 8, 3)],
         "dkdv_kernel": [(64, 64, 4, 3), (32, 128, 4, 2)],
         "dq_kernel": [(128, 64, 4, 3)],
     }
@@ -132,6 +133,9 @@ def main() -> None:
             cx = dict(HEAD_DIM=64, BLOCK_M=bm, BLOCK_N=bn, TILE_M=128, TILE_N=128, ACP=False, GROUP=1)
             cx.update({k: 24 for k in ("H", "HKV") if k in fn.arg_names})
             cx.update(QC_BLOCK=128, KC_BLOCK=64)  # the tables on dQ's blocks
+            for item in os.environ.get("CONST", "").split(","):  # extra constexprs of a variant: CONST=A=1,B=0
+                if item:
+                    cx[item.split("=")[0]] = int(item.split("=")[1])
             cx = {k: v for k, v in cx.items() if k in fn.arg_names}
             descs = {
                 "desc_k": f"tensordesc<bf16[{bn}, 64]>",
