@@ -69,7 +69,9 @@ def main() -> None:
     print("\nvariant    T    acp  fwd ms (x cuDNN)   fwd+bwd ms (x cuDNN)  err/tol")
     for name, T, acp, t_fwd, t_all, err in rows:
         c = cudnn[T]
-        print(f"{name:8s} {T:6d} {acp:3d} {t_fwd:7.3f} ({t_fwd / c[3]:.2f}) {t_all:9.3f} ({t_all / c[4]:.2f})  {err:.2f}")
+        print(
+            f"{name:8s} {T:6d} {acp:3d} {t_fwd:7.3f} ({t_fwd / c[3]:.2f}) {t_all:9.3f} ({t_all / c[4]:.2f})  {err:.2f}"
+        )
 
 
 if __name__ == "__main__":

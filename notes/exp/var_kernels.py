@@ -107,7 +107,7 @@ def _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_row, kv_c
         kc = desc_kc.load([k_row + start_n, kc_col])
         shift = (c_ref - tl.load(Cb + start_n)).to(tl.float32) * LOG2E
         s = tl.dot(ones, kc.T, tl.dot(q, k.T))
-        if MASKED:
+        if MASKED:  # noqa: SIM102 (a constexpr test around a runtime branch)
             if start_n >= diag:
                 offs_n = start_n + tl.arange(0, BLOCK_N)
                 s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
@@ -171,14 +171,14 @@ def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, 
         q = desc_q.load([q_row + start_m, q_col])
         do = desc_do.load([q_row + start_m, q_col])
         qc = desc_qc.load([q_row + start_m, qc_col])
-        if MASKED:
+        if MASKED:  # noqa: SIM102 (a constexpr test around a runtime branch)
             delta = tl.load(DELTAb + offs_m, mask=offs_m < q_len, other=0.0)
         else:
             delta = tl.load(DELTAb + offs_m)
         # dQ's scores, transposed: the tables' first key and first query (of dQ's blocks) fix the scalar.
         shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
         sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
-        if MASKED:
+        if MASKED:  # noqa: SIM102 (a constexpr test around a runtime branch)
             if (start_m < m_full) | (start_m >= m_whole):
                 sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & (offs_m < q_len)[None, :], sT,
                               float("-inf"))
@@ -268,7 +268,7 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         row = tl.cast(start_n, tl.int64)
-        if MASKED:
+        if MASKED:  # noqa: SIM102 (a constexpr test around a runtime branch)
             ok = offs_n[None, :] < k_len
             kT = tl.load(Kb + row * stride_kt + kT_off, mask=ok, other=0.0)
             vT = tl.load(Vb + row * stride_vt + vT_off, mask=ok, other=0.0)
@@ -280,7 +280,7 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT
         shift = (c_ref - tl.load(Cb + start_n)).to(tl.float32) * LOG2E
         # q.k plus the score but for the scalar shift (the block's first row's gate above the first key)
         s = tl.dot(qc, kcT, tl.dot(q, kT)) * qk_scale + shift
-        if MASKED:
+        if MASKED:  # noqa: SIM102 (a constexpr test around a runtime branch)
             if start_n >= diag:
                 s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         p = tl.math.exp2(s)
