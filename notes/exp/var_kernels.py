@@ -36,6 +36,7 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 KC_COLS = tl.constexpr(16)  # columns of the decay table KC: 3 fp16 parts of one value, then zeros (one MMA step)
+BWD_ONE_LOOP = tl.constexpr(False)  # run10: one loop made dK/dV and dQ slower (fwd+bwd 16k 16.5 -> 18.3 ms)
 
 
 @triton.jit
@@ -164,7 +165,7 @@ def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
 @triton.jit
 def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb, c_ref,
                 q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr, MASKED: tl.constexpr,
-                m_full=0, m_whole=1 << 30):
+                m_full=1 << 30, m_whole=0):
     # Every query row of an unmasked block is a row of the sequence that sees every key of the block.
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -197,7 +198,7 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
                 stride_ch, stride_lh, stride_hi_n, stride_hi_h, qk_scale, sm_scale,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
-                ACP: tl.constexpr, QC_BLOCK: tl.constexpr, KC_BLOCK: tl.constexpr, ONE_LOOP: tl.constexpr = True):
+                ACP: tl.constexpr, QC_BLOCK: tl.constexpr, KC_BLOCK: tl.constexpr, ONE_LOOP: tl.constexpr = BWD_ONE_LOOP):
     # QC_BLOCK, KC_BLOCK: the tables' blocks (dQ's), multiples of BLOCK_M and BLOCK_N.
     seq, kvh, n = _program(num_sh, HKV)
     if seq < 0:
@@ -297,7 +298,7 @@ def dq_kernel(Q, K, V, QC, KC, C, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
               stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
-              ACP: tl.constexpr, ONE_LOOP: tl.constexpr = True):
+              ACP: tl.constexpr, ONE_LOOP: tl.constexpr = BWD_ONE_LOOP):
     seq, h, m = _program(num_sh, H)  # as in fwd_kernel: longest rows first
     m = tl.num_programs(1) - 1 - m
     if seq < 0:
