@@ -72,7 +72,7 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
     (9, 64): KernelConfig(
         128,
         128,
-        Blocks(128, 64, 4, 3, head_group=16, maxnreg=160),  # 3 programs per multiprocessor (notes #21)
+        Blocks(128, 128, 8, 2, head_group=16, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #27)
         Blocks(64, 64, 4, 3, head_group=4),  # notes #26
         Blocks(128, 64, 4, 3, head_group=4),
     ),
