@@ -308,6 +308,7 @@ def dq_kernel(Q, K, V, QC, KC, C, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
     Kb = K + k_start.to(tl.int64) * stride_kt + (h // GROUP) * stride_kh
     Vb = V + k_start.to(tl.int64) * stride_vt + (h // GROUP) * stride_vh
     KCb = KC + k_start.to(tl.int64) * stride_kct + h * KC_COLS
+    # QC and KC share one layout, (total, Hq, KC_COLS): one row stride
     qc = tl.load(QC + row0 * stride_kct + h * KC_COLS + in_m[:, None] * stride_kct + tl.arange(0, KC_COLS)[None, :],
                  mask=row_ok[:, None], other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
