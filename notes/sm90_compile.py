@@ -132,7 +132,7 @@ def main() -> None:
         for bm, bn, w, s in shapes.get(base, shapes["dkdv_kernel"]):
             cx = dict(HEAD_DIM=64, BLOCK_M=bm, BLOCK_N=bn, TILE_M=128, TILE_N=128, ACP=False, GROUP=1)
             cx.update({k: 24 for k in ("H", "HKV") if k in fn.arg_names})
-            cx.update(QC_BLOCK=128, KC_BLOCK=64)  # the tables on dQ's blocks
+            cx.update(QC_BLOCK=128, KC_BLOCK=128)  # QC on dQ's query blocks, KC on the forward's key blocks
             for item in os.environ.get("CONST", "").split(","):  # extra constexprs of a variant: CONST=A=1,B=0
                 if item:
                     cx[item.split("=")[0]] = int(item.split("=")[1])

@@ -127,10 +127,82 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     foxacp.set_value_checks(False)
     parts = sys.argv[1:] or ["profile", "variants"]
-    if "profile" in parts:
-        run_profile()
-    if "variants" in parts:
-        run_variants()
+    for part in parts:
+        {"profile": run_profile, "variants": run_variants, "windows": run_windows, "host": run_host}[part]()
+
+
+def iterations(plan, T: int) -> dict[str, int]:
+    """Loop iterations of each kernel (24x64 table blocks, one uniform batch) under ``plan`` (None: exact)."""
+    tiles = -(-T // 128)
+    m = torch.arange(tiles, device="cuda")
+    lo = plan.kv_lo.long() * 128 if plan is not None else torch.zeros_like(m)
+    hi = torch.minimum((m + 1) * 128, torch.tensor(T, device="cuda"))
+    fwd = ((hi - lo + 127) // 128).sum() * (1 if plan is not None else plan_batch(T) * 24)
+    dq = ((hi - lo + 63) // 64).sum() * (1 if plan is not None else plan_batch(T) * 24)
+    n0 = torch.arange(-(-T // 64), device="cuda") * 64
+    q_end = plan.q_hi.long()[:, :, n0 // 128] * 128 if plan is not None else torch.full_like(n0, T)
+    dkdv = ((torch.clamp(q_end, max=T) - n0) // 64).sum() * (1 if plan is not None else plan_batch(T) * 24)
+    return {"fwd_kernel": int(fwd), "dq_kernel": int(dq), "dkdv_kernel": int(dkdv)}
+
+
+def plan_batch(T: int) -> int:
+    return 32768 // T
+
+
+def run_windows() -> None:
+    """Kernel time against loop iterations with every head at one window: fit time = a * programs + b * iters."""
+    from foxacp.ops.acp import make_plan
+
+    T, H, D = 4096, 24, 64
+    B = plan_batch(T)
+    print("== 24x64 T=4096, every head at window W: kernel ms, iterations (k), us per iteration", flush=True)
+    for W in (16, 64, 256, 1024, 4096, None):
+        prof = GateProfile(min_window=W or 16.0, max_window_factor=(W or 16.0) / T)
+        g = synthetic_log_fgate(B, T, H, prof, seed=1, device="cuda")
+        q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        leaves = [t.requires_grad_() for t in (q, k, v, g)]
+        eps = None if W is None else -10.0
+        plan = None if W is None else make_plan(q, k, g, log_eps=eps, qk_bound=D**0.5)
+        its = iterations(plan, T)
+        kt = kernel_times(steps(leaves, do, D, eps)["fwdbwd"], leaves)
+        cells = "  ".join(f"{n[:4]} {kt[n]:.3f} ms {its[n] / 1e3:7.1f}k {kt[n] * 1e3 / its[n] * 264:5.2f}" for n in its)
+        print(f"W={W}: {cells}", flush=True)
+        with (OUT / "acp_windows.jsonl").open("a") as fh:
+            fh.write(json.dumps(dict(W=W, iters=its, ms={n: kt[n] for n in its})) + "\n")
+
+
+def run_host() -> None:
+    """Host time per call (20 calls, one sync) and a cProfile of the ACP fwd+bwd at 12x64, 4k."""
+    import cProfile
+    import pstats
+    import time
+
+    leaves, do = inputs(12, 64, 4096)
+    for eps in (None, -10.0):
+        for mode, fn in steps(leaves, do, 64, eps).items():
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                fn()
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            print(
+                f"host 12x64 4k eps={eps} {mode}: issue {(t1 - t0) / 20 * 1e3:.3f} ms/call, "
+                f"with sync {(t2 - t0) / 20 * 1e3:.3f}",
+                flush=True,
+            )
+    fn = steps(leaves, do, 64, -10.0)["fwdbwd"]
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(20):
+        fn()
+    pr.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+    pstats.Stats(pr).sort_stats("cumulative").print_stats(30)
 
 
 if __name__ == "__main__":

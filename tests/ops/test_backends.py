@@ -86,3 +86,20 @@ def test_triton_strided_views(layout):
         q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
     assert q.stride(2) != D or q.stride(1) != H * D
     _check("triton", torch.float32, (q, k, v, g), 1e-4, log_eps=-10.0)
+
+
+@pytest.mark.parametrize(
+    "shape,log_eps", [((1, 300, 300, 2, 2, 32), None), ((1, 300, 300, 2, 2, 32), -3.0), ((2, 70, 200, 4, 1, 32), -3.0)]
+)
+def test_triton_mixed_blocks(monkeypatch, shape, log_eps):
+    """Blocks as on Hopper, where the kernels' blocks differ: KC on the forward's key blocks (wider than dQ's
+    and dK/dV's), QC on dQ's query blocks (taller than dK/dV's). Fast gates: the scores must still agree.
+    The tables round to 2^-24 of the decay across a block: across 64 keys here, 1e-5 of dlogf (measured;
+    a wrong table block gives 1e29)."""
+    from foxacp.ops import attention
+    from foxacp.ops.config import Blocks, KernelConfig
+
+    cfg = KernelConfig(64, 64, Blocks(32, 64, head_group=2), Blocks(16, 16, head_group=3), Blocks(32, 32))
+    monkeypatch.setattr(attention, "kernel_config", lambda device, head_dim: cfg)
+    inputs = make_inputs(*shape, gate_mean=-1.0, gate_spread=1.0, seed=3)
+    _check("triton", torch.float32, inputs, 3e-5, log_eps=log_eps)

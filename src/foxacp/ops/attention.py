@@ -122,15 +122,21 @@ def forgetting_attention(
     problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
     cfg = kernel_config(q.device, problem.head_dim)
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
-    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
+    gp = log_fgate.reshape(-1, problem.heads_q)
+    if backend == "triton":  # the gate's scan and its gradient in one launch each; the kernels take c_t as is
+        from .triton_gate import gate_scan  # imported lazily: Triton compiles on first use
+
+        c_t = gate_scan(gp.detach(), problem)
+    else:
+        c_t = cumulative_gate(gp, problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
     if log_eps is not None:
         plan = _plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
 
     if backend == "triton":
-        from .triton_op import triton_attention  # imported lazily: Triton compiles on first use
+        from .triton_op import triton_attention
 
-        o = triton_attention(qp, kp, vp, c_t, problem, plan, cfg)
+        o = triton_attention(qp, kp, vp, gp, c_t, problem, plan, cfg)
     elif backend == "torch":
         o = blockwise_attention(qp, kp, vp, c_t.t(), problem, plan, cfg.tile_m, cfg.tile_n)
     else:

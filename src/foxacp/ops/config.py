@@ -50,9 +50,12 @@ class KernelConfig:
             b: Blocks = getattr(self, name)
             if self.tile_m % b.block_m or self.tile_n % b.block_n:
                 raise ValueError(f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}")
-        # dK/dV reads the score tables built on dQ's blocks (see triton_op._backward)
+        # Both backward kernels read QC on dQ's query blocks and KC on the forward's key blocks (see
+        # triton_op._backward), so those must be whole numbers of their blocks.
         if self.dq.block_m % self.dkdv.block_m or self.dq.block_n % self.dkdv.block_n:
             raise ValueError(f"dkdv blocks {self.dkdv} must divide the dq blocks {self.dq}")
+        if self.fwd.block_n % self.dq.block_n:
+            raise ValueError(f"dq's key block {self.dq.block_n} must divide the forward's {self.fwd.block_n}")
 
 
 def interpreting() -> bool:

@@ -15,13 +15,14 @@ Conventions shared by the three kernels:
   (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
 - Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
 - The per-score part of D comes through the tensor cores. Score tables (``table_kernel``) hold, in q.k units
-  and as three fp16 parts: KC, each key's decay below the first key of its block (columns 0-2; 3-5 are ones),
-  and QC, each query's gate above the first row of its block minus its LSE (columns 3-5; 0-2 are ones). So
-  ``tl.dot(QC, KC^T, q.k)`` is q.k plus the whole score but for a per-tile scalar (the first query's gate
-  above the first key), and each score costs one FMA as in dense attention. The forward, which has no LSE
-  yet, uses ones in place of QC (and a KC without its ones). Rounding is 2^-24 of the gate's change across
-  a block. dQ and dK/dV form the same products in the same order, so their scores agree: the gate gradient
-  sums dS over rows in dQ and over columns in dK/dV, and only agreeing scores let those sums cancel.
+  and as three fp16 parts: KC, each key's decay below the first key of its KC block (columns 0-2; 3-5 are
+  ones), and QC, each query's gate above the first row of its block minus its LSE (columns 3-5; 0-2 are
+  ones). So ``tl.dot(QC, KC^T, q.k)`` is q.k plus the whole score but for a per-tile scalar (the first
+  query's gate above the first key), and each score costs one FMA as in dense attention. The forward, which
+  has no LSE yet, multiplies KC by ones in columns 0-2 only; it builds KC once and the backward reuses it.
+  Rounding is 2^-24 of the gate's change across a block. dQ and dK/dV form the same products in the same
+  order, so their scores agree: the gate gradient sums dS over rows in dQ and over columns in dK/dV, and only
+  agreeing scores let those sums cancel.
 - Keys visible to every row of the block need no mask and no bounds checks: the backward kernels loop over
   them apart from the masked blocks along the diagonal; the forward masks behind a branch in one loop.
 - ACP: KV_LO[seq, h, tile] is the first kept key tile of a query tile and Q_HI[seq, h, tile] the number of
@@ -35,7 +36,7 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
-KC_COLS = tl.constexpr(16)  # columns of the decay table KC: 3 fp16 parts of one value, then zeros (one MMA step)
+KC_COLS = tl.constexpr(16)  # columns of a score table: 3 fp16 parts, 3 ones, zeros (one MMA step)
 
 
 @triton.jit
@@ -98,7 +99,7 @@ def _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M: 
 def _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, diag,
                hi, qk_scale, BLOCK_N: tl.constexpr):
     # The decay enters the scores through the tensor cores: ``ones @ kc^T`` adds each key's decay below its
-    # block's first key (KC without its ones, in q.k units), and ``shift`` that first key's decay below
+    # block's first key (KC's columns 0-2, in q.k units), and ``shift`` that first key's decay below
     # c_ref. Each score then costs one FMA, as in dense attention. The row's own gate term cq_i is a per-row
     # shift, which softmax ignores: it is added to the LSE at the end.
     # One loop: the mask of the diagonal blocks sits behind a block-uniform branch, so a program fills its
@@ -144,7 +145,7 @@ def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
 
     kv_col = (h // GROUP) * HEAD_DIM
     kc_col = h * KC_COLS
-    ones = tl.full([BLOCK_M, KC_COLS], 1.0, dtype=tl.float16)
+    ones = tl.zeros([BLOCK_M, KC_COLS], dtype=tl.float16) + (tl.arange(0, KC_COLS) < 3).to(tl.float16)[None, :]
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -169,7 +170,7 @@ def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, 
             delta = tl.load(DELTAb + offs_m, mask=offs_m < q_len, other=0.0)
         else:
             delta = tl.load(DELTAb + offs_m)
-        # dQ's scores, transposed: the tables' first key and first query (of dQ's blocks) fix the scalar.
+        # dQ's scores, transposed: the tables' first key and first query (of QC's and KC's blocks) fix the scalar.
         shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
         sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
         if MASKED:
@@ -191,7 +192,7 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                 ACP: tl.constexpr, QC_BLOCK: tl.constexpr, KC_BLOCK: tl.constexpr):
-    # QC_BLOCK, KC_BLOCK: the tables' blocks (dQ's), multiples of BLOCK_M and BLOCK_N.
+    # QC_BLOCK, KC_BLOCK: the tables' blocks (dQ's rows, the forward's keys), multiples of BLOCK_M and BLOCK_N.
     seq, kvh, n = _program(num_sh, HKV)
     if seq < 0:
         return
@@ -250,7 +251,8 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
 
 @triton.jit
 def _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off, kcT_off, k_len,
-              lo, hi, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+              lo, hi, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr,
+              MASKED: tl.constexpr):
     # Keys past the end of the sequence only occur in the masked range (loaded as zeros, masked by causality).
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -264,8 +266,8 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT
             kT = tl.load(Kb + row * stride_kt + kT_off)
             vT = tl.load(Vb + row * stride_vt + vT_off)
             kcT = tl.load(KCb + row * stride_kct + kcT_off)
-        shift = (c_ref - tl.load(Cb + start_n)).to(tl.float32) * LOG2E
-        # q.k plus the score but for the scalar shift (the block's first row's gate above the first key)
+        shift = (c_ref - tl.load(Cb + (start_n // KC_BLOCK) * KC_BLOCK)).to(tl.float32) * LOG2E
+        # q.k plus the score but for the scalar shift (the block's first row's gate above KC's first key)
         s = tl.dot(qc, kcT, tl.dot(q, kT)) * qk_scale + shift
         if MASKED:
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
@@ -278,12 +280,14 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT
 
 
 @triton.jit
-def dq_kernel(Q, K, V, QC, KC, C, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
-              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_dot, stride_doh,
-              stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
-              H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+def dq_kernel(Q, K, V, QC, KC, C, O, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
+              stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_ot, stride_oh,
+              stride_dot, stride_doh, stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h,
+              qk_scale, sm_scale, H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
-              ACP: tl.constexpr):
+              ACP: tl.constexpr, KC_BLOCK: tl.constexpr):
+    # Runs before dK/dV: it computes each row's softmax correction delta = rowsum(dO * O) and stores it there.
+    # KC_BLOCK: KC's blocks (the forward's), a multiple of BLOCK_N.
     seq, h, m = _program(num_sh, H)  # as in fwd_kernel: longest rows first
     m = tl.num_programs(1) - 1 - m
     if seq < 0:
@@ -297,7 +301,10 @@ def dq_kernel(Q, K, V, QC, KC, C, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
     offs_d = tl.arange(0, HEAD_DIM)
     do = tl.load(DO + row0 * stride_dot + h * stride_doh + in_m[:, None] * stride_dot + offs_d[None, :],
                  mask=row_ok[:, None], other=0.0)
-    delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
+    o = tl.load(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, delta, mask=row_ok)
     lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
                               TILE_N, ACP)
 
@@ -314,40 +321,27 @@ def dq_kernel(Q, K, V, QC, KC, C, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
     dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
-                        kcT_off, k_len, lo, diag, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N, False)
+                        kcT_off, k_len, lo, diag, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N, KC_BLOCK,
+                        False)
     dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, Kb, Vb, KCb, Cb, c_ref, kT_off, vT_off,
                         kcT_off, k_len, tl.maximum(lo, diag), hi, stride_kt, stride_vt, stride_kct, qk_scale, BLOCK_N,
-                        True)
+                        KC_BLOCK, True)
     tl.store(DQ + row0 * stride_dqt + h * stride_dqh + in_m[:, None] * stride_dqt + offs_d[None, :],
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
 
 
 @triton.jit
-def delta_kernel(O, DO, DELTA, total, stride_ot, stride_oh, stride_dot, stride_doh, stride_lh,
-                 HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr):
-    """DELTA[h, t] = sum_d dO[t, h, d] * O[t, h, d] in float32: the backward's softmax correction."""
-    h = tl.program_id(1)
-    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    offs_d = tl.arange(0, HEAD_DIM)
-    ok = (offs_t < total)[:, None]
-    rows = offs_t.to(tl.int64)[:, None]
-    o = tl.load(O + rows * stride_ot + h * stride_oh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
-    do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
-    tl.store(DELTA + h.to(tl.int64) * stride_lh + offs_t, tl.sum(o * do, 1), mask=offs_t < total)
-
-
-@triton.jit
 def table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale, limit,
-                 H: tl.constexpr, BLOCK: tl.constexpr, QUERY: tl.constexpr, ONES: tl.constexpr):
+                 H: tl.constexpr, BLOCK: tl.constexpr, QUERY: tl.constexpr):
     """Score tables KC (keys) and QC (queries), (total, H, KC_COLS) fp16, for blocks of BLOCK rows.
 
     For row i of block b (first row i0) of a sequence, x is, in q.k units (``scale`` = 1 / sm_scale):
       keys:    (C[i0] - C[i]) * scale                                  the decay below the block's first key;
       queries: ((C[i] - C[i0]) - LSE[i] / log2(e)) * scale              gate above the first row, minus LSE;
     with C taken at the rows' key positions, clamped to +-limit. Three fp16 parts of x, whose float32 sum is x
-    to ~2^-24 of it, fill columns 0-2 (keys) or 3-5 (queries), with ``ONES`` ones the other three, zeros the
-    rest: a query row times a key row is the sum of both values. Grid: (sequences x H, blocks).
+    to ~2^-24 of it, fill columns 0-2 (keys) or 3-5 (queries), ones the other three, zeros the rest: a query
+    row times a key row is the sum of both values. Grid: (sequences x H, blocks).
     """
     seq = tl.program_id(0) // H
     h = tl.program_id(0) % H
@@ -375,7 +369,7 @@ def table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale
     lo = (x - mid.to(tl.float64)).to(tl.float32).to(tl.float16)
     cols = tl.arange(0, KC_COLS)[None, :]
     part = cols - 3 if QUERY else cols  # 0, 1, 2: this table's parts
-    ones = ((cols < 3) if QUERY else (cols >= 3) & (cols < 6)) & ONES
+    ones = (cols < 3) if QUERY else (cols >= 3) & (cols < 6)
     vals = tl.where(part == 0, hi[:, None], tl.where(part == 1, mid[:, None], tl.where(part == 2, lo[:, None], 0.0)))
     vals = tl.where(ones, 1.0, vals)
     rows = (start + p).to(tl.int64)

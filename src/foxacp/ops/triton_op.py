@@ -11,6 +11,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from . import triton_kernels as kern
 from .acp import AcpPlan
 from .config import KernelConfig
+from .triton_gate import gate_grad
 from .validate import Problem
 
 _LOG2E = math.log2(math.e)
@@ -48,12 +49,12 @@ def _desc(t: Tensor, rows: int) -> TensorDescriptor:
 _TABLE_LIMIT = 3.0e4  # fp16 holds it; as a decay in q.k units it gives weights of exactly 0 in any float
 
 
-def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int, ones: bool = True) -> Tensor:
+def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int) -> Tensor:
     """A score table for blocks of ``block`` rows: KC over keys (``lse`` None) or QC over queries.
 
     (total, Hq, 16) fp16, see ``triton_kernels.table_kernel``: the tensor-core product of a QC row and a KC
     row adds both rows' values to q.k, so the kernels pay no per-score add for the gate (nor, in the
-    backward, the LSE). ``ones=False`` leaves the other table's columns zero (the forward's KC).
+    backward, the LSE).
     """
     heads, total = (c_t if lse is None else lse).shape
     tab = torch.empty(total, heads, kern.KC_COLS.value, dtype=torch.float16, device=c_t.device)
@@ -62,7 +63,7 @@ def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int, ones: 
     kern.table_kernel[(problem.num_seqs * heads, blocks)](
         c_t, c_t if lse is None else lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0),
         0 if lse is None else lse.stride(0), tab.stride(0), 1.0 / problem.sm_scale, _TABLE_LIMIT,
-        H=heads, BLOCK=block, QUERY=lse is not None, ONES=ones,
+        H=heads, BLOCK=block, QUERY=lse is not None,
     )  # fmt: skip
     return tab
 
@@ -89,7 +90,7 @@ def _forward(
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
-    kc = _table(c_t.detach(), None, problem, b.block_n, ones=False)
+    kc = _table(c_t, None, problem, b.block_n)  # on the forward's key blocks; the backward reuses it
     kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
         q, _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo, problem.cu_q,
         problem.cu_k, num_sh,
@@ -99,27 +100,34 @@ def _forward(
         BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
         **b.launch(),
     )  # fmt: skip
-    return o, lse
+    return o, lse, kc
 
 
-def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
+def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
     do = _tma_ready(do)
-    delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
-    block_t = max(16, 4096 // problem.head_dim)
-    kern.delta_kernel[(math.ceil(q.shape[0] / block_t), problem.heads_q)](
-        o, do, delta, q.shape[0], o.stride(0), o.stride(1), do.stride(0), do.stride(1), delta.stride(0),
-        HEAD_DIM=problem.head_dim, BLOCK_T=block_t,
-    )  # fmt: skip
+    delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)  # written by dq_kernel
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dcq = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
     dck = torch.empty(problem.heads_q, k.shape[0], dtype=torch.float32, device=q.device)
     qk_scale = problem.sm_scale * _LOG2E
     common = dict(HEAD_DIM=problem.head_dim, GROUP=problem.group, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n,
-                  ACP=plan is not None)  # fmt: skip
+                  ACP=plan is not None, KC_BLOCK=cfg.fwd.block_n)  # fmt: skip
 
-    # Both backward kernels read the same two tables, on dQ's blocks, and so form the same scores.
+    # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
+    # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads.
     qc = _table(c_t, lse, problem, cfg.dq.block_m)
-    kc = _table(c_t, None, problem, cfg.dq.block_n)
+
+    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
+    b = cfg.dq
+    num_sh = problem.num_seqs * problem.heads_q
+    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
+        q, k, v, qc, kc, c_t, o, do, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k, num_sh,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
+        o.stride(0), o.stride(1), do.stride(0), do.stride(1),
+        dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
+        H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
+        **b.launch(),
+    )  # fmt: skip
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
     b = cfg.dkdv
@@ -129,50 +137,34 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, problem: Problem, plan: AcpPlan 
         problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n,
-        QC_BLOCK=cfg.dq.block_m, KC_BLOCK=cfg.dq.block_n, **common, **b.launch(),
+        QC_BLOCK=cfg.dq.block_m, **common, **b.launch(),
     )  # fmt: skip
 
-    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
-    b = cfg.dq
-    num_sh = problem.num_seqs * problem.heads_q
-    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
-        q, k, v, qc, kc, c_t, do, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k, num_sh,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
-        do.stride(0), do.stride(1),
-        dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
-        H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
-        **b.launch(),
-    )  # fmt: skip
-
-    # dL/dc: query i (at key position i + Lk - Lq) gains its row sum, key j loses its column sum.
-    dc = -dck.double()
-    if problem.max_q == problem.max_k or not problem.uniform:
-        dc += dcq
-    else:
-        n, lq, lk = problem.num_seqs, problem.max_q, problem.max_k
-        dc.view(problem.heads_q, n, lk)[:, :, lk - lq :] += dcq.view(problem.heads_q, n, lq)
-    return dq, dk, dv, dc
+    # dL/dlog f: the reverse cumulative sum of dL/dc, where query i (at key position i + Lk - Lq) gains its
+    # row sum and key j loses its column sum.
+    return dq, dk, dv, gate_grad(dcq, dck, problem)
 
 
 class _TritonForgettingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, c_t, problem, plan, cfg):
-        o, lse = _forward(q, k, v, c_t, problem, plan, cfg)
-        ctx.save_for_backward(q, k, v, c_t, o, lse)
+    def forward(ctx, q, k, v, log_fgate, c_t, problem, plan, cfg):
+        o, lse, kc = _forward(q, k, v, c_t, problem, plan, cfg)
+        ctx.save_for_backward(q, k, v, c_t, o, lse, kc)
         ctx.problem, ctx.plan, ctx.cfg = problem, plan, cfg
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, c_t, o, lse = ctx.saved_tensors
-        dq, dk, dv, dc = _backward(do, q, k, v, c_t, o, lse, ctx.problem, ctx.plan, ctx.cfg)
-        return dq, dk, dv, dc, None, None, None
+        q, k, v, c_t, o, lse, kc = ctx.saved_tensors
+        dq, dk, dv, dg = _backward(do, q, k, v, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg)
+        return dq, dk, dv, dg, None, None, None, None
 
 
 def triton_attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
+    log_fgate: Tensor,
     c_t: Tensor,
     problem: Problem,
     plan: AcpPlan | None,
@@ -181,9 +173,11 @@ def triton_attention(
     """Forgetting attention through the Triton kernels.
 
     Args:
-        q: (total_q, Hq, D); k, v: (total_k, Hkv, D); c_t: (Hq, total_k) float64 cumulative gate.
+        q: (total_q, Hq, D); k, v: (total_k, Hkv, D); log_fgate: (total_k, Hq) float32;
+        c_t: (Hq, total_k) float64, its per-sequence cumulative sum (``triton_gate.gate_scan``), not
+            differentiated: the gradient reaches ``log_fgate`` directly.
     Returns:
-        (total_q, Hq, D) in q's dtype; differentiable in q, k, v and c_t.
+        (total_q, Hq, D) in q's dtype; differentiable in q, k, v and log_fgate.
     """
     q, k, v = (_tma_ready(t) for t in (q, k, v))
-    return _TritonForgettingAttention.apply(q, k, v, c_t, problem, plan, cfg)
+    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t.detach(), problem, plan, cfg)
