@@ -124,7 +124,10 @@ def run_variants() -> None:
 
 
 def run_persist() -> None:
-    """Experiment #29: src's backward kernels against persistent copies (``var_persist``), same blocks."""
+    """Experiment #29: src's backward kernels against persistent copies (``var_persist``), same blocks.
+
+    ``var_persist.py`` left the tree after the experiment: ``git show 38bd1ef:notes/exp/var_persist.py``.
+    """
     import var_persist
 
     from foxacp.ops.acp import make_plan
