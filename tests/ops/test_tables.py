@@ -1,4 +1,5 @@
-"""The score tables KC and QC (``triton_op._table``) against a float64 twin written with torch ops."""
+"""The score tables KC (``triton_gate.gate_scan``) and QC (``triton_op._qc_table``) against a float64 twin
+written with torch ops."""
 
 import math
 
@@ -16,7 +17,7 @@ def _positions(cu: torch.Tensor, total: int) -> torch.Tensor:
 
 
 def _twin(c_t, lse, problem, block) -> torch.Tensor:
-    """(Hq, total) float64: the value each table row encodes (see ``triton_kernels.table_kernel``)."""
+    """(Hq, total) float64: the value each table row encodes (see ``triton_kernels.table_rows``)."""
     if lse is None:
         pos = _positions(problem.cu_k, c_t.shape[1])
         first = torch.arange(c_t.shape[1]) - pos % block
@@ -37,6 +38,7 @@ def _twin(c_t, lse, problem, block) -> torch.Tensor:
 @pytest.mark.parametrize("query", [False, True])
 def test_tables_match_float64_twin(block, packed, query):
     from foxacp.ops import triton_op
+    from foxacp.ops.triton_gate import gate_scan
 
     B, Tq, Tk = (1, 331, 331) if packed else (2, 70, 200)
     q, k, v, g = make_inputs(B, Tq, Tk, 3, 1, 32, gate_mean=-1.0, gate_spread=4.0)
@@ -44,7 +46,11 @@ def test_tables_match_float64_twin(block, packed, query):
     problem = check_inputs(q, k, v, g, None, cu, None, None, "triton")
     c_t = cumulative_gate(g.reshape(-1, 3), problem.cu_k, problem.uniform, problem.num_seqs)
     lse = 40 * torch.randn(3, B * Tq) if query else None  # any finite float32 row values
-    tab = triton_op._table(c_t, lse, problem, block)
+    if query:
+        tab = triton_op._qc_table(c_t, lse, problem, block)
+    else:
+        c_scan, tab = gate_scan(g.reshape(-1, 3), problem, block)
+        assert torch.allclose(c_scan, c_t, rtol=1e-12, atol=1e-9)
 
     assert tab.shape == (c_t.shape[1] if lse is None else B * Tq, 3, 16) and tab.dtype == torch.float16
     parts, other = (tab[..., 3:6], tab[..., :3]) if query else (tab[..., :3], tab[..., 3:6])

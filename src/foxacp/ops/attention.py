@@ -123,10 +123,10 @@ def forgetting_attention(
     cfg = kernel_config(q.device, problem.head_dim)
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
     gp = log_fgate.reshape(-1, problem.heads_q)
-    if backend == "triton":  # the gate's scan and its gradient in one launch each; the kernels take c_t as is
+    if backend == "triton":  # the gate's scan (with the key table) and its gradient in one launch each
         from .triton_gate import gate_scan  # imported lazily: Triton compiles on first use
 
-        c_t = gate_scan(gp.detach(), problem)
+        c_t, kc = gate_scan(gp.detach(), problem, cfg.fwd.block_n)
     else:
         c_t = cumulative_gate(gp, problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
@@ -136,7 +136,7 @@ def forgetting_attention(
     if backend == "triton":
         from .triton_op import triton_attention
 
-        o = triton_attention(qp, kp, vp, gp, c_t, problem, plan, cfg)
+        o = triton_attention(qp, kp, vp, gp, c_t, kc, problem, plan, cfg)
     elif backend == "torch":
         o = blockwise_attention(qp, kp, vp, c_t.t(), problem, plan, cfg.tile_m, cfg.tile_n)
     else:

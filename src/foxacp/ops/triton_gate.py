@@ -1,6 +1,8 @@
 """The cumulative gate and its gradient in one Triton launch each (twin: ``gate.cumulative_gate`` + autograd).
 
-Forward: c[h, t] = sum of log f[s, h] over the sequence's keys s <= t, in float64, written heads first.
+Forward: c[h, t] = sum of log f[s, h] over the sequence's keys s <= t, in float64, written heads first; the
+same pass writes the kernels' key table KC (``triton_kernels.table_rows``): each key's decay below the first
+key of its block, c[j0] - c[j], in q.k units.
 Backward: with dL/dc = dcq (query rows, at their key positions) - dck (key columns), as the attention
 kernels leave them, dL/dlog f[t, h] = sum over the sequence's key positions s >= t of dL/dc[h, s].
 One program per (sequence, head) walks its sequence in chunks, carrying the running sum (notes #28: this
@@ -15,27 +17,37 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .triton_kernels import KC_COLS, table_rows
 from .validate import Problem
 
-_CHUNK = 1024
+_CHUNK = 512  # rows per step of the scans; a multiple of every KC block
 
 
 @triton.jit
-def gate_scan_kernel(G, C, CU_K, stride_gt, stride_gh, stride_ch, H: tl.constexpr, CHUNK: tl.constexpr):
-    """C[h, k_start + t] = sum_{s <= t} G[k_start + s, h] (float64). Grid: (sequences x H,)."""
+def gate_scan_kernel(G, C, KC, CU_K, stride_gt, stride_gh, stride_ch, stride_kct, scale, H: tl.constexpr,
+                     CHUNK: tl.constexpr, KC_BLOCK: tl.constexpr):
+    """C[h, k_start + t] = sum_{s <= t} G[k_start + s, h] (float64), and KC's rows for blocks of KC_BLOCK keys
+    (``scale`` = 1 / sm_scale). Grid: (sequences x H,)."""
     seq = tl.program_id(0) // H
     h = tl.program_id(0) % H
     start = tl.load(CU_K + seq)
     length = tl.load(CU_K + seq + 1) - start
     Gb = G + start.to(tl.int64) * stride_gt + h * stride_gh
     Cb = C + h.to(tl.int64) * stride_ch + start
+    KCb = KC + start.to(tl.int64) * stride_kct + h * KC_COLS
     offs = tl.arange(0, CHUNK)
+    first = (tl.arange(0, KC_BLOCK) == 0)[None, :]
     carry = tl.sum(tl.zeros([CHUNK], dtype=tl.float64), 0)
     for t0 in range(0, length, CHUNK):
         ok = t0 + offs < length
         x = tl.load(Gb + (t0 + offs) * stride_gt, mask=ok, other=0.0).to(tl.float64)
-        tl.store(Cb + t0 + offs, tl.cumsum(x, 0) + carry, mask=ok)
+        c = tl.cumsum(x, 0) + carry
+        tl.store(Cb + t0 + offs, c, mask=ok)
         carry += tl.sum(x, 0)
+        blocks = tl.reshape(c, (CHUNK // KC_BLOCK, KC_BLOCK))  # chunks start on block boundaries
+        decay = tl.sum(tl.where(first, blocks, 0.0), 1)[:, None] - blocks
+        tl.store(KCb + (t0 + offs)[:, None] * stride_kct + tl.arange(0, KC_COLS)[None, :],
+                 table_rows(tl.reshape(decay, (CHUNK,)) * scale, False), mask=ok[:, None])
 
 
 @triton.jit
@@ -64,13 +76,18 @@ def gate_grad_kernel(DCQ, DCK, DG, CU_Q, CU_K, stride_qh, stride_kh, stride_gt, 
         carry += tl.sum(x, 0)
 
 
-def gate_scan(log_fgate: Tensor, problem: Problem) -> Tensor:
-    """(total_k, Hq) float32 log forget gates -> c_t (Hq, total_k) float64, restarting at every sequence."""
+def gate_scan(log_fgate: Tensor, problem: Problem, kc_block: int) -> tuple[Tensor, Tensor]:
+    """(total_k, Hq) float32 log forget gates -> c_t (Hq, total_k) float64, restarting at every sequence, and
+    the key table KC (total_k, Hq, KC_COLS) fp16 on blocks of ``kc_block`` keys."""
+    if _CHUNK % kc_block:
+        raise ValueError(f"KC blocks of {kc_block} keys do not divide the scan's chunks of {_CHUNK}")
     total, heads = log_fgate.shape
     c_t = torch.empty(heads, total, dtype=torch.float64, device=log_fgate.device)
-    gate_scan_kernel[(problem.num_seqs * heads,)](log_fgate, c_t, problem.cu_k, log_fgate.stride(0),
-                                                  log_fgate.stride(1), c_t.stride(0), H=heads, CHUNK=_CHUNK)
-    return c_t
+    kc = torch.empty(total, heads, KC_COLS.value, dtype=torch.float16, device=log_fgate.device)
+    gate_scan_kernel[(problem.num_seqs * heads,)](log_fgate, c_t, kc, problem.cu_k, log_fgate.stride(0),
+                                                  log_fgate.stride(1), c_t.stride(0), kc.stride(0),
+                                                  1.0 / problem.sm_scale, H=heads, CHUNK=_CHUNK, KC_BLOCK=kc_block)
+    return c_t, kc
 
 
 def gate_grad(dcq: Tensor, dck: Tensor, problem: Problem, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -14,7 +14,7 @@ Conventions shared by the three kernels:
 - C is the float64 cumulative gate, (Hq, total_k). Each program subtracts one float64 reference value
   (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
 - Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
-- The per-score part of D comes through the tensor cores. Score tables (``table_kernel``) hold, in q.k units
+- The per-score part of D comes through the tensor cores. Score tables (``table_rows``) hold, in q.k units
   and as three fp16 parts: KC, each key's decay below the first key of its KC block (columns 0-2; 3-5 are
   ones), and QC, each query's gate above the first row of its block minus its LSE (columns 3-5; 0-2 are
   ones). So ``tl.dot(QC, KC^T, q.k)`` is q.k plus the whole score but for a per-tile scalar (the first
@@ -37,6 +37,7 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 KC_COLS = tl.constexpr(16)  # columns of a score table: 3 fp16 parts, 3 ones, zeros (one MMA step)
+TABLE_LIMIT = tl.constexpr(3.0e4)  # fp16 holds it; as a decay in q.k units it gives weights of exactly 0 in any float
 
 
 @triton.jit
@@ -332,37 +333,14 @@ def dq_kernel(Q, K, V, QC, KC, C, O, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_
 
 
 @triton.jit
-def table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale, limit,
-                 H: tl.constexpr, BLOCK: tl.constexpr, QUERY: tl.constexpr):
-    """Score tables KC (keys) and QC (queries), (total, H, KC_COLS) fp16, for blocks of BLOCK rows.
+def table_rows(x, QUERY: tl.constexpr):
+    """(N,) float64 values in q.k units -> (N, KC_COLS) fp16 rows of a score table.
 
-    For row i of block b (first row i0) of a sequence, x is, in q.k units (``scale`` = 1 / sm_scale):
-      keys:    (C[i0] - C[i]) * scale                                  the decay below the block's first key;
-      queries: ((C[i] - C[i0]) - LSE[i] / log2(e)) * scale              gate above the first row, minus LSE;
-    with C taken at the rows' key positions, clamped to +-limit. Three fp16 parts of x, whose float32 sum is x
-    to ~2^-24 of it, fill columns 0-2 (keys) or 3-5 (queries), ones the other three, zeros the rest: a query
-    row times a key row is the sum of both values. Grid: (sequences x H, blocks).
+    x is clamped to +-TABLE_LIMIT and split into three fp16 parts whose float32 sum is x to ~2^-24 of it; they
+    fill columns 0-2 (keys: KC) or 3-5 (queries: QC), ones the other three, zeros the rest, so a QC row times
+    a KC row is the sum of both values.
     """
-    seq = tl.program_id(0) // H
-    h = tl.program_id(0) % H
-    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq)
-    if QUERY:
-        start, length, key0 = q_start, q_len, k_start + k_len - q_len
-    else:
-        start, length, key0 = k_start, k_len, k_start
-    b0 = tl.program_id(1) * BLOCK
-    if b0 >= length:
-        return
-    p = b0 + tl.arange(0, BLOCK)
-    ok = p < length
-    Cb = C + h.to(tl.int64) * stride_ch + key0
-    c = tl.load(Cb + p, mask=ok, other=0.0)
-    if QUERY:
-        lse = tl.load(LSE + h.to(tl.int64) * stride_lh + start + p, mask=ok, other=0.0)
-        x = (c - tl.load(Cb + b0)) - lse.to(tl.float64) * (1.0 / LOG2E)
-    else:
-        x = tl.load(Cb + b0) - c
-    x = tl.minimum(tl.maximum(x * scale, -limit), limit)
+    x = tl.minimum(tl.maximum(x, -TABLE_LIMIT), TABLE_LIMIT)
     hi = x.to(tl.float32).to(tl.float16)
     x = x - hi.to(tl.float64)
     mid = x.to(tl.float32).to(tl.float16)
@@ -371,6 +349,31 @@ def table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale
     part = cols - 3 if QUERY else cols  # 0, 1, 2: this table's parts
     ones = (cols < 3) if QUERY else (cols >= 3) & (cols < 6)
     vals = tl.where(part == 0, hi[:, None], tl.where(part == 1, mid[:, None], tl.where(part == 2, lo[:, None], 0.0)))
-    vals = tl.where(ones, 1.0, vals)
-    rows = (start + p).to(tl.int64)
-    tl.store(TAB + rows[:, None] * stride_tt + h * KC_COLS + cols, vals.to(tl.float16), mask=ok[:, None])
+    return tl.where(ones, 1.0, vals).to(tl.float16)
+
+
+@triton.jit
+def qc_table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale,
+                    H: tl.constexpr, BLOCK: tl.constexpr):
+    """The query table QC, (total_q, H, KC_COLS) fp16, for blocks of BLOCK rows (``table_rows``).
+
+    Row i of block b (first row i0) of a sequence holds ((C[i] - C[i0]) - LSE[i] / log2(e)) * scale, the gate
+    above the block's first row minus the row's LSE in q.k units (``scale`` = 1 / sm_scale), with C taken at
+    the rows' key positions. (KC, the keys' table, is built by the gate scan: ``triton_gate``.)
+    Grid: (sequences x H, blocks).
+    """
+    seq = tl.program_id(0) // H
+    h = tl.program_id(0) % H
+    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq)
+    b0 = tl.program_id(1) * BLOCK
+    if b0 >= q_len:
+        return
+    p = b0 + tl.arange(0, BLOCK)
+    ok = p < q_len
+    Cb = C + h.to(tl.int64) * stride_ch + k_start + k_len - q_len
+    c = tl.load(Cb + p, mask=ok, other=0.0)
+    lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + p, mask=ok, other=0.0)
+    x = (c - tl.load(Cb + b0)) - lse.to(tl.float64) * (1.0 / LOG2E)
+    rows = (q_start + p).to(tl.int64)[:, None]
+    tl.store(TAB + rows * stride_tt + h * KC_COLS + tl.arange(0, KC_COLS)[None, :], table_rows(x * scale, True),
+             mask=ok[:, None])

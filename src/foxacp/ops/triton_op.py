@@ -46,24 +46,18 @@ def _desc(t: Tensor, rows: int) -> TensorDescriptor:
     return TensorDescriptor(t, [total, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
-_TABLE_LIMIT = 3.0e4  # fp16 holds it; as a decay in q.k units it gives weights of exactly 0 in any float
+def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int) -> Tensor:
+    """The query table QC for blocks of ``block`` rows: (total_q, Hq, 16) fp16 (``triton_kernels.table_rows``).
 
-
-def _table(c_t: Tensor, lse: Tensor | None, problem: Problem, block: int) -> Tensor:
-    """A score table for blocks of ``block`` rows: KC over keys (``lse`` None) or QC over queries.
-
-    (total, Hq, 16) fp16, see ``triton_kernels.table_kernel``: the tensor-core product of a QC row and a KC
-    row adds both rows' values to q.k, so the kernels pay no per-score add for the gate (nor, in the
-    backward, the LSE).
+    The tensor-core product of a QC row and a KC row adds both rows' values to q.k, so the backward kernels
+    pay no per-score add for the gate nor the LSE. KC comes from the gate scan (``triton_gate.gate_scan``).
     """
-    heads, total = (c_t if lse is None else lse).shape
+    heads, total = lse.shape
     tab = torch.empty(total, heads, kern.KC_COLS.value, dtype=torch.float16, device=c_t.device)
-    length = problem.max_k if lse is None else problem.max_q
-    _, blocks, _ = _grid(1, length, block, 1)
-    kern.table_kernel[(problem.num_seqs * heads, blocks)](
-        c_t, c_t if lse is None else lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0),
-        0 if lse is None else lse.stride(0), tab.stride(0), 1.0 / problem.sm_scale, _TABLE_LIMIT,
-        H=heads, BLOCK=block, QUERY=lse is not None,
+    _, blocks, _ = _grid(1, problem.max_q, block, 1)
+    kern.qc_table_kernel[(problem.num_seqs * heads, blocks)](
+        c_t, lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0), lse.stride(0), tab.stride(0),
+        1.0 / problem.sm_scale, H=heads, BLOCK=block,
     )  # fmt: skip
     return tab
 
@@ -81,6 +75,7 @@ def _forward(
     k: Tensor,
     v: Tensor,
     c_t: Tensor,
+    kc: Tensor,
     problem: Problem,
     plan: AcpPlan | None,
     cfg: KernelConfig,
@@ -90,7 +85,6 @@ def _forward(
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
-    kc = _table(c_t, None, problem, b.block_n)  # on the forward's key blocks; the backward reuses it
     kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
         q, _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo, problem.cu_q,
         problem.cu_k, num_sh,
@@ -100,7 +94,7 @@ def _forward(
         BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
         **b.launch(),
     )  # fmt: skip
-    return o, lse, kc
+    return o, lse
 
 
 def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
@@ -115,7 +109,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
 
     # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
     # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads.
-    qc = _table(c_t, lse, problem, cfg.dq.block_m)
+    qc = _qc_table(c_t, lse, problem, cfg.dq.block_m)
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.dq
@@ -147,8 +141,8 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
 
 class _TritonForgettingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, log_fgate, c_t, problem, plan, cfg):
-        o, lse, kc = _forward(q, k, v, c_t, problem, plan, cfg)
+    def forward(ctx, q, k, v, log_fgate, c_t, kc, problem, plan, cfg):
+        o, lse = _forward(q, k, v, c_t, kc, problem, plan, cfg)
         ctx.save_for_backward(q, k, v, c_t, o, lse, kc)
         ctx.problem, ctx.plan, ctx.cfg = problem, plan, cfg
         return o
@@ -157,7 +151,7 @@ class _TritonForgettingAttention(torch.autograd.Function):
     def backward(ctx, do):
         q, k, v, c_t, o, lse, kc = ctx.saved_tensors
         dq, dk, dv, dg = _backward(do, q, k, v, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg)
-        return dq, dk, dv, dg, None, None, None, None
+        return dq, dk, dv, dg, None, None, None, None, None
 
 
 def triton_attention(
@@ -166,6 +160,7 @@ def triton_attention(
     v: Tensor,
     log_fgate: Tensor,
     c_t: Tensor,
+    kc: Tensor,
     problem: Problem,
     plan: AcpPlan | None,
     cfg: KernelConfig,
@@ -174,10 +169,11 @@ def triton_attention(
 
     Args:
         q: (total_q, Hq, D); k, v: (total_k, Hkv, D); log_fgate: (total_k, Hq) float32;
-        c_t: (Hq, total_k) float64, its per-sequence cumulative sum (``triton_gate.gate_scan``), not
-            differentiated: the gradient reaches ``log_fgate`` directly.
+        c_t: (Hq, total_k) float64, its per-sequence cumulative sum, and kc: (total_k, Hq, 16) fp16, the key
+            table on the forward's key blocks (both from ``triton_gate.gate_scan``), not differentiated: the
+            gradient reaches ``log_fgate`` directly.
     Returns:
         (total_q, Hq, D) in q's dtype; differentiable in q, k, v and log_fgate.
     """
     q, k, v = (_tma_ready(t) for t in (q, k, v))
-    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t.detach(), problem, plan, cfg)
+    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t.detach(), kc, problem, plan, cfg)
