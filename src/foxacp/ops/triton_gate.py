@@ -20,7 +20,7 @@ from torch import Tensor
 from .triton_kernels import KC_COLS, table_rows
 from .validate import Problem
 
-_CHUNK = 512  # rows per step of the scans; a multiple of every KC block
+_CHUNK = 1024  # rows per step of the scans (a multiple of every KC block): few serial steps per sequence
 
 
 @triton.jit
@@ -86,7 +86,8 @@ def gate_scan(log_fgate: Tensor, problem: Problem, kc_block: int) -> tuple[Tenso
     kc = torch.empty(total, heads, KC_COLS.value, dtype=torch.float16, device=log_fgate.device)
     gate_scan_kernel[(problem.num_seqs * heads,)](log_fgate, c_t, kc, problem.cu_k, log_fgate.stride(0),
                                                   log_fgate.stride(1), c_t.stride(0), kc.stride(0),
-                                                  1.0 / problem.sm_scale, H=heads, CHUNK=_CHUNK, KC_BLOCK=kc_block)
+                                                  1.0 / problem.sm_scale, H=heads, CHUNK=_CHUNK, KC_BLOCK=kc_block,
+                                                  num_warps=8)  # a (CHUNK, 16) table tile per step
     return c_t, kc
 
 
