@@ -1,10 +1,14 @@
-"""One device call: where the ACP time goes at short contexts (notes/kernels.md #28).
+"""One device call: where the ACP time goes at short contexts (notes/kernels.md #28-#30).
 
-1. Per-kernel device time (torch.profiler, mean of 5 steps) of fwd and fwd+bwd, exact and ACP, with the
-   do_bench median beside it (a median well above the kernels' sum means the host is the limit).
-2. ACP-only block variants (the table's blocks replaced for the ACP run), each checked against float64 first.
+Modes (any of them, in order; default profile and variants):
+  profile  - per-kernel device time (torch.profiler, mean of 5 steps) of fwd and fwd+bwd, exact and ACP, with
+             the do_bench median beside it (a median well above the kernels' sum means the host is the limit);
+  variants - ACP-only block variants (the table's blocks replaced for the ACP run), checked against float64;
+  windows  - every head at one window W: kernel time against loop iterations (the per-program cost, #29);
+  host     - host time per call and a cProfile of the ACP fwd+bwd at 12x64, 4k.
+The persistent-kernel comparison of #29 ran here as mode "persist": ``git show 38bd1ef:notes/exp/run_acp.py``.
 
-    PYTHONPATH=src:notes/exp python notes/exp/run_acp.py [profile] [variants]
+    PYTHONPATH=src:notes/exp python notes/exp/run_acp.py [profile] [variants] [windows] [host]
 """
 
 from __future__ import annotations
@@ -123,46 +127,6 @@ def run_variants() -> None:
         print(f"{name:15s} {T:6d} {mode:7s} {t:7.3f}  {err:.2f}")
 
 
-def run_persist() -> None:
-    """Experiment #29: src's backward kernels against persistent copies (``var_persist``), same blocks.
-
-    ``var_persist.py`` left the tree after the experiment: ``git show 38bd1ef:notes/exp/var_persist.py``.
-    """
-    import var_persist
-
-    from foxacp.ops.acp import make_plan
-
-    rows = []
-    for on in (False, True):
-        var_persist.use(on)
-        name = "persist" if on else "src"
-        err = run_fwd.worst_error()
-        print(f"== {name}: worst error / tol {err:.2f}", flush=True)
-        T, H, D = 4096, 24, 64
-        for W in (16, 256, None):
-            prof = GateProfile(min_window=W or 16.0, max_window_factor=(W or 16.0) / T)
-            g = synthetic_log_fgate(plan_batch(T), T, H, prof, seed=1, device="cuda")
-            q, k, v, do = (torch.randn(plan_batch(T), T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-            leaves = [t.requires_grad_() for t in (q, k, v, g)]
-            eps = None if W is None else -10.0
-            plan = None if W is None else make_plan(q, k, g, log_eps=eps, qk_bound=D**0.5)
-            its = iterations(plan, T)
-            kt = kernel_times(steps(leaves, do, D, eps)["fwdbwd"], leaves)
-            cells = "  ".join(f"{n[:4]} {kt[n]:.3f} ms {kt[n] * 1e3 / its[n] * 264:5.2f}" for n in its)
-            print(f"{name} W={W}: {cells}", flush=True)
-        for H, T in ((24, 4096), (24, 8192), (24, 16384), (12, 4096)):
-            leaves, do = inputs(H, 64, T)
-            for eps in (None, -10.0):
-                t = run_fwd.ms(steps(leaves, do, 64, eps)["fwdbwd"], leaves)
-                rows.append((name, H, T, eps is not None, t, err))
-                with (OUT / "acp_persist.jsonl").open("a") as fh:
-                    fh.write(json.dumps(rows[-1]) + "\n")
-    var_persist.use(False)
-    print("\nvariant   HxD     T   acp  fwd+bwd ms  err/tol")
-    for name, H, T, acp, t, err in rows:
-        print(f"{name:8s} {H:2d}x64 {T:6d} {acp:d} {t:10.3f}  {err:.2f}")
-
-
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     foxacp.set_value_checks(False)
@@ -173,7 +137,6 @@ def main() -> None:
             "variants": run_variants,
             "windows": run_windows,
             "host": run_host,
-            "persist": run_persist,
         }[part]()
 
 
