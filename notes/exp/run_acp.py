@@ -26,7 +26,6 @@ from torch.profiler import ProfilerActivity, profile
 
 import foxacp
 from foxacp.bench.gates import GateProfile, synthetic_log_fgate
-from foxacp.ops import config
 from foxacp.ops.config import Blocks
 
 OUT = Path(os.environ.get("OUT", "/tmp/exp_out"))
@@ -107,13 +106,7 @@ def run_profile() -> None:
 def run_variants() -> None:
     foxacp.set_value_checks(False)
     rows = []
-    for name, cfg in VARIANTS.items():
-        config._TABLE[run_fwd.KEY] = cfg
-        try:
-            err = run_fwd.worst_error()
-        except Exception as e:  # a shape that fails to compile or run: report and go on
-            print(name, "failed:", str(e).splitlines()[-1][:200], flush=True)
-            continue
+    for name, err in run_fwd.checked_configs(VARIANTS):
         for T in (4096, 8192):
             leaves, do = inputs(24, 64, T)
             for mode, fn in steps(leaves, do, 64, -10.0).items():
@@ -121,7 +114,6 @@ def run_variants() -> None:
                 print(json.dumps(rows[-1]), flush=True)
                 with (OUT / "acp_variants.jsonl").open("a") as fh:
                     fh.write(json.dumps(rows[-1]) + "\n")
-    config._TABLE[run_fwd.KEY] = BASE
     print("\nvariant          T    mode    acp ms  err/tol")
     for name, T, mode, t, err in rows:
         print(f"{name:15s} {T:6d} {mode:7s} {t:7.3f}  {err:.2f}")

@@ -15,7 +15,6 @@ import torch
 
 import foxacp
 from foxacp.bench.gates import GateProfile, synthetic_log_fgate
-from foxacp.ops import config
 from foxacp.ops.config import Blocks
 
 BASE = run_fwd.TABLE
@@ -32,13 +31,7 @@ VARIANTS = {  # around the table of notes #26 (dK/dV 64x64 at 3 stages, dQ at 3 
 def main() -> None:
     foxacp.set_value_checks(False)
     rows = []
-    for name, cfg in VARIANTS.items():
-        config._TABLE[run_fwd.KEY] = cfg
-        try:
-            err = run_fwd.worst_error()
-        except Exception as e:  # a shape that fails to compile or run: report and go on
-            print(name, "failed:", str(e).splitlines()[-1][:200], flush=True)
-            continue
+    for name, err in run_fwd.checked_configs(VARIANTS):
         for T in (16384, 4096):
             B, H, D = 32768 // T, 24, 64
             g = synthetic_log_fgate(B, T, H, GateProfile(), seed=1, device="cuda")
@@ -48,7 +41,6 @@ def main() -> None:
                 f = lambda: foxacp.forgetting_attention(*leaves, log_eps=eps, qk_bound=D**0.5)  # noqa: B023, E731
                 rows.append((name, T, int(eps is not None), run_fwd.ms(lambda: f().backward(do), leaves), err))  # noqa: B023
                 print(json.dumps(rows[-1]), flush=True)
-    config._TABLE[run_fwd.KEY] = BASE
     print("\nvariant          T    acp  fwd+bwd ms  err/tol")
     for name, T, acp, t, err in rows:
         print(f"{name:14s} {T:6d} {acp:3d} {t:10.3f}  {err:.2f}")

@@ -74,6 +74,22 @@ def worst_error() -> float:
     return worst  # as a fraction of each dtype's tolerance
 
 
+def checked_configs(variants: dict[str, config.KernelConfig]):
+    """Install each variant as the (9, 64) table entry, check it against float64, and yield (name, error / tol);
+    a variant that fails to compile or run is reported and skipped. The table entry is restored at the end."""
+    try:
+        for name, cfg in variants.items():
+            config._TABLE[KEY] = cfg
+            try:
+                err = worst_error()
+            except Exception as e:  # report and go on
+                print(name, "failed:", str(e).splitlines()[-1][:200], flush=True)
+                continue
+            yield name, err
+    finally:
+        config._TABLE[KEY] = TABLE
+
+
 def sdpa(B, T, H, D, backward: bool) -> float:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -91,10 +91,10 @@ def gate_scan(log_fgate: Tensor, problem: Problem, kc_block: int) -> tuple[Tenso
     return c_t, kc
 
 
-def gate_grad(dcq: Tensor, dck: Tensor, problem: Problem, dtype: torch.dtype = torch.float32) -> Tensor:
-    """dcq (Hq, total_q), dck (Hq, total_k) float32 -> the log forget gate's gradient (total_k, Hq) in ``dtype``."""
+def gate_grad(dcq: Tensor, dck: Tensor, problem: Problem) -> Tensor:
+    """dcq (Hq, total_q), dck (Hq, total_k) float32 -> the log forget gate's gradient (total_k, Hq) float32."""
     heads, total = dck.shape
-    dg = torch.empty(total, heads, dtype=dtype, device=dck.device)
+    dg = torch.empty(total, heads, dtype=torch.float32, device=dck.device)
     gate_grad_kernel[(problem.num_seqs * heads,)](dcq, dck, dg, problem.cu_q, problem.cu_k, dcq.stride(0),
                                                   dck.stride(0), dg.stride(0), H=heads, CHUNK=_CHUNK)
     return dg

@@ -176,4 +176,4 @@ def triton_attention(
         (total_q, Hq, D) in q's dtype; differentiable in q, k, v and log_fgate.
     """
     q, k, v = (_tma_ready(t) for t in (q, k, v))
-    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t.detach(), kc, problem, plan, cfg)
+    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t, kc, problem, plan, cfg)
