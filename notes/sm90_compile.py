@@ -4,7 +4,7 @@ Needs a Triton of the device's version in some Python (the kernels import nothin
     python3 -m venv /tmp/tr36 && /tmp/tr36/bin/pip install triton==3.6.0
     /tmp/tr36/bin/python notes/sm90_compile.py [path/to/kernels.py] [kernel ...]
 Environment: MAXNREG=160 compiles under that register cap; HIST=1 adds every opcode's count and the total;
-CONST=NAME=1,... sets a variant's extra integer constexprs.
+CONST=NAME=1,... sets a variant's extra integer constexprs; SHAPES=64x128w8s3,... the launch shapes.
 Per kernel and launch shape: registers, stack/local bytes, shared memory, and SASS counts of the instructions
 that matter here (HGMMA: Hopper tensor cores; MUFU.EX2: exp2; REDG/ATOMG: global atomics; LDL/STL: local memory;
 UTMALDG: TMA loads). Costs no device time; says nothing about speed.
@@ -35,7 +35,7 @@ def _sig(fn, dtypes: dict[str, str], constexprs: dict) -> dict[str, str]:
             sig[name] = "constexpr"
         elif name in dtypes:
             sig[name] = dtypes[name]
-        elif name.startswith("stride") or name in ("total", "num_sh"):
+        elif name.startswith("stride") or name in ("total", "num_sh", "seq_q", "seq_k"):
             sig[name] = "i32"
         elif name in ("qk_scale", "sm_scale"):
             sig[name] = "fp32"
@@ -129,7 +129,10 @@ def main() -> None:
     for name in names:
         fn = getattr(mod, name)
         base = name if name in shapes else name.rsplit("_", 1)[0] + "_kernel"
-        for bm, bn, w, s in shapes.get(base, shapes["dkdv_kernel"]):
+        todo = shapes.get(base, shapes["dkdv_kernel"])
+        if os.environ.get("SHAPES"):  # SHAPES=64x128w8s3,... replaces the list above
+            todo = [tuple(map(int, re.split("[xws]", x))) for x in os.environ["SHAPES"].split(",")]
+        for bm, bn, w, s in todo:
             cx = dict(HEAD_DIM=64, BLOCK_M=bm, BLOCK_N=bn, TILE_M=128, TILE_N=128, ACP=False, GROUP=1)
             cx.update({k: 24 for k in ("H", "HKV") if k in fn.arg_names})
             cx.update(QC_BLOCK=128, KC_BLOCK=128)  # QC on dQ's query blocks, KC on the forward's key blocks

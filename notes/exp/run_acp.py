@@ -32,13 +32,14 @@ OUT = Path(os.environ.get("OUT", "/tmp/exp_out"))
 BASE = run_fwd.TABLE
 VARIANTS = {
     "table": BASE,
-    "fwd128x64r160": dataclasses.replace(BASE, fwd=Blocks(128, 64, 4, 3, head_group=16, maxnreg=160)),
-    "fwdg4": dataclasses.replace(BASE, fwd=dataclasses.replace(BASE.fwd, head_group=4)),
-    "dkdv64x64s2": dataclasses.replace(BASE, dkdv=Blocks(64, 64, 4, 2, head_group=4)),
-    "dkdv32x64s3": dataclasses.replace(BASE, dkdv=Blocks(32, 64, 4, 3, head_group=4)),
-    "dkdvg1": dataclasses.replace(BASE, dkdv=Blocks(64, 64, 4, 3, head_group=1)),
-    "dq64x64s3": dataclasses.replace(BASE, dq=Blocks(64, 64, 4, 3, head_group=4)),
-    "dq128x64s2": dataclasses.replace(BASE, dq=Blocks(128, 64, 4, 2, head_group=4)),
+    # #31: fewer dK/dV programs (two warpgroups share each query block); dK/dV's key block must divide dQ's
+    "dkdv64x128w8+dq128x128w8": dataclasses.replace(
+        BASE, dkdv=Blocks(64, 128, 8, 3, head_group=4), dq=Blocks(128, 128, 8, 3, head_group=4)
+    ),
+    "dkdv64x128w8s2+dq128x128w8": dataclasses.replace(
+        BASE, dkdv=Blocks(64, 128, 8, 2, head_group=4), dq=Blocks(128, 128, 8, 3, head_group=4)
+    ),
+    "dq128x128w8": dataclasses.replace(BASE, dq=Blocks(128, 128, 8, 3, head_group=4)),
 }
 
 

@@ -46,6 +46,13 @@ def _desc(t: Tensor, rows: int) -> TensorDescriptor:
     return TensorDescriptor(t, [total, heads * dim], [t.stride(0), 1], [rows, dim])
 
 
+def _uniform(problem: Problem) -> dict:
+    """The kernels' sequence-length arguments: a uniform batch passes its lengths (no loads of the offsets)."""
+    if problem.uniform:
+        return dict(seq_q=problem.max_q, seq_k=problem.max_k, UNIFORM=True)
+    return dict(seq_q=0, seq_k=0, UNIFORM=False)
+
+
 def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int) -> Tensor:
     """The query table QC for blocks of ``block`` rows: (total_q, Hq, 16) fp16 (``triton_kernels.table_rows``).
 
@@ -57,7 +64,7 @@ def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int) -> Tensor:
     _, blocks, _ = _grid(1, problem.max_q, block, 1)
     kern.qc_table_kernel[(problem.num_seqs * heads, blocks)](
         c_t, lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0), lse.stride(0), tab.stride(0),
-        1.0 / problem.sm_scale, H=heads, BLOCK=block,
+        1.0 / problem.sm_scale, H=heads, BLOCK=block, **_uniform(problem),
     )  # fmt: skip
     return tab
 
@@ -92,7 +99,7 @@ def _forward(
         problem.sm_scale * _LOG2E,
         H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
         BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
-        **b.launch(),
+        **_uniform(problem), **b.launch(),
     )  # fmt: skip
     return o, lse
 
@@ -115,12 +122,10 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
     b = cfg.dq
     num_sh = problem.num_seqs * problem.heads_q
     kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
-        q, k, v, qc, kc, c_t, o, do, delta, dq, dcq, kv_lo, problem.cu_q, problem.cu_k, num_sh,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
-        o.stride(0), o.stride(1), do.stride(0), do.stride(1),
-        dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale, problem.sm_scale,
-        H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common,
-        **b.launch(),
+        q, _desc(k, b.block_n), _desc(v, b.block_n), qc, _desc(kc, b.block_n), c_t, o, do, delta, dq, dcq, kv_lo,
+        problem.cu_q, problem.cu_k, num_sh, q.stride(0), q.stride(1), qc.stride(0), o.stride(0), o.stride(1),
+        do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale,
+        problem.sm_scale, H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common, **b.launch(),
     )  # fmt: skip
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
@@ -131,7 +136,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
         problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n,
-        QC_BLOCK=cfg.dq.block_m, **common, **b.launch(),
+        QC_BLOCK=cfg.dq.block_m, **common, **_uniform(problem), **b.launch(),
     )  # fmt: skip
 
     # dL/dlog f: the reverse cumulative sum of dL/dc, where query i (at key position i + Lk - Lq) gains its

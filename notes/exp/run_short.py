@@ -1,0 +1,82 @@
+"""One device call: per-program costs of the kernels (notes/kernels.md #31), A/B of whole op versions.
+
+Variants: ``src`` (the op in the tree), ``src-loads`` (the same, but every batch takes its sequence bounds from
+the offsets in memory, as packed batches do), ``cfg-*`` (src with other blocks: ``CONFIGS``), and copies of
+an earlier ``triton_op.py`` under notes/exp (``prev_op.py``, ``prev_dqloads_op.py``: pointer-load dQ with and without the uniform bounds, over
+``prev_kernels.py``; untracked: they lived only for this A/B). Each is installed as
+``triton_op.triton_attention``, checked against float64 on the GPU, then timed (do_bench median, fwd+bwd,
+exact and ACP) in two interleaved rounds. (run21 also ran ``src-dqloads``: dQ alone with its bounds loaded,
+since adopted in the tree.)
+
+    PYTHONPATH=src:notes/exp python notes/exp/run_short.py [variant ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import run_acp
+import run_fwd
+
+import foxacp
+from foxacp.ops import config, triton_op
+from foxacp.ops.acp import make_plan
+from foxacp.ops.config import Blocks
+
+OUT = Path(os.environ.get("OUT", "/tmp/exp_out"))
+SRC = triton_op.triton_attention
+UNIFORM = triton_op._uniform
+SHAPES = [(24, 64, 4096), (24, 64, 8192), (24, 64, 16384), (16, 64, 4096), (12, 64, 4096)]
+
+
+CONFIGS = {"cfg-dq128x64s2": dataclasses.replace(run_fwd.TABLE, dq=Blocks(128, 64, 4, 2, head_group=4))}
+
+
+def use(name: str) -> None:
+    src = name.startswith(("src", "cfg"))
+    triton_op.triton_attention = SRC if src else importlib.import_module(name).triton_attention
+    triton_op._uniform = (lambda p: dict(seq_q=0, seq_k=0, UNIFORM=False)) if name == "src-loads" else UNIFORM
+    config._TABLE[run_fwd.KEY] = CONFIGS.get(name, run_fwd.TABLE)
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    foxacp.set_value_checks(False)
+    names = sys.argv[1:] or ["prev_op", "prev_dqloads_op", "src", "src-loads"]
+    for name in names:
+        use(name)
+        print(f"{name}: worst error / tol {run_fwd.worst_error():.2f}", flush=True)
+    rows = []
+    for H, D, T in SHAPES:
+        leaves, do = run_acp.inputs(H, D, T)
+        saving = make_plan(*leaves[:2], leaves[3], log_eps=-10.0, qk_bound=D**0.5).stats.flop_saving
+        for rnd in range(2):
+            for name in names:
+                use(name)
+                t = {eps: run_fwd.ms(run_acp.steps(leaves, do, D, eps)["fwdbwd"], leaves) for eps in (None, -10.0)}
+                ratio = t[-10.0] / (1.15 * (1 - saving) * t[None])
+                rows.append(dict(variant=name, H=H, D=D, T=T, round=rnd, exact=t[None], acp=t[-10.0], saving=saving,
+                                 ratio=ratio))  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+    with (OUT / "short.jsonl").open("w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    leaves, do = run_acp.inputs(24, 64, 4096)
+    for name in names:
+        use(name)
+        for eps in (None, -10.0):
+            kt = run_acp.kernel_times(run_acp.steps(leaves, do, 64, eps)["fwdbwd"], leaves)
+            cells = "  ".join(f"{k[:4]} {kt[k]:.3f}" for k in ("fwd_kernel", "dq_kernel", "dkdv_kernel"))
+            print(f"profile 24x64 4k {name:15s} eps={eps}: {cells}", flush=True)
+    print("\nvariant          HxD      T  rnd  exact ms  acp ms  saving  acp/(1.15(1-s)exact)")
+    for r in rows:
+        print(f"{r['variant']:15s} {r['H']}x{r['D']} {r['T']:6d}  {r['round']}   {r['exact']:7.3f} {r['acp']:7.3f}  "
+              f"{r['saving']:.3f}  {r['ratio']:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
