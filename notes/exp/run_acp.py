@@ -44,7 +44,7 @@ VARIANTS = {
 
 
 def inputs(H: int, D: int, T: int):
-    B = 32768 // T
+    B = max(1, 32768 // T)
     g = synthetic_log_fgate(B, T, H, GateProfile(), seed=1, device="cuda")
     q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     return [t.requires_grad_() for t in (q, k, v, g)], do

@@ -34,7 +34,15 @@ UNIFORM = triton_op._uniform
 SHAPES = [(24, 64, 4096), (24, 64, 8192), (24, 64, 16384), (16, 64, 4096), (12, 64, 4096)]
 
 
-CONFIGS = {"cfg-dq128x64s2": dataclasses.replace(run_fwd.TABLE, dq=Blocks(128, 64, 4, 2, head_group=4))}
+CONFIGS = {
+    "cfg-dq128x64s2": dataclasses.replace(run_fwd.TABLE, dq=Blocks(128, 64, 4, 2, head_group=4)),
+    "cfg-fwdg32": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=32)),
+    "cfg-fwdg8": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=8)),
+}
+# MODE=fwd SHAPES=24x64x65536,...: time the forward alone at these shapes (the 64k forward of #31)
+MODE = os.environ.get("MODE", "fwdbwd")
+if os.environ.get("SHAPES"):
+    SHAPES = [tuple(int(x) for x in sh.split("x")) for sh in os.environ["SHAPES"].split(",")]
 
 
 def use(name: str) -> None:
@@ -58,7 +66,7 @@ def main() -> None:
         for rnd in range(2):
             for name in names:
                 use(name)
-                t = {eps: run_fwd.ms(run_acp.steps(leaves, do, D, eps)["fwdbwd"], leaves) for eps in (None, -10.0)}
+                t = {eps: run_fwd.ms(run_acp.steps(leaves, do, D, eps)[MODE], leaves) for eps in (None, -10.0)}
                 ratio = t[-10.0] / (1.15 * (1 - saving) * t[None])
                 rows.append(dict(variant=name, H=H, D=D, T=T, round=rnd, exact=t[None], acp=t[-10.0], saving=saving,
                                  ratio=ratio))  # fmt: skip
