@@ -6,7 +6,8 @@ Modes (any of them, in order; default profile and variants):
   variants - ACP-only block variants (the table's blocks replaced for the ACP run), checked against float64;
   windows  - every head at one window W: kernel time against loop iterations (the per-program cost, #29);
   host     - host time per call and a cProfile of the ACP fwd+bwd at 12x64, 4k.
-The persistent-kernel comparison of #29 ran here as mode "persist": ``git show 38bd1ef:notes/exp/run_acp.py``.
+The persistent-kernel comparison of #29 ran here as mode "persist": ``git show 38bd1ef:notes/exp/run_acp.py``;
+run12's ACP-only variants (#29) are in ``git show 3516f1f:notes/exp/run_acp.py``, the ones here are #31's.
 
     PYTHONPATH=src:notes/exp python notes/exp/run_acp.py [profile] [variants] [windows] [host]
 """

@@ -1,12 +1,12 @@
 """One device call: per-program costs of the kernels (notes/kernels.md #31), A/B of whole op versions.
 
-Variants: ``src`` (the op in the tree), ``src-loads`` (the same, but every batch takes its sequence bounds from
-the offsets in memory, as packed batches do), ``cfg-*`` (src with other blocks: ``CONFIGS``), and copies of
-an earlier ``triton_op.py`` under notes/exp (``prev_op.py``, ``prev_dqloads_op.py``: pointer-load dQ with and without the uniform bounds, over
-``prev_kernels.py``; untracked: they lived only for this A/B). Each is installed as
-``triton_op.triton_attention``, checked against float64 on the GPU, then timed (do_bench median, fwd+bwd,
-exact and ACP) in two interleaved rounds. (run21 also ran ``src-dqloads``: dQ alone with its bounds loaded,
-since adopted in the tree.)
+Variants: ``src`` (the op in the tree), ``src-loads`` (the same, but every batch loads its sequence bounds
+from the offsets in memory, as packed batches do), ``cfg-*`` (src with other blocks: ``CONFIGS``), and any
+module under notes/exp with a ``triton_attention``: run20 compared copies of the op between the two changes
+of #31 (since removed), run23 3516f1f's op, restored for the call as ``prev_op.py`` over ``prev_kernels.py``
+(``git show 3516f1f:src/foxacp/ops/triton_op.py`` with its imports made absolute). Each is installed as ``triton_op.triton_attention``, checked against float64 on the
+GPU, then timed (do_bench median, exact and ACP) in two interleaved rounds; MODE=fwd times the forward alone
+and SHAPES=HxDxT,... replaces the shapes.
 
     PYTHONPATH=src:notes/exp python notes/exp/run_short.py [variant ...]
 """
@@ -39,7 +39,6 @@ CONFIGS = {
     "cfg-fwdg32": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=32)),
     "cfg-fwdg8": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=8)),
 }
-# MODE=fwd SHAPES=24x64x65536,...: time the forward alone at these shapes (the 64k forward of #31)
 MODE = os.environ.get("MODE", "fwdbwd")
 if os.environ.get("SHAPES"):
     SHAPES = [tuple(int(x) for x in sh.split("x")) for sh in os.environ["SHAPES"].split(",")]
@@ -48,14 +47,15 @@ if os.environ.get("SHAPES"):
 def use(name: str) -> None:
     src = name.startswith(("src", "cfg"))
     triton_op.triton_attention = SRC if src else importlib.import_module(name).triton_attention
-    triton_op._uniform = (lambda p: dict(seq_q=0, seq_k=0, UNIFORM=False)) if name == "src-loads" else UNIFORM
+    packed = lambda p: UNIFORM(dataclasses.replace(p, uniform=False))  # noqa: E731
+    triton_op._uniform = packed if name == "src-loads" else UNIFORM
     config._TABLE[run_fwd.KEY] = CONFIGS.get(name, run_fwd.TABLE)
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     foxacp.set_value_checks(False)
-    names = sys.argv[1:] or ["prev_op", "prev_dqloads_op", "src", "src-loads"]
+    names = sys.argv[1:] or ["src", "src-loads"]
     for name in names:
         use(name)
         print(f"{name}: worst error / tol {run_fwd.worst_error():.2f}", flush=True)
