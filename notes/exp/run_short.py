@@ -1,6 +1,7 @@
 """One device call: per-program costs of the kernels (notes/kernels.md #31), A/B of whole op versions.
 
-Variants: ``src`` (the op in the tree), ``src-loads`` (the same, but every batch loads its sequence bounds
+Variants: ``src`` (the op in the tree), ``*-flip`` (any variant on the same inputs with the heads' gates in
+reverse order: the program order changes, the work does not), ``src-loads`` (the same, but every batch loads its sequence bounds
 from the offsets in memory, as packed batches do), ``cfg-*`` (src with other blocks: ``CONFIGS``), and any
 module under notes/exp with a ``triton_attention``: run20 compared copies of the op between the two changes
 of #31 (since removed), run23 3516f1f's op, restored for the call as ``prev_op.py`` over ``prev_kernels.py``
@@ -38,13 +39,24 @@ CONFIGS = {
     "cfg-dq128x64s2": dataclasses.replace(run_fwd.TABLE, dq=Blocks(128, 64, 4, 2, head_group=4)),
     "cfg-fwdg32": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=32)),
     "cfg-fwdg8": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=8)),
+    "cfg-fwdg4": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=4)),
+    "cfg-fwdg2": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=2)),
+    "cfg-dqg16": dataclasses.replace(run_fwd.TABLE, dq=dataclasses.replace(run_fwd.TABLE.dq, head_group=16)),
 }
 MODE = os.environ.get("MODE", "fwdbwd")
 if os.environ.get("SHAPES"):
     SHAPES = [tuple(int(x) for x in sh.split("x")) for sh in os.environ["SHAPES"].split(",")]
 
 
+def flipped(leaves):
+    """The same inputs with the heads' gates in reverse order: the synthetic profile's slowest-forgetting
+    (heaviest) heads come first in the grid. Same work, other program order (variants named ``*-flip``)."""
+    q, k, v, g = leaves
+    return [q, k, v, g.detach().flip(-1).contiguous().requires_grad_()]
+
+
 def use(name: str) -> None:
+    name = name.removesuffix("-flip")
     src = name.startswith(("src", "cfg"))
     triton_op.triton_attention = SRC if src else importlib.import_module(name).triton_attention
     packed = lambda p: UNIFORM(dataclasses.replace(p, uniform=False))  # noqa: E731
@@ -63,10 +75,12 @@ def main() -> None:
     for H, D, T in SHAPES:
         leaves, do = run_acp.inputs(H, D, T)
         saving = make_plan(*leaves[:2], leaves[3], log_eps=-10.0, qk_bound=D**0.5).stats.flop_saving
+        by_order = {False: leaves, True: flipped(leaves)}
         for rnd in range(2):
             for name in names:
                 use(name)
-                t = {eps: run_fwd.ms(run_acp.steps(leaves, do, D, eps)[MODE], leaves) for eps in (None, -10.0)}
+                lv = by_order[name.endswith("-flip")]
+                t = {eps: run_fwd.ms(run_acp.steps(lv, do, D, eps)[MODE], lv) for eps in (None, -10.0)}
                 ratio = t[-10.0] / (1.15 * (1 - saving) * t[None])
                 rows.append(dict(variant=name, H=H, D=D, T=T, round=rnd, exact=t[None], acp=t[-10.0], saving=saving,
                                  ratio=ratio))  # fmt: skip
@@ -74,10 +88,12 @@ def main() -> None:
     with (OUT / "short.jsonl").open("w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
     leaves, do = run_acp.inputs(24, 64, 4096)
+    by_order = {False: leaves, True: flipped(leaves)}
     for name in names:
         use(name)
+        lv = by_order[name.endswith("-flip")]
         for eps in (None, -10.0):
-            kt = run_acp.kernel_times(run_acp.steps(leaves, do, 64, eps)["fwdbwd"], leaves)
+            kt = run_acp.kernel_times(run_acp.steps(lv, do, 64, eps)["fwdbwd"], lv)
             cells = "  ".join(f"{k[:4]} {kt[k]:.3f}" for k in ("fwd_kernel", "dq_kernel", "dkdv_kernel"))
             print(f"profile 24x64 4k {name:15s} eps={eps}: {cells}", flush=True)
     print("\nvariant          HxD      T  rnd  exact ms  acp ms  saving  acp/(1.15(1-s)exact)")

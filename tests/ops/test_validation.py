@@ -125,6 +125,19 @@ def test_launch_grid_limit():
         _grid(1, 65536 * 64 + 1, 64, 8)
 
 
+def test_head_group_fits_half_the_l2(monkeypatch):
+    from foxacp.ops import config
+    from foxacp.ops.config import Blocks
+
+    monkeypatch.setattr(config, "_l2_bytes", lambda index: 50 * 2**20)
+    monkeypatch.setattr(config, "interpreting", lambda: False)
+    gpu, row = torch.device("cuda", 0), 288  # 24x64 bf16: K, V and a table row
+    assert [config.head_group(Blocks(64, 64, head_group=32), gpu, t, row) for t in (4096, 16384, 65536)] == [16, 4, 1]
+    assert config.head_group(Blocks(64, 64, head_group=32), gpu, 2**22, row) == 1  # never below one pair
+    assert config.head_group(Blocks(64, 64, head_group=3), gpu, 128, row) == 3  # at most head_group
+    assert config.head_group(Blocks(64, 64, head_group=3), torch.device("cpu"), 2**22, row) == 3  # CPU: as given
+
+
 def test_blocks_launch_options():
     from foxacp.ops.config import Blocks
 

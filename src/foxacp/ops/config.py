@@ -7,6 +7,7 @@ exactly the same entries.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -17,10 +18,10 @@ TRITON_HEAD_DIMS = (16, 32, 64, 128)
 
 @dataclass(frozen=True)
 class Blocks:
-    """One kernel's launch shape: query rows x key columns per program, warps, pipeline stages, how many
-    (sequence, head) pairs run side by side (block by block, heaviest first: few enough that their K/V or
-    Q/dO stay in L2, enough to fill the GPU when heavy blocks are scarce), and an optional register cap per
-    thread (more programs per multiprocessor, at the price of spills)."""
+    """One kernel's launch shape: query rows x key columns per program, warps, pipeline stages, at most how
+    many (sequence, head) pairs run side by side (block by block, heaviest first; ``head_group`` picks the
+    number), and an optional register cap per thread (more programs per multiprocessor, at the price of
+    spills)."""
 
     block_m: int
     block_n: int
@@ -75,18 +76,39 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
     (9, 64): KernelConfig(
         128,
         128,
-        Blocks(128, 128, 8, 2, head_group=16, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #27)
-        Blocks(64, 64, 4, 3, head_group=4),  # notes #26
-        Blocks(128, 64, 4, 3, head_group=4),
+        Blocks(128, 128, 8, 2, head_group=32, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #27)
+        Blocks(64, 64, 4, 3, head_group=32),  # notes #26
+        Blocks(128, 64, 4, 3, head_group=32),
     ),
     (9, 128): KernelConfig(
         128,
         128,
-        Blocks(128, 64, 8, 2, head_group=16, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #22)
-        Blocks(32, 64, 4, 3),
-        Blocks(64, 64, 4, 2, head_group=4),
+        Blocks(128, 64, 8, 2, head_group=32, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #22)
+        Blocks(32, 64, 4, 3, head_group=32),
+        Blocks(64, 64, 4, 2, head_group=32),
     ),
 }
+
+
+@functools.lru_cache
+def _l2_bytes(index: int) -> int:
+    return getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 50 * 2**20)
+
+
+def head_group(blocks: Blocks, device: torch.device, seq_len: int, row_bytes: int) -> int:
+    """How many (sequence, head) pairs a kernel runs side by side, block by block, heaviest first.
+
+    On a GPU: the largest power of two, at most ``blocks.head_group``, whose pairs' streamed rows (``seq_len``
+    rows of ``row_bytes``: K and V, or Q and dO, and a score-table row) fit in half the L2 cache, so that a
+    pair's streamed blocks are re-read from L2 by its other programs. More pairs side by side balance the
+    load better (the light programs of pruned heads fill in behind heavy ones); fewer keep L2 hits. Measured
+    best on an H100 at 24x64 (notes/kernels.md #32): 16-32 pairs at 4k, 4-16 at 16k, 1-4 at 64k; this rule
+    gives 16, 4 and 1. On the CPU (interpreter): ``blocks.head_group``.
+    """
+    if device.type != "cuda" or interpreting():
+        return blocks.head_group
+    fit = max(1, _l2_bytes(device.index or 0) // 2 // max(1, seq_len * row_bytes))
+    return min(blocks.head_group, 1 << (fit.bit_length() - 1))
 
 
 def kernel_config(device: torch.device, head_dim: int) -> KernelConfig:

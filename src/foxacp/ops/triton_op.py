@@ -10,7 +10,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import triton_kernels as kern
 from .acp import AcpPlan
-from .config import KernelConfig
+from .config import Blocks, KernelConfig, head_group
 from .triton_gate import gate_grad
 from .validate import Problem
 
@@ -27,6 +27,13 @@ def _grid(num_sh: int, length: int, block: int, head_group: int) -> tuple[int, i
         raise ValueError(f"a sequence of {length} tokens needs {blocks} blocks of {block}; at most 65535 fit a launch")
     group = max(min(head_group, num_sh), math.ceil(num_sh / 65535))
     return (group, blocks, math.ceil(num_sh / group))
+
+
+def _heads(b: Blocks, t: Tensor, length: int, heads: int = 1) -> int:
+    """Pairs side by side for a kernel with blocks ``b`` whose (sequence, head) pair streams ``length`` rows
+    of two tensors like ``t`` (K and V, or Q and dO) and of a score table, for ``heads`` heads each."""
+    row_bytes = 2 * t.shape[2] * t.element_size() + 2 * kern.KC_COLS.value
+    return head_group(b, t.device, length, row_bytes * heads)
 
 
 def _tma_ready(t: Tensor) -> Tensor:
@@ -92,7 +99,7 @@ def _forward(
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
-    kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
+    kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
         q, _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo, problem.cu_q,
         problem.cu_k, num_sh,
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
@@ -121,7 +128,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.dq
     num_sh = problem.num_seqs * problem.heads_q
-    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, b.head_group)](
+    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
         q, _desc(k, b.block_n), _desc(v, b.block_n), qc, _desc(kc, b.block_n), c_t, o, do, delta, dq, dcq, kv_lo,
         problem.cu_q, problem.cu_k, num_sh, q.stride(0), q.stride(1), qc.stride(0), o.stride(0), o.stride(1),
         do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale,
@@ -131,7 +138,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
     b = cfg.dkdv
     num_sh = problem.num_seqs * problem.heads_kv
-    kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, b.head_group)](
+    kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, _heads(b, q, problem.max_q, problem.group))](
         _desc(q, b.block_m), k, v, kc, c_t, _desc(do, b.block_m), _desc(qc, b.block_m), delta, dk, dv, dck, q_hi,
         problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
