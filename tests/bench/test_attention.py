@@ -26,6 +26,8 @@ def test_parse_args():
         parse_args(["--rows", "nope"])
     with pytest.raises(SystemExit):
         parse_args(["--heads", "7"])
+    with pytest.raises(SystemExit):
+        parse_args(["--rounds", "0"])
 
 
 def test_rel_err_nan_never_passes():
@@ -100,6 +102,21 @@ def test_cpu_run_writes_results(tmp_path):
     assert rows["sdpa-cudnn", 128, "fwd"]["status"] == "skipped"  # no cuDNN on the CPU: a note, no crash
     assert rows["flex-fox-acp", 256, "fwd"]["vs_exact_rel_err"] < 2e-2
     assert rows["fla-fox", 256, "fwd"]["status"] in ("ok", "skipped")
+
+
+def test_rounds_interleave_rows_and_keep_the_median(tmp_path):
+    calls = []
+
+    def timer(fn, grad_to_none=None):
+        calls.append(fn)
+        return float(len(calls))  # 1, 2, 3, ...: each row's rounds differ
+
+    args = [*CPU_RUN, "--contexts", "128", "--modes", "fwd", "--rows", "foxacp-exact,sdpa-flash", "--rounds", "3"]
+    assert main([*args, "--results-dir", str(tmp_path)], timer=timer) == 0
+    rows = {r["row"]: r for r in json.loads(next(tmp_path.glob("*.json")).read_text())["rows"]}
+    # round-major, rows in report order: flash 1, exact 2, flash 3, exact 4, flash 5, exact 6
+    assert rows["sdpa-flash"]["ms_rounds"] == [1.0, 3.0, 5.0] and rows["sdpa-flash"]["ms"] == 3.0
+    assert rows["foxacp-exact"]["ms_rounds"] == [2.0, 4.0, 6.0] and rows["foxacp-exact"]["ms"] == 4.0
 
 
 def test_cpu_run_with_recorded_gates(tmp_path):

@@ -11,7 +11,8 @@ with `python -m foxacp.bench.report A.json B.json --stem NAME`.
 Shapes: the 125M / 360M / 760M models (12, 16, 24 heads of dim 64) and 12 heads of dim 128; 32k tokens
 per batch (B = 32768 // T, at least 1); bf16; contexts 4k-16k forward and forward+backward, 32k and 64k
 forward only. Each time is the median of triton.testing.do_bench after a warm-up call (compilation and
-autotuning happen there).
+autotuning happen there), and each row is timed in `--rounds` interleaved rounds (every row once per round)
+whose median it reports: the GPU's clock drifts within a run, and ACP and exact are compared row to row.
 
 Inputs: q and k rows have unit RMS (||q|| = sqrt(D)), as after QK-norm with gains 1, so the ACP logit
 bound is U = sqrt(D) (`--qk-bound static`, passed to the op; `--qk-bound data` lets the op derive it
@@ -34,6 +35,7 @@ import argparse
 import math
 import re
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -202,7 +204,7 @@ def run_shape(
     """Check and time every selected row at one shape; returns the rows (also when a peer is skipped)."""
     batch = max(1, args.tokens // seqlen)
     if out_of_time():
-        progress(f"{heads}x{head_dim} T={seqlen}: time budget spent", len(modes) * len(names))
+        progress(f"{heads}x{head_dim} T={seqlen}: time budget spent", len(modes) * len(names) * args.rounds)
         note = {"status": "skipped", "note": "time budget spent"}
         return [Row(n, heads, head_dim, batch, seqlen, m, **note) for m in modes for n in names]
     device = torch.device(args.device)
@@ -258,33 +260,42 @@ def run_shape(
             status = "failed" if name in FOXACP_ROWS else "skipped"
             mark(name, status, _reason(e))
 
+    # Rounds: every row is timed once per round, rounds one after another, and keeps the median. The GPU's
+    # clock drifts within a run (a row timed 7.4 ms once and 6.2 ms a minute later, same kernels), so rows
+    # compared with each other (ACP against exact) are timed side by side several times.
     exact_out = None
-    for mode in modes:
-        for name in names:
-            row, peer = rows[name, mode], peers.get(name)
-            progress(f"{heads}x{head_dim} T={seqlen} {mode} {name}")
-            if peer is None:
-                continue
-            if out_of_time():
-                row.status, row.note = "skipped", "time budget spent"
-                continue
-            row.flop_saving = peer.flop_saving
-            fwdbwd = mode == "fwdbwd"
-            try:
-                fn = peer.fwdbwd if fwdbwd else peer.fwd
-                row.ms = timer(fn, grad_to_none=peer.leaves if fwdbwd else None)
-                if peer.search is not None:
-                    row.search_host_ms = timer(peer.search)
-                    row.search_ms = timer(graphed(peer.search)) if args.device == "cuda" else row.search_host_ms
-                if not fwdbwd and name == "foxacp-exact":
-                    exact_out = peer.output()
-                if not fwdbwd and name in FOX_PEERS and exact_out is not None:
-                    row.vs_exact_rel_err = rel_err(peer.output(), exact_out)
-            except Exception as e:  # record and go on (OOM, compile errors, ...)
-                row.status = "failed" if name in FOXACP_ROWS else "skipped"
-                row.note, row.ms = _reason(e), None
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+    times: dict[tuple[str, str], list[float]] = {}
+    for rnd in range(args.rounds):
+        for mode in modes:
+            for name in names:
+                row, peer, key = rows[name, mode], peers.get(name), (name, mode)
+                progress(f"{heads}x{head_dim} T={seqlen} {mode} {name} ({rnd + 1}/{args.rounds})")
+                if peer is None or row.status != "ok":
+                    continue
+                if out_of_time():
+                    if key not in times:
+                        row.status, row.note = "skipped", "time budget spent"
+                    continue
+                row.flop_saving = peer.flop_saving
+                fwdbwd = mode == "fwdbwd"
+                try:
+                    fn = peer.fwdbwd if fwdbwd else peer.fwd
+                    times.setdefault(key, []).append(timer(fn, grad_to_none=peer.leaves if fwdbwd else None))
+                    row.ms, row.ms_rounds = statistics.median(times[key]), list(times[key])
+                    if rnd > 0:
+                        continue
+                    if peer.search is not None:
+                        row.search_host_ms = timer(peer.search)
+                        row.search_ms = timer(graphed(peer.search)) if args.device == "cuda" else row.search_host_ms
+                    if not fwdbwd and name == "foxacp-exact":
+                        exact_out = peer.output()
+                    if not fwdbwd and name in FOX_PEERS and exact_out is not None:
+                        row.vs_exact_rel_err = rel_err(peer.output(), exact_out)
+                except Exception as e:  # record and go on (OOM, compile errors, ...)
+                    row.status = "failed" if name in FOXACP_ROWS else "skipped"
+                    row.note, row.ms = _reason(e), None
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
     return list(rows.values())
 
 
@@ -349,6 +360,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="triton", help="foxacp backend for its rows")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms")
     p.add_argument("--rep", type=int, default=100, help="do_bench measuring time, ms")
+    p.add_argument("--rounds", type=int, default=3, help="time every row this often, interleaved; keep the median")
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds; 0 = none")
     p.add_argument("--results-dir", type=Path, default=Path("bench/results"))
     p.add_argument("--out", type=Path, help="also copy the result files here")
@@ -375,6 +387,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--configs/--heads/--head-dim select no head config")
     if not args.modes:
         p.error("--modes must name fwd and/or fwdbwd")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     return args
 
 
@@ -418,14 +432,14 @@ def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | 
             if gates is None
             else f"{args.gates} layer {args.layer or 0}, shape {tuple(gates.shape)}, tiled/cropped"
         ),
-        "do_bench": f"warmup {args.warmup} ms, rep {args.rep} ms, median",
+        "do_bench": f"warmup {args.warmup} ms, rep {args.rep} ms, median; median of {args.rounds} interleaved rounds",
         "checks": "off" if args.no_check else f"float64 reference, tol {args.tol}",
         "gate value checks": "on (one host sync per call)" if args.value_checks else "off (as in the trainer)",
     }
     stem = _stem(meta, args.tag)
     shapes = [(h, d, t) for h, d in args.configs for t in args.contexts]
     modes_at = {t: [m for m in args.modes if m == "fwd" or t <= args.max_bwd_context] for t in args.contexts}
-    total = sum(len(modes_at[t]) * len(args.rows) for _, _, t in shapes)
+    total = sum(len(modes_at[t]) * len(args.rows) for _, _, t in shapes) * args.rounds
     start = time.monotonic()
     out_of_time = lambda: bool(args.time_budget) and time.monotonic() - start > args.time_budget
     rows: list[Row] = []

@@ -46,6 +46,7 @@ class Row:
 
     status: "ok", "skipped" (peer unavailable or over the time budget; reason in note) or "failed".
     flop_saving: fraction of causal tiles not visited (0 for dense rows, None where unknown).
+    ms: the median of ms_rounds, the row's do_bench medians in interleaved rounds.
     search_ms: device time of the boundary search alone (ACP rows; CUDA-graph replay), else None.
     search_host_ms: the same search called eagerly (includes Python and launch overhead on the host).
     ref_rel_err: foxacp rows: the worst relative error against the float64 reference at this shape.
@@ -60,6 +61,7 @@ class Row:
     mode: str
     status: str = "ok"
     ms: float | None = None
+    ms_rounds: list[float] = field(default_factory=list)
     flop_saving: float | None = None
     search_ms: float | None = None
     search_host_ms: float | None = None
@@ -155,7 +157,8 @@ def markdown(rows: Sequence[Row], meta: dict) -> str:
     lines += [f"- {k}: {v}" for k, v in meta.get("settings", {}).items()]
     lines += [
         "",
-        "ms: median of triton.testing.do_bench. FLOPs: causal, fwd = 4*B*H*T^2*D/2, fwd+bwd = 3.5x fwd. "
+        "ms: median of triton.testing.do_bench, then the median over interleaved rounds (every row once per "
+        "round). FLOPs: causal, fwd = 4*B*H*T^2*D/2, fwd+bwd = 3.5x fwd. "
         "TFLOP/s visited = dense causal FLOPs x (1 - saving) / time. search: device time of the boundary "
         "search (CUDA-graph replay) as a share of the row's time; the eager call's host time is in the JSON "
         "(search_host_ms). vs cuDNN: time / dense causal cuDNN time (< 1 is faster).",
