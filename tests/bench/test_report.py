@@ -36,13 +36,14 @@ def _rows():
         Row("sdpa-cudnn", **shape, ms=4.0, flop_saving=0.0),
         Row("foxacp-acp", **shape, ms=2.0, flop_saving=0.6, search_ms=0.1, ref_rel_err=3e-3),
         Row("fla-fox", **shape, status="skipped", note="fla not importable"),
+        Row("foxacp-exact", **shape, ms=3.9, flop_saving=0.0),
     ]
 
 
 def test_derive():
     rows = _rows()
     derive(rows)
-    cudnn, acp, fla = (r.derived for r in rows)
+    cudnn, acp, fla, exact = (r.derived for r in rows)
     flops = causal_attention_flops(8, 24, 4096, 64, "fwdbwd")
     assert acp["flops_dense_causal"] == flops
     assert acp["tflops_dense_equiv"] == pytest.approx(flops / 2e-3 / 1e12)
@@ -50,6 +51,7 @@ def test_derive():
     assert acp["search_share"] == pytest.approx(0.05)
     assert acp["vs_cudnn"] == pytest.approx(0.5) and cudnn["vs_cudnn"] == pytest.approx(1.0)
     assert "tflops_dense_equiv" not in fla
+    assert acp["vs_bound"] == pytest.approx(2.0 / (1.15 * 0.4 * 3.9 + 0.1)) and "vs_bound" not in exact
 
 
 def test_git_commit(tmp_path):
@@ -65,7 +67,7 @@ def test_results_files_name_device_versions_commit(tmp_path):
     data = json.loads(json_path.read_text())
     for key in ("device", "torch", "triton", "date", "commit"):
         assert data["meta"][key], key
-    assert len(data["rows"]) == 3 and data["rows"][1]["derived"]["vs_cudnn"] == pytest.approx(0.5)
+    assert len(data["rows"]) == 4 and data["rows"][1]["derived"]["vs_cudnn"] == pytest.approx(0.5)
     md = md_path.read_text()
     for text in (meta["device"], meta["torch"], meta["triton"], meta["date"], "commit", "fla not importable"):
         assert text in md
@@ -83,7 +85,8 @@ def test_merge_runs(tmp_path):
     write_results(b, meta, tmp_path, "b")
     files = merge([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "m", "merged")
     data = json.loads(files[0].read_text())
-    assert [r["row"] for r in data["rows"]] == ["sdpa-cudnn", "foxacp-acp", "fla-fox"]
+    assert [r["row"] for r in data["rows"]] == ["sdpa-cudnn", "foxacp-acp", "fla-fox", "foxacp-exact"]
+    assert data["rows"][1]["derived"]["vs_bound"] == pytest.approx(2.0 / (1.15 * 0.4 * 3.9 + 0.1))  # across files
     assert data["meta"]["merged_from"] == ["a.json", "b.json"] and files[-1].suffix == ".png"
     write_results(b, {**meta, "commit": "other"}, tmp_path, "c")
     with pytest.raises(ValueError, match="commit"):
