@@ -46,15 +46,15 @@ from torch import Tensor
 
 from .gates import GateProfile, fit_log_fgate, load_log_fgate, synthetic_log_fgate
 from .peers import PEERS, Inputs, Peer, Unavailable, qknorm_bound
-from .report import Row, environment, plot, summary, write_results
+from .report import ACP_ROW, EXACT_ROW, Row, environment, plot, summary, write_results
 
 CONFIGS = ((12, 64), (16, 64), (24, 64), (12, 128))  # (heads, head dim): 125M, 360M, 760M, dim 128
 CONTEXTS = (4096, 8192, 16384, 32768, 65536)
 MAX_BWD_CONTEXT = 16384
 CHECK_GRADS_UP_TO = 16384  # float64 reference with gradients: ~6 (T x T) float64 buffers per head
 TOKENS_PER_BATCH = 32768
-FOXACP_ROWS = ("foxacp-exact", "foxacp-acp")
-FOX_PEERS = ("foxacp-acp", "flex-fox", "flex-fox-acp", "fla-fox")  # compared against foxacp exact
+FOXACP_ROWS = (EXACT_ROW, ACP_ROW)
+FOX_PEERS = (ACP_ROW, "flex-fox", "flex-fox-acp", "fla-fox")  # compared against foxacp exact
 
 
 class CheckFailed(RuntimeError):
@@ -233,7 +233,7 @@ def run_shape(
 
     if not args.no_check:
         for name in (n for n in FOXACP_ROWS if n in names):
-            log_eps = None if name == "foxacp-exact" else args.log_eps
+            log_eps = None if name == EXACT_ROW else args.log_eps
             try:
                 err = check_foxacp(
                     inp,
@@ -264,30 +264,29 @@ def run_shape(
     # clock drifts within a run (a row timed 7.4 ms once and 6.2 ms a minute later, same kernels), so rows
     # compared with each other (ACP against exact) are timed side by side several times.
     exact_out = None
-    times: dict[tuple[str, str], list[float]] = {}
     for rnd in range(args.rounds):
         for mode in modes:
             for name in names:
-                row, peer, key = rows[name, mode], peers.get(name), (name, mode)
+                row, peer = rows[name, mode], peers.get(name)
                 progress(f"{heads}x{head_dim} T={seqlen} {mode} {name} ({rnd + 1}/{args.rounds})")
                 if peer is None or row.status != "ok":
                     continue
                 if out_of_time():
-                    if key not in times:
+                    if not row.ms_rounds:
                         row.status, row.note = "skipped", "time budget spent"
                     continue
                 row.flop_saving = peer.flop_saving
                 fwdbwd = mode == "fwdbwd"
                 try:
                     fn = peer.fwdbwd if fwdbwd else peer.fwd
-                    times.setdefault(key, []).append(timer(fn, grad_to_none=peer.leaves if fwdbwd else None))
-                    row.ms, row.ms_rounds = statistics.median(times[key]), list(times[key])
+                    row.ms_rounds.append(timer(fn, grad_to_none=peer.leaves if fwdbwd else None))
+                    row.ms = statistics.median(row.ms_rounds)
                     if rnd > 0:
                         continue
                     if peer.search is not None:
                         row.search_host_ms = timer(peer.search)
                         row.search_ms = timer(graphed(peer.search)) if args.device == "cuda" else row.search_host_ms
-                    if not fwdbwd and name == "foxacp-exact":
+                    if not fwdbwd and name == EXACT_ROW:
                         exact_out = peer.output()
                     if not fwdbwd and name in FOX_PEERS and exact_out is not None:
                         row.vs_exact_rel_err = rel_err(peer.output(), exact_out)
