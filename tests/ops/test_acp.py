@@ -132,3 +132,19 @@ def test_triton_plan_kernel_matches_torch_plan(shape):
             [qp[a:b].norm(dim=-1).amax(0) for a, b in zip(problem.cu_q[:-1], problem.cu_q[1:], strict=True)]
         )
         assert torch.allclose(norms, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_threshold_from_a_float_bound_equals_the_tensor_formula(packed):
+    """The cached constant for a float bound is bitwise the threshold the tensor path computes."""
+    from foxacp.ops.acp import qk_bound_from_arg, threshold, threshold_from_arg
+    from foxacp.ops.validate import check_inputs
+
+    q, k, v, g = make_inputs(1 if packed else 3, 97, 97, 2, 2, 16)
+    cu = torch.tensor([0, 40, 97], dtype=torch.int32) if packed else None
+    problem = check_inputs(q, k, v, g, None, cu, None, -7.3, "torch")
+    for bound in (0.0, 2.7, 11.3137):
+        want = threshold(qk_bound_from_arg(bound, problem, q.device), problem, -7.3)
+        got = threshold_from_arg(bound, problem, -7.3, q.device)
+        assert got.dtype == torch.float64 and torch.equal(got, want)
+        assert torch.equal(threshold_from_arg(torch.tensor(bound, dtype=torch.float64), problem, -7.3, q.device), want)

@@ -138,6 +138,17 @@ def test_head_group_fits_half_the_l2(monkeypatch):
     assert config.head_group(Blocks(64, 64, head_group=3), torch.device("cpu"), 2**22, row) == 3  # CPU: as given
 
 
+def test_short_context_dkdv_blocks():
+    from foxacp.ops.config import SHORT_CONTEXT, Blocks, KernelConfig
+
+    base, short = Blocks(64, 64, 4, 3), Blocks(64, 64, 4, 2, maxnreg=168)
+    cfg = KernelConfig(128, 128, Blocks(128, 128), base, Blocks(128, 64), dkdv_short=short)
+    assert cfg.dkdv_for(SHORT_CONTEXT) is short and cfg.dkdv_for(SHORT_CONTEXT + 1) is base
+    assert KernelConfig(128, 128, Blocks(128, 128), base, Blocks(128, 64)).dkdv_for(16) is base
+    with pytest.raises(ValueError, match="must divide the dq blocks"):
+        KernelConfig(128, 128, Blocks(128, 128), base, Blocks(64, 64), dkdv_short=Blocks(128, 64))
+
+
 def test_blocks_launch_options():
     from foxacp.ops.config import Blocks
 

@@ -138,6 +138,16 @@ def threshold(u: Tensor, problem: Problem, log_eps: float) -> Tensor:
     return -2.0 * u - torch.log(k_len)[:, None] + log_eps
 
 
+def threshold_from_arg(qk_bound: float | Tensor, problem: Problem, log_eps: float, device: torch.device) -> Tensor:
+    """``threshold`` of a user-given bound. A float bound on a uniform batch gives a cached constant, the same
+    float64 value ``threshold`` computes, with no device launch (small calls are host bound: notes #34)."""
+    u = qk_bound_from_arg(qk_bound, problem, device)
+    if isinstance(qk_bound, Tensor) or not problem.uniform:
+        return threshold(u, problem, log_eps)
+    value = float(qk_bound) * -2.0 + (log_eps - math.log(problem.max_k))
+    return _constant(value, (problem.num_seqs, problem.heads_q), device)
+
+
 def _query_tiles(problem: Problem, tile_m: int, tile_n: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per (sequence, query tile): its first row, whether it exists, and its causal key-tile count.
 

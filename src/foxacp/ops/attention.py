@@ -10,9 +10,9 @@ from .acp import (
     ACPStats,
     dense_stats,
     plan_tiles,
-    qk_bound_from_arg,
     qk_bound_from_data,
     threshold,
+    threshold_from_arg,
 )
 from .blockwise import blockwise_attention
 from .config import TRITON_HEAD_DIMS, interpreting, kernel_config
@@ -42,10 +42,9 @@ def _plan(
 ) -> AcpPlan:
     with torch.no_grad():
         if qk_bound is None:
-            u = qk_bound_from_data(qp, kp, problem)
+            delta = threshold(qk_bound_from_data(qp, kp, problem), problem, log_eps)
         else:
-            u = qk_bound_from_arg(qk_bound, problem, qp.device)
-        delta = threshold(u, problem, log_eps)
+            delta = threshold_from_arg(qk_bound, problem, log_eps, qp.device)
         if not c_t.is_cuda:
             return plan_tiles(c_t.detach(), delta, problem, tile_m, tile_n)
         from .triton_plan import tile_plan  # one launch instead of ~20 small torch ops (its tested twin)
@@ -121,27 +120,33 @@ def forgetting_attention(
     backend = _auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
     problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
     cfg = kernel_config(q.device, problem.head_dim)
+    if backend == "triton":
+        # The Triton op takes the unpacked tensors and reshapes inside its autograd function (no view nodes in
+        # the graph: host time per call, notes #34). The gate's scan (with the key table) is one launch.
+        from .triton_gate import gate_scan  # imported lazily: Triton compiles on first use
+        from .triton_op import triton_attention
+
+        c_t, kc = gate_scan(log_fgate.detach().reshape(-1, problem.heads_q), problem, cfg.fwd.block_n)
+        plan = None
+        if log_eps is not None:
+            qp, kp = (t.detach().reshape(-1, *t.shape[2:]) for t in (q, k))
+            plan = _plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
+        o = triton_attention(q, k, v, log_fgate, c_t, kc, problem, plan, cfg)
+        return o if not return_stats else (o, _stats(plan, problem, cfg))
+
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
     gp = log_fgate.reshape(-1, problem.heads_q)
-    if backend == "triton":  # the gate's scan (with the key table) and its gradient in one launch each
-        from .triton_gate import gate_scan  # imported lazily: Triton compiles on first use
-
-        c_t, kc = gate_scan(gp.detach(), problem, cfg.fwd.block_n)
-    else:
-        c_t = cumulative_gate(gp, problem.cu_k, problem.uniform, problem.num_seqs)
+    c_t = cumulative_gate(gp, problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
     if log_eps is not None:
         plan = _plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
-
-    if backend == "triton":
-        from .triton_op import triton_attention
-
-        o = triton_attention(qp, kp, vp, gp, c_t, kc, problem, plan, cfg)
-    elif backend == "torch":
+    if backend == "torch":
         o = blockwise_attention(qp, kp, vp, c_t.t(), problem, plan, cfg.tile_m, cfg.tile_n)
     else:
         o = reference_attention(qp, kp, vp, c_t.t(), problem, plan)
     o = o.to(q.dtype).view(q.shape)
-    if not return_stats:
-        return o
-    return o, plan.stats if plan is not None else dense_stats(problem, cfg.tile_m, cfg.tile_n)
+    return o if not return_stats else (o, _stats(plan, problem, cfg))
+
+
+def _stats(plan: AcpPlan | None, problem, cfg) -> ACPStats:
+    return plan.stats if plan is not None else dense_stats(problem, cfg.tile_m, cfg.tile_n)

@@ -36,27 +36,37 @@ class Blocks:
         return opts if self.maxnreg is None else {**opts, "maxnreg": self.maxnreg}
 
 
+SHORT_CONTEXT = 8192  # keys per sequence up to which ``KernelConfig.dkdv_short`` applies
+
+
 @dataclass(frozen=True)
 class KernelConfig:
-    """The ACP tile grid and the blocks of the forward, dK/dV and dQ kernels."""
+    """The ACP tile grid and the blocks of the forward, dK/dV and dQ kernels, and optionally other dK/dV
+    blocks for sequences of at most ``SHORT_CONTEXT`` keys."""
 
     tile_m: int
     tile_n: int
     fwd: Blocks
     dkdv: Blocks
     dq: Blocks
+    dkdv_short: Blocks | None = None
 
     def __post_init__(self) -> None:
-        for name in ("fwd", "dkdv", "dq"):
-            b: Blocks = getattr(self, name)
-            if self.tile_m % b.block_m or self.tile_n % b.block_n:
+        for name in ("fwd", "dkdv", "dq", "dkdv_short"):
+            b: Blocks | None = getattr(self, name)
+            if b is not None and (self.tile_m % b.block_m or self.tile_n % b.block_n):
                 raise ValueError(f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}")
         # Both backward kernels read QC on dQ's query blocks and KC on the forward's key blocks (see
         # triton_op._backward), so those must be whole numbers of their blocks.
-        if self.dq.block_m % self.dkdv.block_m or self.dq.block_n % self.dkdv.block_n:
-            raise ValueError(f"dkdv blocks {self.dkdv} must divide the dq blocks {self.dq}")
+        for b in (self.dkdv, self.dkdv_short):
+            if b is not None and (self.dq.block_m % b.block_m or self.dq.block_n % b.block_n):
+                raise ValueError(f"dkdv blocks {b} must divide the dq blocks {self.dq}")
         if self.fwd.block_n % self.dq.block_n:
             raise ValueError(f"dq's key block {self.dq.block_n} must divide the forward's {self.fwd.block_n}")
+
+    def dkdv_for(self, keys: int) -> Blocks:
+        """dK/dV's blocks for sequences of up to ``keys`` keys."""
+        return self.dkdv_short if self.dkdv_short is not None and keys <= SHORT_CONTEXT else self.dkdv
 
 
 def interpreting() -> bool:
@@ -79,6 +89,9 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
         Blocks(128, 128, 8, 2, head_group=32, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #27)
         Blocks(64, 64, 4, 3, head_group=32),  # notes #26
         Blocks(128, 64, 4, 3, head_group=32),
+        # Up to 8k keys: 3 programs per multiprocessor at 168 registers (216 B of stack) hide more of the short
+        # programs' fixed cost: ACP dK/dV -4-5% at 4k and 8k, +2% at 16k (notes #34).
+        dkdv_short=Blocks(64, 64, 4, 2, head_group=32, maxnreg=168),
     ),
     (9, 128): KernelConfig(
         128,
@@ -120,5 +133,10 @@ def kernel_config(device: torch.device, head_dim: int) -> KernelConfig:
     """
     if device.type != "cuda" or interpreting():
         return _CPU
-    major, _ = torch.cuda.get_device_capability(device)
-    return _TABLE.get((major, head_dim), _DEFAULT)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _TABLE.get((_major(index), head_dim), _DEFAULT)
+
+
+@functools.lru_cache
+def _major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]

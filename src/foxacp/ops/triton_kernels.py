@@ -267,10 +267,12 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
 
 
 @triton.jit
-def _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, hi,
-              qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr, MASKED: tl.constexpr):
-    # Keys past the end of the sequence only occur in the masked range, where causality masks them: their
-    # tiles (a neighbouring sequence's rows, or zeros past the tensor) get p = 0, as in the forward.
+def _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, diag, hi,
+              qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
+    # One loop, the diagonal mask behind a block-uniform branch, as in the forward: one pipeline fill per
+    # program (notes #34; two loops cost a second fill in the short programs of pruned rows). Keys past the
+    # end of the sequence only occur in the masked blocks, where causality masks them: their tiles (a
+    # neighbouring sequence's rows, or zeros past the tensor) get p = 0, as in the forward.
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
@@ -278,7 +280,7 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_row, kv
         shift = (c_ref - tl.load(Cb + (start_n // KC_BLOCK) * KC_BLOCK)).to(tl.float32) * LOG2E
         # q.k plus the score but for the scalar shift (the block's first row's gate above KC's first key)
         s = tl.dot(qc, kc.T, tl.dot(q, k.T)) * qk_scale + shift
-        if MASKED:
+        if start_n >= diag:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         p = tl.math.exp2(s)
@@ -325,9 +327,7 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
     dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref,
-                        lo, diag, qk_scale, BLOCK_N, KC_BLOCK, False)
-    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref,
-                        tl.maximum(lo, diag), hi, qk_scale, BLOCK_N, KC_BLOCK, True)
+                        lo, diag, hi, qk_scale, BLOCK_N, KC_BLOCK)
     tl.store(DQ + row0 * stride_dqt + h * stride_dqh + in_m[:, None] * stride_dqt + offs_d[None, :],
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)

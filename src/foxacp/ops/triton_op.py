@@ -122,7 +122,8 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
                   ACP=plan is not None, KC_BLOCK=cfg.fwd.block_n)  # fmt: skip
 
     # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
-    # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads.
+    # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads. (dQ building
+    # QC itself saves this launch but made its loop 14-17% slower: notes #34.)
     qc = _qc_table(c_t, lse, problem, cfg.dq.block_m)
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
@@ -136,7 +137,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
     )  # fmt: skip
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
-    b = cfg.dkdv
+    b = cfg.dkdv_for(problem.max_k)
     num_sh = problem.num_seqs * problem.heads_kv
     kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, _heads(b, q, problem.max_q, problem.group))](
         _desc(q, b.block_m), k, v, kc, c_t, _desc(do, b.block_m), _desc(qc, b.block_m), delta, dk, dv, dck, q_hi,
@@ -152,18 +153,24 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
 
 
 class _TritonForgettingAttention(torch.autograd.Function):
+    # Takes and returns the unpacked (B, T, H, D) tensors and packs them inside, so the autograd graph holds
+    # this one node and no views around it.
     @staticmethod
     def forward(ctx, q, k, v, log_fgate, c_t, kc, problem, plan, cfg):
-        o, lse = _forward(q, k, v, c_t, kc, problem, plan, cfg)
-        ctx.save_for_backward(q, k, v, c_t, o, lse, kc)
+        qp, kp, vp = (_tma_ready(t.reshape(-1, *t.shape[2:])) for t in (q, k, v))
+        o, lse = _forward(qp, kp, vp, c_t, kc, problem, plan, cfg)
+        ctx.save_for_backward(qp, kp, vp, c_t, o, lse, kc)
         ctx.problem, ctx.plan, ctx.cfg = problem, plan, cfg
-        return o
+        ctx.shapes = q.shape, k.shape, log_fgate.shape
+        return o.view(q.shape)
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, c_t, o, lse, kc = ctx.saved_tensors
-        dq, dk, dv, dg = _backward(do, q, k, v, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg)
-        return dq, dk, dv, dg, None, None, None, None, None
+        qp, kp, vp, c_t, o, lse, kc = ctx.saved_tensors
+        do = do.reshape(o.shape)
+        dq, dk, dv, dg = _backward(do, qp, kp, vp, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg)
+        q_shape, k_shape, g_shape = ctx.shapes
+        return dq.view(q_shape), dk.view(k_shape), dv.view(k_shape), dg.view(g_shape), None, None, None, None, None
 
 
 def triton_attention(
@@ -180,12 +187,11 @@ def triton_attention(
     """Forgetting attention through the Triton kernels.
 
     Args:
-        q: (total_q, Hq, D); k, v: (total_k, Hkv, D); log_fgate: (total_k, Hq) float32;
+        q: (B, Tq, Hq, D); k, v: (B, Tk, Hkv, D) (packed batches: B = 1); log_fgate: (B, Tk, Hq) float32;
         c_t: (Hq, total_k) float64, its per-sequence cumulative sum, and kc: (total_k, Hq, 16) fp16, the key
             table on the forward's key blocks (both from ``triton_gate.gate_scan``), not differentiated: the
             gradient reaches ``log_fgate`` directly.
     Returns:
-        (total_q, Hq, D) in q's dtype; differentiable in q, k, v and log_fgate.
+        (B, Tq, Hq, D) in q's dtype; differentiable in q, k, v and log_fgate.
     """
-    q, k, v = (_tma_ready(t) for t in (q, k, v))
     return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t, kc, problem, plan, cfg)
