@@ -37,7 +37,7 @@ def _sig(fn, dtypes: dict[str, str], constexprs: dict) -> dict[str, str]:
             sig[name] = dtypes[name]
         elif name.startswith("stride") or name in ("total", "num_sh", "seq_q", "seq_k"):
             sig[name] = "i32"
-        elif name in ("qk_scale", "sm_scale"):
+        elif name in ("qk_scale", "sm_scale", "inv_scale"):
             sig[name] = "fp32"
         else:
             raise KeyError(f"no type for argument {name!r} of {fn.__name__}")

@@ -1,0 +1,194 @@
+"""Autograd wrapper around the Triton kernels (forward, dK/dV, dQ) in the packed layout."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import v_kernels as kern
+from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from foxacp.ops.acp import AcpPlan
+from foxacp.ops.config import Blocks, KernelConfig, head_group
+from foxacp.ops.triton_gate import gate_grad
+from foxacp.ops.validate import Problem
+
+FLAGS: dict = {}  # set by the variant modules: DQ=dict(EARLY=..., ONE=...), DKDV=dict(EARLY=...)
+
+_LOG2E = math.log2(math.e)
+
+
+def _grid(num_sh: int, length: int, block: int, head_group: int) -> tuple[int, int, int]:
+    """Grid (heads per group, blocks along the longest sequence, groups) over num_sh (sequence, head) pairs.
+
+    See ``triton_kernels._program``; CUDA caps the second and third dimensions at 65535.
+    """
+    blocks = math.ceil(length / block)
+    if blocks > 65535:
+        raise ValueError(f"a sequence of {length} tokens needs {blocks} blocks of {block}; at most 65535 fit a launch")
+    group = max(min(head_group, num_sh), math.ceil(num_sh / 65535))
+    return (group, blocks, math.ceil(num_sh / group))
+
+
+def _heads(b: Blocks, t: Tensor, length: int, heads: int = 1) -> int:
+    """Pairs side by side for a kernel with blocks ``b`` whose (sequence, head) pair streams ``length`` rows
+    of two tensors like ``t`` (K and V, or Q and dO) and of a score table, for ``heads`` heads each."""
+    row_bytes = 2 * t.shape[2] * t.element_size() + 2 * kern.KC_COLS.value
+    return head_group(b, t.device, length, row_bytes * heads)
+
+
+def _tma_ready(t: Tensor) -> Tensor:
+    """``t`` (total, H, D) itself if the bulk-copy engine can read it as a (total, H * D) matrix, else a copy."""
+    heads_adjacent = t.stride(1) == t.shape[2] or t.shape[1] == 1
+    ok = t.stride(2) == 1 and heads_adjacent and (t.stride(0) * t.element_size()) % 16 == 0
+    return t if ok and t.data_ptr() % 16 == 0 else t.contiguous()
+
+
+def _desc(t: Tensor, rows: int) -> TensorDescriptor:
+    """Tensor descriptor over ``t`` (total, H, D) viewed as (total, H * D), read in (rows, D) blocks.
+
+    Blocks are addressed by (row, head * D); rows past the end read as zeros (rows of a neighbouring
+    packed sequence are read as they are, and every kernel masks them).
+    """
+    total, heads, dim = t.shape
+    return TensorDescriptor(t, [total, heads * dim], [t.stride(0), 1], [rows, dim])
+
+
+def _uniform(problem: Problem) -> dict:
+    """The kernels' sequence-length arguments: a uniform batch passes its lengths (no loads of the offsets)."""
+    if problem.uniform:
+        return dict(seq_q=problem.max_q, seq_k=problem.max_k, UNIFORM=True)
+    return dict(seq_q=0, seq_k=0, UNIFORM=False)
+
+
+def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int) -> Tensor:
+    """The query table QC for blocks of ``block`` rows: (total_q, Hq, 16) fp16 (``triton_kernels.table_rows``).
+
+    The tensor-core product of a QC row and a KC row adds both rows' values to q.k, so the backward kernels
+    pay no per-score add for the gate nor the LSE. KC comes from the gate scan (``triton_gate.gate_scan``).
+    """
+    heads, total = lse.shape
+    tab = torch.empty(total, heads, kern.KC_COLS.value, dtype=torch.float16, device=c_t.device)
+    _, blocks, _ = _grid(1, problem.max_q, block, 1)
+    kern.qc_table_kernel[(problem.num_seqs * heads, blocks)](
+        c_t, lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0), lse.stride(0), tab.stride(0),
+        1.0 / problem.sm_scale, H=heads, BLOCK=block, **_uniform(problem),
+    )  # fmt: skip
+    return tab
+
+
+def _plan_args(plan: AcpPlan | None, which: str, problem: Problem) -> tuple[Tensor, int, int]:
+    """The plan table ``which`` and its strides; without a plan, any int32 tensor (the kernels never read it)."""
+    if plan is None:
+        return problem.cu_q, 0, 0
+    t = getattr(plan, which)
+    return t, t.stride(0), t.stride(1)
+
+
+def _forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    c_t: Tensor,
+    kc: Tensor,
+    problem: Problem,
+    plan: AcpPlan | None,
+    cfg: KernelConfig,
+):
+    o = torch.empty_like(q)
+    lse = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
+    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
+    b = cfg.fwd
+    num_sh = problem.num_seqs * problem.heads_q
+    kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
+        q, _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo, problem.cu_q,
+        problem.cu_k, num_sh,
+        q.stride(0), q.stride(1), o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
+        problem.sm_scale * _LOG2E,
+        H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
+        BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
+        **_uniform(problem), **b.launch(),
+    )  # fmt: skip
+    return o, lse
+
+
+def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
+    do = _tma_ready(do)
+    delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)  # written by dq_kernel
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dcq = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
+    dck = torch.empty(problem.heads_q, k.shape[0], dtype=torch.float32, device=q.device)
+    qk_scale = problem.sm_scale * _LOG2E
+    common = dict(HEAD_DIM=problem.head_dim, GROUP=problem.group, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n,
+                  ACP=plan is not None, KC_BLOCK=cfg.fwd.block_n)  # fmt: skip
+
+    # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
+    # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads.
+    qc = _qc_table(c_t, lse, problem, cfg.dq.block_m)
+
+    kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
+    b = cfg.dq
+    num_sh = problem.num_seqs * problem.heads_q
+    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
+        q, _desc(k, b.block_n), _desc(v, b.block_n), qc, _desc(kc, b.block_n), c_t, o, do, delta, dq, dcq, kv_lo,
+        problem.cu_q, problem.cu_k, num_sh, q.stride(0), q.stride(1), qc.stride(0), o.stride(0), o.stride(1),
+        do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale,
+        problem.sm_scale, H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common, **b.launch(),
+        **FLAGS.get('DQ', {}),
+    )  # fmt: skip
+
+    q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
+    b = cfg.dkdv
+    num_sh = problem.num_seqs * problem.heads_kv
+    kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, _heads(b, q, problem.max_q, problem.group))](
+        _desc(q, b.block_m), k, v, kc, c_t, _desc(do, b.block_m), _desc(qc, b.block_m), delta, dk, dv, dck, q_hi,
+        problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
+        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
+        qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n,
+        QC_BLOCK=cfg.dq.block_m, **common, **_uniform(problem), **b.launch(), **FLAGS.get('DKDV', {}),
+    )  # fmt: skip
+
+    # dL/dlog f: the reverse cumulative sum of dL/dc, where query i (at key position i + Lk - Lq) gains its
+    # row sum and key j loses its column sum.
+    return dq, dk, dv, gate_grad(dcq, dck, problem)
+
+
+class _TritonForgettingAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, log_fgate, c_t, kc, problem, plan, cfg):
+        o, lse = _forward(q, k, v, c_t, kc, problem, plan, cfg)
+        ctx.save_for_backward(q, k, v, c_t, o, lse, kc)
+        ctx.problem, ctx.plan, ctx.cfg = problem, plan, cfg
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, c_t, o, lse, kc = ctx.saved_tensors
+        dq, dk, dv, dg = _backward(do, q, k, v, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg)
+        return dq, dk, dv, dg, None, None, None, None, None
+
+
+def triton_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_fgate: Tensor,
+    c_t: Tensor,
+    kc: Tensor,
+    problem: Problem,
+    plan: AcpPlan | None,
+    cfg: KernelConfig,
+) -> Tensor:
+    """Forgetting attention through the Triton kernels.
+
+    Args:
+        q: (total_q, Hq, D); k, v: (total_k, Hkv, D); log_fgate: (total_k, Hq) float32;
+        c_t: (Hq, total_k) float64, its per-sequence cumulative sum, and kc: (total_k, Hq, 16) fp16, the key
+            table on the forward's key blocks (both from ``triton_gate.gate_scan``), not differentiated: the
+            gradient reaches ``log_fgate`` directly.
+    Returns:
+        (total_q, Hq, D) in q's dtype; differentiable in q, k, v and log_fgate.
+    """
+    q, k, v = (_tma_ready(t) for t in (q, k, v))
+    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t, kc, problem, plan, cfg)
