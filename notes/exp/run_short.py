@@ -5,7 +5,8 @@ reverse order: the program order changes, the work does not), ``src-loads`` (the
 from the offsets in memory, as packed batches do), ``cfg-*`` (src with other blocks: ``CONFIGS``), and any
 module under notes/exp with a ``triton_attention``: run20 compared copies of the op between the two changes
 of #31 (since removed), run23 3516f1f's op, restored for the call as ``prev_op.py`` over ``prev_kernels.py``
-(``git show 3516f1f:src/foxacp/ops/triton_op.py`` with its imports made absolute). Each is installed as ``triton_op.triton_attention``, checked against float64 on the
+(``git show 3516f1f:src/foxacp/ops/triton_op.py`` with its imports made absolute), run27 ``v_early`` and ``v_dq1``
+(``git show ac70157:notes/exp/v_early.py``, over ``v_op.py`` and ``v_kernels.py`` of the same commit). Each is installed as ``triton_op.triton_attention``, checked against float64 on the
 GPU, then timed (do_bench median, exact and ACP) in two interleaved rounds; MODE=fwd times the forward alone
 and SHAPES=HxDxT,... replaces the shapes.
 
