@@ -44,11 +44,15 @@ CONFIGS = {
     "cfg-fwdg4": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=4)),
     "cfg-fwdg2": dataclasses.replace(run_fwd.TABLE, fwd=dataclasses.replace(run_fwd.TABLE.fwd, head_group=2)),
     "cfg-dqg16": dataclasses.replace(run_fwd.TABLE, dq=dataclasses.replace(run_fwd.TABLE.dq, head_group=16)),
-    # dK/dV at 168 registers: 3 programs per multiprocessor instead of 2 (sm_90 compile: 216-280 B of stack)
-    "cfg-dkdv168s3": dataclasses.replace(run_fwd.TABLE, dkdv=dataclasses.replace(run_fwd.TABLE.dkdv, maxnreg=168)),
-    "cfg-dkdv168s2": dataclasses.replace(
-        run_fwd.TABLE, dkdv=dataclasses.replace(run_fwd.TABLE.dkdv, maxnreg=168, num_stages=2)
+    # dK/dV at 168 registers at every context (3 programs per multiprocessor instead of 2; sm_90 compile: 216-280 B
+    # of stack); cfg-dkdv-long: the long-context dK/dV blocks at every context (run31, run32; notes #34)
+    "cfg-dkdv168s3": dataclasses.replace(
+        run_fwd.TABLE, dkdv=dataclasses.replace(run_fwd.TABLE.dkdv, maxnreg=168), dkdv_short=None
     ),
+    "cfg-dkdv168s2": dataclasses.replace(
+        run_fwd.TABLE, dkdv=dataclasses.replace(run_fwd.TABLE.dkdv, maxnreg=168, num_stages=2), dkdv_short=None
+    ),
+    "cfg-dkdv-long": dataclasses.replace(run_fwd.TABLE, dkdv_short=None),
 }
 MODE = os.environ.get("MODE", "fwdbwd")
 if os.environ.get("SHAPES"):

@@ -135,8 +135,7 @@ def forgetting_attention(
         return o if not return_stats else (o, _stats(plan, problem, cfg))
 
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
-    gp = log_fgate.reshape(-1, problem.heads_q)
-    c_t = cumulative_gate(gp, problem.cu_k, problem.uniform, problem.num_seqs)
+    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
     if log_eps is not None:
         plan = _plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)

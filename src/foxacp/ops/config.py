@@ -120,7 +120,7 @@ def head_group(blocks: Blocks, device: torch.device, seq_len: int, row_bytes: in
     """
     if device.type != "cuda" or interpreting():
         return blocks.head_group
-    fit = max(1, _l2_bytes(device.index or 0) // 2 // max(1, seq_len * row_bytes))
+    fit = max(1, _l2_bytes(_index(device)) // 2 // max(1, seq_len * row_bytes))
     return min(blocks.head_group, 1 << (fit.bit_length() - 1))
 
 
@@ -133,8 +133,12 @@ def kernel_config(device: torch.device, head_dim: int) -> KernelConfig:
     """
     if device.type != "cuda" or interpreting():
         return _CPU
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return _TABLE.get((_major(index), head_dim), _DEFAULT)
+    return _TABLE.get((_major(_index(device)), head_dim), _DEFAULT)
+
+
+def _index(device: torch.device) -> int:
+    """The CUDA device's index (a bare "cuda" means the current device)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 @functools.lru_cache
