@@ -68,3 +68,28 @@ def test_gpu_boundary_search_matches_torch_twin():
         want = plan_tiles(c_t, threshold(qk_bound_from_data(qp, kp, problem), problem, -10.0), problem, 128, 128)
         assert torch.equal(got.kv_lo, want.kv_lo) and torch.equal(got.q_hi, want.q_hi)
         assert 0.2 < got.stats.flop_saving < 1.0
+
+
+@pytest.mark.parametrize("log_eps", [None, -10.0])
+def test_direct_launch_matches_the_jit(log_eps):
+    """Launching the compiled kernels directly (ops/launch.py) gives the bits of Triton's own launcher, on
+    repeated calls (the direct path), on a packed batch and on a new shape after them (back to the JIT)."""
+    from foxacp.ops import launch
+
+    from .helpers import make_inputs, run_fwd_bwd
+
+    cu = torch.tensor([0, 700, 1500, 3001], dtype=torch.int32, device="cuda")
+    for shape, kw in (((2, 1000, 1000, 4, 2, 64), {}), ((1, 3001, 3001, 4, 4, 64), {"cu_seqlens": cu})):
+        inputs = make_inputs(*shape, dtype=torch.bfloat16, device="cuda", seed=5)
+        grad_out = torch.randn(*shape[:2], shape[3], shape[5], device="cuda", dtype=torch.bfloat16)
+        results = []
+        for direct in (False, True, True):
+            previous = launch.set_direct_launch(direct)
+            try:
+                o, grads, _ = run_fwd_bwd(inputs, grad_out, log_eps=log_eps, **kw)
+            finally:
+                launch.set_direct_launch(previous)
+            results.append([o, *grads])
+        for got in results[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(got, results[0], strict=True))
+    assert any(k.compiled for k in launch._KERNELS.values())
