@@ -69,7 +69,7 @@ def test_direct_launch_after_the_first_call(direct):
     L.launch(fake, (4, 1), x, 7, BLOCK=64, num_warps=4)
     assert len(fake.jit) == 1 and not fake.direct  # first: through the JIT, which compiles
     L.launch(fake, (5, 2), x, 7, BLOCK=64, num_warps=4)
-    assert len(fake.jit) == 1 and fake.direct == [((5, 2), (x, 7, 64))]  # then: every parameter in order
+    assert len(fake.jit) == 1 and fake.direct == [((5, 2, 1), (x, 7, 64))]  # then: every parameter in order
     L.launch(fake, (5, 2), x, 8, BLOCK=64, num_warps=4)  # another int: another specialization
     L.launch(fake, (5, 2), x, 7, BLOCK=64, num_warps=8)  # another launch option
     L.launch(fake, (5, 2), x[1:], 7, BLOCK=64, num_warps=4)  # misaligned
