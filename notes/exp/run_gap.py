@@ -8,9 +8,9 @@ Per shape (4k), exact and ACP, fwd and fwd+bwd:
 Then, for one ACP forward after a sync, when each Triton launch starts and ends after the call starts
 (median of 50 calls, us), and a launch of the forward kernel through the JIT against its compiled kernel.
 
-    PYTHONPATH=src:notes/exp python notes/exp/run_gap.py [ab]
+    PYTHONPATH=src:notes/exp python notes/exp/run_gap.py
 
-ab: first, every row's eager do_bench with the direct launch (ops/launch.py) off and on, three rounds each.
+run34 ran this at b8e4663 with a mode "ab" (the direct launch of ops/launch.py, since removed, off and on).
 run33 (at 78a0306) timed the eager rows without clearing the grads: its fwd+bwd rows include 4 accumulation
 kernels (~0.23 ms at 24x64) that the graph rows do not.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import statistics
-import sys
 import time
 
 import run_acp
@@ -28,7 +27,6 @@ import triton
 from triton.runtime.jit import JITFunction
 
 import foxacp
-from foxacp.ops import launch
 from foxacp.ops import triton_kernels as kern
 
 
@@ -71,8 +69,7 @@ def _stamped(self, *args, **kwargs):
 
 def timeline(f, n: int = 50) -> str:
     """Median start/end (us after the call starts) of each Triton launch in one call of f."""
-    JITFunction.run = _stamped  # every launch through the JIT (its timeline is what this shows)
-    previous = launch.set_direct_launch(False)
+    JITFunction.run = _stamped
     rows: dict[str, list[tuple[float, float]]] = {}
     ends = []
     for _ in range(n):
@@ -84,7 +81,6 @@ def timeline(f, n: int = 50) -> str:
         for name, a, b in STAMPS:
             rows.setdefault(name, []).append(((a - t) * 1e6, (b - t) * 1e6))
     JITFunction.run = _run
-    launch.set_direct_launch(previous)
     torch.cuda.synchronize()
     cells = [
         f"{k.removesuffix('_kernel')} {statistics.median(a for a, _ in v):.0f}-{statistics.median(b for _, b in v):.0f}"
@@ -104,9 +100,7 @@ def direct_launch(f) -> str:
         return kernel
 
     JITFunction.run = capture
-    previous = launch.set_direct_launch(False)
     f()
-    launch.set_direct_launch(previous)
     JITFunction.run = _run
     args, kwargs, grid, kernel = seen["args"], seen["kwargs"], seen["grid"], seen["kernel"]
     names = list(inspect.signature(kern.fwd_kernel.fn).parameters)
@@ -116,7 +110,6 @@ def direct_launch(f) -> str:
     out = []
     for label, call in (
         ("jit", lambda: kern.fwd_kernel[grid](*args, **kwargs)),
-        ("launch()", lambda: launch.launch(kern.fwd_kernel, grid, *args, **kwargs)),
         ("compiled", lambda: runner(*ordered)),
     ):
         for _ in range(20):
@@ -133,19 +126,6 @@ def direct_launch(f) -> str:
 
 def main() -> None:
     foxacp.set_value_checks(False)
-    if "ab" in sys.argv:  # the direct launch (ops/launch.py) off and on, alternating, eager do_bench only
-        for H, D, T in ((12, 64, 4096), (24, 64, 4096)):
-            leaves, do = run_acp.inputs(H, D, T)
-            for eps in (None, -10.0):
-                for mode, fn in run_acp.steps(leaves, do, D, eps).items():
-                    ms = {False: [], True: []}
-                    for _ in range(3):
-                        for direct in (False, True):
-                            launch.set_direct_launch(direct)
-                            ms[direct].append(bench(fn, leaves))
-                    cells = " ".join(f"{'direct' if d else 'jit'} {statistics.median(v):.3f}" for d, v in ms.items())
-                    print(f"ab {H}x{D} {T} eps={eps} {mode:6s}: {cells}", flush=True)
-        launch.set_direct_launch(True)
     for H, D, T in ((12, 64, 4096), (24, 64, 4096)):
         leaves, do = run_acp.inputs(H, D, T)
         for eps in (None, -10.0):

@@ -17,7 +17,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import launch
 from .triton_kernels import KC_COLS, table_rows
 from .validate import Problem
 
@@ -85,9 +84,10 @@ def gate_scan(log_fgate: Tensor, problem: Problem, kc_block: int) -> tuple[Tenso
     total, heads = log_fgate.shape
     c_t = torch.empty(heads, total, dtype=torch.float64, device=log_fgate.device)
     kc = torch.empty(total, heads, KC_COLS.value, dtype=torch.float16, device=log_fgate.device)
-    launch(gate_scan_kernel, (problem.num_seqs * heads,), log_fgate, c_t, kc, problem.cu_k, log_fgate.stride(0),
-           log_fgate.stride(1), c_t.stride(0), kc.stride(0), 1.0 / problem.sm_scale, H=heads, CHUNK=_CHUNK,
-           KC_BLOCK=kc_block, num_warps=8)  # a (CHUNK, 16) table tile per step
+    gate_scan_kernel[(problem.num_seqs * heads,)](log_fgate, c_t, kc, problem.cu_k, log_fgate.stride(0),
+                                                  log_fgate.stride(1), c_t.stride(0), kc.stride(0),
+                                                  1.0 / problem.sm_scale, H=heads, CHUNK=_CHUNK, KC_BLOCK=kc_block,
+                                                  num_warps=8)  # a (CHUNK, 16) table tile per step
     return c_t, kc
 
 
@@ -95,6 +95,6 @@ def gate_grad(dcq: Tensor, dck: Tensor, problem: Problem) -> Tensor:
     """dcq (Hq, total_q), dck (Hq, total_k) float32 -> the log forget gate's gradient (total_k, Hq) float32."""
     heads, total = dck.shape
     dg = torch.empty(total, heads, dtype=torch.float32, device=dck.device)
-    launch(gate_grad_kernel, (problem.num_seqs * heads,), dcq, dck, dg, problem.cu_q, problem.cu_k, dcq.stride(0),
-           dck.stride(0), dg.stride(0), H=heads, CHUNK=_CHUNK)
+    gate_grad_kernel[(problem.num_seqs * heads,)](dcq, dck, dg, problem.cu_q, problem.cu_k, dcq.stride(0),
+                                                  dck.stride(0), dg.stride(0), H=heads, CHUNK=_CHUNK)
     return dg

@@ -11,7 +11,6 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from . import triton_kernels as kern
 from .acp import AcpPlan
 from .config import Blocks, KernelConfig, head_group
-from .launch import launch
 from .triton_gate import gate_grad
 from .validate import Problem
 
@@ -70,8 +69,7 @@ def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int) -> Tensor:
     heads, total = lse.shape
     tab = torch.empty(total, heads, kern.KC_COLS.value, dtype=torch.float16, device=c_t.device)
     _, blocks, _ = _grid(1, problem.max_q, block, 1)
-    launch(
-        kern.qc_table_kernel, (problem.num_seqs * heads, blocks),
+    kern.qc_table_kernel[(problem.num_seqs * heads, blocks)](
         c_t, lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0), lse.stride(0), tab.stride(0),
         1.0 / problem.sm_scale, H=heads, BLOCK=block, **_uniform(problem),
     )  # fmt: skip
@@ -101,8 +99,7 @@ def _forward(
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
-    launch(
-        kern.fwd_kernel, _grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k)),
+    kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
         q, _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo, problem.cu_q,
         problem.cu_k, num_sh,
         q.stride(0), q.stride(1), o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
@@ -132,8 +129,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.dq
     num_sh = problem.num_seqs * problem.heads_q
-    launch(
-        kern.dq_kernel, _grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k)),
+    kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
         q, _desc(k, b.block_n), _desc(v, b.block_n), qc, _desc(kc, b.block_n), c_t, o, do, delta, dq, dcq, kv_lo,
         problem.cu_q, problem.cu_k, num_sh, q.stride(0), q.stride(1), qc.stride(0), o.stride(0), o.stride(1),
         do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale,
@@ -143,8 +139,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
     b = cfg.dkdv_for(problem.max_k)
     num_sh = problem.num_seqs * problem.heads_kv
-    launch(
-        kern.dkdv_kernel, _grid(num_sh, problem.max_k, b.block_n, _heads(b, q, problem.max_q, problem.group)),
+    kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, _heads(b, q, problem.max_q, problem.group))](
         _desc(q, b.block_m), k, v, kc, c_t, _desc(do, b.block_m), _desc(qc, b.block_m), delta, dk, dv, dck, q_hi,
         problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,

@@ -13,7 +13,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import launch
 from .validate import Problem
 
 
@@ -82,8 +81,7 @@ def max_norms(x: Tensor, cu: Tensor, num_seqs: int, max_len: int) -> Tensor:
     out = torch.zeros(num_seqs, x.shape[1], dtype=torch.float32, device=x.device)
     block_t = max(16, min(128, 8192 // x.shape[2]))
     grid = (math.ceil(max_len / block_t), num_seqs * x.shape[1])
-    launch(max_norm_kernel, grid, x, cu, out, x.stride(0), x.stride(1), H=x.shape[1], HEAD_DIM=x.shape[2],
-           BLOCK_T=block_t)
+    max_norm_kernel[grid](x, cu, out, x.stride(0), x.stride(1), H=x.shape[1], HEAD_DIM=x.shape[2], BLOCK_T=block_t)
     return out
 
 
@@ -93,6 +91,6 @@ def tile_plan(c_t: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n:
     num_m, num_n = math.ceil(problem.max_q / tile_m), math.ceil(problem.max_k / tile_n)
     kv_lo = torch.empty(n, h, num_m, dtype=torch.int32, device=c_t.device)
     q_hi = torch.empty(n, h, num_n, dtype=torch.int32, device=c_t.device)
-    launch(tile_plan_kernel, (n * h,), c_t, delta.contiguous(), problem.cu_q, problem.cu_k, kv_lo, q_hi,
-           c_t.stride(0), num_m, num_n, H=h, TILE_M=tile_m, TILE_N=tile_n, CHUNK=64)
+    tile_plan_kernel[(n * h,)](c_t, delta.contiguous(), problem.cu_q, problem.cu_k, kv_lo, q_hi, c_t.stride(0),
+                               num_m, num_n, H=h, TILE_M=tile_m, TILE_N=tile_n, CHUNK=64)
     return kv_lo, q_hi
