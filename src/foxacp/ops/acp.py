@@ -130,8 +130,10 @@ def _constant(value: float, shape: tuple[int, int], device: torch.device) -> Ten
     return torch.full(shape, value, dtype=torch.float64, device=device)
 
 
-def threshold(u: Tensor, problem: Problem, log_eps: float) -> Tensor:
-    """delta = -2U - log(L) + log(eps) per (sequence, head); L is the sequence's key length. (N, Hq) float64."""
+def threshold(u: Tensor | float, problem: Problem, log_eps: float) -> Tensor | float:
+    """delta = -2U - log(L) + log(eps) per (sequence, head); L is the sequence's key length. (N, Hq) float64.
+
+    On a uniform batch ``u`` may also be a Python float (the result is then one float)."""
     if problem.uniform:
         return u * -2.0 + (log_eps - math.log(problem.max_k))
     k_len = (problem.cu_k[1:] - problem.cu_k[:-1]).double()
@@ -144,7 +146,7 @@ def threshold_from_arg(qk_bound: float | Tensor, problem: Problem, log_eps: floa
     u = qk_bound_from_arg(qk_bound, problem, device)
     if isinstance(qk_bound, Tensor) or not problem.uniform:
         return threshold(u, problem, log_eps)
-    value = float(qk_bound) * -2.0 + (log_eps - math.log(problem.max_k))
+    value = threshold(float(qk_bound), problem, log_eps)  # uniform: the same formula on a Python float
     return _constant(value, (problem.num_seqs, problem.heads_q), device)
 
 
