@@ -175,24 +175,23 @@ def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
 
 @triton.jit
 def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb, c_ref,
-                q_len, off, lo, full, whole, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr):
-    # One loop over the query blocks lo:hi that see the key block, as in the forward and dQ: blocks below ``full``
-    # (along the diagonal) and from ``whole`` on (past the sequence's end) are masked behind a block-uniform
-    # branch, so a program fills its load pipeline once. Every other block holds rows of the sequence that see
-    # every key of the block. DELTA reaches BLOCK_M entries past its end, so its loads need no mask.
+                q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr, MASKED: tl.constexpr):
+    # Every query row of an unmasked block is a row of the sequence that sees every key of the block.
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q = desc_q.load([q_row + start_m, q_col])
         do = desc_do.load([q_row + start_m, q_col])
         qc = desc_qc.load([q_row + start_m, qc_col])
-        delta = tl.load(DELTAb + offs_m)
+        if MASKED:
+            delta = tl.load(DELTAb + offs_m, mask=offs_m < q_len, other=0.0)
+        else:
+            delta = tl.load(DELTAb + offs_m)
         # dQ's scores, transposed: the tables' first key and first query (of QC's and KC's blocks) fix the scalar.
         shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
         sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
-        if (start_m < full) | (start_m >= whole):
-            row_ok = offs_m < q_len
-            sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & row_ok[None, :], sT, float("-inf"))
-            delta = tl.where(row_ok, delta, 0.0)  # past the sequence: another's rows, or the unwritten tail
+        if MASKED:
+            sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & (offs_m < q_len)[None, :], sT,
+                          float("-inf"))
         pT = tl.math.exp2(sT)
         dv = tl.dot(pT.to(do.dtype), do, dv)
         dpT = tl.dot(v, do.T)
@@ -252,8 +251,14 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
         q_col = h * HEAD_DIM
         qc_col = h * KC_COLS
         dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
-                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, q_full, q_whole, q_end, qk_scale, BLOCK_M,
-                                  QC_BLOCK)
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end), qk_scale,
+                                  BLOCK_M, QC_BLOCK, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_full, q_whole, qk_scale, BLOCK_M, QC_BLOCK,
+                                  False)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_full, q_whole), q_end, qk_scale,
+                                  BLOCK_M, QC_BLOCK, True)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
     tl.store(DK + key0 * stride_dkt + kvh * stride_dkh + in_n[:, None] * stride_dkt + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
@@ -289,10 +294,10 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_row, kv
 @triton.jit
 def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
               stride_qt, stride_qh, stride_qct, stride_ot, stride_oh, stride_dot, stride_doh, stride_dqt, stride_dqh,
-              stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale, seq_q, seq_k,
+              stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
-              ACP: tl.constexpr, KC_BLOCK: tl.constexpr, UNIFORM: tl.constexpr):
+              ACP: tl.constexpr, KC_BLOCK: tl.constexpr):
     # Runs before dK/dV: it computes each row's softmax correction delta = rowsum(dO * O) and stores it there.
     # KC_BLOCK: KC's blocks (the forward's), a multiple of BLOCK_N. Bounds come from the offsets even in a
     # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, notes/kernels.md #31).
@@ -300,7 +305,7 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
     m = tl.num_programs(1) - 1 - m
     if seq < 0:
         return
-    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq, seq_q, seq_k, UNIFORM)
+    q_start, q_len, k_start, k_len = _bounds(CU_Q, CU_K, seq, 0, 0, False)
     if m * BLOCK_M >= q_len:
         return
     off = k_len - q_len

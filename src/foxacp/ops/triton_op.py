@@ -113,9 +113,7 @@ def _forward(
 
 def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
     do = _tma_ready(do)
-    # delta (Hq, total_q), written by dq_kernel; dK/dV's unmasked loads reach up to one of its blocks past the end
-    heads, total, pad = problem.heads_q, q.shape[0], cfg.dkdv_for(problem.max_k).block_m
-    delta = torch.empty(heads * total + pad, dtype=torch.float32, device=q.device)[: heads * total].view(heads, total)
+    delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)  # written by dq_kernel
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dcq = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
     dck = torch.empty(problem.heads_q, k.shape[0], dtype=torch.float32, device=q.device)
@@ -135,8 +133,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
         q, _desc(k, b.block_n), _desc(v, b.block_n), qc, _desc(kc, b.block_n), c_t, o, do, delta, dq, dcq, kv_lo,
         problem.cu_q, problem.cu_k, num_sh, q.stride(0), q.stride(1), qc.stride(0), o.stride(0), o.stride(1),
         do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale,
-        problem.sm_scale, H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common, **_uniform(problem),
-        **b.launch(),
+        problem.sm_scale, H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common, **b.launch(),
     )  # fmt: skip
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
