@@ -53,6 +53,12 @@ CONFIGS = {
         run_fwd.TABLE, dkdv=dataclasses.replace(run_fwd.TABLE.dkdv, maxnreg=168, num_stages=2), dkdv_short=None
     ),
     "cfg-dkdv-long": dataclasses.replace(run_fwd.TABLE, dkdv_short=None),
+    # dQ with more programs per multiprocessor (notes #37; sm_90 compile: 64x64 at 168 registers spills nothing,
+    # at 128 24-32 B; 128x64 x 8 warps at 128: 32 B)
+    **{
+        f"cfg-dq{bm}w{w}s{s}r{r}": dataclasses.replace(run_fwd.TABLE, dq=Blocks(bm, 64, w, s, head_group=32, maxnreg=r))
+        for bm, w, s, r in ((64, 4, 2, 168), (64, 4, 3, 168), (64, 4, 2, 128), (128, 8, 3, 128), (128, 8, 2, 128))
+    },
 }
 MODE = os.environ.get("MODE", "fwdbwd")
 if os.environ.get("SHAPES"):
