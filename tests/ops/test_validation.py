@@ -138,15 +138,21 @@ def test_head_group_fits_half_the_l2(monkeypatch):
     assert config.head_group(Blocks(64, 64, head_group=3), torch.device("cpu"), 2**22, row) == 3  # CPU: as given
 
 
-def test_short_context_dkdv_blocks():
+def test_short_context_blocks():
     from foxacp.ops.config import SHORT_CONTEXT, Blocks, KernelConfig
 
-    base, short = Blocks(64, 64, 4, 3), Blocks(64, 64, 4, 2, maxnreg=168)
-    cfg = KernelConfig(128, 128, Blocks(128, 128), base, Blocks(128, 64), dkdv_short=short)
+    base, short, dq, dq_short = Blocks(64, 64, 4, 3), Blocks(64, 64, 4, 2, maxnreg=168), Blocks(128, 64), Blocks(64, 64)
+    cfg = KernelConfig(128, 128, Blocks(128, 128), base, dq, dkdv_short=short, dq_short=dq_short)
     assert cfg.dkdv_for(SHORT_CONTEXT) is short and cfg.dkdv_for(SHORT_CONTEXT + 1) is base
-    assert KernelConfig(128, 128, Blocks(128, 128), base, Blocks(128, 64)).dkdv_for(16) is base
+    assert cfg.dq_for(SHORT_CONTEXT) is dq_short and cfg.dq_for(SHORT_CONTEXT + 1) is dq
+    plain = KernelConfig(128, 128, Blocks(128, 128), base, dq)
+    assert plain.dkdv_for(16) is base and plain.dq_for(16) is dq
     with pytest.raises(ValueError, match="must divide the dq blocks"):
         KernelConfig(128, 128, Blocks(128, 128), base, Blocks(64, 64), dkdv_short=Blocks(128, 64))
+    with pytest.raises(ValueError, match="must divide the dq blocks"):  # short dK/dV against short dQ
+        KernelConfig(128, 128, Blocks(128, 128), Blocks(32, 64), dq, dkdv_short=Blocks(64, 64), dq_short=Blocks(32, 64))
+    with pytest.raises(ValueError, match="must divide the forward"):
+        KernelConfig(128, 128, Blocks(128, 64), Blocks(32, 32), Blocks(64, 32), dq_short=Blocks(64, 128))
 
 
 def test_blocks_launch_options():

@@ -36,12 +36,12 @@ class Blocks:
         return opts if self.maxnreg is None else {**opts, "maxnreg": self.maxnreg}
 
 
-SHORT_CONTEXT = 8192  # keys per sequence up to which ``KernelConfig.dkdv_short`` applies
+SHORT_CONTEXT = 8192  # keys per sequence up to which ``KernelConfig``'s ``*_short`` blocks apply
 
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """The ACP tile grid and the blocks of the forward, dK/dV and dQ kernels, and optionally other dK/dV
+    """The ACP tile grid and the blocks of the forward, dK/dV and dQ kernels, and optionally other dK/dV and dQ
     blocks for sequences of at most ``SHORT_CONTEXT`` keys."""
 
     tile_m: int
@@ -50,23 +50,29 @@ class KernelConfig:
     dkdv: Blocks
     dq: Blocks
     dkdv_short: Blocks | None = None
+    dq_short: Blocks | None = None
 
     def __post_init__(self) -> None:
-        for name in ("fwd", "dkdv", "dq", "dkdv_short"):
+        for name in ("fwd", "dkdv", "dq", "dkdv_short", "dq_short"):
             b: Blocks | None = getattr(self, name)
             if b is not None and (self.tile_m % b.block_m or self.tile_n % b.block_n):
                 raise ValueError(f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}")
         # Both backward kernels read QC on dQ's query blocks and KC on the forward's key blocks (see
-        # triton_op._backward), so those must be whole numbers of their blocks.
-        for b in (self.dkdv, self.dkdv_short):
-            if b is not None and (self.dq.block_m % b.block_m or self.dq.block_n % b.block_n):
-                raise ValueError(f"dkdv blocks {b} must divide the dq blocks {self.dq}")
-        if self.fwd.block_n % self.dq.block_n:
-            raise ValueError(f"dq's key block {self.dq.block_n} must divide the forward's {self.fwd.block_n}")
+        # triton_op._backward), so those must be whole numbers of their blocks, at short and long contexts.
+        for keys in (SHORT_CONTEXT, SHORT_CONTEXT + 1):
+            dkdv, dq = self.dkdv_for(keys), self.dq_for(keys)
+            if dq.block_m % dkdv.block_m or dq.block_n % dkdv.block_n:
+                raise ValueError(f"dkdv blocks {dkdv} must divide the dq blocks {dq}")
+            if self.fwd.block_n % dq.block_n:
+                raise ValueError(f"dq's key block {dq.block_n} must divide the forward's {self.fwd.block_n}")
 
     def dkdv_for(self, keys: int) -> Blocks:
         """dK/dV's blocks for sequences of up to ``keys`` keys."""
         return self.dkdv_short if self.dkdv_short is not None and keys <= SHORT_CONTEXT else self.dkdv
+
+    def dq_for(self, keys: int) -> Blocks:
+        """dQ's blocks for sequences of up to ``keys`` keys."""
+        return self.dq_short if self.dq_short is not None and keys <= SHORT_CONTEXT else self.dq
 
 
 def interpreting() -> bool:
@@ -92,6 +98,9 @@ _TABLE: dict[tuple[int, int], KernelConfig] = {
         # Up to 8k keys: 3 programs per multiprocessor at 168 registers (216 B of stack) hide more of the short
         # programs' fixed cost: ACP dK/dV -4-5% at 4k and 8k, +2% at 16k (notes #34).
         dkdv_short=Blocks(64, 64, 4, 2, head_group=32, maxnreg=168),
+        # Up to 8k keys, dQ in 64-row blocks at 168 registers (no spills): 3 programs per multiprocessor where
+        # 128-row blocks fit 2; 4k fwd+bwd -4% exact and ACP (notes #37).
+        dq_short=Blocks(64, 64, 4, 3, head_group=32, maxnreg=168),
     ),
     (9, 128): KernelConfig(
         128,
