@@ -300,7 +300,8 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
               ACP: tl.constexpr, KC_BLOCK: tl.constexpr):
     # Runs before dK/dV: it computes each row's softmax correction delta = rowsum(dO * O) and stores it there.
     # KC_BLOCK: KC's blocks (the forward's), a multiple of BLOCK_N. Bounds come from the offsets even in a
-    # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, notes/kernels.md #31).
+    # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, notes/kernels.md #31; exact 1.36 vs 1.40
+    # at #36).
     seq, h, m = _program(num_sh, H)  # as in fwd_kernel: longest rows first
     m = tl.num_programs(1) - 1 - m
     if seq < 0:
