@@ -7,11 +7,9 @@ export PYTHONUNBUFFERED=1
 PYTHONPATH=src python3 -m foxacp.bench.correctness --out "$OUT" 2>&1 | tail -2
 PYTHONPATH=src python3 -m pytest -q -m gpu tests/ops/test_gpu.py 2>&1 | tail -1
 PYTHONPATH=src:notes/exp python3 - <<'PY' 2>&1 | grep -v -i warn
-import importlib.util, torch
+import torch
 from foxacp.ops import triton_gate as new
 from foxacp.ops.validate import check_inputs
-spec = importlib.util.spec_from_file_location("old_gate", "notes/exp/prev/src/foxacp/ops/triton_gate.py",
-                                              submodule_search_locations=None)
 src = open("notes/exp/prev/src/foxacp/ops/triton_gate.py").read().replace("from .", "from foxacp.ops.")
 old = type(new)("old_gate"); exec(compile(src, "old_gate", "exec"), old.__dict__)
 for B, T, H, cu in [(8, 4096, 24, None), (2, 16384, 24, None), (1, 7000, 4, [0, 1, 2500, 3001, 7000])]:
