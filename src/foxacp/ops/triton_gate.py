@@ -5,10 +5,11 @@ same pass writes the kernels' key table KC (``triton_kernels.table_rows``): each
 key of its block, c[j0] - c[j], in q.k units.
 Backward: with dL/dc = dcq (query rows, at their key positions) - dck (key columns), as the attention
 kernels leave them, dL/dlog f[t, h] = sum over the sequence's key positions s >= t of dL/dc[h, s].
-One program per (sequence, head, chunk of the sequence): it first sums the chunks before it (after it, for the
-gradient) in the order a single walk would, so the result is that walk's to the bit, then scans its own chunk.
-Programs of one sequence run side by side instead of one after another (notes #28: one launch each replaced ~8
-small torch launches per call; #38: chunks in parallel).
+Forward: one program per (sequence, head) walks its sequence in chunks, carrying the running sum; it is bound by
+the bytes of the key table it writes. Backward: one program per (sequence, head, chunk); each first sums the
+chunks after its own in the order a single walk would (so the result is that walk's), then scans its chunk, so
+the programs of one sequence run side by side (notes #28: one launch each replaced ~8 small torch launches per
+call; #38: the gradient's chunks in parallel, 20 -> 17 us at 24x64 4k, 44 -> 21 at 16k; the scan's were slower).
 """
 # fmt: off
 
@@ -29,28 +30,27 @@ _CHUNK = 1024  # rows per step of the scans (a multiple of every KC block): few 
 def gate_scan_kernel(G, C, KC, CU_K, stride_gt, stride_gh, stride_ch, stride_kct, scale, H: tl.constexpr,
                      CHUNK: tl.constexpr, KC_BLOCK: tl.constexpr):
     """C[h, k_start + t] = sum_{s <= t} G[k_start + s, h] (float64), and KC's rows for blocks of KC_BLOCK keys
-    (``scale`` = 1 / sm_scale), for chunk program_id(1) of the sequence. Grid: (sequences x H, chunks)."""
+    (``scale`` = 1 / sm_scale). Grid: (sequences x H,)."""
     seq = tl.program_id(0) // H
     h = tl.program_id(0) % H
-    t0 = tl.program_id(1) * CHUNK
     start = tl.load(CU_K + seq)
     length = tl.load(CU_K + seq + 1) - start
-    if t0 >= length:
-        return
     Gb = G + start.to(tl.int64) * stride_gt + h * stride_gh
+    Cb = C + h.to(tl.int64) * stride_ch + start
+    KCb = KC + start.to(tl.int64) * stride_kct + h * KC_COLS
     offs = tl.arange(0, CHUNK)
+    first = (tl.arange(0, KC_BLOCK) == 0)[None, :]
     carry = tl.sum(tl.zeros([CHUNK], dtype=tl.float64), 0)
-    for s0 in range(0, t0, CHUNK):  # the whole chunks before this one, first to last
-        carry += tl.sum(tl.load(Gb + (s0 + offs) * stride_gt).to(tl.float64), 0)
-    ok = t0 + offs < length
-    x = tl.load(Gb + (t0 + offs) * stride_gt, mask=ok, other=0.0).to(tl.float64)
-    c = tl.cumsum(x, 0) + carry
-    tl.store(C + h.to(tl.int64) * stride_ch + start + t0 + offs, c, mask=ok)
-    blocks = tl.reshape(c, (CHUNK // KC_BLOCK, KC_BLOCK))  # chunks start on block boundaries
-    decay = tl.sum(tl.where((tl.arange(0, KC_BLOCK) == 0)[None, :], blocks, 0.0), 1)[:, None] - blocks
-    rows = (start + t0 + offs).to(tl.int64)[:, None]
-    tl.store(KC + rows * stride_kct + h * KC_COLS + tl.arange(0, KC_COLS)[None, :],
-             table_rows(tl.reshape(decay, (CHUNK,)) * scale, False), mask=ok[:, None])
+    for t0 in range(0, length, CHUNK):
+        ok = t0 + offs < length
+        x = tl.load(Gb + (t0 + offs) * stride_gt, mask=ok, other=0.0).to(tl.float64)
+        c = tl.cumsum(x, 0) + carry
+        tl.store(Cb + t0 + offs, c, mask=ok)
+        carry += tl.sum(x, 0)
+        blocks = tl.reshape(c, (CHUNK // KC_BLOCK, KC_BLOCK))  # chunks start on block boundaries
+        decay = tl.sum(tl.where(first, blocks, 0.0), 1)[:, None] - blocks
+        tl.store(KCb + (t0 + offs)[:, None] * stride_kct + tl.arange(0, KC_COLS)[None, :],
+                 table_rows(tl.reshape(decay, (CHUNK,)) * scale, False), mask=ok[:, None])
 
 
 @triton.jit
@@ -94,10 +94,10 @@ def gate_scan(log_fgate: Tensor, problem: Problem, kc_block: int) -> tuple[Tenso
     total, heads = log_fgate.shape
     c_t = torch.empty(heads, total, dtype=torch.float64, device=log_fgate.device)
     kc = torch.empty(total, heads, KC_COLS.value, dtype=torch.float16, device=log_fgate.device)
-    grid = (problem.num_seqs * heads, triton.cdiv(problem.max_k, _CHUNK))
-    gate_scan_kernel[grid](log_fgate, c_t, kc, problem.cu_k, log_fgate.stride(0), log_fgate.stride(1), c_t.stride(0),
-                           kc.stride(0), 1.0 / problem.sm_scale, H=heads, CHUNK=_CHUNK, KC_BLOCK=kc_block,
-                           num_warps=8)  # a (CHUNK, 16) table tile per program
+    gate_scan_kernel[(problem.num_seqs * heads,)](log_fgate, c_t, kc, problem.cu_k, log_fgate.stride(0),
+                                                  log_fgate.stride(1), c_t.stride(0), kc.stride(0),
+                                                  1.0 / problem.sm_scale, H=heads, CHUNK=_CHUNK, KC_BLOCK=kc_block,
+                                                  num_warps=8)  # a (CHUNK, 16) table tile per step
     return c_t, kc
 
 
