@@ -15,7 +15,7 @@ from .acp import (
     threshold_from_arg,
 )
 from .blockwise import blockwise_attention
-from .config import TRITON_HEAD_DIMS, interpreting, kernel_config
+from .config import TRITON_HEAD_DIMS, KernelConfig, interpreting, kernel_config
 from .gate import cumulative_gate
 from .reference import reference_attention
 from .validate import Problem, check_inputs
@@ -147,5 +147,6 @@ def forgetting_attention(
     return o if not return_stats else (o, _stats(plan, problem, cfg))
 
 
-def _stats(plan: AcpPlan | None, problem, cfg) -> ACPStats:
+def _stats(plan: AcpPlan | None, problem: Problem, cfg: KernelConfig) -> ACPStats:
+    """The plan's tile statistics, or exact attention's (every causal tile) without a plan."""
     return plan.stats if plan is not None else dense_stats(problem, cfg.tile_m, cfg.tile_n)

@@ -124,11 +124,11 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
     # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
     # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads. (dQ building
     # QC itself saves this launch but made its loop 14-17% slower: notes #34.)
-    dq_blocks = cfg.dq_for(problem.max_k)
-    qc = _qc_table(c_t, lse, problem, dq_blocks.block_m)
+    b = cfg.dq_for(problem.max_k)
+    qc_block = b.block_m  # QC's blocks: dQ's query blocks, which dK/dV's divide
+    qc = _qc_table(c_t, lse, problem, qc_block)
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
-    b = dq_blocks
     num_sh = problem.num_seqs * problem.heads_q
     kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
         q, _desc(k, b.block_n), _desc(v, b.block_n), qc, _desc(kc, b.block_n), c_t, o, do, delta, dq, dcq, kv_lo,
@@ -145,7 +145,7 @@ def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpP
         problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n,
-        QC_BLOCK=dq_blocks.block_m, **common, **_uniform(problem), **b.launch(),
+        QC_BLOCK=qc_block, **common, **_uniform(problem), **b.launch(),
     )  # fmt: skip
 
     # dL/dlog f: the reverse cumulative sum of dL/dc, where query i (at key position i + Lk - Lq) gains its
