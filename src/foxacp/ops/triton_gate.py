@@ -54,6 +54,14 @@ def gate_scan_kernel(G, C, KC, CU_K, stride_gt, stride_gh, stride_ch, stride_kct
 
 
 @triton.jit
+def _grad_chunk(DCQb, DCKb, s, k_len, off):
+    """dL/dc at key positions s, float64: DCQ where a query sits there, minus DCK; 0 past the sequence."""
+    ok = s < k_len
+    x = tl.load(DCQb + s, mask=ok & (s >= off), other=0.0).to(tl.float64)
+    return x - tl.load(DCKb + s, mask=ok, other=0.0).to(tl.float64)
+
+
+@triton.jit
 def gate_grad_kernel(DCQ, DCK, DG, CU_Q, CU_K, stride_qh, stride_kh, stride_gt, H: tl.constexpr,
                      CHUNK: tl.constexpr):
     """DG[k_start + t, h] = sum_{s >= t} (DCQ[h, query at key position s] - DCK[h, k_start + s]), summed in
@@ -74,16 +82,11 @@ def gate_grad_kernel(DCQ, DCK, DG, CU_Q, CU_K, stride_qh, stride_kh, stride_gt, 
     chunks = tl.cdiv(k_len, CHUNK)
     carry = tl.sum(tl.zeros([CHUNK], dtype=tl.float64), 0)
     for i in range(0, chunks - 1 - tl.program_id(1)):  # the chunks after this one, last first
-        s = (chunks - 1 - i) * CHUNK + offs
-        ok = s < k_len
-        x = tl.load(DCQb + s, mask=ok & (s >= off), other=0.0).to(tl.float64)
-        carry += tl.sum(x - tl.load(DCKb + s, mask=ok, other=0.0).to(tl.float64), 0)
+        carry += tl.sum(_grad_chunk(DCQb, DCKb, (chunks - 1 - i) * CHUNK + offs, k_len, off), 0)
     s = t0 + offs
-    ok = s < k_len
-    x = tl.load(DCQb + s, mask=ok & (s >= off), other=0.0).to(tl.float64)
-    x -= tl.load(DCKb + s, mask=ok, other=0.0).to(tl.float64)
+    x = _grad_chunk(DCQb, DCKb, s, k_len, off)
     tl.store(DG + k_start.to(tl.int64) * stride_gt + h + s * stride_gt,
-             (tl.cumsum(x, 0, reverse=True) + carry).to(DG.dtype.element_ty), mask=ok)
+             (tl.cumsum(x, 0, reverse=True) + carry).to(DG.dtype.element_ty), mask=s < k_len)
 
 
 def gate_scan(log_fgate: Tensor, problem: Problem, kc_block: int) -> tuple[Tensor, Tensor]:
