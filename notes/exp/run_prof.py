@@ -2,7 +2,8 @@
 
     run_prof.py NAME [VARIANT ...]   (VARIANT: a run_short.py name, e.g. src or cfg-dkdv168s2)
 
-Lines: prof NAME/VARIANT HxD T eps: total | kernel ms ...; SHAPES=HxDxT,... replaces the shapes.
+Lines: prof NAME/VARIANT HxD T eps: total | kernel ms ...; SHAPES=HxDxT,... replaces the shapes, EPS=none,-10,...
+the log_eps values (a very negative one prunes nothing: ACP's own cost at the exact work).
 """
 
 import os
@@ -17,6 +18,8 @@ SHAPES = [(24, 64, 4096), (24, 64, 8192), (24, 64, 16384), (12, 64, 4096)]
 if os.environ.get("SHAPES"):
     SHAPES = [tuple(int(x) for x in sh.split("x")) for sh in os.environ["SHAPES"].split(",")]
 
+EPS = [None if e == "none" else float(e) for e in os.environ.get("EPS", "none,-10").split(",")]
+
 foxacp.set_value_checks(False)
 variants = sys.argv[2:] or ["src"]
 for H, D, T in SHAPES:
@@ -24,7 +27,7 @@ for H, D, T in SHAPES:
     for rnd in range(2):
         for variant in variants:
             run_short.use(variant)
-            for eps in (None, -10.0):
+            for eps in EPS:
                 kt = run_acp.kernel_times(run_acp.steps(leaves, do, D, eps)["fwdbwd"], leaves)
                 cells = "  ".join(
                     f"{k.removesuffix('_kernel')[:9]} {v:.3f}" for k, v in sorted(kt.items()) if v > 0.002

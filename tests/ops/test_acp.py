@@ -83,6 +83,26 @@ def test_boundaries_match_brute_force_and_mirror():
             assert plan.q_hi[b, h].tolist() == mirror
 
 
+@pytest.mark.parametrize("Tq", [450, 333])
+def test_tiles_holding_causal_pairs_are_kept(Tq):
+    """A causal tile whose first query sits at or before its last key is kept, however fast the gates forget
+    (its largest decay is >= 0 > delta), and others are pruned here: dK/dV relies on the first to start its
+    diagonal loop before reading Q_HI."""
+    Tk, tm, tn = 450, 32, 16
+    q, k, v, g = make_inputs(2, Tq, Tk, 3, 3, 16, gate_mean=-4.0, gate_spread=2.0)
+    plan = make_plan(q, k, g, tile_m=tm, tile_n=tn)
+    assert plan.stats.flop_saving > 0.5
+    pruned = 0
+    for m in range(math.ceil(Tq / tm)):
+        first_pos, last_pos = m * tm + Tk - Tq, min(m * tm + tm, Tq) - 1 + Tk - Tq
+        for n in range(last_pos // tn + 1):  # the causal key tiles of query tile m
+            kept = (plan.kv_lo[:, :, m] <= n) & (plan.q_hi[:, :, n] > m)
+            if first_pos <= min(n * tn + tn, Tk) - 1:
+                assert kept.all()
+            pruned += int((~kept).sum())
+    assert pruned > 0
+
+
 def test_stats_count_visited_tiles():
     q, k, v, g = make_inputs(1, 300, 300, 2, 2, 16, **FAST)
     plan = make_plan(q, k, g, tile_m=64, tile_n=64)

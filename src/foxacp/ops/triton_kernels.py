@@ -250,8 +250,10 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
         dck = tl.zeros([BLOCK_N], dtype=tl.float32)
         q_col = h * HEAD_DIM
         qc_col = h * KC_COLS
+        # ACP keeps every tile that holds a causal pair (its largest decay is >= 0 > delta), so q_end >= q_full
+        # or q_end = q_len: the diagonal loop's bounds need not wait for the Q_HI load.
         dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
-                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_end), qk_scale,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_len), qk_scale,
                                   BLOCK_M, QC_BLOCK, True)
         dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
                                   DELTAb, Cb + off, c_ref, q_len, off, q_full, q_whole, qk_scale, BLOCK_M, QC_BLOCK,
