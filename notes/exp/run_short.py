@@ -59,6 +59,14 @@ CONFIGS = {
         f"cfg-dq{bm}w{w}s{s}r{r}": dataclasses.replace(run_fwd.TABLE, dq=Blocks(bm, 64, w, s, head_group=32, maxnreg=r))
         for bm, w, s, r in ((64, 4, 2, 168), (64, 4, 3, 168), (64, 4, 2, 128), (128, 8, 3, 128), (128, 8, 2, 128))
     },
+    # forward blocks for short contexts (notes #41): more, smaller programs per multiprocessor for the short
+    # rows of pruned heads
+    **{
+        f"cfg-fwd{bm}x{bn}w{w}s{s}r{r}": dataclasses.replace(
+            run_fwd.TABLE, fwd=Blocks(bm, bn, w, s, head_group=32, maxnreg=r)
+        )
+        for bm, bn, w, s, r in ((128, 64, 4, 3, 160), (128, 64, 4, 2, 168), (64, 128, 4, 2, 168), (128, 128, 8, 2, 168))
+    },
 }
 MODE = os.environ.get("MODE", "fwdbwd")
 if os.environ.get("SHAPES"):

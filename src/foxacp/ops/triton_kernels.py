@@ -3,11 +3,11 @@
 Conventions shared by the three kernels:
 - Packed layout: q/o/do (total_q, Hq, D), k/v (total_k, Hkv, D); sequence ``seq`` owns query rows
   CU_Q[seq]:CU_Q[seq+1] and key rows CU_K[seq]:CU_K[seq+1]; query i sits at key position i + (Lk - Lq).
-- Streamed blocks (K, V and KC in the forward and dQ; Q, dO and QC in dK/dV) come through tensor
-  descriptors: the bulk copy engine (TMA) reads (rows, D) blocks of the (total, H * D) matrix, with no
-  per-thread addresses. Rows past the end read as zeros; rows of a neighbouring packed sequence are read
-  and then masked.
-- Pointer loads (every per-program block) use a 64-bit base per program and 32-bit in-block offsets, so
+- Streamed blocks (K, V and KC in the forward and dQ; Q, dO and QC in dK/dV) and the forward's query block
+  come through tensor descriptors: the bulk copy engine (TMA) reads (rows, D) blocks of the (total, H * D)
+  matrix, with no per-thread addresses. Rows past the end read as zeros; rows of a neighbouring packed
+  sequence are read and then masked.
+- Pointer loads (the other per-program blocks) use a 64-bit base per program and 32-bit in-block offsets, so
   tensors beyond 2^31 elements are still addressed correctly.
 - A uniform batch (every sequence as long) passes its lengths to the forward and dK/dV (``_bounds``), which
   then address their first tiles without waiting for the offsets CU_Q/CU_K.
@@ -76,25 +76,29 @@ def _bounds(CU_Q, CU_K, seq, seq_q, seq_k, UNIFORM: tl.constexpr):
 
 
 @triton.jit
-def _query_rows(Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch,
-                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Query block m of head h (forward and dQ): its rows, their q, and their gate cq relative to c_ref.
+def _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch, BLOCK_M: tl.constexpr):
+    """Query block m of head h (forward and dQ): its rows and their gate cq relative to c_ref.
 
     Returns offs_m (row indices), row_ok, pos (key position of each row), row0 (64-bit first row), in_m,
-    q (BLOCK_M, D), Cb (this head's gate row for the sequence), c_ref and cq (log2 units, fp32).
+    Cb (this head's gate row for the sequence), c_ref and cq (log2 units, fp32).
     """
     offs_m = m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < q_len
     pos = offs_m + off
     row0 = (q_start + m * BLOCK_M).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
     in_m = tl.arange(0, BLOCK_M)
-    q = tl.load(Q + row0 * stride_qt + h * stride_qh + in_m[:, None] * stride_qt + offs_d[None, :],
-                mask=row_ok[:, None], other=0.0)
     Cb = C + h.to(tl.int64) * stride_ch + k_start
     c_ref = tl.load(Cb + m * BLOCK_M + off)
     cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
-    return offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq
+    return offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq
+
+
+@triton.jit
+def _block(X, row0, h, in_m, row_ok, stride_t, stride_h, HEAD_DIM: tl.constexpr):
+    """Rows row0 + in_m of head h of X (total, H, D), as an (len(in_m), D) block; rows not row_ok read as 0."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    return tl.load(X + row0 * stride_t + h * stride_h + in_m[:, None] * stride_t + offs_d[None, :],
+                   mask=row_ok[:, None], other=0.0)
 
 
 @triton.jit
@@ -138,8 +142,8 @@ def _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_row, kv_c
 
 
 @triton.jit
-def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
-               stride_qt, stride_qh, stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
+def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
+               stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
                seq_q, seq_k,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
@@ -153,8 +157,11 @@ def fwd_kernel(Q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
     if m * BLOCK_M >= q_len:
         return
     off = k_len - q_len
-    offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
-        Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)
+    offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq = _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch,
+                                                                 BLOCK_M)
+    # The copy engine reads the query block (rows past the sequence are masked at the stores): measured
+    # -1% on the forward kernel against pointer loads (notes #42).
+    q = desc_q.load([q_start + m * BLOCK_M, h * HEAD_DIM])
     lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
                               TILE_N, ACP)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -224,10 +231,8 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
     key_ok = offs_n < k_len
     key0 = (k_start + n0).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
     in_n = tl.arange(0, BLOCK_N)
-    k = tl.load(K + key0 * stride_kt + kvh * stride_kh + in_n[:, None] * stride_kt + offs_d[None, :],
-                mask=key_ok[:, None], other=0.0)
-    v = tl.load(V + key0 * stride_vt + kvh * stride_vh + in_n[:, None] * stride_vt + offs_d[None, :],
-                mask=key_ok[:, None], other=0.0)
+    k = _block(K, key0, kvh, in_n, key_ok, stride_kt, stride_kh, HEAD_DIM)
+    v = _block(V, key0, kvh, in_n, key_ok, stride_vt, stride_vh, HEAD_DIM)
     cols = tl.arange(0, KC_COLS)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
@@ -312,13 +317,12 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
     if m * BLOCK_M >= q_len:
         return
     off = k_len - q_len
-    offs_m, row_ok, pos, row0, in_m, q, Cb, c_ref, cq = _query_rows(
-        Q, C, h, m, q_start, q_len, k_start, off, stride_qt, stride_qh, stride_ch, HEAD_DIM, BLOCK_M)
+    offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq = _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch,
+                                                                 BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    do = tl.load(DO + row0 * stride_dot + h * stride_doh + in_m[:, None] * stride_dot + offs_d[None, :],
-                 mask=row_ok[:, None], other=0.0)
-    o = tl.load(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
-                mask=row_ok[:, None], other=0.0)
+    q = _block(Q, row0, h, in_m, row_ok, stride_qt, stride_qh, HEAD_DIM)
+    do = _block(DO, row0, h, in_m, row_ok, stride_dot, stride_doh, HEAD_DIM)
+    o = _block(O, row0, h, in_m, row_ok, stride_ot, stride_oh, HEAD_DIM)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, delta, mask=row_ok)
     lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,

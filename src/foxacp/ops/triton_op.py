@@ -100,9 +100,9 @@ def _forward(
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
     kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
-        q, _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo, problem.cu_q,
-        problem.cu_k, num_sh,
-        q.stride(0), q.stride(1), o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
+        _desc(q, b.block_m), _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo,
+        problem.cu_q, problem.cu_k, num_sh,
+        o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
         problem.sm_scale * _LOG2E,
         H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
         BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
