@@ -159,11 +159,12 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, nu
     off = k_len - q_len
     offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq = _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch,
                                                                  BLOCK_M)
-    # The copy engine reads the query block (rows past the sequence are masked at the stores): measured
-    # -1% on the forward kernel against pointer loads (notes #42).
-    q = desc_q.load([q_start + m * BLOCK_M, h * HEAD_DIM])
     lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
                               TILE_N, ACP)
+    # The copy engine reads the query block (rows past the sequence are masked at the stores): measured
+    # -1% on the forward kernel against pointer loads (notes #42). The program waits for it here, so the plan's
+    # load above is issued first and its latency overlaps this one (notes #43).
+    q = desc_q.load([q_start + m * BLOCK_M, h * HEAD_DIM])
     offs_d = tl.arange(0, HEAD_DIM)
 
     kv_col = (h // GROUP) * HEAD_DIM
@@ -174,7 +175,7 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, nu
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
                                c_ref, lo, diag, hi, qk_scale, BLOCK_N)
-    o = acc / l_i[:, None]
+    o = acc * (1.0 / l_i)[:, None]  # one division per row, not per element: -88 instructions per thread (notes #44)
     tl.store(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
              o.to(O.dtype.element_ty), mask=row_ok[:, None])
     tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i) + cq, mask=row_ok)
