@@ -11,7 +11,6 @@ sampling in the background for the clocks during each measurement.
 
 from __future__ import annotations
 
-import collections
 import os
 import time
 
@@ -19,28 +18,10 @@ import run_acp
 import torch
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.profiler import ProfilerActivity, profile
 
 import foxacp
 
 H, D, T = (int(x) for x in os.environ.get("SHAPE", "24x64x16384").split("x"))
-
-
-def kernel_ms(fn, leaves, flush: torch.Tensor, n: int = 6) -> dict[str, float]:
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            flush.zero_()
-            for t in leaves:
-                t.grad = None
-            fn()
-        torch.cuda.synchronize()
-    out: dict[str, float] = collections.defaultdict(float)
-    for e in prof.key_averages():
-        if e.device_time_total > 0 and e.key.endswith("_kernel"):
-            out[e.key.removesuffix("_kernel")] += e.device_time_total / 1e3 / n
-    return dict(out)
 
 
 def sensors() -> str:
@@ -72,7 +53,8 @@ def main() -> None:
         cu = triton.testing.do_bench(cudnn, grad_to_none=[qd, kd, vd], return_mode="median")
         acp = triton.testing.do_bench(steps[-10.0], grad_to_none=leaves, return_mode="median")
         ptrs = " ".join(f"{t.grad.data_ptr() % 2**24:#x}" for t in leaves)
-        km = kernel_ms(steps[None], leaves, flush)
+        kt = run_acp.kernel_times(steps[None], leaves, n=6, flush=flush)
+        km = {k.removesuffix("_kernel"): v for k, v in kt.items() if k.endswith("_kernel")}
         ks = " ".join(f"{k} {v:.3f}" for k, v in sorted(km.items()) if v > 0.01)
         print(f"round {rnd:2d} t={t0:.2f}-{t1:.2f} exact {ex:7.3f} cudnn {cu:7.3f} acp {acp:6.3f} | kernels "
               f"{sum(km.values()):.3f}: {ks} | grads%16M {ptrs} | {sensors()}", flush=True)  # fmt: skip

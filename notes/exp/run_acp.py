@@ -61,12 +61,15 @@ def steps(leaves, do, D: int, eps):
     return {"fwd": fwd, "fwdbwd": lambda: f().backward(do)}
 
 
-def kernel_times(fn, leaves, n: int = 5) -> dict[str, float]:
-    """Mean device ms per call of each kernel (leaves' grads cleared: no accumulation kernels)."""
+def kernel_times(fn, leaves, n: int = 5, flush: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean device ms per call of each kernel (leaves' grads cleared: no accumulation kernels); with ``flush``,
+    that buffer is zeroed before every call, an L2 flush as do_bench does (its own kernel is in the result)."""
     fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
+            if flush is not None:
+                flush.zero_()
             for t in leaves:
                 t.grad = None
             fn()

@@ -94,11 +94,15 @@ def _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch, BLOCK_M: tl.co
 
 
 @triton.jit
+def _rows(X, row0, h, in_m, stride_t, stride_h, HEAD_DIM: tl.constexpr):
+    """Pointers to rows row0 + in_m of head h of X (total, H, D), an (len(in_m), D) block (row0 64-bit)."""
+    return X + row0 * stride_t + h * stride_h + in_m[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :]
+
+
+@triton.jit
 def _block(X, row0, h, in_m, row_ok, stride_t, stride_h, HEAD_DIM: tl.constexpr):
     """Rows row0 + in_m of head h of X (total, H, D), as an (len(in_m), D) block; rows not row_ok read as 0."""
-    offs_d = tl.arange(0, HEAD_DIM)
-    return tl.load(X + row0 * stride_t + h * stride_h + in_m[:, None] * stride_t + offs_d[None, :],
-                   mask=row_ok[:, None], other=0.0)
+    return tl.load(_rows(X, row0, h, in_m, stride_t, stride_h, HEAD_DIM), mask=row_ok[:, None], other=0.0)
 
 
 @triton.jit
@@ -165,7 +169,6 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, nu
     # -1% on the forward kernel against pointer loads (notes #42). The program waits for it here, so the plan's
     # load above is issued first and its latency overlaps this one (notes #43).
     q = desc_q.load([q_start + m * BLOCK_M, h * HEAD_DIM])
-    offs_d = tl.arange(0, HEAD_DIM)
 
     kv_col = (h // GROUP) * HEAD_DIM
     kc_col = h * KC_COLS
@@ -176,8 +179,7 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, nu
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
                                c_ref, lo, diag, hi, qk_scale, BLOCK_N)
     o = acc * (1.0 / l_i)[:, None]  # one division per row, not per element: -88 instructions per thread (notes #44)
-    tl.store(O + row0 * stride_ot + h * stride_oh + in_m[:, None] * stride_ot + offs_d[None, :],
-             o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(_rows(O, row0, h, in_m, stride_ot, stride_oh, HEAD_DIM), o.to(O.dtype.element_ty), mask=row_ok[:, None])
     tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i) + cq, mask=row_ok)
 
 
@@ -228,7 +230,6 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
     off = k_len - q_len
 
     offs_n = n0 + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
     key_ok = offs_n < k_len
     key0 = (k_start + n0).to(tl.int64)  # 64-bit block base; in-block offsets stay 32-bit
     in_n = tl.arange(0, BLOCK_N)
@@ -268,10 +269,10 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
                                   DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_full, q_whole), q_end, qk_scale,
                                   BLOCK_M, QC_BLOCK, True)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
-    tl.store(DK + key0 * stride_dkt + kvh * stride_dkh + in_n[:, None] * stride_dkt + offs_d[None, :],
-             (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
-    tl.store(DV + key0 * stride_dvt + kvh * stride_dvh + in_n[:, None] * stride_dvt + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(_rows(DK, key0, kvh, in_n, stride_dkt, stride_dkh, HEAD_DIM), (dk * sm_scale).to(DK.dtype.element_ty),
+             mask=key_ok[:, None])
+    tl.store(_rows(DV, key0, kvh, in_n, stride_dvt, stride_dvh, HEAD_DIM), dv.to(DV.dtype.element_ty),
+             mask=key_ok[:, None])
 
 
 @triton.jit
@@ -320,7 +321,6 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
     off = k_len - q_len
     offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq = _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch,
                                                                  BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
     q = _block(Q, row0, h, in_m, row_ok, stride_qt, stride_qh, HEAD_DIM)
     do = _block(DO, row0, h, in_m, row_ok, stride_dot, stride_doh, HEAD_DIM)
     o = _block(O, row0, h, in_m, row_ok, stride_ot, stride_oh, HEAD_DIM)
@@ -336,8 +336,8 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
     dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref,
                         lo, diag, hi, qk_scale, BLOCK_N, KC_BLOCK)
-    tl.store(DQ + row0 * stride_dqt + h * stride_dqh + in_m[:, None] * stride_dqt + offs_d[None, :],
-             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(_rows(DQ, row0, h, in_m, stride_dqt, stride_dqh, HEAD_DIM), (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
 
 
