@@ -91,15 +91,30 @@ def test_triton_strided_views(layout):
 @pytest.mark.parametrize(
     "shape,log_eps", [((1, 300, 300, 2, 2, 32), None), ((1, 300, 300, 2, 2, 32), -3.0), ((2, 70, 200, 4, 1, 32), -3.0)]
 )
-def test_triton_mixed_blocks(monkeypatch, shape, log_eps):
+def test_triton_mixed_blocks(shape, log_eps):
     """Blocks as on Hopper, where the kernels' blocks differ: KC on the forward's key blocks (wider than dQ's
     and dK/dV's), QC on dQ's query blocks (taller than dK/dV's). Fast gates: the scores must still agree.
     The tables round to 2^-24 of the decay across a block: across 64 keys here, 1e-5 of dlogf (measured;
     a wrong table block gives 1e29)."""
-    from foxacp.ops import attention
-    from foxacp.ops.config import Blocks, KernelConfig
+    from foxacp.ops.config import Blocks, KernelConfig, use_kernel_config
 
     cfg = KernelConfig(64, 64, Blocks(32, 64, head_group=2), Blocks(16, 16, head_group=3), Blocks(32, 32))
-    monkeypatch.setattr(attention, "kernel_config", lambda device, head_dim: cfg)
     inputs = make_inputs(*shape, gate_mean=-1.0, gate_spread=1.0, seed=3)
-    _check("triton", torch.float32, inputs, 3e-5, log_eps=log_eps)
+    with use_kernel_config(cfg):
+        _check("triton", torch.float32, inputs, 3e-5, log_eps=log_eps)
+
+
+def test_use_kernel_config_nests_and_restores():
+    from foxacp.ops.config import Blocks, KernelConfig, kernel_config, use_kernel_config
+
+    base = kernel_config(torch.device("cpu"), 32)
+    a = KernelConfig(64, 64, *[Blocks(32, 32)] * 3)
+    b = KernelConfig(64, 64, *[Blocks(16, 16)] * 3)
+    with use_kernel_config(a):
+        assert kernel_config(torch.device("cpu"), 32) is a
+        with use_kernel_config(b):
+            assert kernel_config(torch.device("cpu"), 128) is b
+        assert kernel_config(torch.device("cpu"), 32) is a
+    assert kernel_config(torch.device("cpu"), 32) is base
+    with pytest.raises(TypeError, match="cfg"), use_kernel_config("64x64"):
+        pass

@@ -7,8 +7,10 @@ exactly the same entries.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -133,13 +135,36 @@ def head_group(blocks: Blocks, device: torch.device, seq_len: int, row_bytes: in
     return min(blocks.head_group, 1 << (fit.bit_length() - 1))
 
 
+_OVERRIDE: list[KernelConfig] = []  # innermost ``use_kernel_config`` last
+
+
+@contextlib.contextmanager
+def use_kernel_config(cfg: KernelConfig) -> Iterator[KernelConfig]:
+    """Run every forgetting-attention call inside the block with ``cfg`` (any device, any head dim).
+
+    The public way to try other blocks (experiments, tuning) without touching the table::
+
+        with use_kernel_config(dataclasses.replace(kernel_config(dev, 64), fwd=Blocks(64, 64))):
+            o = foxacp.forgetting_attention(q, k, v, g)
+    """
+    if not isinstance(cfg, KernelConfig):
+        raise TypeError(f"cfg must be a KernelConfig, got {type(cfg).__name__}")
+    _OVERRIDE.append(cfg)
+    try:
+        yield cfg
+    finally:
+        _OVERRIDE.pop()
+
+
 def kernel_config(device: torch.device, head_dim: int) -> KernelConfig:
     """Return the tile grid and kernel blocks for ``device`` and ``head_dim``.
 
-    CPU (PyTorch path or the Triton interpreter) gets 64x64 everywhere. CUDA GPUs are looked up by
-    compute-capability major version and head dim; anything not in the table gets a conservative
-    default rather than an error.
+    Inside ``use_kernel_config``, its config. Otherwise CPU (PyTorch path or the Triton interpreter) gets
+    64x64 everywhere, and CUDA GPUs are looked up by compute-capability major version and head dim; anything
+    not in the table gets a conservative default rather than an error.
     """
+    if _OVERRIDE:
+        return _OVERRIDE[-1]
     if device.type != "cuda" or interpreting():
         return _CPU
     return _TABLE.get((_major(_index(device)), head_dim), _DEFAULT)
