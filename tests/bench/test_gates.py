@@ -32,7 +32,7 @@ def test_per_head_rates_are_log_uniform():
 
 @pytest.mark.parametrize("heads,head_dim", [(24, 64), (12, 128)])
 def test_profile_gives_documented_acp_saving(heads, head_dim):
-    acp = pytest.importorskip("foxacp.ops.acp")
+    acp = pytest.importorskip("foxacp.ops")
     from foxacp.bench.attention import make_inputs
     from foxacp.bench.peers import TILE, qknorm_bound
 

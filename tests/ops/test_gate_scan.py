@@ -25,10 +25,11 @@ def test_gate_scan_and_gradient_match_torch(case):
     q, k, v, g = make_inputs(B, Tq, Tk, 3, 3, 16, gate_mean=-1.0, gate_spread=4.0)
     cu = None if cu is None else torch.tensor(cu, dtype=torch.int32)
     problem = check_inputs(q, k, v, g, None, cu, None, None, "triton")
+    g.view(-1, 3)[::97, 1] = -float("inf")  # resets: raised to the floor, gradient 0
     gp = g.reshape(-1, 3).double().requires_grad_()
     want = cumulative_gate(gp, problem.cu_k, problem.uniform, problem.num_seqs)
 
-    got, _ = gate_scan(g.reshape(-1, 3), problem, 64)
+    got, _ = gate_scan(g.reshape(-1, 3), problem, 64, 1.0)
     assert got.dtype == torch.float64 and got.shape == want.shape
     assert torch.allclose(got, want.detach(), rtol=1e-12, atol=1e-9)
 
@@ -40,9 +41,10 @@ def test_gate_scan_and_gradient_match_torch(case):
     else:
         dc += dcq.double()
     (want_grad,) = torch.autograd.grad(want, gp, dc)
-    got_grad = gate_grad(dcq, dck, problem)
+    got_grad = gate_grad(dcq, dck, g.reshape(-1, 3), problem)
     assert got_grad.dtype == torch.float32 and got_grad.shape == gp.shape
     assert torch.allclose(got_grad.double(), want_grad, rtol=1e-6, atol=1e-3)
+    assert (got_grad.view(-1, 3)[::97, 1] == 0).all()
     assert want_grad.abs().max() > 50  # long sums: the carry across chunks is exercised
 
 
@@ -55,4 +57,4 @@ def test_gate_scan_strided_input():
     strided = g.reshape(-1, 2).t().contiguous().t()
     assert strided.stride() != (2, 1)
     want = cumulative_gate(strided, problem.cu_k, problem.uniform, problem.num_seqs)
-    assert torch.allclose(gate_scan(strided, problem, 64)[0], want, rtol=1e-12, atol=1e-9)
+    assert torch.allclose(gate_scan(strided, problem, 64, 1.0)[0], want, rtol=1e-12, atol=1e-9)

@@ -50,8 +50,8 @@ def test_gpu_boundary_search_matches_torch_twin():
     """The op's one-launch Triton search finds exactly the searchsorted twin's boundaries (packed, Tq < Tk)."""
     from foxacp.bench.correctness import make_gates
     from foxacp.ops.acp import plan_tiles, qk_bound_from_data, threshold
-    from foxacp.ops.attention import _plan
     from foxacp.ops.gate import cumulative_gate
+    from foxacp.ops.search import run_plan as _plan
     from foxacp.ops.validate import check_inputs
 
     gen = torch.Generator(device="cuda").manual_seed(3)

@@ -30,9 +30,9 @@ def inputs():
         (lambda q, k, v, g: (q, k, v, g.half()), TypeError, "log_fgate must be float32"),
         (lambda q, k, v, g: (q, k.double(), v, g), TypeError, "k has dtype"),
         (lambda q, k, v, g: (q.int(), k.int(), v.int(), g), TypeError, "q must be a floating"),
-        (lambda q, k, v, g: (q, k, v, g.abs() + 0.1), ValueError, "log_fgate must be finite and <= 0"),
-        (lambda q, k, v, g: (q, k, v, g.index_fill(1, torch.tensor([3]), float("nan"))), ValueError, "finite"),
-        (lambda q, k, v, g: (q, k, v, g.index_fill(1, torch.tensor([3]), -float("inf"))), ValueError, "finite"),
+        (lambda q, k, v, g: (q, k, v, g.abs() + 0.1), ValueError, "log_fgate must be <= 0"),
+        (lambda q, k, v, g: (q, k, v, g.index_fill(1, torch.tensor([3]), float("nan"))), ValueError, "NaN"),
+        (lambda q, k, v, g: (q, k, v, g.index_fill(1, torch.tensor([3]), float("inf"))), ValueError, "positive"),
         (lambda q, k, v, g: (q.numpy(), k, v, g), TypeError, "q must be a torch.Tensor"),
     ],
 )
@@ -174,3 +174,7 @@ def test_tma_ready_copies_only_what_the_copy_engine_cannot_read():
     assert out is not heads_major and out.is_contiguous() and torch.equal(out, heads_major)
     one_head = torch.randn(10, 16).as_strided((10, 1, 16), (16, 999, 1))  # one head: its stride does not matter
     assert _tma_ready(one_head) is one_head
+    misaligned = torch.randn(10 * 3 * 16 + 1)[1:].view(10, 3, 16)  # contiguous, 4 bytes past an aligned base
+    assert misaligned.is_contiguous() and misaligned.data_ptr() % 16
+    out = _tma_ready(misaligned)
+    assert out.data_ptr() % 16 == 0 and torch.equal(out, misaligned)

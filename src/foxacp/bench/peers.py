@@ -89,7 +89,7 @@ def foxacp_exact(inp: Inputs, backend: str = "triton") -> Peer:
 def foxacp_acp(inp: Inputs, backend: str = "triton") -> Peer:
     """foxacp forgetting attention with ACP at log_eps (-10: eps = e^-10) and the given qk_bound."""
     from foxacp import forgetting_attention
-    from foxacp.ops.acp import prepare_search
+    from foxacp.ops import prepare_search
 
     kw = {"log_eps": inp.log_eps, "qk_bound": inp.qk_bound}
 
@@ -187,7 +187,7 @@ def flex_fox(inp: Inputs, acp: bool = False, compile: bool = True) -> Peer:
     fn = torch.compile(_flex_fox, dynamic=False) if compile else _flex_fox
 
     if acp:
-        from foxacp.ops.acp import make_plan
+        from foxacp.ops import make_plan
 
         def search():
             with torch.no_grad():

@@ -1,7 +1,16 @@
 """Forgetting attention with Adaptive Computation Pruning."""
 
-from .acp import AcpPlan, ACPStats, make_plan
-from .attention import DEFAULT_LOG_EPS, forgetting_attention
+from .acp import DEFAULT_LOG_EPS, AcpPlan, ACPStats
+from .attention import forgetting_attention
+from .search import make_plan, prepare_search
 from .validate import set_value_checks
 
-__all__ = ["ACPStats", "AcpPlan", "DEFAULT_LOG_EPS", "forgetting_attention", "make_plan", "set_value_checks"]
+__all__ = [
+    "ACPStats",
+    "AcpPlan",
+    "DEFAULT_LOG_EPS",
+    "forgetting_attention",
+    "make_plan",
+    "prepare_search",
+    "set_value_checks",
+]

@@ -2,7 +2,8 @@
 
 With |sm_scale * q_i . k_j| <= U for one (sequence, head) and L keys, every entry with
 D_ij < delta = -2U - log(L) + log(eps) has attention weight below eps / L, so skipping all of them drops at
-most eps of any row's mass (method.md, section 2). c is non-increasing, so the largest D in a tile is
+most eps of any row's mass: the row's normaliser is at least e^-U (its own key has D = 0), each pruned term at
+most e^(U + D_ij) (docs/architecture.md states the proof). c is non-increasing, so the largest D in a tile is
 c[first row] - c[last column], and the prunable key tiles of a query tile form a prefix: a searchsorted of
 c[first row] - delta into the non-increasing tile-end values of c finds every boundary at once.
 """
@@ -18,6 +19,8 @@ from torch import Tensor
 
 from .gate import sequence_ids
 from .validate import Problem, value_checks_on
+
+DEFAULT_LOG_EPS = -10.0  # eps = e^-10 ~ 4.5e-5, below bf16 rounding: the pruned result is virtually exact
 
 
 @dataclass
@@ -97,7 +100,25 @@ def qk_bound_from_data(q: Tensor, k: Tensor, problem: Problem) -> Tensor:
             norm = lambda x: torch.linalg.vector_norm(x.to(torch.float32), dim=-1)  # noqa: E731
             q_max = _segment_max(norm(q), problem, problem.cu_q)
             k_max = _segment_max(norm(k), problem, problem.cu_k)
-        return problem.sm_scale * q_max.double() * k_max.double().repeat_interleave(problem.group, dim=1)
+        u = problem.sm_scale * q_max.double() * k_max.double().repeat_interleave(problem.group, dim=1)
+        # A NaN or infinite q or k gives no bound: prune nothing there, so rows before the bad key stay exact and
+        # causal (the reference's rows from it on are NaN too).
+        return torch.nan_to_num(u, nan=math.inf)
+
+
+def check_bound(qk_bound: float | Tensor, q: Tensor, k: Tensor, problem: Problem) -> None:
+    """Raise ValueError where a given U is below sm_scale * max||q|| * max||k|| of a (sequence, head): there it
+    may be below the true max |sm_scale q.k|, and the eps guarantee would not hold. q (B, Tq, Hq, D), k
+    (B, Tk, Hkv, D)."""
+    data = qk_bound_from_data(q.detach().reshape(-1, *q.shape[2:]), k.detach().reshape(-1, *k.shape[2:]), problem)
+    given = qk_bound_from_arg(qk_bound, problem, q.device)
+    short = given < data * (1 - 1e-6)  # float32 norms: a bound equal to the data's passes
+    if bool(short.any()):
+        n, h = (int(i) for i in short.nonzero()[0])
+        raise ValueError(
+            f"qk_bound {given[n, h].item():.6g} is below sm_scale * max||q|| * max||k|| = {data[n, h].item():.6g} "
+            f"(sequence {n}, query head {h}): it cannot certify ACP's eps guarantee; pass a larger bound or None"
+        )
 
 
 def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.device) -> Tensor:
@@ -142,7 +163,7 @@ def threshold(u: Tensor | float, problem: Problem, log_eps: float) -> Tensor | f
 
 def threshold_from_arg(qk_bound: float | Tensor, problem: Problem, log_eps: float, device: torch.device) -> Tensor:
     """``threshold`` of a user-given bound. A float bound on a uniform batch gives a cached constant, the same
-    float64 value ``threshold`` computes, with no device launch (small calls are host bound: notes #34)."""
+    float64 value ``threshold`` computes, with no device launch (small calls are host bound: experiments/034)."""
     u = qk_bound_from_arg(qk_bound, problem, device)
     if isinstance(qk_bound, Tensor) or not problem.uniform:
         return threshold(u, problem, log_eps)
@@ -184,9 +205,12 @@ def plan_tiles(c: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n: 
     col_ok = tile * tile_n < k_len  # (N, num_n)
     col_end = (torch.minimum((tile + 1) * tile_n, k_len) - 1).clamp_min(0)
     c_end = c[:, k0 + col_end].permute(1, 0, 2)  # (N, Hq, num_n)
-    # Pruned iff c_row - c_end < delta, i.e. -c_end < delta - c_row; -c_end ascends along the tiles.
-    neg_end = torch.where(col_ok[:, None, :], -c_end, torch.inf).contiguous()
-    kv_lo = torch.searchsorted(neg_end, (delta[:, :, None] - c_row).contiguous(), side="left")
+    # Pruned iff c_row - c_end < delta, i.e. -c_end < delta - c_row; -c_end ascends along the tiles. A NaN gate
+    # (value checks off) makes c NaN from there on: those tiles count as kept, as in the Triton twin, so rows
+    # before it stay causal and exact.
+    neg_end = torch.where(col_ok[:, None, :], -c_end, torch.inf).nan_to_num(nan=torch.inf).contiguous()
+    thresh = (delta[:, :, None] - c_row).nan_to_num(nan=-torch.inf).contiguous()
+    kv_lo = torch.searchsorted(neg_end, thresh, side="left")
     kv_lo = torch.where(row_ok[:, None, :], kv_lo, num_n).to(torch.int32)
     tiles = tile.to(torch.int32).expand(neg_end.shape).contiguous()
     q_hi = torch.where(col_ok[:, None, :], torch.searchsorted(kv_lo, tiles, side="right"), 0).to(torch.int32)
@@ -197,20 +221,3 @@ def dense_stats(problem: Problem, tile_m: int, tile_n: int) -> ACPStats:
     """Statistics of exact attention: every causal tile visited."""
     causal = _query_tiles(problem, tile_m, tile_n)[2].sum().expand(problem.heads_q).clone()
     return ACPStats(causal.clone(), causal, tile_m, tile_n)
-
-
-def prepare_search(q: Tensor, k: Tensor, log_fgate: Tensor, **kwargs):
-    """Validate and prepare once; return a function that runs only the boundary search (bound, threshold,
-    tile boundaries) on the prepared inputs, as ``forgetting_attention`` does: for timing it alone."""
-    from .attention import prepare_search as _prepare
-
-    return _prepare(q, k, log_fgate, **kwargs)
-
-
-def make_plan(q: Tensor, k: Tensor, log_fgate: Tensor, **kwargs) -> AcpPlan:
-    """The boundary search ``forgetting_attention`` runs, on its own (for benchmarks and block masks).
-
-    Takes the arguments of ``forgetting_attention`` (v is not needed; ``log_eps`` must not be None) plus
-    optional ``tile_m``/``tile_n`` to override the device's ACP tile grid.
-    """
-    return prepare_search(q, k, log_fgate, **kwargs)()

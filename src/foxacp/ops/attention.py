@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import Tensor
 
-from .acp import (
-    AcpPlan,
-    ACPStats,
-    dense_stats,
-    plan_tiles,
-    qk_bound_from_data,
-    threshold,
-    threshold_from_arg,
-)
+from .acp import DEFAULT_LOG_EPS, AcpPlan, ACPStats, check_bound, dense_stats
 from .blockwise import blockwise_attention
 from .config import TRITON_HEAD_DIMS, KernelConfig, interpreting, kernel_config
 from .gate import cumulative_gate
 from .reference import reference_attention
+from .search import run_plan
 from .validate import Problem, check_inputs
 
-DEFAULT_LOG_EPS = -10.0
+__all__ = ["DEFAULT_LOG_EPS", "forgetting_attention"]
 
 
 def _auto_backend(q: Tensor) -> str:
@@ -30,51 +26,13 @@ def _auto_backend(q: Tensor) -> str:
     return "triton" if triton_ok else "torch"
 
 
-def _plan(
-    qp: Tensor,
-    kp: Tensor,
-    c_t: Tensor,
-    problem: Problem,
-    log_eps: float,
-    qk_bound,
-    tile_m: int,
-    tile_n: int,
-) -> AcpPlan:
-    with torch.no_grad():
-        if qk_bound is None:
-            delta = threshold(qk_bound_from_data(qp, kp, problem), problem, log_eps)
-        else:
-            delta = threshold_from_arg(qk_bound, problem, log_eps, qp.device)
-        if not c_t.is_cuda:
-            return plan_tiles(c_t.detach(), delta, problem, tile_m, tile_n)
-        from .triton_plan import tile_plan  # one launch instead of ~20 small torch ops (its tested twin)
-
-        kv_lo, q_hi = tile_plan(c_t.detach(), delta, problem, tile_m, tile_n)
-        return AcpPlan(tile_m, tile_n, kv_lo, q_hi, problem)
-
-
-def prepare_search(
-    q: Tensor,
-    k: Tensor,
-    log_fgate: Tensor,
-    *,
-    sm_scale: float | None = None,
-    cu_seqlens: Tensor | None = None,
-    max_seqlen: int | None = None,
-    log_eps: float = DEFAULT_LOG_EPS,
-    qk_bound: float | Tensor | None = None,
-    tile_m: int | None = None,
-    tile_n: int | None = None,
-):
-    """Validate, build the cumulative gate, and return the boundary search as a no-argument function."""
-    if log_eps is None:
-        raise ValueError("the boundary search needs a log_eps (None means no pruning)")
-    problem = check_inputs(q, k, k, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, "torch")
-    cfg = kernel_config(q.device, problem.head_dim)
-    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
-    qp, kp = q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:])
-    tm, tn = tile_m or cfg.tile_m, tile_n or cfg.tile_n
-    return lambda: _plan(qp, kp, c_t, problem, log_eps, qk_bound, tm, tn)
+@functools.cache
+def _warn_sm_scale(sm_scale: float) -> None:
+    warnings.warn(
+        f"sm_scale={sm_scale:g} is outside the range the Triton kernels' score tables represent exactly; "
+        "forgetting_attention takes the PyTorch path for it",
+        stacklevel=3,
+    )
 
 
 def forgetting_attention(
@@ -88,6 +46,7 @@ def forgetting_attention(
     max_seqlen: int | None = None,
     log_eps: float | None = DEFAULT_LOG_EPS,
     qk_bound: float | Tensor | None = None,
+    check_qk_bound: bool = False,
     return_stats: bool = False,
     backend: str | None = None,
 ) -> Tensor | tuple[Tensor, ACPStats]:
@@ -102,13 +61,17 @@ def forgetting_attention(
             float64 with ``backend="reference"`` (and "torch").
         k, v: (B, Tk, Hkv, D), same dtype; Hq % Hkv == 0 (grouped-query attention); Tq <= Tk, queries
             aligned to the end of the keys.
-        log_fgate: (B, Tk, Hq) float32 log forget gates, finite and <= 0 (one per query head and key).
+        log_fgate: (B, Tk, Hq) float32 log forget gates, <= 0 (one per query head and key). -inf (f = 0) is an
+            exact reset: every backend raises gates to ``foxacp.ops.gate.LOG_FGATE_FLOOR`` (-1e6), where every
+            weight across the token is 0 in float64, and gives them gradient 0. NaN is refused.
         sm_scale: softmax scale on q . k; default 1 / sqrt(D). The decay D is never scaled.
         cu_seqlens: (N+1,) int32 offsets of packed sequences (needs B == 1 and Tq == Tk).
         max_seqlen: longest packed sequence (computed from cu_seqlens when None).
         log_eps: natural log of the ACP tolerance eps; None computes exact attention.
         qk_bound: U >= |sm_scale * q . k|: a float, an (Hq,) tensor, or broadcastable to (B or N, Hq).
-            None derives it from the data per (sequence, head).
+            None derives it from the data per (sequence, head). A bound below the true one voids the eps
+            guarantee silently; ``check_qk_bound=True`` verifies it against sm_scale * max||q|| * max||k|| per
+            (sequence, head) and raises ValueError where it is lower (one pass over q and k, one host sync).
         return_stats: also return ``ACPStats`` (tiles visited / causal per head, ``flop_saving``).
         backend: None (auto: Triton on CUDA, and on CPU under TRITON_INTERPRET=1 for fp16/fp32; else
             PyTorch), "triton", "torch" (blockwise, same tile skipping) or "reference" (dense).
@@ -120,25 +83,32 @@ def forgetting_attention(
     backend = _auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
     problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
     cfg = kernel_config(q.device, problem.head_dim)
+    if check_qk_bound and qk_bound is not None:
+        check_bound(qk_bound, q, k, problem)
     if backend == "triton":
-        # The Triton op takes the unpacked tensors and reshapes inside its autograd function (no view nodes in
-        # the graph: host time per call, notes #34). The gate's scan (with the key table) is one launch.
-        from .triton_gate import gate_scan  # imported lazily: Triton compiles on first use
+        from .triton_gate import gate_scan, table_scale  # imported lazily: Triton compiles on first use
         from .triton_op import triton_attention
 
-        c_t, kc = gate_scan(log_fgate.detach().reshape(-1, problem.heads_q), problem, cfg.fwd.block_n)
+        scale = table_scale(problem.sm_scale)
+        if scale is None:
+            _warn_sm_scale(problem.sm_scale)
+            backend = "torch"
+    if backend == "triton":
+        # The Triton op takes the unpacked tensors and reshapes inside its autograd function (no view nodes in
+        # the graph: host time per call, experiments/034). The gate's scan (with the key table) is one launch.
+        c_t, kc = gate_scan(log_fgate.detach().reshape(-1, problem.heads_q), problem, cfg.fwd.block_n, scale)
         plan = None
         if log_eps is not None:
             qp, kp = (t.detach().reshape(-1, *t.shape[2:]) for t in (q, k))
-            plan = _plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
-        o = triton_attention(q, k, v, log_fgate, c_t, kc, problem, plan, cfg)
+            plan = run_plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
+        o = triton_attention(q, k, v, log_fgate, c_t, kc, problem, plan, cfg, scale)
         return o if not return_stats else (o, _stats(plan, problem, cfg))
 
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
     c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
     if log_eps is not None:
-        plan = _plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
+        plan = run_plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
     if backend == "torch":
         o = blockwise_attention(qp, kp, vp, c_t.t(), problem, plan, cfg.tile_m, cfg.tile_n)
     else:

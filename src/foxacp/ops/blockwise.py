@@ -37,7 +37,7 @@ def _attend_batch(
             lo = 0
         else:
             first_key = (kv_lo[:, :, m].long() * tile_n).to(q.device)  # (N, H)
-            lo = int(first_key.min())
+            lo = min(int(first_key.min()), i0 + off)  # a row's own key is always kept (even on a NaN plan)
         cols = torch.arange(lo, hi, device=q.device)[None, :]
         s = torch.einsum("nihd,njhd->nhij", q[:, i0:i1], k[:, lo:hi]) * scale
         decay = c[:, i0 + off : hi].transpose(1, 2)[..., None] - c[:, lo:hi].transpose(1, 2)[:, :, None, :]

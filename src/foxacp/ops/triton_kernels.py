@@ -13,18 +13,26 @@ Conventions shared by the three kernels:
   then address their first tiles without waiting for the offsets CU_Q/CU_K.
 - Grids are (heads per group, blocks, groups), see ``_program``: heaviest blocks first, a few heads at a
   time so their streamed blocks are re-read from L2.
-- C is the float64 cumulative gate, (Hq, total_k). Each program subtracts one float64 reference value
-  (its block's first row or key) before dropping to float32, so D = cq - ck is a difference of small numbers.
-- Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units.
-- The per-score part of D comes through the tensor cores. Score tables (``table_rows``) hold, in q.k units
-  and as three fp16 parts: KC, each key's decay below the first key of its KC block (columns 0-2; 3-5 are
-  ones), and QC, each query's gate above the first row of its block minus its LSE (columns 3-5; 0-2 are
-  ones). So ``tl.dot(QC, KC^T, q.k)`` is q.k plus the whole score but for a per-tile scalar (the first
-  query's gate above the first key), and each score costs one FMA as in dense attention. The forward, which
-  has no LSE yet, multiplies KC by ones in columns 0-2 only; it builds KC once and the backward reuses it.
-  Rounding is 2^-24 of the gate's change across a block. dQ and dK/dV form the same products in the same
-  order, so their scores agree: the gate gradient sums dS over rows in dQ and over columns in dK/dV, and only
-  agreeing scores let those sums cancel.
+- C is the float64 cumulative gate, (Hq, total_k). Nothing large ever meets anything small in float32: off the
+  diagonal, a score's decay is split into parts that are all <= 0 (below), so a pair that matters (a decay
+  near 0) is a sum of small numbers; a pair whose decay is huge stays huge whatever the rounding.
+- Scores live in the log2 domain: s = (sm_scale * q.k + D) * log2(e); LSE is stored in log2 units. The
+  softmax state of a row (its running max, its LSE) is relative to the row's own gate, c[i], so it stays
+  small whatever the gate did before the row.
+- Off the diagonal, the per-score part of D comes through the tensor cores. Score tables (``table_rows``)
+  hold, as three fp16 parts of x / S (S a power of two, ``table_scale``), in q.k units: KC, each key's
+  decay up to the LAST key of its KC block, c[j1] - c[j] <= 0 (columns 0-2; 3-5 hold S), and QC, each
+  query's gate below the first row of its block minus its LSE (columns 3-5; 0-2 hold S). So
+  ``tl.dot(QC, KC^T, q.k)`` is q.k plus the whole score but for a per-tile scalar, the first query's gate
+  below the KC block's last key (<= 0 once that key is at or before the first query). Each score then costs
+  one FMA as in dense attention. The forward, which has no LSE yet, multiplies KC by S in columns 0-2 and
+  adds each row's gate below the KC block's last key, a per-row value. Tables saturate at +-TABLE_LIMIT,
+  which only ever shortens a decay that already gives weight 0: every part is <= 0.
+- Tiles that hold keys after a row's block starts (the diagonal, and the KC block around it) have decays
+  of both signs: those scores take D per element from (hi, lo) float32 splits of c relative to one
+  reference, (hi_i - hi_j) + (lo_i - lo_j), accurate to float32 rounding of D itself (``_split``).
+- dQ and dK/dV form the same scores in the same order, so their scores agree: the gate gradient sums dS over
+  rows in dQ and over columns in dK/dV, and only agreeing scores let those sums cancel.
 - Keys visible to every row of the block need no mask and no bounds checks: the backward kernels loop over
   them apart from the masked blocks along the diagonal; the forward masks behind a branch in one loop.
 - ACP: KV_LO[seq, h, tile] is the first kept key tile of a query tile and Q_HI[seq, h, tile] the number of
@@ -39,7 +47,7 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 KC_COLS = tl.constexpr(16)  # columns of a score table: 3 fp16 parts, 3 ones, zeros (one MMA step)
-TABLE_LIMIT = tl.constexpr(3.0e4)  # fp16 holds it; as a decay in q.k units it gives weights of exactly 0 in any float
+TABLE_LIMIT = tl.constexpr(3.0e4)  # largest table value x / S: fp16 holds it (see table_scale in triton_op)
 
 
 @triton.jit
@@ -76,11 +84,29 @@ def _bounds(CU_Q, CU_K, seq, seq_q, seq_k, UNIFORM: tl.constexpr):
 
 
 @triton.jit
+def _split(x):
+    """float64 -> (hi, lo) float32 with hi + lo = x to float64 rounding: differences of two such values,
+    (hi_i - hi_j) + (lo_i - lo_j), are accurate to float32 rounding of the difference itself."""
+    hi = x.to(tl.float32)
+    return hi, (x - hi.to(tl.float64)).to(tl.float32)
+
+
+@triton.jit
+def _exact_decay(hi_q, lo_q, Cb, c_ref, offs_n, n_ok):
+    """(queries, keys) float32: each query's gate below each key's, (c[query] - c[key]) * log2(e), per element
+    and accurate to its own rounding. The queries come as ``_split`` parts relative to c_ref; keys are the
+    positions offs_n of the gate row Cb (masked by n_ok)."""
+    hi_k, lo_k = _split(tl.where(n_ok, (tl.load(Cb + offs_n, mask=n_ok, other=0.0) - c_ref) * LOG2E, 0.0))
+    return (hi_q[:, None] - hi_k[None, :]) + (lo_q[:, None] - lo_k[None, :])
+
+
+@triton.jit
 def _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch, BLOCK_M: tl.constexpr):
-    """Query block m of head h (forward and dQ): its rows and their gate cq relative to c_ref.
+    """Query block m of head h (forward and dQ): its rows and their gate relative to c_ref.
 
     Returns offs_m (row indices), row_ok, pos (key position of each row), row0 (64-bit first row), in_m,
-    Cb (this head's gate row for the sequence), c_ref and cq (log2 units, fp32).
+    Cb (this head's gate row for the sequence), c_ref (the first row's gate) and hi_q, lo_q: ``_split`` of
+    (c[pos] - c_ref) * log2(e), each row's gate below the first row (rows past the end: 0).
     """
     offs_m = m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = offs_m < q_len
@@ -89,8 +115,8 @@ def _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch, BLOCK_M: tl.co
     in_m = tl.arange(0, BLOCK_M)
     Cb = C + h.to(tl.int64) * stride_ch + k_start
     c_ref = tl.load(Cb + m * BLOCK_M + off)
-    cq = (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref).to(tl.float32) * LOG2E
-    return offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq
+    hi_q, lo_q = _split(tl.where(row_ok, (tl.load(Cb + pos, mask=row_ok, other=0.0) - c_ref) * LOG2E, 0.0))
+    return offs_m, row_ok, pos, row0, in_m, Cb, c_ref, hi_q, lo_q
 
 
 @triton.jit
@@ -107,35 +133,42 @@ def _block(X, row0, h, in_m, row_ok, stride_t, stride_h, HEAD_DIM: tl.constexpr)
 
 @triton.jit
 def _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr, ACP: tl.constexpr):
-    """Keys a query block visits: from lo (0, or ACP's first kept tile) to hi; keys below diag are visible
-    to every row of the block (the unmasked loop), the rest lie along the diagonal (the masked loop)."""
+               DIAG_BLOCK: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr, ACP: tl.constexpr):
+    """Keys a query block visits: from lo (0, or ACP's first kept tile) to hi. Keys below diag lie in blocks of
+    DIAG_BLOCK (the KC blocks) that end at or before the block's first row: there the score tables apply;
+    from diag on, scores take the exact per-element decay (and the causal mask)."""
     lo = 0
     if ACP:
         lo = tl.load(KV_LO + seq * stride_lo_n + h * stride_lo_h + (m * BLOCK_M) // TILE_M) * TILE_N
-    diag = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N
+    diag = ((m * BLOCK_M + off + 1) // DIAG_BLOCK) * DIAG_BLOCK
     hi = tl.minimum(m * BLOCK_M + BLOCK_M, q_len) + off
     return lo, diag, hi
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, diag,
-               hi, qk_scale, BLOCK_N: tl.constexpr):
-    # The decay enters the scores through the tensor cores: ``ones @ kc^T`` adds each key's decay below its
-    # block's first key (KC's columns 0-2, in q.k units), and ``shift`` that first key's decay below
-    # c_ref. Each score then costs one FMA, as in dense attention. The row's own gate term cq_i is a per-row
-    # shift, which softmax ignores: it is added to the LSE at the end.
-    # One loop: the mask of the diagonal blocks sits behind a block-uniform branch, so a program fills its
-    # load pipeline once (two loops, unmasked then masked, were 2-4% slower: notes #27).
+def _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref,
+               lo, diag, hi, qk_scale, BLOCK_N: tl.constexpr):
+    # A score is s * qk_scale + shift[row], in log2 units relative to the row's own gate. Off the diagonal,
+    # s = q.k + KC (``ones @ kc^T`` adds each key's decay up to its block's last key, <= 0) and shift is the
+    # row's gate below that last key (<= 0): one FMA per score, as in dense attention. On the diagonal, s
+    # carries the exact per-element decay (divided by qk_scale, so the same FMA applies) and shift is 0.
+    # One loop: the diagonal blocks sit behind a block-uniform branch, so a program fills its load pipeline
+    # once (two loops, unmasked then masked, were 2-4% slower: experiments/027).
+    inv_scale = 1.0 / qk_scale
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        shift = (c_ref - tl.load(Cb + start_n)).to(tl.float32) * LOG2E
-        s = tl.dot(ones, kc.T, tl.dot(q, k.T))
+        qk = tl.dot(q, k.T)
         if start_n >= diag:
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
+            visible = offs_n[None, :] <= pos[:, None]
+            s = tl.where(visible, _exact_decay(hi_q, lo_q, Cb, c_ref, offs_n, offs_n < hi) * inv_scale
+                         + qk, float("-inf"))
+            shift = tl.zeros_like(hi_q)
+        else:
+            s = tl.dot(ones, kc.T, qk)
+            shift = hi_q - ((tl.load(Cb + start_n + BLOCK_N - 1) - c_ref) * LOG2E).to(tl.float32)
         m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale + shift)
         p = tl.math.exp2(s * qk_scale + (shift - m_new)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
@@ -147,7 +180,7 @@ def _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_row, kv_c
 
 @triton.jit
 def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
-               stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
+               stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, table_scale,
                seq_q, seq_k,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
@@ -161,47 +194,54 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, nu
     if m * BLOCK_M >= q_len:
         return
     off = k_len - q_len
-    offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq = _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch,
-                                                                 BLOCK_M)
+    offs_m, row_ok, pos, row0, in_m, Cb, c_ref, hi_q, lo_q = _query_rows(C, h, m, q_start, q_len, k_start, off,
+                                                                         stride_ch, BLOCK_M)
     lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
                               TILE_N, ACP)
     # The copy engine reads the query block (rows past the sequence are masked at the stores): measured
-    # -1% on the forward kernel against pointer loads (notes #42). The program waits for it here, so the plan's
-    # load above is issued first and its latency overlaps this one (notes #43).
+    # -1% on the forward kernel against pointer loads (experiments/042). The program waits for it here, so the
+    # plan's load above is issued first and its latency overlaps this one (experiments/043).
     q = desc_q.load([q_start + m * BLOCK_M, h * HEAD_DIM])
 
     kv_col = (h // GROUP) * HEAD_DIM
     kc_col = h * KC_COLS
-    ones = tl.zeros([BLOCK_M, KC_COLS], dtype=tl.float16) + (tl.arange(0, KC_COLS) < 3).to(tl.float16)[None, :]
+    ones = tl.where(tl.arange(0, KC_COLS) < 3, table_scale, 0.0).to(tl.float16)[None, :] + tl.zeros(
+        [BLOCK_M, KC_COLS], dtype=tl.float16)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
-                               c_ref, lo, diag, hi, qk_scale, BLOCK_N)
-    o = acc * (1.0 / l_i)[:, None]  # one division per row, not per element: -88 instructions per thread (notes #44)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_start, kv_col,
+                               kc_col, Cb, c_ref, lo, diag, hi, qk_scale, BLOCK_N)
+    o = acc * (1.0 / l_i)[:, None]  # one division per row, not per element: -88 instructions per thread (exp. 044)
     tl.store(_rows(O, row0, h, in_m, stride_ot, stride_oh, HEAD_DIM), o.to(O.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i) + cq, mask=row_ok)
+    tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb, c_ref,
-                q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr, MASKED: tl.constexpr):
-    # Every query row of an unmasked block is a row of the sequence that sees every key of the block.
+def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb,
+                LSEb, Cqb, c_ref, q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr,
+                EXACT: tl.constexpr):
+    # dQ's scores, transposed. EXACT: the per-element decay from (hi, lo) splits relative to c_ref (the KC
+    # block's last key), the causal mask and rows past the end; else every query row of the block is a row of
+    # the sequence that sees every key of the block, and the tables give the scores with one scalar: the first
+    # row of QC's block below c_ref.
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q = desc_q.load([q_row + start_m, q_col])
         do = desc_do.load([q_row + start_m, q_col])
-        qc = desc_qc.load([q_row + start_m, qc_col])
-        if MASKED:
-            delta = tl.load(DELTAb + offs_m, mask=offs_m < q_len, other=0.0)
+        if EXACT:
+            row_ok = offs_m < q_len
+            delta = tl.load(DELTAb + offs_m, mask=row_ok, other=0.0)
+            lse = tl.load(LSEb + offs_m, mask=row_ok, other=0.0)
+            hi_q, lo_q = _split(tl.where(row_ok, (tl.load(Cqb + offs_m, mask=row_ok, other=0.0) - c_ref) * LOG2E, 0.0))
+            decay = (hi_q[None, :] - hi_k[:, None]) + ((lo_q - lse)[None, :] - lo_k[:, None])
+            sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & row_ok[None, :],
+                          tl.dot(k, q.T) * qk_scale + decay, float("-inf"))
         else:
+            qc = desc_qc.load([q_row + start_m, qc_col])
             delta = tl.load(DELTAb + offs_m)
-        # dQ's scores, transposed: the tables' first key and first query (of QC's and KC's blocks) fix the scalar.
-        shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
-        sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
-        if MASKED:
-            sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & (offs_m < q_len)[None, :], sT,
-                          float("-inf"))
+            shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
+            sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
         pT = tl.math.exp2(sT)
         dv = tl.dot(pT.to(do.dtype), do, dv)
         dpT = tl.dot(v, do.T)
@@ -212,7 +252,7 @@ def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, 
 
 
 @triton.jit
-def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
+def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, LSE, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
                 stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
                 stride_ch, stride_lh, stride_hi_n, stride_hi_h, qk_scale, sm_scale, seq_q, seq_k,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -246,7 +286,9 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
     for g in range(GROUP):
         h = kvh * GROUP + g
         Cb = C + h.to(tl.int64) * stride_ch + k_start
-        c_ref = tl.load(Cb + (n0 // KC_BLOCK) * KC_BLOCK)
+        kc_last = tl.minimum((n0 // KC_BLOCK) * KC_BLOCK + KC_BLOCK, k_len) - 1  # KC's reference key
+        c_ref = tl.load(Cb + kc_last)
+        hi_k, lo_k = _split(tl.where(key_ok, (tl.load(Cb + offs_n, mask=key_ok, other=0.0) - c_ref) * LOG2E, 0.0))
         kc = tl.load(KC + key0 * stride_kct + h * KC_COLS + in_n[:, None] * stride_kct + cols[None, :],
                      mask=key_ok[:, None], other=0.0)
         q_end = q_len
@@ -254,20 +296,22 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
             q_end = tl.minimum(q_len, tl.load(Q_HI + seq * stride_hi_n + h * stride_hi_h + n0 // TILE_N) * TILE_M)
         q_whole = (q_end // BLOCK_M) * BLOCK_M
         DELTAb = DELTA + h.to(tl.int64) * stride_lh + q_start
+        LSEb = LSE + h.to(tl.int64) * stride_lh + q_start
         dck = tl.zeros([BLOCK_N], dtype=tl.float32)
         q_col = h * HEAD_DIM
         qc_col = h * KC_COLS
-        # ACP keeps every tile that holds a causal pair (its largest decay is >= 0 > delta), so q_end >= q_full
-        # or q_end = q_len: the diagonal loop's bounds need not wait for the Q_HI load.
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
-                                  DELTAb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_full, q_len), qk_scale,
-                                  BLOCK_M, QC_BLOCK, True)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
-                                  DELTAb, Cb + off, c_ref, q_len, off, q_full, q_whole, qk_scale, BLOCK_M, QC_BLOCK,
-                                  False)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
-                                  DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_full, q_whole), q_end, qk_scale,
-                                  BLOCK_M, QC_BLOCK, True)
+        # The tables apply from the first query block whose QC block starts at or after KC's reference key (all
+        # their parts are then <= 0); before it, and in the last partial block, scores take the exact decay.
+        q_mid = tl.maximum(q_full, tl.cdiv(tl.maximum(kc_last - off, 0), QC_BLOCK) * QC_BLOCK)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_start, q_col,
+                                  qc_col, DELTAb, LSEb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_mid, q_end),
+                                  qk_scale, BLOCK_M, QC_BLOCK, True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_start, q_col,
+                                  qc_col, DELTAb, LSEb, Cb + off, c_ref, q_len, off, q_mid, q_whole, qk_scale,
+                                  BLOCK_M, QC_BLOCK, False)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_start, q_col,
+                                  qc_col, DELTAb, LSEb, Cb + off, c_ref, q_len, off, tl.maximum(q_mid, q_whole),
+                                  q_end, qk_scale, BLOCK_M, QC_BLOCK, True)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
     tl.store(_rows(DK, key0, kvh, in_n, stride_dkt, stride_dkh, HEAD_DIM), (dk * sm_scale).to(DK.dtype.element_ty),
              mask=key_ok[:, None])
@@ -276,22 +320,25 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, DK, DV, DCK, Q_HI,
 
 
 @triton.jit
-def _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, diag, hi,
-              qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
-    # One loop, the diagonal mask behind a block-uniform branch, as in the forward: one pipeline fill per
-    # program (notes #34; two loops cost a second fill in the short programs of pruned rows). Keys past the
-    # end of the sequence only occur in the masked blocks, where causality masks them: their tiles (a
-    # neighbouring sequence's rows, or zeros past the tensor) get p = 0, as in the forward.
+def _dq_inner(dq, dcq, q, do, qc, delta, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref,
+              lo, diag, hi, qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
+    # One loop, the diagonal blocks behind a block-uniform branch, as in the forward: one pipeline fill per
+    # program (two loops cost a second fill in the short programs of pruned rows: experiments/034). Keys past
+    # the end of the sequence only occur from diag on, where causality masks them: their tiles (a neighbouring
+    # sequence's rows, or zeros past the tensor) get p = 0, as in the forward. lo_q carries the rows' LSE.
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        shift = (c_ref - tl.load(Cb + (start_n // KC_BLOCK) * KC_BLOCK)).to(tl.float32) * LOG2E
-        # q.k plus the score but for the scalar shift (the block's first row's gate above KC's first key)
-        s = tl.dot(qc, kc.T, tl.dot(q, k.T)) * qk_scale + shift
+        qk = tl.dot(q, k.T)
         if start_n >= diag:
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
+            s = tl.where(offs_n[None, :] <= pos[:, None],
+                         qk * qk_scale + _exact_decay(hi_q, lo_q, Cb, c_ref, offs_n, offs_n < hi), float("-inf"))
+        else:
+            # q.k plus the score but for the scalar shift: the block's first row below KC's last key (<= 0)
+            shift = (c_ref - tl.load(Cb + (start_n // KC_BLOCK) * KC_BLOCK + KC_BLOCK - 1)).to(tl.float32) * LOG2E
+            s = tl.dot(qc, kc.T, qk) * qk_scale + shift
         p = tl.math.exp2(s)
         dp = tl.dot(do, v.T)
         ds = p * (dp - delta[:, None])
@@ -301,7 +348,7 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_row, kv
 
 
 @triton.jit
-def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
+def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, LSE, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
               stride_qt, stride_qh, stride_qct, stride_ot, stride_oh, stride_dot, stride_doh, stride_dqt, stride_dqh,
               stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
               H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -309,8 +356,8 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
               ACP: tl.constexpr, KC_BLOCK: tl.constexpr):
     # Runs before dK/dV: it computes each row's softmax correction delta = rowsum(dO * O) and stores it there.
     # KC_BLOCK: KC's blocks (the forward's), a multiple of BLOCK_N. Bounds come from the offsets even in a
-    # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, notes/kernels.md #31; exact 1.36 vs 1.40
-    # at #36).
+    # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, experiments/031; exact 1.36 vs 1.40 at
+    # experiments/036).
     seq, h, m = _program(num_sh, H)  # as in fwd_kernel: longest rows first
     m = tl.num_programs(1) - 1 - m
     if seq < 0:
@@ -319,14 +366,15 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
     if m * BLOCK_M >= q_len:
         return
     off = k_len - q_len
-    offs_m, row_ok, pos, row0, in_m, Cb, c_ref, cq = _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch,
-                                                                 BLOCK_M)
+    offs_m, row_ok, pos, row0, in_m, Cb, c_ref, hi_q, lo_q = _query_rows(C, h, m, q_start, q_len, k_start, off,
+                                                                         stride_ch, BLOCK_M)
+    lo_q -= tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=row_ok, other=0.0)
     q = _block(Q, row0, h, in_m, row_ok, stride_qt, stride_qh, HEAD_DIM)
     do = _block(DO, row0, h, in_m, row_ok, stride_dot, stride_doh, HEAD_DIM)
     o = _block(O, row0, h, in_m, row_ok, stride_ot, stride_oh, HEAD_DIM)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, delta, mask=row_ok)
-    lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
+    lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, KC_BLOCK, TILE_M,
                               TILE_N, ACP)
     qc = tl.load(QC + row0 * stride_qct + h * KC_COLS + in_m[:, None] * stride_qct + tl.arange(0, KC_COLS)[None, :],
                  mask=row_ok[:, None], other=0.0)
@@ -334,20 +382,20 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, DQ, DCQ, KV_LO, C
     kc_col = h * KC_COLS
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref,
-                        lo, diag, hi, qk_scale, BLOCK_N, KC_BLOCK)
+    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col,
+                        Cb, c_ref, lo, diag, hi, qk_scale, BLOCK_N, KC_BLOCK)
     tl.store(_rows(DQ, row0, h, in_m, stride_dqt, stride_dqh, HEAD_DIM), (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
 
 
 @triton.jit
-def table_rows(x, QUERY: tl.constexpr):
-    """(N,) float64 values in q.k units -> (N, KC_COLS) fp16 rows of a score table.
+def table_rows(x, one, QUERY: tl.constexpr):
+    """(N,) float64 values x / S (q.k units over the table scale S) -> (N, KC_COLS) fp16 rows of a score table.
 
     x is clamped to +-TABLE_LIMIT and split into three fp16 parts whose float32 sum is x to ~2^-24 of it; they
-    fill columns 0-2 (keys: KC) or 3-5 (queries: QC), ones the other three, zeros the rest, so a QC row times
-    a KC row is the sum of both values.
+    fill columns 0-2 (keys: KC) or 3-5 (queries: QC), ``one`` (= S, a power of two) the other three, zeros the
+    rest, so a QC row times a KC row is the sum of both values in q.k units, exactly.
     """
     x = tl.minimum(tl.maximum(x, -TABLE_LIMIT), TABLE_LIMIT)
     hi = x.to(tl.float32).to(tl.float16)
@@ -358,17 +406,18 @@ def table_rows(x, QUERY: tl.constexpr):
     part = cols - 3 if QUERY else cols  # 0, 1, 2: this table's parts
     ones = (cols < 3) if QUERY else (cols >= 3) & (cols < 6)
     vals = tl.where(part == 0, hi[:, None], tl.where(part == 1, mid[:, None], tl.where(part == 2, lo[:, None], 0.0)))
-    return tl.where(ones, 1.0, vals).to(tl.float16)
+    return tl.where(ones, one, vals).to(tl.float16)
 
 
 @triton.jit
-def qc_table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale, seq_q, seq_k,
+def qc_table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, scale, table_scale, seq_q, seq_k,
                     H: tl.constexpr, BLOCK: tl.constexpr, UNIFORM: tl.constexpr):
     """The query table QC, (total_q, H, KC_COLS) fp16, for blocks of BLOCK rows (``table_rows``).
 
     Row i of block b (first row i0) of a sequence holds ((C[i] - C[i0]) - LSE[i] / log2(e)) * scale, the gate
-    above the block's first row minus the row's LSE in q.k units (``scale`` = 1 / sm_scale), with C taken at
-    the rows' key positions. (KC, the keys' table, is built by the gate scan: ``triton_gate``.)
+    below the block's first row minus the row's LSE in q.k units over the table scale (``scale`` =
+    1 / (sm_scale * table_scale)), with C taken at the rows' key positions. (KC, the keys' table, is built by
+    the gate scan: ``triton_gate``.)
     Grid: (sequences x H, blocks).
     """
     seq = tl.program_id(0) // H
@@ -384,5 +433,5 @@ def qc_table_kernel(C, LSE, TAB, CU_Q, CU_K, stride_ch, stride_lh, stride_tt, sc
     lse = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + p, mask=ok, other=0.0)
     x = (c - tl.load(Cb + b0)) - lse.to(tl.float64) * (1.0 / LOG2E)
     rows = (q_start + p).to(tl.int64)[:, None]
-    tl.store(TAB + rows * stride_tt + h * KC_COLS + tl.arange(0, KC_COLS)[None, :], table_rows(x * scale, True),
-             mask=ok[:, None])
+    tl.store(TAB + rows * stride_tt + h * KC_COLS + tl.arange(0, KC_COLS)[None, :],
+             table_rows(x * scale, table_scale, True), mask=ok[:, None])

@@ -37,10 +37,11 @@ def _heads(b: Blocks, t: Tensor, length: int, heads: int = 1) -> int:
 
 
 def _tma_ready(t: Tensor) -> Tensor:
-    """``t`` (total, H, D) itself if the bulk-copy engine can read it as a (total, H * D) matrix, else a copy."""
+    """``t`` (total, H, D) itself if the bulk-copy engine can read it as a (total, H * D) matrix, else a fresh
+    copy (contiguous and 16-byte aligned: ``contiguous()`` would return a misaligned contiguous view as is)."""
     heads_adjacent = t.stride(1) == t.shape[2] or t.shape[1] == 1
     ok = t.stride(2) == 1 and heads_adjacent and (t.stride(0) * t.element_size()) % 16 == 0
-    return t if ok and t.data_ptr() % 16 == 0 else t.contiguous()
+    return t if ok and t.data_ptr() % 16 == 0 else t.clone(memory_format=torch.contiguous_format)
 
 
 def _desc(t: Tensor, rows: int) -> TensorDescriptor:
@@ -60,8 +61,9 @@ def _uniform(problem: Problem) -> dict:
     return dict(seq_q=0, seq_k=0, UNIFORM=False)
 
 
-def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int) -> Tensor:
-    """The query table QC for blocks of ``block`` rows: (total_q, Hq, 16) fp16 (``triton_kernels.table_rows``).
+def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int, scale: float) -> Tensor:
+    """The query table QC for blocks of ``block`` rows: (total_q, Hq, 16) fp16 (``triton_kernels.table_rows``),
+    with table scale ``scale`` (``triton_gate.table_scale``).
 
     The tensor-core product of a QC row and a KC row adds both rows' values to q.k, so the backward kernels
     pay no per-score add for the gate nor the LSE. KC comes from the gate scan (``triton_gate.gate_scan``).
@@ -70,9 +72,20 @@ def _qc_table(c_t: Tensor, lse: Tensor, problem: Problem, block: int) -> Tensor:
     tab = torch.empty(total, heads, kern.KC_COLS.value, dtype=torch.float16, device=c_t.device)
     _, blocks, _ = _grid(1, problem.max_q, block, 1)
     kern.qc_table_kernel[(problem.num_seqs * heads, blocks)](
-        c_t, lse, tab, problem.cu_q, problem.cu_k, c_t.stride(0), lse.stride(0), tab.stride(0),
-        1.0 / problem.sm_scale, H=heads, BLOCK=block, **_uniform(problem),
-    )  # fmt: skip
+        C=c_t,
+        LSE=lse,
+        TAB=tab,
+        CU_Q=problem.cu_q,
+        CU_K=problem.cu_k,
+        stride_ch=c_t.stride(0),
+        stride_lh=lse.stride(0),
+        stride_tt=tab.stride(0),
+        scale=1.0 / (problem.sm_scale * scale),
+        table_scale=scale,
+        H=heads,
+        BLOCK=block,
+        **_uniform(problem),
+    )
     return tab
 
 
@@ -84,6 +97,20 @@ def _plan_args(plan: AcpPlan | None, which: str, problem: Problem) -> tuple[Tens
     return t, t.stride(0), t.stride(1)
 
 
+def _common(problem: Problem, plan: AcpPlan | None, cfg: KernelConfig) -> dict:
+    """Arguments every attention kernel takes alike."""
+    return dict(
+        CU_Q=problem.cu_q,
+        CU_K=problem.cu_k,
+        qk_scale=problem.sm_scale * _LOG2E,
+        GROUP=problem.group,
+        HEAD_DIM=problem.head_dim,
+        TILE_M=cfg.tile_m,
+        TILE_N=cfg.tile_n,
+        ACP=plan is not None,
+    )
+
+
 def _forward(
     q: Tensor,
     k: Tensor,
@@ -93,6 +120,7 @@ def _forward(
     problem: Problem,
     plan: AcpPlan | None,
     cfg: KernelConfig,
+    scale: float,
 ):
     o = torch.empty_like(q)
     lse = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
@@ -100,78 +128,163 @@ def _forward(
     b = cfg.fwd
     num_sh = problem.num_seqs * problem.heads_q
     kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
-        _desc(q, b.block_m), _desc(k, b.block_n), _desc(v, b.block_n), _desc(kc, b.block_n), c_t, o, lse, kv_lo,
-        problem.cu_q, problem.cu_k, num_sh,
-        o.stride(0), o.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
-        problem.sm_scale * _LOG2E,
-        H=problem.heads_q, GROUP=problem.group, HEAD_DIM=problem.head_dim,
-        BLOCK_M=b.block_m, BLOCK_N=b.block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, ACP=plan is not None,
-        **_uniform(problem), **b.launch(),
-    )  # fmt: skip
+        desc_q=_desc(q, b.block_m),
+        desc_k=_desc(k, b.block_n),
+        desc_v=_desc(v, b.block_n),
+        desc_kc=_desc(kc, b.block_n),
+        C=c_t,
+        O=o,
+        LSE=lse,
+        KV_LO=kv_lo,
+        num_sh=num_sh,
+        stride_ot=o.stride(0),
+        stride_oh=o.stride(1),
+        stride_ch=c_t.stride(0),
+        stride_lh=lse.stride(0),
+        stride_lo_n=s_n,
+        stride_lo_h=s_h,
+        table_scale=scale,
+        H=problem.heads_q,
+        BLOCK_M=b.block_m,
+        BLOCK_N=b.block_n,
+        **_common(problem, plan, cfg),
+        **_uniform(problem),
+        **b.launch(),
+    )
     return o, lse
 
 
-def _backward(do: Tensor, q, k, v, c_t, o, lse, kc, problem: Problem, plan: AcpPlan | None, cfg: KernelConfig):
+def _backward(
+    do: Tensor,
+    q,
+    k,
+    v,
+    log_fgate,
+    c_t,
+    o,
+    lse,
+    kc,
+    problem: Problem,
+    plan: AcpPlan | None,
+    cfg: KernelConfig,
+    scale: float,
+):
     do = _tma_ready(do)
     delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)  # written by dq_kernel
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dcq = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
     dck = torch.empty(problem.heads_q, k.shape[0], dtype=torch.float32, device=q.device)
-    qk_scale = problem.sm_scale * _LOG2E
-    common = dict(HEAD_DIM=problem.head_dim, GROUP=problem.group, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n,
-                  ACP=plan is not None, KC_BLOCK=cfg.fwd.block_n)  # fmt: skip
+    common = dict(
+        C=c_t,
+        DELTA=delta,
+        LSE=lse,
+        stride_ch=c_t.stride(0),
+        stride_lh=lse.stride(0),
+        sm_scale=problem.sm_scale,
+        KC_BLOCK=cfg.fwd.block_n,
+        **_common(problem, plan, cfg),
+    )
 
     # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
     # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads. (dQ building
-    # QC itself saves this launch but made its loop 14-17% slower: notes #34.)
+    # QC itself saves this launch but made its loop 14-17% slower: experiments/034.)
     b = cfg.dq_for(problem.max_k)
     qc_block = b.block_m  # QC's blocks: dQ's query blocks, which dK/dV's divide
-    qc = _qc_table(c_t, lse, problem, qc_block)
+    qc = _qc_table(c_t, lse, problem, qc_block, scale)
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     num_sh = problem.num_seqs * problem.heads_q
     kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
-        q, _desc(k, b.block_n), _desc(v, b.block_n), qc, _desc(kc, b.block_n), c_t, o, do, delta, dq, dcq, kv_lo,
-        problem.cu_q, problem.cu_k, num_sh, q.stride(0), q.stride(1), qc.stride(0), o.stride(0), o.stride(1),
-        do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h, qk_scale,
-        problem.sm_scale, H=problem.heads_q, BLOCK_M=b.block_m, BLOCK_N=b.block_n, **common, **b.launch(),
-    )  # fmt: skip
+        Q=q,
+        desc_k=_desc(k, b.block_n),
+        desc_v=_desc(v, b.block_n),
+        QC=qc,
+        desc_kc=_desc(kc, b.block_n),
+        O=o,
+        DO=do,
+        DQ=dq,
+        DCQ=dcq,
+        KV_LO=kv_lo,
+        num_sh=num_sh,
+        stride_qt=q.stride(0),
+        stride_qh=q.stride(1),
+        stride_qct=qc.stride(0),
+        stride_ot=o.stride(0),
+        stride_oh=o.stride(1),
+        stride_dot=do.stride(0),
+        stride_doh=do.stride(1),
+        stride_dqt=dq.stride(0),
+        stride_dqh=dq.stride(1),
+        stride_lo_n=s_n,
+        stride_lo_h=s_h,
+        H=problem.heads_q,
+        BLOCK_M=b.block_m,
+        BLOCK_N=b.block_n,
+        **common,
+        **b.launch(),
+    )
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
     b = cfg.dkdv_for(problem.max_k)
     num_sh = problem.num_seqs * problem.heads_kv
     kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, _heads(b, q, problem.max_q, problem.group))](
-        _desc(q, b.block_m), k, v, kc, c_t, _desc(do, b.block_m), _desc(qc, b.block_m), delta, dk, dv, dck, q_hi,
-        problem.cu_q, problem.cu_k, num_sh, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kc.stride(0),
-        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), c_t.stride(0), lse.stride(0), s_n, s_h,
-        qk_scale, problem.sm_scale, HKV=problem.heads_kv, BLOCK_M=b.block_m, BLOCK_N=b.block_n,
-        QC_BLOCK=qc_block, **common, **_uniform(problem), **b.launch(),
-    )  # fmt: skip
+        desc_q=_desc(q, b.block_m),
+        K=k,
+        V=v,
+        KC=kc,
+        desc_do=_desc(do, b.block_m),
+        desc_qc=_desc(qc, b.block_m),
+        DK=dk,
+        DV=dv,
+        DCK=dck,
+        Q_HI=q_hi,
+        num_sh=num_sh,
+        stride_kt=k.stride(0),
+        stride_kh=k.stride(1),
+        stride_vt=v.stride(0),
+        stride_vh=v.stride(1),
+        stride_kct=kc.stride(0),
+        stride_dkt=dk.stride(0),
+        stride_dkh=dk.stride(1),
+        stride_dvt=dv.stride(0),
+        stride_dvh=dv.stride(1),
+        stride_hi_n=s_n,
+        stride_hi_h=s_h,
+        HKV=problem.heads_kv,
+        BLOCK_M=b.block_m,
+        BLOCK_N=b.block_n,
+        QC_BLOCK=qc_block,
+        **common,
+        **_uniform(problem),
+        **b.launch(),
+    )
 
     # dL/dlog f: the reverse cumulative sum of dL/dc, where query i (at key position i + Lk - Lq) gains its
     # row sum and key j loses its column sum.
-    return dq, dk, dv, gate_grad(dcq, dck, problem)
+    return dq, dk, dv, gate_grad(dcq, dck, log_fgate, problem)
 
 
 class _TritonForgettingAttention(torch.autograd.Function):
     # Takes and returns the unpacked (B, T, H, D) tensors and packs them inside, so the autograd graph holds
     # this one node and no views around it.
     @staticmethod
-    def forward(ctx, q, k, v, log_fgate, c_t, kc, problem, plan, cfg):
+    def forward(ctx, q, k, v, log_fgate, c_t, kc, problem, plan, cfg, scale):
         qp, kp, vp = (_tma_ready(t.reshape(-1, *t.shape[2:])) for t in (q, k, v))
-        o, lse = _forward(qp, kp, vp, c_t, kc, problem, plan, cfg)
-        ctx.save_for_backward(qp, kp, vp, c_t, o, lse, kc)
-        ctx.problem, ctx.plan, ctx.cfg = problem, plan, cfg
+        o, lse = _forward(qp, kp, vp, c_t, kc, problem, plan, cfg, scale)
+        gp = log_fgate.detach().reshape(-1, problem.heads_q)
+        ctx.save_for_backward(qp, kp, vp, gp, c_t, o, lse, kc)
+        ctx.problem, ctx.plan, ctx.cfg, ctx.scale = problem, plan, cfg, scale
         ctx.shapes = q.shape, k.shape, log_fgate.shape
         return o.view(q.shape)
 
     @staticmethod
     def backward(ctx, do):
-        qp, kp, vp, c_t, o, lse, kc = ctx.saved_tensors
+        qp, kp, vp, gp, c_t, o, lse, kc = ctx.saved_tensors
         do = do.reshape(o.shape)
-        dq, dk, dv, dg = _backward(do, qp, kp, vp, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg)
+        dq, dk, dv, dg = _backward(do, qp, kp, vp, gp, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg, ctx.scale)
         q_shape, k_shape, g_shape = ctx.shapes
-        return dq.view(q_shape), dk.view(k_shape), dv.view(k_shape), dg.view(g_shape), None, None, None, None, None
+        grads = dq.view(q_shape), dk.view(k_shape), dv.view(k_shape), dg.view(g_shape)
+        return *grads, None, None, None, None, None, None
 
 
 def triton_attention(
@@ -184,6 +297,7 @@ def triton_attention(
     problem: Problem,
     plan: AcpPlan | None,
     cfg: KernelConfig,
+    scale: float,
 ) -> Tensor:
     """Forgetting attention through the Triton kernels.
 
@@ -191,8 +305,8 @@ def triton_attention(
         q: (B, Tq, Hq, D); k, v: (B, Tk, Hkv, D) (packed batches: B = 1); log_fgate: (B, Tk, Hq) float32;
         c_t: (Hq, total_k) float64, its per-sequence cumulative sum, and kc: (total_k, Hq, 16) fp16, the key
             table on the forward's key blocks (both from ``triton_gate.gate_scan``), not differentiated: the
-            gradient reaches ``log_fgate`` directly.
+            gradient reaches ``log_fgate`` directly; scale: the tables' scale (``triton_gate.table_scale``).
     Returns:
         (B, Tq, Hq, D) in q's dtype; differentiable in q, k, v and log_fgate.
     """
-    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t, kc, problem, plan, cfg)
+    return _TritonForgettingAttention.apply(q, k, v, log_fgate, c_t, kc, problem, plan, cfg, scale)

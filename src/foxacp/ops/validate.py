@@ -15,7 +15,7 @@ _value_checks = True
 
 
 def set_value_checks(enabled: bool) -> bool:
-    """Turn the check of gate values (finite, <= 0) on or off; it is on by default.
+    """Turn the check of gate values (<= 0, not NaN) on or off; it is on by default.
 
     Shapes, dtypes and devices are always checked. The value check reads the gates back to the host: on a
     GPU that is one synchronisation per call, which stops the host from running ahead of the device. Turn
@@ -69,7 +69,7 @@ class Problem:
         return self.heads_q // self.heads_kv
 
 
-def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> list[int]:
+def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> tuple[Tensor, list[int]]:
     if not isinstance(cu, Tensor):
         raise TypeError("cu_seqlens must be a torch.Tensor")
     if cu.dtype != torch.int32:
@@ -78,6 +78,7 @@ def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> list[int]
         raise ValueError(f"cu_seqlens must have shape (N+1,) with N >= 1, got {tuple(cu.shape)}")
     if cu.device != device:
         raise ValueError(f"cu_seqlens is on {cu.device} but q is on {device}")
+    cu = cu.contiguous()  # the kernels read it as a plain array
     offsets = cu.tolist()
     if offsets[0] != 0:
         raise ValueError(f"cu_seqlens must start at 0, got {offsets[0]}")
@@ -85,7 +86,7 @@ def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> list[int]
         raise ValueError("cu_seqlens must be strictly increasing (no empty sequences)")
     if offsets[-1] != total:
         raise ValueError(f"cu_seqlens must end at the packed length {total}, got {offsets[-1]}")
-    return offsets
+    return cu, offsets
 
 
 def check_inputs(
@@ -103,9 +104,9 @@ def check_inputs(
 
     Raises:
         TypeError: a non-tensor argument, a wrong dtype.
-        ValueError: mismatched shapes or devices, Tq > Tk, Hq not a multiple of Hkv, positive, NaN or
-            infinite gates, a head dim or dtype the backend does not support, malformed cu_seqlens,
-            a positive or NaN log_eps, an unknown backend.
+        ValueError: mismatched shapes or devices, Tq > Tk, Hq not a multiple of Hkv, positive or NaN gates
+            (-inf, an exact reset, is accepted), a head dim or dtype the backend does not support, malformed
+            cu_seqlens, a positive or NaN log_eps, an unknown backend.
     """
     for name, t in (("q", q), ("k", k), ("v", v), ("log_fgate", log_fgate)):
         if not isinstance(t, Tensor):
@@ -159,8 +160,8 @@ def check_inputs(
     if value_checks_on():
         lo, hi = torch.aminmax(log_fgate.detach())
         lo, hi = lo.item(), hi.item()  # NaN fails both comparisons below
-        if not (lo > -math.inf and hi <= 0):
-            raise ValueError("log_fgate must be finite and <= 0 everywhere (found positive, NaN or -inf values)")
+        if not (lo >= -math.inf and hi <= 0):
+            raise ValueError("log_fgate must be <= 0 everywhere (found positive or NaN values; -inf is a reset)")
 
     if cu_seqlens is None:
         cu_q, cu_k = _uniform_offsets(B, Tq, q.device), _uniform_offsets(B, Tk, q.device)
@@ -170,7 +171,7 @@ def check_inputs(
         raise ValueError(f"cu_seqlens needs packed inputs with batch size 1, got B={B}")
     if Tq != Tk:
         raise ValueError(f"cu_seqlens needs Tq == Tk, got {Tq} and {Tk}")
-    offsets = _check_cu_seqlens(cu_seqlens, Tk, q.device)
+    cu_seqlens, offsets = _check_cu_seqlens(cu_seqlens, Tk, q.device)
     longest = max(b - a for a, b in zip(offsets, offsets[1:], strict=False))
     if max_seqlen is None:
         max_seqlen = longest

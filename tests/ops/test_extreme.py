@@ -1,0 +1,111 @@
+"""Inputs at the edge of what the op accepts: extreme gates, resets, tiny and large sm_scale.
+
+Each case runs the Triton kernels (the interpreter on CPU) and the PyTorch path against the float64 reference,
+output and all four gradients. Errors are relative to the larger of the reference's norm and the quantity's
+natural scale, so that a gradient that should be 0 (a head that forgets everything has dq = dk = 0) is
+judged against what rounding can give, not against 0.
+"""
+
+import pytest
+import torch
+
+import foxacp
+
+from .helpers import float64_reference, make_inputs, run_fwd_bwd
+
+B, T, H, D = 1, 130, 2, 32  # 130: not a multiple of any block; two query blocks and a partial one
+
+
+def _scaled_errors(inputs, grad_out, outs, refs, sm_scale):
+    """||a - b|| / max(||b||, natural scale) for o, dq, dk, dv, dlogf."""
+    q, k, v, _ = (t.double() for t in inputs)
+    do = grad_out.double()
+    vmax, kmax, qmax = (t.norm(dim=-1).max() for t in (v, k, q))
+    scale = sm_scale if sm_scale is not None else D**-0.5
+    natural = [v.norm(), scale * do.norm() * vmax * kmax, scale * do.norm() * vmax * qmax, do.norm(), do.norm() * vmax]
+    return [
+        ((a.double() - b.double()).norm() / max(b.double().norm(), n)).item()
+        if torch.isfinite(a).all()
+        else float("inf")
+        for a, b, n in zip(outs, refs, natural, strict=True)
+    ]
+
+
+def _gates(pattern: str) -> torch.Tensor:
+    g = make_inputs(B, T, T, H, H, D, seed=5, gate_mean=3.0)[3]
+    kind, _, value = pattern.partition("@")
+    if kind == "all":
+        return torch.full_like(g, float(value))
+    if kind == "reset":  # one token forgets everything; the others forget slowly
+        g[:, int(value)] = -float("inf") if int(value) == 77 else -1e30
+        return g
+    if kind == "mixed":  # head 0 forgets everything at every token, head 1 slowly
+        g[..., 0] = float(value)
+        return g
+    raise ValueError(pattern)
+
+
+PATTERNS = ["all@-50", "all@-100", "all@-1e4", "all@-1e30", "all@-inf", "reset@0", "reset@40", "reset@63"]
+PATTERNS += ["reset@64", "reset@77", "reset@129", "mixed@-1e30", "mixed@-30"]
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("log_eps", [None, -10.0])
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_extreme_gates_match_float64(pattern, log_eps, backend):
+    q, k, v, _ = make_inputs(B, T, T, H, H, D, seed=6)
+    inputs = (q, k, v, _gates(pattern))
+    o, grads, g = run_fwd_bwd(inputs, backend=backend, log_eps=log_eps)
+    o_ref, grads_ref = float64_reference(inputs, g, log_eps=log_eps)
+    errs = _scaled_errors(inputs, g, [o, *grads], [o_ref, *grads_ref], None)
+    assert max(errs) < 2e-6, f"{pattern}: errors o,dq,dk,dv,dlogf = {errs}"
+    if pattern.startswith("all"):  # every key but a row's own has weight 0: o_i = v_i
+        assert (o - v).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("sm_scale", [1e-4, 3e-6, 30.0])
+@pytest.mark.parametrize("gate_mean", [3.0, -1.0])
+def test_sm_scale_extremes_match_float64(sm_scale, gate_mean, backend):
+    # q, k grow as sm_scale shrinks, so the logits still matter; at 30 they are large and peaked
+    q, k, v, g = make_inputs(B, T, T, H, H, D, seed=7, gate_mean=gate_mean)
+    grow = min(30.0, (0.2 / sm_scale) ** 0.5)
+    inputs = (q * grow, k * grow, v, g)
+    o, grads, go = run_fwd_bwd(inputs, backend=backend, sm_scale=sm_scale, log_eps=-10.0)
+    o_ref, grads_ref = float64_reference(inputs, go, sm_scale=sm_scale, log_eps=-10.0)
+    errs = _scaled_errors(inputs, go, [o, *grads], [o_ref, *grads_ref], sm_scale)
+    # Large logits amplify float32 rounding of q.k in the softmax (the dense torch path alike).
+    tol = 2e-4 if sm_scale * grow**2 > 10 else 2e-6
+    assert max(errs) < tol, f"sm_scale {sm_scale}: errors o,dq,dk,dv,dlogf = {errs}"
+
+
+def test_triton_fp16_extreme_gates():
+    q, k, v, _ = make_inputs(B, T, T, H, H, D, seed=8, dtype=torch.float16)
+    for pattern in ("all@-1e30", "reset@40", "mixed@-30"):
+        inputs = (q, k, v, _gates(pattern))
+        o, grads, g = run_fwd_bwd(inputs, backend="triton", log_eps=-10.0)
+        o_ref, grads_ref = float64_reference(inputs, g, log_eps=-10.0)
+        errs = _scaled_errors(inputs, g, [o, *grads], [o_ref, *grads_ref], None)
+        assert max(errs) < 2e-3, f"{pattern}: errors o,dq,dk,dv,dlogf = {errs}"
+
+
+def test_floor_gives_gate_gradient_zero_and_neg_inf_is_a_reset():
+    q, k, v, g = make_inputs(B, T, T, H, H, D, seed=9)
+    g[:, 50] = -float("inf")
+    for backend in ("triton", "torch", "reference"):
+        o, grads, _ = run_fwd_bwd((q, k, v, g), backend=backend)
+        assert torch.isfinite(o).all() and all(torch.isfinite(x).all() for x in grads), backend
+        assert (grads[3][:, 50] == 0).all(), backend
+    # Rows after a reset see only keys from it on: the same as running the tail alone.
+    after = foxacp.forgetting_attention(q, k, v, g, backend="triton")[:, 50:]
+    tail = g[:, 50:].clone()
+    tail[:, 0] = 0.0  # a sequence's first gate never enters a decay
+    alone = foxacp.forgetting_attention(q[:, 50:], k[:, 50:], v[:, 50:], tail, backend="torch")
+    assert (after - alone).abs().max() < 1e-5
+
+
+def test_nan_gates_are_refused():
+    q, k, v, g = make_inputs(B, T, T, H, H, D, seed=10)
+    g[0, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match="log_fgate"):
+        foxacp.forgetting_attention(q, k, v, g)
