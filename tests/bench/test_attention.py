@@ -28,6 +28,8 @@ def test_parse_args():
         parse_args(["--heads", "7"])
     with pytest.raises(SystemExit):
         parse_args(["--rounds", "0"])
+    with pytest.raises(SystemExit):
+        parse_args(["--tag", "Part A"])
 
 
 def test_block_mask_from_acp_boundaries():

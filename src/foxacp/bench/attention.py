@@ -208,6 +208,7 @@ class ShapeSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ShapeSettings:
+        """The settings of a parsed command line (``parse_args``)."""
         return cls(
             tokens=args.tokens,
             seed=args.seed,
@@ -448,6 +449,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--modes must name fwd and/or fwdbwd")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.tag and not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", args.tag):
+        p.error("--tag must be lower-case letters and digits, words joined by dashes (it names the result folder)")
     return args
 
 
