@@ -11,6 +11,7 @@ from foxacp.bench.report import (
     derive,
     environment,
     git_commit,
+    load_results,
     merge,
     plot,
     summary,
@@ -91,3 +92,19 @@ def test_merge_runs(tmp_path):
     write_results(b, {**meta, "commit": "other"}, tmp_path, "c")
     with pytest.raises(ValueError, match="commit"):
         merge([tmp_path / "a.json", tmp_path / "c.json"], tmp_path / "m", "bad")
+
+
+def test_merge_cli_writes_one_result_set(tmp_path):
+    from foxacp.bench.report import main
+
+    meta = {**environment(tmp_path), "device": "NVIDIA H100 80GB HBM3", "commit": "c4b333e" + "0" * 33}
+    a, b = _rows(), _rows()
+    for r in b:
+        r.heads = 12
+    write_results(a, meta, tmp_path, "a")
+    write_results(b, meta, tmp_path, "b")
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--results-dir", str(tmp_path / "res")]) == 0
+    (folder,) = (tmp_path / "res").iterdir()
+    assert folder.name == f"{meta['date'][:10]}-c4b333e-attention-h100"
+    assert sorted(p.name for p in folder.iterdir()) == ["attention.json", "attention.md", "attention.png"]
+    assert len(load_results(folder / "attention.json")[1]) == len(a) + len(b)

@@ -172,4 +172,5 @@ def test_bad_input(tmp_path, logs):
 def test_cli(tmp_path, logs, capsys):
     args = [str(p) for p in logs] + ["--labels", "on", "off", "--stem", "cli", "--results-dir", str(tmp_path)]
     assert main(args + ["--note", "n"]) == 0
-    assert capsys.readouterr().out.split() == [str(tmp_path / f"cli.{ext}") for ext in ("png", "md", "json")]
+    (folder,) = tmp_path.glob("*-training-cli-*")
+    assert capsys.readouterr().out.split() == [str(folder / f"training.{ext}") for ext in ("png", "md", "json")]

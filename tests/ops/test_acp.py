@@ -7,8 +7,7 @@ import torch
 
 import foxacp
 from foxacp.ops import make_plan
-
-from .helpers import make_inputs, rel_err
+from foxacp.testing import make_inputs, rel_err
 
 FAST = dict(gate_mean=-1.0, gate_spread=1.0)  # log f around -1.3 per token: short effective windows
 

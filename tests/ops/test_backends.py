@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from .helpers import float64_reference, make_inputs, rel_err, run_fwd_bwd
+from foxacp.testing import float64_reference, make_inputs, rel_err, run_fwd_bwd
 
 # (B, Tq, Tk, Hq, Hkv, D): lengths that are not multiples of any block size, GQA, Tq < Tk.
 SHAPES = [

@@ -7,8 +7,7 @@ import torch
 
 from foxacp.ops.gate import cumulative_gate
 from foxacp.ops.validate import check_inputs
-
-from .helpers import make_inputs
+from foxacp.testing import make_inputs
 
 CASES = {  # name: (B, Tq, Tk, cu_seqlens); lengths not multiples of the 1024-row chunk
     "batch": (2, 1500, 1500, None),

@@ -1,13 +1,13 @@
 """GPU-only: the Triton kernels against float64 on the device (skipped without CUDA).
 
 The full grid (bf16/fp16, head dims 64/128, up to 16k tokens, 64k forward) is
-``python -m foxacp.bench.correctness``; this is its smaller pytest form.
+``python -m foxacp.bench.correctness``; this is its smaller pytest form (both check through foxacp.testing).
 """
 
 import pytest
 import torch
 
-from foxacp.bench.correctness import TOLERANCE, check, check_huge, check_long
+from foxacp.testing import TOLERANCE, check, check_huge, check_long
 
 pytestmark = pytest.mark.gpu
 
@@ -48,11 +48,11 @@ def test_beyond_32bit_offsets():
 
 def test_gpu_boundary_search_matches_torch_twin():
     """The op's one-launch Triton search finds exactly the searchsorted twin's boundaries (packed, Tq < Tk)."""
-    from foxacp.bench.correctness import make_gates
     from foxacp.ops.acp import plan_tiles, qk_bound_from_data, threshold
     from foxacp.ops.gate import cumulative_gate
     from foxacp.ops.search import run_plan as _plan
     from foxacp.ops.validate import check_inputs
+    from foxacp.testing import make_gates
 
     gen = torch.Generator(device="cuda").manual_seed(3)
     cases = [(1, 7000, 7000, torch.tensor([0, 1, 2500, 3001, 7000], dtype=torch.int32, device="cuda")),
@@ -76,8 +76,7 @@ def test_cuda_graph_capture(log_eps):
     new values gives eager's bits: short, host-bound calls can drop their host time this way (value checks
     off: they read the gates back)."""
     import foxacp
-
-    from .helpers import make_inputs
+    from foxacp.testing import make_inputs
 
     shape = (2, 1000, 1000, 4, 2, 64)
     previous = foxacp.set_value_checks(False)

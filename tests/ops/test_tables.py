@@ -8,8 +8,7 @@ import torch
 
 from foxacp.ops.gate import cumulative_gate, sequence_ids
 from foxacp.ops.validate import check_inputs
-
-from .helpers import make_inputs
+from foxacp.testing import make_inputs
 
 
 def _positions(cu: torch.Tensor, total: int) -> torch.Tensor:

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 import foxacp
-
-from .helpers import make_inputs
+from foxacp.testing import make_inputs
 
 
 def _call(q, k, v, g, **kw):

@@ -1,1 +1,1 @@
-"""Benchmarks and on-device checks that write result files under bench/results/."""
+"""Benchmarks and on-device checks; each run writes one result set under results/ (see results.py, index.py)."""

@@ -6,7 +6,7 @@
 Every shape compiles FlexAttention (and autotunes fla) afresh, so the whole grid can take longer than one
 10-minute GPU session: split it by head config (--configs 24x64,12x128 --tag a, then --configs 12x64,16x64
 --tag b), cap each part with --time-budget (shapes past it are recorded as skipped), and join the parts
-with `python -m foxacp.bench.report A.json B.json --stem NAME`.
+with `python -m foxacp.bench.report A/attention.json B/attention.json` (a full run's set).
 
 Shapes: the 125M / 360M / 760M models (12, 16, 24 heads of dim 64) and 12 heads of dim 128; 32k tokens
 per batch (B = 32768 // T, at least 1); bf16; contexts 4k-16k forward and forward+backward, 32k and 64k
@@ -15,7 +15,7 @@ autotuning happen there), and each row is timed in `--rounds` interleaved rounds
 whose median it reports: the GPU's clock drifts within a run, and ACP and exact are compared row to row.
 Every timing follows 1 s of do_bench warm-up (`--warmup`): under sustained load an H100 holds its power cap
 by lowering its clock, so after a short warm-up a row runs at whatever clock the row before it left (the
-exact 16k fwd+bwd moved 15.6-18.5 ms with it, notes/kernels.md #40); after 1 s every row, peers included,
+exact 16k fwd+bwd moved 15.6-18.5 ms with it, experiments/040-power-cap-clock); after 1 s every row, peers included,
 runs at its own steady clock, as in training.
 
 Inputs: q and k rows have unit RMS (||q|| = sqrt(D)), as after QK-norm with gains 1, so the ACP logit
@@ -29,28 +29,33 @@ forgetting): output and the gradients of q, k, v and log_fgate up to 16k, the ou
 reference built in chunks of `--check-window` query rows). A relative error (by norm) above `--tol`, or
 any NaN, stops the benchmark. FoX peers record the relative error of their output against foxacp exact.
 
-Results go to bench/results/ (JSON, Markdown and a PNG plot; see `foxacp.bench.report`), are rewritten
-after every shape so a cut-off run keeps what it measured, and are copied to `--out`.
+Results go to results/<date>-<commit>-attention[-TAG]-<device>/ (attention.json, .md and a .png plot; see
+`foxacp.bench.results` and `foxacp.bench.report`), are rewritten after every shape so a cut-off run keeps
+what it measured, and are copied to `--out`. A run that covers only part of the grid takes a `--tag`
+(`--quick` runs are tagged "quick"), so the results index never takes it for a full run.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from foxacp.testing import float64_reference, rel_err
+
 from .gates import GateProfile, fit_log_fgate, load_log_fgate, synthetic_log_fgate
 from .peers import PEERS, Inputs, Peer, Unavailable, qknorm_bound
 from .report import ACP_ROW, EXACT_ROW, Row, environment, plot, summary, write_results
+from .results import RESULTS_ROOT, device_tag, result_dir
 
 CONFIGS = ((12, 64), (16, 64), (24, 64), (12, 128))  # (heads, head dim): 125M, 360M, 760M, dim 128
 CONTEXTS = (4096, 8192, 16384, 32768, 65536)
@@ -63,13 +68,6 @@ FOX_PEERS = (ACP_ROW, "flex-fox", "flex-fox-acp", "fla-fox")  # compared against
 
 class CheckFailed(RuntimeError):
     """A foxacp row disagrees with the float64 reference."""
-
-
-def rel_err(a: Tensor, b: Tensor) -> float:
-    """||a - b|| / ||b|| in float64; inf when either side has a NaN or inf (so NaN never passes)."""
-    a, b = a.detach().double(), b.detach().double()
-    err = ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-    return err if math.isfinite(err) and bool(torch.isfinite(a).all()) else math.inf
 
 
 def make_inputs(
@@ -136,9 +134,8 @@ def check_foxacp(
     for h in sorted({0, heads // 2, heads - 1}):
         q, k, v, g = (_head0(x, h) for x in inp.leaves)
         if grads:
-            ref_in = [x.requires_grad_() for x in (q, k, v, g)]
-            o_ref = forgetting_attention(*ref_in, backend="reference", **kw)
-            ref = [o_ref, *torch.autograd.grad(o_ref, ref_in, _head0(inp.do, h))]
+            o_ref, grads_ref = float64_reference((q, k, v, g), _head0(inp.do, h), **kw)
+            ref = [o_ref, *grads_ref]
         else:
             with torch.no_grad():
                 chunks = [
@@ -193,112 +190,172 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[0][:200] if first else ''}"
 
 
+@dataclass(frozen=True)
+class ShapeSettings:
+    """What every shape of one benchmark run shares (from the command line; see ``parse_args``)."""
+
+    tokens: int = TOKENS_PER_BATCH
+    seed: int = 0
+    static_qk_bound: bool = True
+    log_eps: float = -10.0
+    backend: str = "triton"
+    check: bool = True
+    check_window: int = 2048
+    tol: float = 2e-2
+    compile: bool = True
+    rounds: int = 3
+    device: str = "cuda"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ShapeSettings:
+        """The settings of a parsed command line (``parse_args``)."""
+        return cls(
+            tokens=args.tokens,
+            seed=args.seed,
+            static_qk_bound=args.qk_bound == "static",
+            log_eps=args.log_eps,
+            backend=args.backend,
+            check=not args.no_check,
+            check_window=args.check_window,
+            tol=args.tol,
+            compile=not args.no_compile,
+            rounds=args.rounds,
+            device=args.device,
+        )
+
+
+def shape_inputs(heads: int, head_dim: int, seqlen: int, gates: Tensor | None, s: ShapeSettings) -> Inputs:
+    """The benchmark's inputs at one shape: B = tokens // seqlen sequences, synthetic gates unless recorded
+    ``gates`` (layers or batch first, see ``fit_log_fgate``) are given."""
+    batch = max(1, s.tokens // seqlen)
+    log_fgate = (
+        synthetic_log_fgate(batch, seqlen, heads, GateProfile(), seed=s.seed)
+        if gates is None
+        else fit_log_fgate(gates, batch, seqlen, heads)
+    )
+    qk_bound = qknorm_bound(head_dim) if s.static_qk_bound else None
+    device = torch.device(s.device)
+    return make_inputs(
+        batch, seqlen, heads, head_dim, log_fgate, qk_bound=qk_bound, log_eps=s.log_eps, device=device, seed=s.seed
+    )
+
+
+def check_rows(inp: Inputs, rows: dict[tuple[str, str], Row], s: ShapeSettings) -> None:
+    """Check both foxacp rows (those in ``rows``) against float64 and record the worst error in each of their
+    modes. Raises CheckFailed when one disagrees or its check raises."""
+    names = dict.fromkeys(n for n, _ in rows)
+    for name in (n for n in FOXACP_ROWS if n in names):
+        log_eps = None if name == EXACT_ROW else s.log_eps
+        grads = inp.q.shape[1] <= CHECK_GRADS_UP_TO
+        try:
+            err = check_foxacp(inp, log_eps, backend=s.backend, grads=grads, window=s.check_window, tol=s.tol)
+        except CheckFailed:
+            raise
+        except Exception as e:
+            raise CheckFailed(f"{name} check at q {tuple(inp.q.shape)} raised {_reason(e)}") from e
+        for (n, _), row in rows.items():
+            if n == name:
+                row.ref_rel_err = err
+
+
+def make_peers(inp: Inputs, rows: dict[tuple[str, str], Row], s: ShapeSettings) -> dict[str, Peer]:
+    """Set up every row's implementation; a row that cannot be set up is marked skipped (a peer) or failed
+    (foxacp) in all its modes instead."""
+    peers: dict[str, Peer] = {}
+    for name in dict.fromkeys(n for n, _ in rows):
+        try:
+            peers[name] = PEERS[name](inp, s.backend, s.compile)
+            continue
+        except Unavailable as e:
+            status, note = "skipped", str(e)
+        except Exception as e:  # a peer that cannot even be set up is skipped, not fatal
+            status, note = ("failed" if name in FOXACP_ROWS else "skipped"), _reason(e)
+        for (n, _), row in rows.items():
+            if n == name:
+                row.status, row.note = status, note
+    return peers
+
+
+def time_row(
+    row: Row, peer: Peer, first_round: bool, want_output: bool, timer: Callable[..., float], s: ShapeSettings
+) -> Tensor | None:
+    """Time one row once (appending to its rounds). In the first round also time the ACP search and, for a
+    forward row that ``want_output``, return its output (compared with foxacp exact). Errors propagate."""
+    fwdbwd = row.mode == "fwdbwd"
+    row.flop_saving = peer.flop_saving
+    row.ms_rounds.append(timer(peer.fwdbwd if fwdbwd else peer.fwd, grad_to_none=peer.leaves if fwdbwd else None))
+    row.ms = statistics.median(row.ms_rounds)
+    if not first_round:
+        return None
+    if peer.search is not None:
+        row.search_host_ms = timer(peer.search)
+        row.search_ms = timer(graphed(peer.search)) if s.device == "cuda" else row.search_host_ms
+    return peer.output() if want_output and not fwdbwd else None
+
+
+def time_rows(
+    rows: dict[tuple[str, str], Row],
+    peers: dict[str, Peer],
+    s: ShapeSettings,
+    timer: Callable[..., float],
+    out_of_time: Callable[[], bool],
+    progress: Callable[..., None],
+) -> None:
+    """Time every row once per round, rounds one after another; each keeps the median of its rounds.
+
+    The GPU's clock drifts within a run (a row timed 7.4 ms once and 6.2 ms a minute later, same kernels), so
+    rows compared with each other (ACP against exact) are timed side by side several times. A row that raises
+    is recorded (failed for foxacp, skipped for a peer) and the run goes on (OOM, compile errors, ...).
+    """
+    exact_out = None
+    for rnd in range(s.rounds):
+        for (name, mode), row in rows.items():
+            progress(f"{row.config} T={row.seqlen} {mode} {name} ({rnd + 1}/{s.rounds})")
+            peer = peers.get(name)
+            if peer is None or row.status != "ok":
+                continue
+            if out_of_time():
+                if not row.ms_rounds:
+                    row.status, row.note = "skipped", "time budget spent"
+                continue
+            try:
+                compare = name in FOX_PEERS and exact_out is not None
+                out = time_row(row, peer, rnd == 0, name == EXACT_ROW or compare, timer, s)
+                if out is not None and name == EXACT_ROW:
+                    exact_out = out
+                elif out is not None:
+                    row.vs_exact_rel_err = rel_err(out, exact_out)
+            except Exception as e:
+                row.status = "failed" if name in FOXACP_ROWS else "skipped"
+                row.note, row.ms = _reason(e), None
+                if s.device == "cuda":
+                    torch.cuda.empty_cache()
+
+
 def run_shape(
     heads: int,
     head_dim: int,
     seqlen: int,
     modes: Sequence[str],
     names: Sequence[str],
-    args: argparse.Namespace,
+    s: ShapeSettings,
     gates: Tensor | None,
     timer: Callable[..., float],
     out_of_time: Callable[[], bool],
     progress: Callable[..., None],
 ) -> list[Row]:
     """Check and time every selected row at one shape; returns the rows (also when a peer is skipped)."""
-    batch = max(1, args.tokens // seqlen)
-    if out_of_time():
-        progress(f"{heads}x{head_dim} T={seqlen}: time budget spent", len(modes) * len(names) * args.rounds)
-        note = {"status": "skipped", "note": "time budget spent"}
-        return [Row(n, heads, head_dim, batch, seqlen, m, **note) for m in modes for n in names]
-    device = torch.device(args.device)
-    log_fgate = (
-        synthetic_log_fgate(batch, seqlen, heads, GateProfile(), seed=args.seed)
-        if gates is None
-        else fit_log_fgate(gates, batch, seqlen, heads)
-    )
-    qk_bound = qknorm_bound(head_dim) if args.qk_bound == "static" else None
-    inp = make_inputs(
-        batch,
-        seqlen,
-        heads,
-        head_dim,
-        log_fgate,
-        qk_bound=qk_bound,
-        log_eps=args.log_eps,
-        device=device,
-        seed=args.seed,
-    )
+    batch = max(1, s.tokens // seqlen)
     rows = {(n, m): Row(n, heads, head_dim, batch, seqlen, m) for m in modes for n in names}
-
-    def mark(name: str, status: str, note: str) -> None:
-        for m in modes:
-            rows[name, m].status, rows[name, m].note = status, note
-
-    if not args.no_check:
-        for name in (n for n in FOXACP_ROWS if n in names):
-            log_eps = None if name == EXACT_ROW else args.log_eps
-            try:
-                err = check_foxacp(
-                    inp,
-                    log_eps,
-                    backend=args.backend,
-                    grads=seqlen <= CHECK_GRADS_UP_TO,
-                    window=args.check_window,
-                    tol=args.tol,
-                )
-            except CheckFailed:
-                raise
-            except Exception as e:
-                raise CheckFailed(f"{name} check at q {tuple(inp.q.shape)} raised {_reason(e)}") from e
-            for m in modes:
-                rows[name, m].ref_rel_err = err
-
-    peers: dict[str, Peer] = {}
-    for name in names:
-        try:
-            peers[name] = PEERS[name](inp, args.backend, not args.no_compile)
-        except Unavailable as e:
-            mark(name, "skipped", str(e))
-        except Exception as e:  # a peer that cannot even be set up is skipped, not fatal
-            status = "failed" if name in FOXACP_ROWS else "skipped"
-            mark(name, status, _reason(e))
-
-    # Rounds: every row is timed once per round, rounds one after another, and keeps the median. The GPU's
-    # clock drifts within a run (a row timed 7.4 ms once and 6.2 ms a minute later, same kernels), so rows
-    # compared with each other (ACP against exact) are timed side by side several times.
-    exact_out = None
-    for rnd in range(args.rounds):
-        for mode in modes:
-            for name in names:
-                row, peer = rows[name, mode], peers.get(name)
-                progress(f"{heads}x{head_dim} T={seqlen} {mode} {name} ({rnd + 1}/{args.rounds})")
-                if peer is None or row.status != "ok":
-                    continue
-                if out_of_time():
-                    if not row.ms_rounds:
-                        row.status, row.note = "skipped", "time budget spent"
-                    continue
-                row.flop_saving = peer.flop_saving
-                fwdbwd = mode == "fwdbwd"
-                try:
-                    fn = peer.fwdbwd if fwdbwd else peer.fwd
-                    row.ms_rounds.append(timer(fn, grad_to_none=peer.leaves if fwdbwd else None))
-                    row.ms = statistics.median(row.ms_rounds)
-                    if rnd > 0:
-                        continue
-                    if peer.search is not None:
-                        row.search_host_ms = timer(peer.search)
-                        row.search_ms = timer(graphed(peer.search)) if args.device == "cuda" else row.search_host_ms
-                    if not fwdbwd and name == EXACT_ROW:
-                        exact_out = peer.output()
-                    if not fwdbwd and name in FOX_PEERS and exact_out is not None:
-                        row.vs_exact_rel_err = rel_err(peer.output(), exact_out)
-                except Exception as e:  # record and go on (OOM, compile errors, ...)
-                    row.status = "failed" if name in FOXACP_ROWS else "skipped"
-                    row.note, row.ms = _reason(e), None
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
+    if out_of_time():
+        progress(f"{heads}x{head_dim} T={seqlen}: time budget spent", len(rows) * s.rounds)
+        for row in rows.values():
+            row.status, row.note = "skipped", "time budget spent"
+        return list(rows.values())
+    inp = shape_inputs(heads, head_dim, seqlen, gates, s)
+    if s.check:
+        check_rows(inp, rows, s)
+    time_rows(rows, make_peers(inp, rows, s), s, timer, out_of_time, progress)
     return list(rows.values())
 
 
@@ -365,9 +422,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rep", type=int, default=100, help="do_bench measuring time, ms")
     p.add_argument("--rounds", type=int, default=3, help="time every row this often, interleaved; keep the median")
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds; 0 = none")
-    p.add_argument("--results-dir", type=Path, default=Path("bench/results"))
+    p.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="root of the result set folders")
     p.add_argument("--out", type=Path, help="also copy the result files here")
-    p.add_argument("--tag", default="", help="suffix for the result file names")
+    p.add_argument("--tag", default="", help="names a partial run's set (attention-TAG; --quick: quick)")
     p.add_argument("--commit", help="commit to record where the tree has no .git (a copied work tree)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -392,13 +449,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--modes must name fwd and/or fwdbwd")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.tag and not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", args.tag):
+        p.error("--tag must be lower-case letters and digits, words joined by dashes (it names the result folder)")
     return args
-
-
-def _stem(meta: dict, tag: str) -> str:
-    device = re.sub(r"[^a-z0-9]+", "-", meta["device"].lower()).strip("-")
-    date = meta["date"].replace("-", "").replace(":", "")
-    return "-".join(filter(None, ("attention", device, date, tag)))
 
 
 def main(argv: Sequence[str] | None = None, timer: Callable[..., float] | None = None) -> int:
@@ -439,7 +492,11 @@ def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | 
         "checks": "off" if args.no_check else f"float64 reference, tol {args.tol}",
         "gate value checks": "on (one host sync per call)" if args.value_checks else "off (as in the trainer)",
     }
-    stem = _stem(meta, args.tag)
+    tag = args.tag or ("quick" if args.quick else "")
+    what = "attention" + (f"-{tag}" if tag else "")
+    out_dir = result_dir(what, date=meta["date"], commit=meta["commit"], device=device_tag(meta["device"]),
+                         root=args.results_dir)  # fmt: skip
+    settings = ShapeSettings.from_args(args)
     shapes = [(h, d, t) for h, d in args.configs for t in args.contexts]
     modes_at = {t: [m for m in args.modes if m == "fwd" or t <= args.max_bwd_context] for t in args.contexts}
     total = sum(len(modes_at[t]) * len(args.rows) for _, _, t in shapes) * args.rounds
@@ -449,8 +506,8 @@ def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | 
     failure = ""
 
     def flush() -> None:
-        files = write_results(rows, meta, args.results_dir, stem)
-        png = plot(rows, args.results_dir / f"{stem}.png")
+        files = write_results(rows, meta, out_dir, "attention")
+        png = plot(rows, out_dir / "attention.png")
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
             for f in [*files, png]:
@@ -468,18 +525,8 @@ def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | 
             if not modes_at[seqlen]:
                 continue
             torch._dynamo.reset()  # shapes never repeat: drop old graphs, stay clear of the recompile limit
-            rows += run_shape(
-                heads,
-                head_dim,
-                seqlen,
-                modes_at[seqlen],
-                args.rows,
-                args,
-                gates,
-                timer,
-                out_of_time,
-                progress,
-            )
+            rows += run_shape(heads, head_dim, seqlen, modes_at[seqlen], args.rows, settings, gates, timer, out_of_time,
+                              progress)  # fmt: skip
             flush()
             if args.device == "cuda":
                 torch.cuda.empty_cache()
@@ -488,7 +535,7 @@ def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | 
     finally:
         bar.close()
     flush()
-    print(f"\nresults: {args.results_dir / stem}.{{json,md,png}}" + (f" (copied to {args.out})" if args.out else ""))
+    print(f"\nresults: {out_dir}/attention.{{json,md,png}}" + (f" (copied to {args.out})" if args.out else ""))
     print(f"device {meta['device']}, torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}")
     print(summary(rows))
     if failure:

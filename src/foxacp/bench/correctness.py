@@ -1,6 +1,6 @@
 """Check the kernels against a float64 reference on the device itself; print the worst relative errors.
 
-    python -m foxacp.bench.correctness [--quick] [--out DIR]
+    python -m foxacp.bench.correctness [--quick] [--out DIR]    # writes results/<date>-<commit>-correctness-<device>/
 
 Each case runs forward and backward of the Triton kernels at full size and compares the output and the
 four gradients with the dense float64 reference on the same values (method.md: a GPU may carry a Triton
@@ -13,137 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-import foxacp
+from foxacp.testing import TOLERANCE, Case, check, check_long
 
-# Pass thresholds by norm, relative to float64 (bf16 operands land between 1e-3 and 1e-2).
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
-
-
-@dataclass
-class Case:
-    dtype: str
-    head_dim: int
-    seq: str  # "B x Tq/Tk" or "packed [lengths]"
-    heads: str  # "Hq/Hkv"
-    log_eps: float | None
-    err_o: float = math.nan
-    err_dq: float = math.nan
-    err_dk: float = math.nan
-    err_dv: float = math.nan
-    err_dlogf: float = math.nan
-    flop_saving: float = math.nan
-    seconds: float = math.nan
-
-    @property
-    def worst(self) -> float:
-        return max(self.err_o, self.err_dq, self.err_dk, self.err_dv, self.err_dlogf)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    if not torch.isfinite(a).all():
-        return math.inf
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
-
-
-def make_gates(B: int, T: int, H: int, device, gen: torch.Generator) -> torch.Tensor:
-    """Per-head forgetting rates from fast (log f ~ -1.3) to slow (log f ~ -0.007), with token noise."""
-    head = torch.linspace(-1.0, 5.0, H, device=device)
-    return F.logsigmoid(head + torch.randn(B, T, H, device=device, generator=gen)).float()
-
-
-def check(B, Tq, Tk, Hq, Hkv, D, dtype, log_eps, cu_seqlens=None, device="cuda", seed=0) -> Case:
-    """Run one case through the Triton backend and the float64 reference; return the relative errors."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    q = torch.randn(B, Tq, Hq, D, device=device, generator=gen).to(dtype)
-    k = torch.randn(B, Tk, Hkv, D, device=device, generator=gen).to(dtype)
-    v = torch.randn(B, Tk, Hkv, D, device=device, generator=gen).to(dtype)
-    g = make_gates(B, Tk, Hq, device, gen)
-    do = torch.randn(B, Tq, Hq, D, device=device, generator=gen)
-    kw = dict(cu_seqlens=cu_seqlens, log_eps=log_eps)
-
-    start = time.perf_counter()
-    leaves = [t.clone().requires_grad_() for t in (q, k, v, g)]
-    o = torch.full_like(q, float("nan"))
-    o, stats = foxacp.forgetting_attention(*leaves, backend="triton", return_stats=True, **kw)
-    o.backward(do.to(dtype))
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-
-    ref_leaves = [q.double(), k.double(), v.double(), g.clone()]
-    ref_leaves = [t.requires_grad_() for t in ref_leaves]
-    o_ref = foxacp.forgetting_attention(*ref_leaves, backend="reference", **kw)
-    o_ref.backward(do.double())
-    errs = [rel_err(o, o_ref)] + [rel_err(a.grad, b.grad) for a, b in zip(leaves, ref_leaves, strict=True)]
-    seq = f"{B}x{Tq}/{Tk}" if cu_seqlens is None else "packed " + "/".join(map(str, cu_seqlens.diff().tolist()))
-    del o_ref, ref_leaves
-    torch.cuda.empty_cache()
-    return Case(str(dtype).removeprefix("torch."), D, seq, f"{Hq}/{Hkv}", log_eps, *errs, stats.flop_saving, seconds)
-
-
-def banded_reference(q, k, v, c, sm_scale: float, window: int, chunk: int = 2048) -> torch.Tensor:
-    """Attention over the last ``window`` keys of each query. q, k, v (T, H, D); c (T, H) cumulative gate."""
-    T = q.shape[0]
-    outs = []
-    for a in range(0, T, chunk):
-        b, lo = min(a + chunk, T), max(0, a - window + 1)
-        decay = c[a:b].t()[:, :, None] - c[lo:b].t()[:, None, :]
-        s = torch.einsum("ihd,jhd->hij", q[a:b], k[lo:b]) * sm_scale + decay
-        i = torch.arange(a, b, device=q.device)[:, None]
-        j = torch.arange(lo, b, device=q.device)[None, :]
-        s = s.masked_fill((j > i) | (j <= i - window), -torch.inf)
-        outs.append(torch.einsum("hij,jhd->ihd", torch.softmax(s, -1), v[lo:b]))
-    return torch.cat(outs)
-
-
-def check_long(T: int, H: int, D: int, dtype, device="cuda") -> Case:
-    """Forward at T tokens with fast gates (c reaches ~-1e5) against the banded float64 reference."""
-    gen = torch.Generator(device=device).manual_seed(1)
-    q, k, v = (torch.randn(1, T, H, D, device=device, generator=gen).to(dtype) for _ in range(3))
-    g = F.logsigmoid(-1.3 + 0.5 * torch.randn(1, T, H, device=device, generator=gen)).float()
-    start = time.perf_counter()
-    o, stats = foxacp.forgetting_attention(q, k, v, g, backend="triton", return_stats=True)
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    c = g[0].double().cumsum(0)
-    ref = banded_reference(q[0].double(), k[0].double(), v[0].double(), c, D**-0.5, window=256)
-    name = str(dtype).removeprefix("torch.")
-    return Case(name, D, f"1x{T}/{T} fwd", f"{H}/{H}", -10.0, err_o=rel_err(o[0], ref), flop_saving=stats.flop_saving,
-                seconds=seconds)  # fmt: skip
-
-
-def check_huge(T: int = 2**21 + 1000, H: int = 16, D: int = 64, window: int = 4096, band: int = 256) -> Case:
-    """More than 2^31 elements per tensor (32-bit offsets would wrap): forward and backward on the full
-    tensor, then the last ``window`` query rows against float64 on the key slice they can see. Fast gates
-    (weights beyond ``band`` keys are below e^-300) make the slice reference exact."""
-    gen = torch.Generator(device="cuda").manual_seed(2)
-    q, k, v = (torch.randn(1, T, H, D, device="cuda", generator=gen, dtype=torch.bfloat16) for _ in range(3))
-    g = F.logsigmoid(-1.3 + 0.5 * torch.randn(1, T, H, device="cuda", generator=gen)).float()
-    do = torch.zeros_like(q)
-    do[:, T - window :] = torch.randn(1, window, H, D, device="cuda", generator=gen, dtype=torch.bfloat16)
-    start = time.perf_counter()
-    leaves = [t.requires_grad_() for t in (q, k, v, g)]
-    o, stats = foxacp.forgetting_attention(*leaves, backend="triton", return_stats=True)
-    o.backward(do)
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    lo = T - window - band
-    ref = [t.detach()[:, lo:].double().requires_grad_() for t in (q, k, v)] + [
-        g.detach()[:, lo:].clone().requires_grad_()
-    ]
-    o_ref = foxacp.forgetting_attention(*ref, backend="reference", log_eps=None)
-    o_ref.backward(do[:, lo:].double())
-    w = slice(band, None)  # rows whose keys all lie in the slice
-    errs = [rel_err(o[:, T - window :], o_ref[:, w])]
-    errs += [rel_err(a.grad[:, lo:][:, w], b.grad[:, w]) for a, b in zip(leaves, ref, strict=True)]
-    return Case("bfloat16", D, f"1x{T}/{T} (>2^31 elements)", f"{H}/{H}", -10.0, *errs, stats.flop_saving, seconds)
+from .report import environment
+from .results import RESULTS_ROOT, device_tag, result_dir
 
 
 def cases(quick: bool):
@@ -164,6 +42,7 @@ def cases(quick: bool):
 
 
 def format_table(rows: list[Case]) -> str:
+    """The Markdown table of the cases' relative errors and FLOP savings."""
     head = "| dtype | D | sequences | Hq/Hkv | log_eps | o | dq | dk | dv | dlogf | saving |\n" + "|---" * 11 + "|\n"
     fmt = lambda x: "-" if math.isnan(x) else f"{x:.1e}"  # noqa: E731
     body = "".join(
@@ -174,14 +53,26 @@ def format_table(rows: list[Case]) -> str:
     return head + body
 
 
+def write(rows: list[Case], meta: dict, out_dir: Path) -> list[Path]:
+    """Write correctness.json ({"meta", "cases"}) and correctness.md under out_dir; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = "".join(f"- {k}: {meta.get(k)}\n" for k in ("device", "torch", "triton", "date", "commit"))
+    js, md = out_dir / "correctness.json", out_dir / "correctness.md"
+    js.write_text(json.dumps({"meta": meta, "cases": [asdict(r) for r in rows]}, indent=1))
+    md.write_text("# Kernels against float64 on the device\n\n" + header + "\n" + format_table(rows))
+    return [js, md]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="bf16, head dim 64, up to 4k tokens")
     ap.add_argument("--long", type=int, default=65536, help="tokens of the long forward check (0: skip)")
-    ap.add_argument("--out", type=Path, default=None, help="write gpu_correctness.json and .md here")
+    ap.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="root of the result set folders")
+    ap.add_argument("--out", type=Path, default=None, help="also copy correctness.json and .md here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
+    meta = environment(Path.cwd())
     rows = []
     for case in cases(args.quick):
         rows.append(check(**case))
@@ -191,16 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         for D in (64, 128):
             rows.append(check_long(args.long, 2, D, torch.bfloat16))
     failed = [r for r in rows if not r.worst <= TOLERANCE[getattr(torch, r.dtype)]]
-    table = format_table(rows)
-    header = f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton "
-    import triton
-
-    header += f"{triton.__version__}\n\n"
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_correctness.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
-        (args.out / "gpu_correctness.md").write_text(header + table)
-    print(header + table)
+    what = "correctness-quick" if args.quick else "correctness"
+    device = device_tag(meta["device"])
+    out_dir = result_dir(what, date=meta["date"], commit=meta["commit"], device=device, root=args.results_dir)
+    for path in write(rows, meta, out_dir) + (write(rows, meta, args.out) if args.out else []):
+        print(path)
+    print(format_table(rows))
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 

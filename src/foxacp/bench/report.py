@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .results import RESULTS_ROOT, device_tag, result_dir
+
 MODES = ("fwd", "fwdbwd")
 BWD_OVER_FWD = 2.5
 BASELINE_ROW = "sdpa-cudnn"
@@ -285,15 +287,24 @@ def merge(paths: Sequence[Path], out_dir: Path, stem: str) -> list[Path]:
     return files + ([png] if png else [])
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m foxacp.bench.report", description="Merge attention benchmark result files."
+        prog="python -m foxacp.bench.report",
+        description="Merge the attention result files of one tree's parts into one result set.",
     )
     parser.add_argument("files", nargs="+", type=Path, help="JSON files written by foxacp.bench.attention")
-    parser.add_argument("--out-dir", type=Path, default=Path("bench/results"))
-    parser.add_argument("--stem", required=True, help="name of the merged files, without suffix")
-    args = parser.parse_args()
-    for f in merge(args.files, args.out_dir, args.stem):
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="root of the result set folders")
+    parser.add_argument("--what", default="attention", help="the merged set's benchmark name (see the index)")
+    args = parser.parse_args(argv)
+    meta, _ = load_results(args.files[0])
+    device = device_tag(meta["device"])
+    out_dir = result_dir(args.what, date=meta["date"], commit=meta["commit"], device=device, root=args.results_dir)
+    for f in merge(args.files, out_dir, "attention"):
         print(f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,9 +4,10 @@
         --title "125M, 16k context" --stem NAME --note "device, commit, settings"
 
 Reads the JSONL logs written by `foxacp.train` (records of kind "start", "train" and "eval"; see
-`foxacp.train.metrics` and `foxacp.train.loop`) and writes NAME.png, NAME.md and NAME.json under
---results-dir. The PNG has four panels: train loss against step, the last evaluation's loss by token
-position, tokens/s against step, and the last train record's ACP FLOP saving per layer.
+`foxacp.train.metrics` and `foxacp.train.loop`) and writes training.png, training.md and training.json in
+results/<date>-<commit>-training-NAME-<device>/ (under --results-dir; see `foxacp.bench.results`). The PNG
+has four panels: train loss against step, the last evaluation's loss by token position, tokens/s against
+step, and the last train record's ACP FLOP saving per layer.
 
 Numbers, per run:
 - final train / eval loss: the last train record's loss (the mean over its logging window) and the last
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .report import git_commit
+from .results import RESULTS_ROOT, device_tag, result_dir
 
 STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))  # (marker, line) per run: overlaps stay visible
 
@@ -396,6 +398,16 @@ def report(
     return [png, md, js]
 
 
+def set_dir(logs: Sequence[Path], what: str, root: Path) -> Path:
+    """The result set folder for a report on ``logs``: today's date, this tree's commit, ``training-<what>`` and
+    the first log's device (with its world size). Raises what ``load_run`` and ``result_dir`` raise."""
+    start = load_run(Path(logs[0]), "first").start
+    device = device_tag(_device_name(start) or "unknown", int(start.get("world_size") or 1))
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    commit = git_commit(Path(__file__).resolve().parent)
+    return result_dir(f"training-{what}", date=date, commit=commit, device=device, root=root)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m foxacp.bench.training",
@@ -404,14 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("logs", nargs="+", type=Path, help="JSONL logs written by foxacp train (log.jsonl)")
     p.add_argument("--labels", nargs="+", help="one label per log (default: the file names)")
     p.add_argument("--title", help="figure and report title (default: the stem)")
-    p.add_argument("--stem", required=True, help="name of the result files, without suffix")
-    p.add_argument("--results-dir", type=Path, default=Path("bench/results"))
+    p.add_argument("--stem", required=True, help="what the runs compare, e.g. 125m-16k-acp-vs-exact")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_ROOT, help="root of the result set folders")
     p.add_argument("--note", default="", help="free text for the report: device, commit, settings")
     args = p.parse_args(argv)
     if args.labels and len(args.labels) != len(args.logs):
         p.error(f"{len(args.labels)} labels for {len(args.logs)} logs")
     try:
-        paths = report(args.logs, args.labels, args.results_dir, args.stem, title=args.title, note=args.note)
+        out_dir = set_dir(args.logs, args.stem, args.results_dir)
+        paths = report(args.logs, args.labels, out_dir, "training", title=args.title or args.stem, note=args.note)
     except (OSError, ValueError) as e:
         p.error(str(e))
     for path in paths:
