@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import foxacp
-
-from .helpers import float64_reference, make_inputs, run_fwd_bwd
+from foxacp.testing import float64_reference, make_inputs, run_fwd_bwd
 
 B, T, H, D = 1, 130, 2, 32  # 130: not a multiple of any block; two query blocks and a partial one
 
@@ -21,7 +20,7 @@ def _scaled_errors(inputs, grad_out, outs, refs, sm_scale):
     q, k, v, _ = (t.double() for t in inputs)
     do = grad_out.double()
     vmax, kmax, qmax = (t.norm(dim=-1).max() for t in (v, k, q))
-    scale = sm_scale if sm_scale is not None else D**-0.5
+    scale = sm_scale if sm_scale is not None else q.shape[-1] ** -0.5
     natural = [v.norm(), scale * do.norm() * vmax * kmax, scale * do.norm() * vmax * qmax, do.norm(), do.norm() * vmax]
     return [
         ((a.double() - b.double()).norm() / max(b.double().norm(), n)).item()
@@ -109,3 +108,20 @@ def test_nan_gates_are_refused():
     g[0, 3, 1] = float("nan")
     with pytest.raises(ValueError, match="log_fgate"):
         foxacp.forgetting_attention(q, k, v, g)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("pattern", ["all@-100", "all@-1e30", "reset@40", "mixed@-30"])
+@pytest.mark.parametrize("log_eps", [None, -10.0])
+def test_gpu_extreme_gates(dtype, pattern, log_eps):
+    """The same cases on the device, bf16 and fp16, with Hopper's blocks: errors as on ordinary gates."""
+    from foxacp.testing import TOLERANCE
+
+    q, k, v, _ = (t.cuda() for t in make_inputs(B, T, T, H, H, 64, seed=11))
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    inputs = (q, k, v, _gates(pattern).cuda())
+    o, grads, g = run_fwd_bwd(inputs, log_eps=log_eps)
+    o_ref, grads_ref = float64_reference(inputs, g, log_eps=log_eps)
+    errs = _scaled_errors(inputs, g, [o, *grads], [o_ref, *grads_ref], None)
+    assert max(errs) < TOLERANCE[dtype] / 4, f"{pattern}: errors o,dq,dk,dv,dlogf = {errs}"

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import foxacp
-
-from .helpers import float64_reference, make_inputs, rel_err, run_fwd_bwd
+from foxacp.testing import float64_reference, make_inputs, rel_err, run_fwd_bwd
 
 CU = [0, 1, 150, 203, 331]
 

@@ -163,7 +163,8 @@ def threshold(u: Tensor | float, problem: Problem, log_eps: float) -> Tensor | f
 
 def threshold_from_arg(qk_bound: float | Tensor, problem: Problem, log_eps: float, device: torch.device) -> Tensor:
     """``threshold`` of a user-given bound. A float bound on a uniform batch gives a cached constant, the same
-    float64 value ``threshold`` computes, with no device launch (small calls are host bound: experiments/034)."""
+    float64 value ``threshold`` computes, with no device launch (small calls are host bound:
+    experiments/034-small-call-costs)."""
     u = qk_bound_from_arg(qk_bound, problem, device)
     if isinstance(qk_bound, Tensor) or not problem.uniform:
         return threshold(u, problem, log_eps)

@@ -95,7 +95,8 @@ def forgetting_attention(
             backend = "torch"
     if backend == "triton":
         # The Triton op takes the unpacked tensors and reshapes inside its autograd function (no view nodes in
-        # the graph: host time per call, experiments/034). The gate's scan (with the key table) is one launch.
+        # the graph: host time per call, experiments/034-small-call-costs). The gate's scan (with the key table)
+        # is one launch.
         c_t, kc = gate_scan(log_fgate.detach().reshape(-1, problem.heads_q), problem, cfg.fwd.block_n, scale)
         plan = None
         if log_eps is not None:

@@ -89,25 +89,27 @@ _CPU = KernelConfig(64, 64, *[Blocks(64, 64, head_group=3)] * 3)
 # Works on any CUDA GPU Triton supports (modest shared memory); used for GPUs not in the table.
 _DEFAULT = KernelConfig(64, 64, Blocks(64, 64, 4, 2), Blocks(64, 64, 4, 2), Blocks(64, 64, 4, 2))
 
-# (compute capability major, head dim) -> config, tuned by measurement (see notes/kernels.md).
+# (compute capability major, head dim) -> config, tuned by measurement (see experiments/README.md).
 _TABLE: dict[tuple[int, int], KernelConfig] = {
     (9, 64): KernelConfig(
         128,
         128,
-        Blocks(128, 128, 8, 2, head_group=32, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #27)
-        Blocks(64, 64, 4, 3, head_group=32),  # notes #26
+        # 2 programs of 8 warps per multiprocessor (experiments/027-fwd-one-key-loop)
+        Blocks(128, 128, 8, 2, head_group=32, maxnreg=128),
+        Blocks(64, 64, 4, 3, head_group=32),  # experiments/026-backward-block-sweep
         Blocks(128, 64, 4, 3, head_group=32),
         # Up to 8k keys: 3 programs per multiprocessor at 168 registers (216 B of stack) hide more of the short
-        # programs' fixed cost: ACP dK/dV -4-5% at 4k and 8k, +2% at 16k (notes #34).
+        # programs' fixed cost: ACP dK/dV -4-5% at 4k and 8k, +2% at 16k (experiments/034-small-call-costs).
         dkdv_short=Blocks(64, 64, 4, 2, head_group=32, maxnreg=168),
         # Up to 8k keys, dQ in 64-row blocks at 168 registers (no spills): 3 programs per multiprocessor where
-        # 128-row blocks fit 2; 4k fwd+bwd -4% exact and ACP (notes #37).
+        # 128-row blocks fit 2; 4k fwd+bwd -4% exact and ACP (experiments/037-dq-more-programs).
         dq_short=Blocks(64, 64, 4, 3, head_group=32, maxnreg=168),
     ),
     (9, 128): KernelConfig(
         128,
         128,
-        Blocks(128, 64, 8, 2, head_group=32, maxnreg=128),  # 2 programs of 8 warps per multiprocessor (notes #22)
+        # 2 programs of 8 warps per multiprocessor (experiments/022-head-dim-128-fwd-blocks)
+        Blocks(128, 64, 8, 2, head_group=32, maxnreg=128),
         Blocks(32, 64, 4, 3, head_group=32),
         Blocks(64, 64, 4, 2, head_group=32),
     ),
@@ -126,7 +128,7 @@ def head_group(blocks: Blocks, device: torch.device, seq_len: int, row_bytes: in
     rows of ``row_bytes``: K and V, or Q and dO, and a score-table row) fit in half the L2 cache, so that a
     pair's streamed blocks are re-read from L2 by its other programs. More pairs side by side balance the
     load better (the light programs of pruned heads fill in behind heavy ones); fewer keep L2 hits. Measured
-    best on an H100 at 24x64 (notes/kernels.md #32): 16-32 pairs at 4k, 4-16 at 16k, 1-4 at 64k; this rule
+    best on an H100 at 24x64 (experiments/032-head-group-from-l2): 16-32 pairs at 4k, 4-16 at 16k, 1-4 at 64k; this rule
     gives 16, 4 and 1. On the CPU (interpreter): ``blocks.head_group``.
     """
     if device.type != "cuda" or interpreting():

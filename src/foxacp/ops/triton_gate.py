@@ -10,8 +10,9 @@ Forward: one program per (sequence, head) walks its sequence in chunks, carrying
 the bytes of the key table it writes. Backward: one program per (sequence, head, chunk); each first sums the
 chunks after its own in the order a single walk would (so the result is that walk's), then scans its chunk, so
 the programs of one sequence run side by side (one launch each replaced ~8 small torch launches per call:
-experiments/028; the gradient's chunks in parallel, 20 -> 17 us at 24x64 4k, 44 -> 21 at 16k, where the scan's
-were slower: experiments/038). Gates below the floor get gradient 0, as ``torch.clamp_min`` gives them.
+experiments/028-fewer-launches-per-call; the gradient's chunks in parallel, 20 -> 17 us at 24x64 4k, 44 -> 21
+at 16k, where the scan's were slower: experiments/038-gate-scan-parallel-chunks). Gates below the floor get
+gradient 0, as ``torch.clamp_min`` gives them.
 """
 # fmt: off
 

@@ -153,7 +153,7 @@ def _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, lo_q, desc_k, desc_v, desc_kc,
     # row's gate below that last key (<= 0): one FMA per score, as in dense attention. On the diagonal, s
     # carries the exact per-element decay (divided by qk_scale, so the same FMA applies) and shift is 0.
     # One loop: the diagonal blocks sit behind a block-uniform branch, so a program fills its load pipeline
-    # once (two loops, unmasked then masked, were 2-4% slower: experiments/027).
+    # once (two loops, unmasked then masked, were 2-4% slower: experiments/027-fwd-one-key-loop).
     inv_scale = 1.0 / qk_scale
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
@@ -198,9 +198,10 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, nu
                                                                          stride_ch, BLOCK_M)
     lo, diag, hi = _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M, BLOCK_N, TILE_M,
                               TILE_N, ACP)
-    # The copy engine reads the query block (rows past the sequence are masked at the stores): measured
-    # -1% on the forward kernel against pointer loads (experiments/042). The program waits for it here, so the
-    # plan's load above is issued first and its latency overlaps this one (experiments/043).
+    # The copy engine reads the query block (rows past the sequence are masked at the stores): measured -1% on the
+    # forward kernel against pointer loads (experiments/042-fwd-query-tensor-descriptor). The program waits for
+    # it here, so the plan's load above is issued first and its latency overlaps this one
+    # (experiments/043-fwd-plan-load-first-ncu).
     q = desc_q.load([q_start + m * BLOCK_M, h * HEAD_DIM])
 
     kv_col = (h // GROUP) * HEAD_DIM
@@ -323,9 +324,10 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, LSE, DK, DV, DCK, 
 def _dq_inner(dq, dcq, q, do, qc, delta, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref,
               lo, diag, hi, qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
     # One loop, the diagonal blocks behind a block-uniform branch, as in the forward: one pipeline fill per
-    # program (two loops cost a second fill in the short programs of pruned rows: experiments/034). Keys past
-    # the end of the sequence only occur from diag on, where causality masks them: their tiles (a neighbouring
-    # sequence's rows, or zeros past the tensor) get p = 0, as in the forward. lo_q carries the rows' LSE.
+    # program (two loops cost a second fill in the short programs of pruned rows: experiments/034-small-call-costs).
+    # Keys past the end of the sequence only occur from diag on, where causality masks them: their tiles (a
+    # neighbouring sequence's rows, or zeros past the tensor) get p = 0, as in the forward. lo_q carries the
+    # rows' LSE.
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
@@ -356,8 +358,8 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, LSE, DQ, DCQ, KV_
               ACP: tl.constexpr, KC_BLOCK: tl.constexpr):
     # Runs before dK/dV: it computes each row's softmax correction delta = rowsum(dO * O) and stores it there.
     # KC_BLOCK: KC's blocks (the forward's), a multiple of BLOCK_N. Bounds come from the offsets even in a
-    # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, experiments/031; exact 1.36 vs 1.40 at
-    # experiments/036).
+    # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, experiments/031-per-program-start;
+    # exact 1.36 vs 1.40 at experiments/036-dkdv-one-query-loop).
     seq, h, m = _program(num_sh, H)  # as in fwd_kernel: longest rows first
     m = tl.num_programs(1) - 1 - m
     if seq < 0:

@@ -187,7 +187,7 @@ def _backward(
 
     # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
     # the same scores. dQ runs first: it also computes delta = rowsum(dO * O), which dK/dV reads. (dQ building
-    # QC itself saves this launch but made its loop 14-17% slower: experiments/034.)
+    # QC itself saves this launch but made its loop 14-17% slower: experiments/034-small-call-costs.)
     b = cfg.dq_for(problem.max_k)
     qc_block = b.block_m  # QC's blocks: dQ's query blocks, which dK/dV's divide
     qc = _qc_table(c_t, lse, problem, qc_block, scale)
