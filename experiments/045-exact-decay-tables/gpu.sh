@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One device call: float64 checks of the new kernels, GPU tests, then 3 interleaved A/B rounds against the
-# previous kernels (a copy of 45105ce's src in .ab/old, carried), table last.
-set -u
+# previous kernels (a copy of 45105ce's src in .ab/old, carried), table last. Stops at the first failed check.
+set -u -o pipefail
 export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/exp_out}
 d=experiments/045-exact-decay-tables
-PYTHONPATH=src python3 $d/run.py check 2>&1 | grep -v -i warn | tee $OUT/check.log | tail -16
+PYTHONPATH=src python3 $d/run.py check 2>&1 | grep -v -i warn > $OUT/check.log || { tail -30 $OUT/check.log; exit 1; }
+tail -16 $OUT/check.log
 PYTHONPATH=src python3 -m pytest -q -m gpu tests/ops 2>&1 | tail -4 | tee $OUT/pytest_gpu.log
 for r in 0 1 2; do
   PYTHONPATH=src python3 $d/run.py time new $r 2>&1 | grep -v -i warn

@@ -92,11 +92,11 @@ def _split(x):
 
 
 @triton.jit
-def _exact_decay(hi_q, lo_q, Cb, c_ref, offs_n, n_ok):
+def _exact_decay(hi_q, lo_q, ck, c_ref):
     """(queries, keys) float32: each query's gate below each key's, (c[query] - c[key]) * log2(e), per element
-    and accurate to its own rounding. The queries come as ``_split`` parts relative to c_ref; keys are the
-    positions offs_n of the gate row Cb (masked by n_ok)."""
-    hi_k, lo_k = _split(tl.where(n_ok, (tl.load(Cb + offs_n, mask=n_ok, other=0.0) - c_ref) * LOG2E, 0.0))
+    and accurate to its own rounding. The queries come as ``_split`` parts relative to c_ref, the keys as their
+    float64 gates ck."""
+    hi_k, lo_k = _split((ck - c_ref) * LOG2E)
     return (hi_q[:, None] - hi_k[None, :]) + (lo_q[:, None] - lo_k[None, :])
 
 
@@ -150,8 +150,9 @@ def _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, lo_q, desc_k, desc_v, desc_kc,
                lo, diag, hi, qk_scale, BLOCK_N: tl.constexpr):
     # A score is s * qk_scale + shift[row], in log2 units relative to the row's own gate. Off the diagonal,
     # s = q.k + KC (``ones @ kc^T`` adds each key's decay up to its block's last key, <= 0) and shift is the
-    # row's gate below that last key (<= 0): one FMA per score, as in dense attention. On the diagonal, s
-    # carries the exact per-element decay (divided by qk_scale, so the same FMA applies) and shift is 0.
+    # row's gate below that last key (<= 0): one FMA per score, as in dense attention. On the diagonal the table
+    # operand is zero, s gains the exact per-element decay (over qk_scale, so the same FMA applies) and shift
+    # is 0. Dots and loads stay outside the branch (Hopper's software pipeliner takes no dot inside one).
     # One loop: the diagonal blocks sit behind a block-uniform branch, so a program fills its load pipeline
     # once (two loops, unmasked then masked, were 2-4% slower: experiments/027-fwd-one-key-loop).
     inv_scale = 1.0 / qk_scale
@@ -159,16 +160,17 @@ def _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, lo_q, desc_k, desc_v, desc_kc,
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        qk = tl.dot(q, k.T)
-        if start_n >= diag:
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            visible = offs_n[None, :] <= pos[:, None]
-            s = tl.where(visible, _exact_decay(hi_q, lo_q, Cb, c_ref, offs_n, offs_n < hi) * inv_scale
-                         + qk, float("-inf"))
+        on_diag = start_n >= diag
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        ck = tl.load(Cb + offs_n, mask=(offs_n < hi) & (offs_n >= diag), other=0.0)  # the diagonal's only
+        c_last = tl.load(Cb + tl.minimum(start_n + BLOCK_N, hi) - 1)
+        s = tl.dot(tl.where(on_diag, 0.0, ones).to(tl.float16), kc.T, tl.dot(q, k.T))
+        if on_diag:
+            s = tl.where(offs_n[None, :] <= pos[:, None], _exact_decay(hi_q, lo_q, ck, c_ref) * inv_scale + s,
+                         float("-inf"))
             shift = tl.zeros_like(hi_q)
         else:
-            s = tl.dot(ones, kc.T, qk)
-            shift = hi_q - ((tl.load(Cb + start_n + BLOCK_N - 1) - c_ref) * LOG2E).to(tl.float32)
+            shift = hi_q - ((c_last - c_ref) * LOG2E).to(tl.float32)
         m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale + shift)
         p = tl.math.exp2(s * qk_scale + (shift - m_new)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
@@ -332,15 +334,17 @@ def _dq_inner(dq, dcq, q, do, qc, delta, pos, hi_q, lo_q, desc_k, desc_v, desc_k
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        qk = tl.dot(q, k.T)
-        if start_n >= diag:
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            s = tl.where(offs_n[None, :] <= pos[:, None],
-                         qk * qk_scale + _exact_decay(hi_q, lo_q, Cb, c_ref, offs_n, offs_n < hi), float("-inf"))
+        on_diag = start_n >= diag
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        ck = tl.load(Cb + offs_n, mask=(offs_n < hi) & (offs_n >= diag), other=0.0)  # the diagonal's only
+        c_last = tl.load(Cb + tl.minimum((start_n // KC_BLOCK) * KC_BLOCK + KC_BLOCK, hi) - 1)
+        # Off the diagonal, q.k plus the score but for the scalar shift, the block's first row below KC's last
+        # key (<= 0); on it the table operand is zero and the exact decay (with the rows' LSE) is added.
+        s = tl.dot(tl.where(on_diag, 0.0, qc).to(tl.float16), kc.T, tl.dot(q, k.T)) * qk_scale
+        if on_diag:
+            s = tl.where(offs_n[None, :] <= pos[:, None], s + _exact_decay(hi_q, lo_q, ck, c_ref), float("-inf"))
         else:
-            # q.k plus the score but for the scalar shift: the block's first row below KC's last key (<= 0)
-            shift = (c_ref - tl.load(Cb + (start_n // KC_BLOCK) * KC_BLOCK + KC_BLOCK - 1)).to(tl.float32) * LOG2E
-            s = tl.dot(qc, kc.T, qk) * qk_scale + shift
+            s += ((c_ref - c_last) * LOG2E).to(tl.float32)
         p = tl.math.exp2(s)
         dp = tl.dot(do, v.T)
         ds = p * (dp - delta[:, None])
