@@ -98,7 +98,7 @@ def test_triton_mixed_blocks(shape, log_eps):
     a wrong table block gives 1e29)."""
     from foxacp.ops.config import Blocks, KernelConfig, use_kernel_config
 
-    cfg = KernelConfig(64, 64, Blocks(32, 64, head_group=2), Blocks(16, 16, head_group=3), Blocks(32, 32))
+    cfg = KernelConfig(64, 64, Blocks(32, 64, head_group=2), Blocks(16, 16, head_group=3, sub=16), Blocks(32, 32))
     inputs = make_inputs(*shape, gate_mean=-1.0, gate_spread=1.0, seed=3)
     with use_kernel_config(cfg):
         _check("triton", torch.float32, inputs, 3e-5, log_eps=log_eps)
@@ -109,7 +109,7 @@ def test_use_kernel_config_nests_and_restores():
 
     base = kernel_config(torch.device("cpu"), 32)
     a = KernelConfig(64, 64, *[Blocks(32, 32)] * 3)
-    b = KernelConfig(64, 64, *[Blocks(16, 16)] * 3)
+    b = KernelConfig(64, 64, *[Blocks(16, 16, sub=16)] * 3)
     with use_kernel_config(a):
         assert kernel_config(torch.device("cpu"), 32) is a
         with use_kernel_config(b):

@@ -177,3 +177,12 @@ def test_tma_ready_copies_only_what_the_copy_engine_cannot_read():
     assert misaligned.is_contiguous() and misaligned.data_ptr() % 16
     out = _tma_ready(misaligned)
     assert out.data_ptr() % 16 == 0 and torch.equal(out, misaligned)
+
+
+def test_blocks_sub_must_divide_the_blocks():
+    from foxacp.ops.config import Blocks, KernelConfig
+
+    with pytest.raises(ValueError, match="sub"):
+        KernelConfig(64, 64, Blocks(64, 64, sub=48), Blocks(64, 64), Blocks(64, 64))
+    with pytest.raises(ValueError, match="sub"):
+        KernelConfig(64, 64, Blocks(64, 64), Blocks(16, 16), Blocks(64, 64))

@@ -31,6 +31,7 @@ class Blocks:
     num_stages: int = 2
     head_group: int = 8
     maxnreg: int | None = None
+    sub: int = 32  # keys (forward, dQ) or query rows (dK/dV) per step of the diagonal's exact loop
 
     def launch(self) -> dict:
         """Keyword arguments of a Triton launch with these blocks' compile options."""
@@ -59,6 +60,8 @@ class KernelConfig:
             b: Blocks | None = getattr(self, name)
             if b is not None and (self.tile_m % b.block_m or self.tile_n % b.block_n):
                 raise ValueError(f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}")
+            if b is not None and (b.sub < 16 or min(b.block_m, b.block_n) % b.sub):
+                raise ValueError(f"{name} blocks {b}: sub must be >= 16 and divide both block sizes")
         # Both backward kernels read QC on dQ's query blocks and KC on the forward's key blocks (see
         # triton_op._backward), so those must be whole numbers of their blocks, at short and long contexts.
         for keys in (SHORT_CONTEXT, SHORT_CONTEXT + 1):

@@ -146,47 +146,59 @@ def _key_range(KV_LO, seq, h, m, q_len, off, stride_lo_n, stride_lo_h, BLOCK_M: 
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref,
-               lo, diag, hi, qk_scale, BLOCK_N: tl.constexpr):
-    # A score is s * qk_scale + shift[row], in log2 units relative to the row's own gate. Off the diagonal,
-    # s = q.k + KC (``ones @ kc^T`` adds each key's decay up to its block's last key, <= 0) and shift is the
-    # row's gate below that last key (<= 0): one FMA per score, as in dense attention. On the diagonal the table
-    # operand is zero, s gains the exact per-element decay (over qk_scale, so the same FMA applies) and shift
-    # is 0. Dots and loads stay outside the branch (Hopper's software pipeliner takes no dot inside one).
-    # One loop: the diagonal blocks sit behind a block-uniform branch, so a program fills its load pipeline
-    # once (two loops, unmasked then masked, were 2-4% slower: experiments/027-fwd-one-key-loop).
-    inv_scale = 1.0 / qk_scale
+def _softmax_step(acc, l_i, m_i, s, shift, v, qk_scale):
+    """One online-softmax step over a key block: scores s * qk_scale + shift[row] (log2 units, relative to each
+    row's own gate; one FMA per score), values v."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale + shift)
+    p = tl.math.exp2(s * qk_scale + (shift - m_new)[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, ones, hi_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, hi,
+               qk_scale, BLOCK_N: tl.constexpr):
+    # Keys wholly before the block's first row: s = q.k + KC (``ones @ kc^T`` adds each key's decay up to its
+    # block's last key, <= 0) and shift is each row's gate below that last key (<= 0), so every part is <= 0.
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        on_diag = start_n >= diag
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        ck = tl.load(Cb + offs_n, mask=(offs_n < hi) & (offs_n >= diag), other=0.0)  # the diagonal's only
-        c_last = tl.load(Cb + tl.minimum(start_n + BLOCK_N, hi) - 1)
-        s = tl.dot(tl.where(on_diag, 0.0, ones).to(tl.float16), kc.T, tl.dot(q, k.T))
-        if on_diag:
-            s = tl.where(offs_n[None, :] <= pos[:, None], _exact_decay(hi_q, lo_q, ck, c_ref) * inv_scale + s,
-                         float("-inf"))
-            shift = tl.zeros_like(hi_q)
-        else:
-            shift = hi_q - ((c_last - c_ref) * LOG2E).to(tl.float32)
-        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale + shift)
-        p = tl.math.exp2(s * qk_scale + (shift - m_new)[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        m_i = m_new
+        shift = hi_q - ((tl.load(Cb + start_n + BLOCK_N - 1) - c_ref) * LOG2E).to(tl.float32)
+        s = tl.dot(ones, kc.T, tl.dot(q, k.T))
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, s, shift, v, qk_scale)
     return acc, l_i, m_i
 
 
 @triton.jit
-def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
-               stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, table_scale,
-               seq_q, seq_k,
+def _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, K, V, k_start, kvh, stride_kt, stride_kh, stride_vt, stride_vh,
+                  Cb, c_ref, lo, hi, qk_scale, HEAD_DIM: tl.constexpr, SUB_N: tl.constexpr):
+    # Keys from the block's first row on: the exact per-element decay and the causal mask. Each key's gate sits
+    # in registers, so the keys come in sub-blocks of SUB_N (a whole block's worth spilled, 1.85x slower:
+    # experiments/045-exact-decay-tables).
+    inv_scale = 1.0 / qk_scale
+    in_n = tl.arange(0, SUB_N)
+    for start_n in range(lo, hi, SUB_N):
+        offs_n = start_n + in_n
+        ok = offs_n < hi
+        row0 = (k_start + start_n).to(tl.int64)
+        k = _block(K, row0, kvh, in_n, ok, stride_kt, stride_kh, HEAD_DIM)
+        v = _block(V, row0, kvh, in_n, ok, stride_vt, stride_vh, HEAD_DIM)
+        decay = _exact_decay(hi_q, lo_q, tl.load(Cb + offs_n, mask=ok, other=0.0), c_ref)
+        s = tl.where(offs_n[None, :] <= pos[:, None], decay * inv_scale + tl.dot(q, k.T), float("-inf"))
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, s, tl.zeros_like(hi_q), v, qk_scale)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, K, V, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
+               stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n,
+               stride_lo_h, qk_scale, table_scale, seq_q, seq_k,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
-               ACP: tl.constexpr, UNIFORM: tl.constexpr):
+               ACP: tl.constexpr, UNIFORM: tl.constexpr, SUB_N: tl.constexpr):
     # Last query blocks first: along the causal diagonal they carry the most work.
     seq, h, m = _program(num_sh, H)
     m = tl.num_programs(1) - 1 - m
@@ -213,55 +225,72 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, C, O, LSE, KV_LO, CU_Q, CU_K, nu
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_start, kv_col,
-                               kc_col, Cb, c_ref, lo, diag, hi, qk_scale, BLOCK_N)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, hi_q, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
+                               c_ref, lo, tl.minimum(diag, hi), qk_scale, BLOCK_N)
+    acc, l_i, m_i = _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, K, V, k_start, h // GROUP, stride_kt, stride_kh,
+                                  stride_vt, stride_vh, Cb, c_ref, tl.maximum(lo, diag), hi, qk_scale, HEAD_DIM, SUB_N)
     o = acc * (1.0 / l_i)[:, None]  # one division per row, not per element: -88 instructions per thread (exp. 044)
     tl.store(_rows(O, row0, h, in_m, stride_ot, stride_oh, HEAD_DIM), o.to(O.dtype.element_ty), mask=row_ok[:, None])
     tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb,
-                LSEb, Cqb, c_ref, q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr,
-                EXACT: tl.constexpr):
-    # dQ's scores, transposed. EXACT: the per-element decay from (hi, lo) splits relative to c_ref (the KC
-    # block's last key), the causal mask and rows past the end; else every query row of the block is a row of
-    # the sequence that sees every key of the block, and the tables give the scores with one scalar: the first
-    # row of QC's block below c_ref.
+def _dkdv_step(dk, dv, dck, sT, q, do, v, delta):
+    """dK/dV's step over a query block from its transposed log2 probabilities sT."""
+    pT = tl.math.exp2(sT)
+    dv = tl.dot(pT.to(do.dtype), do, dv)
+    dsT = pT * (tl.dot(v, do.T) - delta[None, :])
+    return tl.dot(dsT.to(q.dtype), q, dk), dv, dck + tl.sum(dsT, 1)
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, dck, k, v, kc, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb, c_ref, lo, hi,
+                qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr):
+    # dQ's scores, transposed, through the tables: every query row of these blocks is a row of the sequence that
+    # sees every key of the block, and the scalar is the first row of QC's block below c_ref (KC's last key).
     for start_m in range(lo, hi, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
         q = desc_q.load([q_row + start_m, q_col])
         do = desc_do.load([q_row + start_m, q_col])
-        if EXACT:
-            row_ok = offs_m < q_len
-            delta = tl.load(DELTAb + offs_m, mask=row_ok, other=0.0)
-            lse = tl.load(LSEb + offs_m, mask=row_ok, other=0.0)
-            hi_q, lo_q = _split(tl.where(row_ok, (tl.load(Cqb + offs_m, mask=row_ok, other=0.0) - c_ref) * LOG2E, 0.0))
-            decay = (hi_q[None, :] - hi_k[:, None]) + ((lo_q - lse)[None, :] - lo_k[:, None])
-            sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & row_ok[None, :],
-                          tl.dot(k, q.T) * qk_scale + decay, float("-inf"))
-        else:
-            qc = desc_qc.load([q_row + start_m, qc_col])
-            delta = tl.load(DELTAb + offs_m)
-            shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
-            sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
-        pT = tl.math.exp2(sT)
-        dv = tl.dot(pT.to(do.dtype), do, dv)
-        dpT = tl.dot(v, do.T)
-        dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(q.dtype), q, dk)
-        dck += tl.sum(dsT, 1)
+        qc = desc_qc.load([q_row + start_m, qc_col])
+        delta = tl.load(DELTAb + start_m + tl.arange(0, BLOCK_M))
+        shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
+        sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
+        dk, dv, dck = _dkdv_step(dk, dv, dck, sT, q, do, v, delta)
     return dk, dv, dck
 
 
 @triton.jit
-def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, LSE, DK, DV, DCK, Q_HI, CU_Q, CU_K, num_sh,
-                stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
-                stride_ch, stride_lh, stride_hi_n, stride_hi_h, qk_scale, sm_scale, seq_q, seq_k,
+def _dkdv_diagonal(dk, dv, dck, k, v, offs_n, hi_k, lo_k, desc_qs, desc_dos, q_start, q_col, DELTAb, LSEb, Cqb, c_ref,
+                   off, lo, hi, qk_scale, SUB_M: tl.constexpr):
+    # Query rows whose scores have decays of both signs: the exact per-element decay from (hi, lo) splits
+    # relative to c_ref, the causal mask and rows past hi. Each query's gate sits in registers, so the rows come
+    # in sub-blocks of SUB_M, through the copy engine (a whole block's worth, or pointer loads, spilled:
+    # experiments/045-exact-decay-tables).
+    in_m = tl.arange(0, SUB_M)
+    for start_m in range(lo, hi, SUB_M):
+        offs_m = start_m + in_m
+        ok = offs_m < hi
+        q = desc_qs.load([q_start + start_m, q_col])
+        do = desc_dos.load([q_start + start_m, q_col])
+        delta = tl.load(DELTAb + offs_m, mask=ok, other=0.0)
+        lse = tl.load(LSEb + offs_m, mask=ok, other=0.0)
+        hi_q, lo_q = _split(tl.where(ok, (tl.load(Cqb + offs_m, mask=ok, other=0.0) - c_ref) * LOG2E, 0.0))
+        decay = (hi_q[None, :] - hi_k[:, None]) + ((lo_q - lse)[None, :] - lo_k[:, None])
+        sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & ok[None, :],
+                      tl.dot(k, q.T) * qk_scale + decay, float("-inf"))
+        dk, dv, dck = _dkdv_step(dk, dv, dck, sT, q, do, v, delta)
+    return dk, dv, dck
+
+
+@triton.jit
+def dkdv_kernel(desc_q, desc_qs, K, V, KC, C, desc_do, desc_dos, desc_qc, DELTA, LSE, DK, DV, DCK, Q_HI, CU_Q, CU_K,
+                num_sh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct,
+                stride_dkt, stride_dkh, stride_dvt, stride_dvh, stride_ch, stride_lh, stride_hi_n, stride_hi_h,
+                qk_scale, sm_scale, seq_q, seq_k,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                 ACP: tl.constexpr, QC_BLOCK: tl.constexpr, KC_BLOCK: tl.constexpr,
-                UNIFORM: tl.constexpr):
+                UNIFORM: tl.constexpr, SUB_M: tl.constexpr):
     # QC_BLOCK, KC_BLOCK: the tables' blocks (dQ's rows, the forward's keys), multiples of BLOCK_M and BLOCK_N.
     seq, kvh, n = _program(num_sh, HKV)
     if seq < 0:
@@ -306,15 +335,12 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, LSE, DK, DV, DCK, 
         # The tables apply from the first query block whose QC block starts at or after KC's reference key (all
         # their parts are then <= 0); before it, and in the last partial block, scores take the exact decay.
         q_mid = tl.maximum(q_full, tl.cdiv(tl.maximum(kc_last - off, 0), QC_BLOCK) * QC_BLOCK)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_start, q_col,
-                                  qc_col, DELTAb, LSEb, Cb + off, c_ref, q_len, off, q_lo, tl.minimum(q_mid, q_end),
-                                  qk_scale, BLOCK_M, QC_BLOCK, True)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_start, q_col,
-                                  qc_col, DELTAb, LSEb, Cb + off, c_ref, q_len, off, q_mid, q_whole, qk_scale,
-                                  BLOCK_M, QC_BLOCK, False)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, hi_k, lo_k, desc_q, desc_do, desc_qc, q_start, q_col,
-                                  qc_col, DELTAb, LSEb, Cb + off, c_ref, q_len, off, tl.maximum(q_mid, q_whole),
-                                  q_end, qk_scale, BLOCK_M, QC_BLOCK, True)
+        dk, dv, dck = _dkdv_diagonal(dk, dv, dck, k, v, offs_n, hi_k, lo_k, desc_qs, desc_dos, q_start, q_col, DELTAb,
+                                     LSEb, Cb + off, c_ref, off, q_lo, tl.minimum(q_mid, q_end), qk_scale, SUB_M)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, desc_q, desc_do, desc_qc, q_start, q_col, qc_col, DELTAb,
+                                  Cb + off, c_ref, q_mid, q_whole, qk_scale, BLOCK_M, QC_BLOCK)
+        dk, dv, dck = _dkdv_diagonal(dk, dv, dck, k, v, offs_n, hi_k, lo_k, desc_qs, desc_dos, q_start, q_col, DELTAb,
+                                     LSEb, Cb + off, c_ref, off, tl.maximum(q_mid, q_whole), q_end, qk_scale, SUB_M)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
     tl.store(_rows(DK, key0, kvh, in_n, stride_dkt, stride_dkh, HEAD_DIM), (dk * sm_scale).to(DK.dtype.element_ty),
              mask=key_ok[:, None])
@@ -323,43 +349,53 @@ def dkdv_kernel(desc_q, K, V, KC, C, desc_do, desc_qc, DELTA, LSE, DK, DV, DCK, 
 
 
 @triton.jit
-def _dq_inner(dq, dcq, q, do, qc, delta, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref,
-              lo, diag, hi, qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
-    # One loop, the diagonal blocks behind a block-uniform branch, as in the forward: one pipeline fill per
-    # program (two loops cost a second fill in the short programs of pruned rows: experiments/034-small-call-costs).
-    # Keys past the end of the sequence only occur from diag on, where causality masks them: their tiles (a
-    # neighbouring sequence's rows, or zeros past the tensor) get p = 0, as in the forward. lo_q carries the
-    # rows' LSE.
+def _dq_step(dq, dcq, s, k, v, do, delta):
+    """dQ's step over a key block from its log2 probabilities s."""
+    p = tl.math.exp2(s)
+    ds = p * (tl.dot(do, v.T) - delta[:, None])
+    return tl.dot(ds.to(k.dtype), k, dq), dcq + tl.sum(ds, 1)
+
+
+@triton.jit
+def _dq_inner(dq, dcq, q, do, qc, delta, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, hi, qk_scale,
+              BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
+    # Keys whose KC block ends at or before the block's first row: q.k plus the whole score but for the scalar
+    # shift, the first row's gate below KC's last key (<= 0).
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        on_diag = start_n >= diag
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        ck = tl.load(Cb + offs_n, mask=(offs_n < hi) & (offs_n >= diag), other=0.0)  # the diagonal's only
-        c_last = tl.load(Cb + tl.minimum((start_n // KC_BLOCK) * KC_BLOCK + KC_BLOCK, hi) - 1)
-        # Off the diagonal, q.k plus the score but for the scalar shift, the block's first row below KC's last
-        # key (<= 0); on it the table operand is zero and the exact decay (with the rows' LSE) is added.
-        s = tl.dot(tl.where(on_diag, 0.0, qc).to(tl.float16), kc.T, tl.dot(q, k.T)) * qk_scale
-        if on_diag:
-            s = tl.where(offs_n[None, :] <= pos[:, None], s + _exact_decay(hi_q, lo_q, ck, c_ref), float("-inf"))
-        else:
-            s += ((c_ref - c_last) * LOG2E).to(tl.float32)
-        p = tl.math.exp2(s)
-        dp = tl.dot(do, v.T)
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq)
-        dcq += tl.sum(ds, 1)
+        shift = (c_ref - tl.load(Cb + (start_n // KC_BLOCK) * KC_BLOCK + KC_BLOCK - 1)).to(tl.float32) * LOG2E
+        s = tl.dot(qc, kc.T, tl.dot(q, k.T)) * qk_scale + shift
+        dq, dcq = _dq_step(dq, dcq, s, k, v, do, delta)
     return dq, dcq
 
 
 @triton.jit
-def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, LSE, DQ, DCQ, KV_LO, CU_Q, CU_K, num_sh,
-              stride_qt, stride_qh, stride_qct, stride_ot, stride_oh, stride_dot, stride_doh, stride_dqt, stride_dqh,
-              stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, sm_scale,
-              H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+def _dq_diagonal(dq, dcq, q, do, delta, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref, lo, hi,
+                 qk_scale, SUB_N: tl.constexpr):
+    # The rest, as the forward's diagonal: exact per-element decay (lo_q carries the rows' LSE), causal mask, keys
+    # in sub-blocks of SUB_N through the copy engine (pointer loads through registers spilled: experiments/045).
+    # Keys past the end of the sequence only occur here, where causality masks them.
+    in_n = tl.arange(0, SUB_N)
+    for start_n in range(lo, hi, SUB_N):
+        offs_n = start_n + in_n
+        ok = offs_n < hi
+        k = desc_ks.load([k_start + start_n, kv_col])
+        v = desc_vs.load([k_start + start_n, kv_col])
+        decay = _exact_decay(hi_q, lo_q, tl.load(Cb + offs_n, mask=ok, other=0.0), c_ref)
+        s = tl.where(offs_n[None, :] <= pos[:, None], tl.dot(q, k.T) * qk_scale + decay, float("-inf"))
+        dq, dcq = _dq_step(dq, dcq, s, k, v, do, delta)
+    return dq, dcq
+
+
+@triton.jit
+def dq_kernel(Q, desc_k, desc_v, desc_ks, desc_vs, QC, desc_kc, C, O, DO, DELTA, LSE, DQ, DCQ, KV_LO, CU_Q, CU_K,
+              num_sh, stride_qt, stride_qh, stride_qct, stride_ot, stride_oh,
+              stride_dot, stride_doh, stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
+              sm_scale, H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
-              ACP: tl.constexpr, KC_BLOCK: tl.constexpr):
+              ACP: tl.constexpr, KC_BLOCK: tl.constexpr, SUB_N: tl.constexpr):
     # Runs before dK/dV: it computes each row's softmax correction delta = rowsum(dO * O) and stores it there.
     # KC_BLOCK: KC's blocks (the forward's), a multiple of BLOCK_N. Bounds come from the offsets even in a
     # uniform batch: measured faster here (ACP 0.79 vs 0.82 ms at 24x64 4k, experiments/031-per-program-start;
@@ -388,8 +424,10 @@ def dq_kernel(Q, desc_k, desc_v, QC, desc_kc, C, O, DO, DELTA, LSE, DQ, DCQ, KV_
     kc_col = h * KC_COLS
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, hi_q, lo_q, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col,
-                        Cb, c_ref, lo, diag, hi, qk_scale, BLOCK_N, KC_BLOCK)
+    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref, lo,
+                        tl.minimum(diag, hi), qk_scale, BLOCK_N, KC_BLOCK)
+    dq, dcq = _dq_diagonal(dq, dcq, q, do, delta, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref,
+                           tl.maximum(lo, diag), hi, qk_scale, SUB_N)
     tl.store(_rows(DQ, row0, h, in_m, stride_dqt, stride_dqh, HEAD_DIM), (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
