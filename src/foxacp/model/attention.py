@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from foxacp.ops import forgetting_attention
 
+from .cache import REBASE_AT, LayerCache
 from .config import ModelConfig
 from .layers import HeadRMSNorm, TokenShift, apply_rope
 
@@ -74,11 +75,14 @@ class ForgettingAttention(nn.Module):
         pos: Tensor,
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         """x (B, T, d_model), pos (B, T) position within its document -> (B, T, d_model).
 
         With cu_seqlens (int32 (N+1,), offsets over the B*T flattened tokens) attention runs on one row
-        of B*T tokens, restarting at every document.
+        of B*T tokens, restarting at every document. With a layer cache, x holds each sequence's next T
+        tokens at positions pos (its cached length onwards): they are written into the cache and attend to
+        everything cached before them.
         """
         cfg = self.cfg
         B, T, d = x.shape
@@ -90,27 +94,55 @@ class ForgettingAttention(nn.Module):
         v = self.wv(x).view(b, t, cfg.kv_heads, cfg.head_dim)
         qk_bound = None
         if cfg.pro:
-            k, v = self.k_shift(x, k, pos), self.v_shift(x, v, pos)
+            k_before, v_before = (None, None) if cache is None else (cache.shift_k, cache.shift_v)
+            k_last, v_last = k[:, -1], v[:, -1]
+            k, v = self.k_shift(x, k, pos, k_before), self.v_shift(x, v, pos, v_before)
+            if cache is not None:  # the next call's shift needs this call's last rows, before the shift
+                cache.shift_k.copy_(k_last), cache.shift_v.copy_(v_last)
             q, k = self.q_norm(q), self.k_norm(k)
             qk_bound = self.qk_bound()
         elif cfg.variant == "transformer":
             q, k = apply_rope(q, pos, cfg.rope_base), apply_rope(k, pos, cfg.rope_base)
 
-        o = forgetting_attention(
-            q,
-            k,
-            v,
-            self.log_fgate(x),
+        op_args = dict(
             sm_scale=cfg.head_dim**-0.5,
-            cu_seqlens=cu_seqlens,
-            max_seqlen=max_seqlen,
             log_eps=cfg.attn_log_eps,
             qk_bound=qk_bound,
             return_stats=cfg.record_acp_stats,
             backend=cfg.attn_backend,
         )
+        if cache is None:
+            o = forgetting_attention(
+                q, k, v, self.log_fgate(x), cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, **op_args
+            )
+        else:
+            cache.write(pos, k, v, self.log_fgate(x), rebase_at=REBASE_AT if t > 1 else None)
+            o = cached_attention(q, cache, pos[:, -1] + 1, **op_args)
         if cfg.record_acp_stats:
             o, self.last_stats = o
         if cfg.pro:
             o = self.o_norm(o) * torch.sigmoid(self.wg(x)).view_as(o)
         return self.wo(o.reshape(b, t, -1)).view(B, T, d)
+
+
+def cached_attention(q: Tensor, cache: LayerCache, seqlens: Tensor, **op_args):
+    """Attention of the new queries q (B, Tq, Hq, D) to the first seqlens[b] (B,) cached keys of each row.
+
+    Runs the training op with queries aligned to the end of the keys, on the whole batch when every row
+    has the same length, else row by row (reads the lengths back to the host). The op takes log forget
+    gates, recovered as differences of the cached c (the first set to 0: only differences matter).
+    ``op_args`` go to ``forgetting_attention``; with return_stats, the stats are the last call's.
+    """
+    lens = seqlens.tolist()
+    spans = [(0, len(lens))] if len(set(lens)) == 1 else [(i, i + 1) for i in range(len(lens))]
+    outs, stats = [], None
+    for lo, hi in spans:
+        n = lens[lo]
+        c = cache.c[lo:hi, :n]
+        log_fgate = torch.diff(c, dim=1, prepend=c[:, :1])
+        o = forgetting_attention(q[lo:hi], cache.k[lo:hi, :n], cache.v[lo:hi, :n], log_fgate, **op_args)
+        if op_args.get("return_stats"):
+            o, stats = o
+        outs.append(o)
+    o = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return (o, stats) if op_args.get("return_stats") else o
