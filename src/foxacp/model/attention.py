@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from foxacp.ops import forgetting_attention
+from foxacp.ops import forgetting_attention, forgetting_attention_with_kvcache
+from foxacp.ops.kvcache import DECODE_BACKENDS
 
 from .cache import REBASE_AT, LayerCache
 from .config import ModelConfig
@@ -17,6 +18,9 @@ from .layers import HeadRMSNorm, TokenShift, apply_rope
 
 if TYPE_CHECKING:
     from foxacp.ops import ACPStats
+
+# New tokens per call up to which the cache path runs the decode op (beyond: the training op).
+DECODE_MAX_Q = 16
 
 
 class ForgettingAttention(nn.Module):
@@ -128,11 +132,19 @@ class ForgettingAttention(nn.Module):
 def cached_attention(q: Tensor, cache: LayerCache, seqlens: Tensor, **op_args):
     """Attention of the new queries q (B, Tq, Hq, D) to the first seqlens[b] (B,) cached keys of each row.
 
-    Runs the training op with queries aligned to the end of the keys, on the whole batch when every row
-    has the same length, else row by row (reads the lengths back to the host). The op takes log forget
+    Up to DECODE_MAX_Q queries run the decode op, which reads the cached c and handles rows of different
+    lengths in one call without reading anything back to the host (a decode step captures in a CUDA graph).
+    Longer chunks run the training op with queries aligned to the end of the keys, on the whole batch when
+    every row has the same length, else row by row (this reads the lengths back); it takes log forget
     gates, recovered as differences of the cached c (the first set to 0: only differences matter).
-    ``op_args`` go to ``forgetting_attention``; with return_stats, the stats are the last call's.
+    ``op_args`` go to the op; with return_stats, the stats are those of the last call.
     """
+    if q.shape[1] <= DECODE_MAX_Q:
+        backend = op_args.pop("backend")
+        backend = backend if backend in DECODE_BACKENDS else None
+        return forgetting_attention_with_kvcache(
+            q, cache.k, cache.v, cache.c, seqlens.to(torch.int32), backend=backend, **op_args
+        )
     lens = seqlens.tolist()
     spans = [(0, len(lens))] if len(set(lens)) == 1 else [(i, i + 1) for i in range(len(lens))]
     outs, stats = [], None
@@ -141,8 +153,8 @@ def cached_attention(q: Tensor, cache: LayerCache, seqlens: Tensor, **op_args):
         c = cache.c[lo:hi, :n]
         log_fgate = torch.diff(c, dim=1, prepend=c[:, :1])
         o = forgetting_attention(q[lo:hi], cache.k[lo:hi, :n], cache.v[lo:hi, :n], log_fgate, **op_args)
-        if op_args.get("return_stats"):
+        if op_args["return_stats"]:
             o, stats = o
         outs.append(o)
     o = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return (o, stats) if op_args.get("return_stats") else o
+    return (o, stats) if op_args["return_stats"] else o
