@@ -8,6 +8,7 @@ import torch
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.cache import REBASE_AT
 from foxacp.model.config import VARIANTS
+from tests.train.conftest import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 
 def tiny(variant: str, **kw) -> ModelConfig:
