@@ -147,3 +147,17 @@ def test_errors():
         model.new_cache(1, 0)
     with pytest.raises(ValueError, match="rows"):
         cache.rows(2)
+
+
+def test_restore_undoes_steps():
+    model = model_of("fox_pro")
+    seq = tokens(20, 8)[None]
+    with torch.no_grad():
+        cache = model.new_cache(1, 24)
+        model(seq[:, :16], cache=cache)
+        saved = cache.snapshot()
+        first = feed(model, cache, seq[:, 16:], [1])
+        cache.restore(saved)
+        assert cache.lengths.tolist() == [16]
+        again = feed(model, cache, seq[:, 16:], [1])
+    torch.testing.assert_close(again, first, rtol=0, atol=0)

@@ -11,14 +11,6 @@ from foxacp.model.cache import KVCache
 from foxacp.ops import set_value_checks
 
 
-def _small_state(cache: KVCache) -> list[Tensor]:
-    """The cache tensors a step changes besides the entries it writes at each row's length."""
-    state = [cache.lengths]
-    for layer in cache.layers:
-        state += [t for t in (layer.c_last, layer.shift_k, layer.shift_v) if t is not None]
-    return state
-
-
 class CUDAGraphStep:
     """``step(tokens)`` (B,) int64 -> (B,) int64, captured once for a cache and replayed.
 
@@ -36,7 +28,7 @@ class CUDAGraphStep:
         example: Tensor,
         generator: torch.Generator | None,
     ) -> None:
-        saved = [t.clone() for t in _small_state(cache)]
+        saved = cache.snapshot()
         rng = generator.get_state() if generator is not None else None
         self.tokens = example.clone()
         previous = set_value_checks(False)
@@ -47,8 +39,7 @@ class CUDAGraphStep:
                 for _ in range(2):
                     step(self.tokens)
             torch.cuda.current_stream().wait_stream(side)
-            for t, s in zip(_small_state(cache), saved, strict=True):
-                t.copy_(s)
+            cache.restore(saved)
             if generator is not None:
                 generator.set_state(rng)
             self.graph = torch.cuda.CUDAGraph()

@@ -152,6 +152,25 @@ class KVCache:
             layer.rebase(threshold)
         return True
 
+    def snapshot(self) -> list[Tensor]:
+        """Copies of what a step changes besides the entries it writes past each row's length.
+
+        ``restore`` of a snapshot undoes any steps taken since (their entries lie past the restored lengths,
+        where nothing reads them and the next step overwrites them); rebasing in between is not undone.
+        """
+        return [t.clone() for t in self._state()]
+
+    def restore(self, snapshot: list[Tensor]) -> None:
+        """Go back to a ``snapshot`` of this cache."""
+        for t, s in zip(self._state(), snapshot, strict=True):
+            t.copy_(s)
+
+    def _state(self) -> list[Tensor]:
+        state = [self.lengths]
+        for layer in self.layers:
+            state += [t for t in (layer.c_last, layer.shift_k, layer.shift_v) if t is not None]
+        return state
+
     def reset(self) -> None:
         """Empty every sequence (the buffers stay allocated; stale entries are never read)."""
         self.lengths.zero_()
