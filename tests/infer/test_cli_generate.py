@@ -1,6 +1,5 @@
 """``foxacp generate RUN_DIR --prompt TEXT``: streams the model's continuation of the prompt."""
 
-
 import foxacp
 from foxacp.cli import load_for_generation, main
 from tests.train.conftest import SMALL, cache_dir, corpus_dir  # noqa: F401  (fixtures)
