@@ -123,6 +123,7 @@ def test_rebase_keeps_the_gate_precise_at_long_length():
         for i, start in enumerate(range(0, 40_960, chunk)):
             pos = torch.arange(start, start + chunk)[None]
             layer.write(pos, kv, kv, log_f[:, start : start + chunk], rebase_at=REBASE_AT if chunk > 1 else None)
+            cache.lengths.add_(chunk)
             if i % 16 == 15:
                 cache.rebase()
         tail = slice(40_960 - 64, 40_960)
@@ -132,6 +133,30 @@ def test_rebase_keeps_the_gate_precise_at_long_length():
         assert layer.c[:, -1].abs().max() <= REBASE_AT + 16 * 5
     drift = naive[:, tail].double() - naive[:, tail][:, -1:].double()
     assert (drift - want).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_extreme_gates_keep_c_non_increasing(chunk):
+    # Gates far below a float32 step at |c| ~ 100 (-1e-9), between jumps that force rebases (-30, -1e4),
+    # and exact zeros: the cached c must never rise, or the ops would reject it as a positive log gate.
+    model = model_of("fox")
+    gen = torch.Generator().manual_seed(1)
+    choices = torch.tensor([-1e-9, 0.0, -0.3, -30.0, -1e4])
+    log_f = choices[torch.randint(5, (2, 600, 4), generator=gen, dtype=torch.long)]
+    cache = model.new_cache(2, 600)
+    layer = cache.layers[0]
+    kv = torch.zeros(2, chunk, 2, 16)
+    for i, start in enumerate(range(0, 600, chunk)):
+        pos = torch.arange(start, start + chunk).expand(2, -1)
+        layer.write(pos, kv, kv, log_f[:, start : start + chunk], rebase_at=REBASE_AT if chunk > 1 else None)
+        cache.lengths.add_(chunk)
+        if i % 3 == 2:
+            cache.rebase()
+    assert (layer.c[:, 1:] <= layer.c[:, :-1]).all()
+    exact = log_f.double().cumsum(1)
+    got, want = layer.c[:, -8:].double(), exact[:, -8:]
+    got, want = got - got[:, -1:], want - want[:, -1:]
+    assert ((got - want).abs() <= 1e-5 + 2e-7 * want.abs()).all()  # float32 steps at |c| up to ~1e4
 
 
 def test_errors():

@@ -139,22 +139,25 @@ def cached_attention(q: Tensor, cache: LayerCache, seqlens: Tensor, **op_args):
     gates, recovered as differences of the cached c (the first set to 0: only differences matter).
     ``op_args`` go to the op; with return_stats, the stats are those of the last call.
     """
+    want_stats = op_args["return_stats"]
+    q_dtype, q = q.dtype, q.to(cache.k.dtype)  # under autocast q may be narrower than the cache
     if q.shape[1] <= DECODE_MAX_Q:
         backend = op_args.pop("backend")
         backend = backend if backend in DECODE_BACKENDS else None
-        return forgetting_attention_with_kvcache(
+        out = forgetting_attention_with_kvcache(
             q, cache.k, cache.v, cache.c, seqlens.to(torch.int32), backend=backend, **op_args
         )
-    lens = seqlens.tolist()
-    spans = [(0, len(lens))] if len(set(lens)) == 1 else [(i, i + 1) for i in range(len(lens))]
-    outs, stats = [], None
-    for lo, hi in spans:
-        n = lens[lo]
-        c = cache.c[lo:hi, :n]
-        log_fgate = torch.diff(c, dim=1, prepend=c[:, :1])
-        o = forgetting_attention(q[lo:hi], cache.k[lo:hi, :n], cache.v[lo:hi, :n], log_fgate, **op_args)
-        if op_args["return_stats"]:
-            o, stats = o
-        outs.append(o)
-    o = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return (o, stats) if op_args["return_stats"] else o
+        o, stats = out if want_stats else (out, None)
+    else:
+        lens = seqlens.tolist()
+        spans = [(0, len(lens))] if len(set(lens)) == 1 else [(i, i + 1) for i in range(len(lens))]
+        outs = []
+        for lo, hi in spans:
+            n = lens[lo]
+            c = cache.c[lo:hi, :n]
+            log_fgate = torch.diff(c, dim=1, prepend=c[:, :1])
+            out = forgetting_attention(q[lo:hi], cache.k[lo:hi, :n], cache.v[lo:hi, :n], log_fgate, **op_args)
+            o, stats = out if want_stats else (out, None)
+            outs.append(o)
+        o = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return (o.to(q_dtype), stats) if want_stats else o.to(q_dtype)

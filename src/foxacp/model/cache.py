@@ -8,9 +8,14 @@ in float64 (``c_last``) relative to an anchor, writes every new c as float32(run
 moves the anchor to the newest position once |c_last| exceeds ``REBASE_AT``: the cached c of that
 (sequence, head) are shifted by the same integer constant. Shifting by an integer keeps the values near the
 new anchor exact (they lie on a float32 grid of step <= 1); values far behind it round, but their decay is
-large and precision there is relative. Rebasing is a rare host-side step (the check reads |c_last|), so the
-one-token decode step itself never synchronises and captures in a CUDA graph; ``generate`` rebases at its
-periodic EOS checks, and a prefill of more than one token rebases before it writes.
+large and precision there is relative. After a shift the running total restarts from the stored float32
+value of the last position (an error of at most half a float32 step at |c| ~ REBASE_AT, once per rebase),
+so that c stays non-increasing even for gates far smaller than a float32 step.
+
+Rebasing the whole cache is one pass over c, so it is rare and decided on the host (the check reads
+|c_last| back): the one-token decode step itself never synchronises and captures in a CUDA graph.
+``generate`` rebases at its periodic EOS checks; a prefill of more than one token rebases (without a host
+read) before it writes, so that the end of a long chunk is written relative to its own position.
 """
 
 from __future__ import annotations
@@ -60,20 +65,25 @@ class LayerCache:
         self.v[rows, pos] = v.to(self.v.dtype)
         steps = log_fgate.to(torch.float64).cumsum(1)
         if rebase_at is not None:
-            self.rebase(rebase_at, self.c_last + steps[:, -1])
+            self.rebase(rebase_at, pos[:, 0], self.c_last + steps[:, -1])
         c = self.c_last[:, None] + steps
         self.c[rows, pos] = c.to(torch.float32)
         self.c_last.copy_(c[:, -1])
 
-    def rebase(self, threshold: float, target: Tensor | None = None) -> None:
-        """Where |target| > threshold, subtract trunc(target) from that (sequence, head)'s c and c_last.
+    def rebase(self, threshold: float, lengths: Tensor, target: Tensor | None = None) -> None:
+        """Where |target| > threshold, subtract trunc(target) from that (sequence, head)'s c. No host sync.
 
-        target (B, Hq) float64 defaults to c_last (the anchor moves to the last position). No host sync.
+        lengths (B,): the cached tokens per row; target (B, Hq) float64 defaults to c_last (the anchor moves to
+        the last position). Where it moves, c_last takes the shifted float32 value of the last position: the next c are
+        computed from it, so they can never rise above it even where the shift rounded.
         """
         target = self.c_last if target is None else target
         shift = torch.where(target.abs() > threshold, target.trunc(), 0.0)
-        self.c_last.sub_(shift)
         self.c.sub_(shift.to(torch.float32)[:, None, :])
+        last = (lengths.long() - 1).clamp(min=0)[:, None, None].expand(-1, 1, self.c.shape[2])
+        stored = self.c.gather(1, last)[:, 0].to(torch.float64)
+        moved = (shift != 0) & (lengths[:, None] > 0)
+        self.c_last.copy_(torch.where(moved, stored, self.c_last - shift))
 
 
 class KVCache:
@@ -149,7 +159,7 @@ class KVCache:
         if not bool(far > threshold):
             return False
         for layer in self.layers:
-            layer.rebase(threshold)
+            layer.rebase(threshold, self.lengths)
         return True
 
     def snapshot(self) -> list[Tensor]:
