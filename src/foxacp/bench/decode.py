@@ -148,6 +148,8 @@ def run_case(model: FoxLM, args: argparse.Namespace, batch: int, context: int, b
     kv_elem = model.embed.weight.element_size()
     need = cfg.n_layers * batch * length * (2 * cfg.kv_heads * cfg.head_dim * kv_elem + 4 * cfg.n_heads)
     base = dict(batch=batch, context=context, gates=args.gates_label)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the previous case's cache is only reserved, which mem_get_info counts as used
     if device.type == "cuda" and need > 0.9 * torch.cuda.mem_get_info(device)[0]:
         return [dict(base, mode=m, skipped=f"cache of {need / 2**30:.1f} GiB does not fit") for m in ("exact", "acp")]
     cache = model.new_cache(batch, length)
