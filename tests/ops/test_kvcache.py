@@ -224,3 +224,83 @@ def test_value_checks_off_skips_value_checks():
         foxacp.forgetting_attention_with_kvcache(q, k, v, c, lens, backend="torch", log_eps=None)
     finally:
         foxacp.set_value_checks(previous)
+
+
+# The Triton kernel (under the interpreter on CPU): against the twin (same mask) and float64.
+TRITON_CASES = [
+    # B, Tq, Tmax, Hq, Hkv, D, lens, splits, dtype
+    (3, 1, 200, 4, 4, 32, [1, 200, 77], None, torch.float32),
+    (2, 1, 330, 8, 2, 64, [330, 129], 3, torch.float16),
+    (2, 3, 250, 4, 2, 32, [3, 250], 5, torch.float32),
+    (2, 3, 190, 4, 1, 64, [190, 65], 1, torch.float16),
+    (1, 16, 300, 8, 2, 32, [300], 4, torch.float32),  # 64 rows: one full row chunk
+    (2, 16, 140, 8, 1, 32, [16, 140], 2, torch.float16),  # 128 rows: two row chunks
+]
+
+
+def _triton(q, k, v, c, lens, log_eps, qk_bound=None, splits=None):
+    from foxacp.ops.kvcache import cache_threshold, check_cache_inputs
+    from foxacp.ops.triton_decode import decode_attention
+
+    problem = check_cache_inputs(q, k, v, c, lens, None, log_eps, "triton")
+    delta = None if log_eps is None else cache_threshold(q, k, lens, problem, log_eps, qk_bound)
+    return decode_attention(q, k, v, c, lens, delta, problem, DECODE_BLOCK, splits), delta
+
+
+@pytest.mark.parametrize("B,Tq,Tmax,Hq,Hkv,D,lens,splits,dtype", TRITON_CASES)
+@pytest.mark.parametrize("log_eps", [None, -0.1])
+def test_triton_matches_twin_and_float64(B, Tq, Tmax, Hq, Hkv, D, lens, splits, dtype, log_eps):
+    q, k, v, c, lens, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, lens, dtype=dtype, gate_mean=2.0, seed=Tmax)
+    # Large logits and a false bound of 0 make the pruned blocks carry visible weight: the ACP masks of the
+    # kernel, the twin and the reference must then agree block for block.
+    q = q * 4
+    o, delta = _triton(q, k, v, c, lens, log_eps, qk_bound=0.0, splits=splits)
+    assert o.dtype == dtype and o.shape == q.shape
+    twin = attend(q, k, v, c, lens, log_eps=log_eps, qk_bound=0.0)
+    first_key = None if delta is None else acp_first_key(c, lens, Tq, delta)
+    ref = dense_float64(q, k, v, c, lens, first_key=first_key)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(o, twin, atol=tol, rtol=tol)
+    torch.testing.assert_close(o.double(), ref, atol=tol, rtol=tol)
+    if log_eps is not None:
+        assert (ref - dense_float64(q, k, v, c, lens)).abs().max() > 5 * tol
+
+
+def test_triton_through_the_public_function():
+    q, k, v, c, lens, _ = make_cache(2, 2, 150, 4, 2, 32, [150, 70], gate_mean=-1.0)
+    o, stats = foxacp.forgetting_attention_with_kvcache(
+        q, k, v, c, lens, qk_bound=2.0, backend="triton", return_stats=True
+    )
+    twin, twin_stats = attend(q, k, v, c, lens, qk_bound=2.0, return_stats=True)
+    torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)
+    assert stats.tiles_visited.tolist() == twin_stats.tiles_visited.tolist()
+
+
+def test_triton_splits_wholly_pruned_and_pruned_blocks_never_read():
+    # One row per program (Tq 1, no GQA): blocks before the row's start are never loaded, so NaN there cannot
+    # reach the output. 16 splits share the few kept blocks: most splits get none and write neutral partials.
+    B, Tmax, H, D = 2, 640, 2, 32
+    q, k, v, c, lens, _ = make_cache(B, 1, Tmax, H, H, D, [640, 600], gate_mean=-2.0)
+    clean, delta = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16)
+    kept_starts = []
+    for b in range(B):
+        for h in range(H):
+            start = acp_first_key(c, lens, 1, delta)(b, 0, h)
+            kept_starts.append(start)
+            k[b, :start, h] = math.nan
+            v[b, :start, h] = math.nan
+    assert max(kept_starts) >= 8 * DECODE_BLOCK  # every row prunes most of its blocks
+    o, _ = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16)
+    torch.testing.assert_close(o, clean, atol=0, rtol=0)
+    first_key = acp_first_key(c, lens, 1, delta)
+    torch.testing.assert_close(o.double(), dense_float64(q, k, v, c, lens, first_key=first_key), atol=1e-5, rtol=1e-5)
+
+
+def test_triton_strided_cache_read_in_place():
+    q, k, v, c, lens, _ = make_cache(2, 3, 130, 4, 2, 32, [130, 64])
+    o, _ = _triton(q, k, v, c, lens, None, splits=2)
+    big = torch.full((2, 130, 4, 32), math.nan)  # a cache with room for more heads, of which we use two
+    big[:, :, 1::2] = k
+    c_t = c.transpose(1, 2).contiguous().transpose(1, 2)
+    o_strided, _ = _triton(q, k=big[:, :, 1::2], v=v, c=c_t, lens=lens, log_eps=None, splits=2)
+    torch.testing.assert_close(o_strided, o, atol=0, rtol=0)

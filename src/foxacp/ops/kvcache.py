@@ -23,13 +23,11 @@ from .config import TRITON_HEAD_DIMS, interpreting
 from .validate import Problem, value_checks_on
 
 DECODE_BLOCK = 64  # keys per ACP block of the decode op; the Triton kernel's key block is the same
-DECODE_BACKENDS = ("torch",)
+DECODE_BACKENDS = ("triton", "torch")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _auto_backend(q: Tensor) -> str:
-    if "triton" not in DECODE_BACKENDS:
-        return "torch"
     if q.device.type == "cuda":
         return "triton"
     triton_ok = interpreting() and q.dtype in (torch.float16, torch.float32) and q.shape[-1] in TRITON_HEAD_DIMS
