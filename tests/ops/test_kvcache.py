@@ -239,16 +239,20 @@ TRITON_CASES = [
 
 
 def _triton(q, k, v, c, lens, log_eps, qk_bound=None, splits=None):
-    from foxacp.ops.kvcache import cache_threshold, check_cache_inputs
+    """The kernel with a chosen number of splits; also the thresholds (B, Hq) float32 (None when exact)."""
+    from foxacp.ops.kvcache import cache_threshold, check_cache_inputs, logit_bound
     from foxacp.ops.triton_decode import decode_attention
 
     problem = check_cache_inputs(q, k, v, c, lens, None, log_eps, "triton")
-    delta = None if log_eps is None else cache_threshold(q, k, lens, problem, log_eps, qk_bound)
-    return decode_attention(q, k, v, c, lens, delta, problem, DECODE_BLOCK, splits), delta
+    acp = delta = None
+    if log_eps is not None:
+        u = logit_bound(q, k, lens, problem, qk_bound)
+        acp, delta = (u, log_eps), cache_threshold(u, lens, problem, log_eps)
+    return decode_attention(q, k, v, c, lens, acp, problem, DECODE_BLOCK, splits), delta
 
 
 @pytest.mark.parametrize("B,Tq,Tmax,Hq,Hkv,D,lens,splits,dtype", TRITON_CASES)
-@pytest.mark.parametrize("log_eps", [None, -0.1])
+@pytest.mark.parametrize("log_eps", [None, math.log(0.9)])
 def test_triton_matches_twin_and_float64(B, Tq, Tmax, Hq, Hkv, D, lens, splits, dtype, log_eps):
     q, k, v, c, lens, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, lens, dtype=dtype, gate_mean=2.0, seed=Tmax)
     # Large logits and a false bound of 0 make the pruned blocks carry visible weight: the ACP masks of the
@@ -266,14 +270,15 @@ def test_triton_matches_twin_and_float64(B, Tq, Tmax, Hq, Hkv, D, lens, splits, 
         assert (ref - dense_float64(q, k, v, c, lens)).abs().max() > 5 * tol
 
 
-def test_triton_through_the_public_function():
+@pytest.mark.parametrize("qk_bound", [None, 2.0, torch.tensor([0.5, 1.0, 2.0, 3.0])])
+def test_triton_through_the_public_function(qk_bound):
     q, k, v, c, lens, _ = make_cache(2, 2, 150, 4, 2, 32, [150, 70], gate_mean=-1.0)
-    o, stats = foxacp.forgetting_attention_with_kvcache(
-        q, k, v, c, lens, qk_bound=2.0, backend="triton", return_stats=True
-    )
-    twin, twin_stats = attend(q, k, v, c, lens, qk_bound=2.0, return_stats=True)
+    kwargs = {"qk_bound": qk_bound, "return_stats": True, "log_eps": -5.0}
+    o, stats = foxacp.forgetting_attention_with_kvcache(q, k, v, c, lens, backend="triton", **kwargs)
+    twin, twin_stats = attend(q, k, v, c, lens, **kwargs)
     torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)
     assert stats.tiles_visited.tolist() == twin_stats.tiles_visited.tolist()
+    assert stats.flop_saving > 0
 
 
 def test_triton_splits_wholly_pruned_and_pruned_blocks_never_read():

@@ -21,8 +21,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .acp import _constant
 from .config import interpreting
-from .validate import Problem
+from .kvcache import CacheProblem
 
 LOG2E = tl.constexpr(1.4426950408889634)
 MAX_ROWS = 64  # rows (queries x heads of a group) per program; more rows take more programs (row chunks)
@@ -55,10 +56,10 @@ def _first_kept_block(Cb, c_q, delta, h, row_ok, L, stride_ct, stride_ch, BLOCK_
 
 
 @triton.jit
-def _split_kernel(Q, K, V, C, Lens, Delta, Out, Part_ml, Part_acc,
+def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
                   stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                  stride_cb, stride_ct, stride_ch, qk_scale,
-                  HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
+                  stride_cb, stride_ct, stride_ch, stride_ub, stride_uh, qk_scale,
+                  HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, TMAX: tl.constexpr, GROUP: tl.constexpr,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
                   ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr, STRIDE0: tl.constexpr,
                   PRECISION: tl.constexpr):
@@ -69,7 +70,7 @@ def _split_kernel(Q, K, V, C, Lens, Delta, Out, Part_ml, Part_acc,
     row_ok = r < TQ * GROUP
     i = r // GROUP
     h = kvh * GROUP + r % GROUP
-    L = tl.load(Lens + b)
+    L = tl.minimum(tl.maximum(tl.load(Lens + b), TQ), TMAX)  # valid lengths pass; others stay in bounds
     pos = L - TQ + i
     b64 = b.to(tl.int64)  # 64-bit batch bases: a cache may exceed 2^31 elements
     Cb = C + b64 * stride_cb
@@ -80,7 +81,9 @@ def _split_kernel(Q, K, V, C, Lens, Delta, Out, Part_ml, Part_acc,
 
     num_blocks = tl.cdiv(L, BLOCK_N)
     if ACP:
-        delta = tl.load(Delta + b * HQ + h, mask=row_ok, other=0.0)
+        # acp.threshold's float64 expression, in the same order, rounded to float32 as the twin rounds it.
+        u = tl.load(U + b * stride_ub + h * stride_uh, mask=row_ok, other=0.0)
+        delta = ((-2.0 * u - tl.log(L.to(tl.float64))) + tl.load(LogEps)).to(tl.float32)
         row_lo = _first_kept_block(Cb, c_q, delta, h, row_ok, L, stride_ct, stride_ch, BLOCK_N, FANOUT, LEVELS,
                                    STRIDE0, BLOCK_M)
     else:
@@ -177,15 +180,16 @@ def decode_attention(
     v_cache: Tensor,
     c_cache: Tensor,
     cache_seqlens: Tensor,
-    delta: Tensor | None,
-    problem: Problem,
+    acp: tuple[Tensor, float] | None,
+    problem: CacheProblem,
     block_n: int,
     splits: int | None = None,
 ) -> Tensor:
     """Run the split and combine kernels; inputs as validated by ``kvcache.check_cache_inputs``.
 
     Args:
-        delta: (B, Hq) float32 ACP thresholds, or None for exact attention.
+        acp: None for exact attention, or (U, log_eps): the logit bound, (B, Hq) float64 (any strides), and
+            the log tolerance; the kernel forms the threshold delta = -2U - log(L) + log_eps itself.
         block_n: keys per block (the ACP block grid).
         splits: splits per (sequence, KV head, row chunk); None picks ``num_splits`` (benchmarks sweep it).
     Returns:
@@ -206,12 +210,14 @@ def decode_attention(
         part_ml = torch.empty(B * Tq * Hq * splits * 2, dtype=torch.float32, device=q.device)
         part_acc = torch.empty(B * Tq * Hq * splits, D, dtype=torch.float32, device=q.device)
     lens = cache_seqlens.contiguous()
+    u, log_eps = acp if acp is not None else (_constant(0.0, (B, Hq), q.device), 0.0)
+    log_eps_t = _constant(float(log_eps), (1, 1), q.device)  # a float64 in memory: a scalar argument is fp32
     _split_kernel[(B * Hkv, splits, chunks)](
-        q, k_cache, v_cache, c_cache, lens, delta if delta is not None else lens, out, part_ml, part_acc,
-        *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(),
+        q, k_cache, v_cache, c_cache, lens, u, log_eps_t, out, part_ml, part_acc,
+        *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(), *u.stride(),
         qk_scale=problem.sm_scale * 1.4426950408889634,
-        HQ=Hq, HKV=Hkv, TQ=Tq, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
-        ACP=delta is not None, FANOUT=fanout, LEVELS=levels, STRIDE0=stride0,
+        HQ=Hq, HKV=Hkv, TQ=Tq, TMAX=Tmax, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
+        ACP=acp is not None, FANOUT=fanout, LEVELS=levels, STRIDE0=stride0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=4, num_stages=3,
     )  # fmt: skip
