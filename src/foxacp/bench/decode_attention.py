@@ -80,6 +80,7 @@ class Row:
     """One timing. status "ok", "failed" (reference check) or "skipped" (unavailable here), reason in note."""
 
     row: str
+    variant: str  # foxacp rows timed at forced kernel settings ("splits=16 stages=3"); "" for the defaults
     heads_q: int
     heads_kv: int
     head_dim: int
@@ -218,12 +219,12 @@ def check_foxacp(cache: Cache, log_eps: float | None) -> float:
     return worst
 
 
-def foxacp_step(cache: Cache, log_eps: float | None, splits: int | None) -> Callable[[], Tensor]:
-    """One decode attention call; with ``splits``, the kernel with that many splits (for sweeps)."""
+def foxacp_step(cache: Cache, log_eps: float | None, splits: int | None, stages: int | None) -> Callable[[], Tensor]:
+    """One decode attention call; with ``splits`` or ``stages``, the kernel at those settings (sweeps)."""
     from foxacp import forgetting_attention_with_kvcache
 
     c = cache
-    if splits is None:
+    if splits is None and stages is None:
         return lambda: forgetting_attention_with_kvcache(
             c.q, c.k, c.v, c.c, c.lens, log_eps=log_eps, qk_bound=c.qk_bound
         )
@@ -232,7 +233,17 @@ def foxacp_step(cache: Cache, log_eps: float | None, splits: int | None) -> Call
 
     problem = check_cache_inputs(c.q, c.k, c.v, c.c, c.lens, None, log_eps, "triton")
     acp = None if log_eps is None else (logit_bound(c.q, c.k, c.lens, problem, c.qk_bound), log_eps)
-    return lambda: decode_attention(c.q, c.k, c.v, c.c, c.lens, acp, problem, DECODE_BLOCK, splits)
+    return lambda: decode_attention(c.q, c.k, c.v, c.c, c.lens, acp, problem, DECODE_BLOCK, splits, stages)
+
+
+def variants(splits: Sequence[int | None], stages: Sequence[int | None]) -> list[tuple[str, int | None, int | None]]:
+    """(label, splits, stages) for every combination; the label is "" for the kernel's own choice."""
+    out = []
+    for sp in splits:
+        for st in stages:
+            label = " ".join(f"{k}={v}" for k, v in (("splits", sp), ("stages", st)) if v is not None)
+            out.append((label, sp, st))
+    return out
 
 
 def sdpa_step(cache: Cache, backend: str) -> tuple[Callable[[], Tensor], int, str]:
@@ -263,18 +274,25 @@ def sdpa_step(cache: Cache, backend: str) -> tuple[Callable[[], Tensor], int, st
 
 
 def run_shape(
-    cache: Cache, rows: Sequence[str], bandwidth: float, timer: Callable[[Callable[[], object]], float], splits
+    cache: Cache,
+    rows: Sequence[str],
+    bandwidth: float,
+    timer: Callable[[Callable[[], object]], float],
+    kernel_variants: Sequence[tuple[str, int | None, int | None]] = (("", None, None),),
 ) -> list[Row]:
+    """Check and time every row at one shape (foxacp rows once per kernel variant)."""
     B, T, Hq, Hkv, D = cache.shape
     out = []
-    for name in rows:
-        row = Row(name, Hq, Hkv, D, B, T, note=f"gates: {cache.gates}")
+    jobs = [(name, v) for name in rows for v in (kernel_variants if name.startswith("foxacp") else [("", None, None)])]
+    for name, (label, splits, stages) in jobs:
+        row = Row(name, label, Hq, Hkv, D, B, T, note=f"gates: {cache.gates}")
         try:
             if name.startswith("foxacp"):
                 log_eps = LOG_EPS if name == "foxacp-acp" else None
                 row.kv_bytes, row.saving = kv_bytes_read(cache, log_eps)
-                row.ref_rel_err = check_foxacp(cache, log_eps)
-                fn = foxacp_step(cache, log_eps, splits)
+                if not label:  # the check covers the kernel's code; variants change only its launch
+                    row.ref_rel_err = check_foxacp(cache, log_eps)
+                fn = foxacp_step(cache, log_eps, splits, stages)
             else:
                 fn, row.kv_bytes, note = sdpa_step(cache, name)
                 row.note = "; ".join(filter(None, (row.note, note)))
@@ -293,12 +311,13 @@ def run_shape(
 
 def derive(rows: Sequence[Row]) -> None:
     """vs cuDNN for every row, and vs the ACP target for ACP rows, from the rows of the same shape."""
-    by_shape: dict[tuple, dict[str, Row]] = {}
+    by_shape: dict[tuple, dict[tuple[str, str], Row]] = {}
     for r in rows:
-        by_shape.setdefault((r.config, r.batch, r.context), {})[r.row] = r
+        by_shape.setdefault((r.config, r.batch, r.context), {})[r.row, r.variant] = r
     for group in by_shape.values():
-        cudnn, exact = group.get("sdpa-cudnn"), group.get("foxacp-exact")
+        cudnn = group.get(("sdpa-cudnn", ""))
         for r in group.values():
+            exact = group.get(("foxacp-exact", r.variant))
             if r.ms and cudnn and cudnn.ms:
                 r.derived["vs_cudnn"] = r.ms / cudnn.ms
             if r.row == "foxacp-acp" and r.ms and exact and exact.ms:
@@ -319,7 +338,8 @@ def table(rows: Sequence[Row]) -> list[str]:
     for r in rows:
         d = r.derived
         lines.append(
-            f"| {r.config} | {r.context} | {r.batch} | {r.row} | {_fmt(r.ms, '.4f') if r.ms else r.status} "
+            f"| {r.config} | {r.context} | {r.batch} | {' '.join(filter(None, (r.row, r.variant)))} "
+            f"| {_fmt(r.ms, '.4f') if r.ms else r.status} "
             f"| {_fmt(r.hbm_share, '.1%')} | {_fmt(r.floor_ms, '.4f')} | {r.saving:.1%} "
             f"| {_fmt(d.get('vs_cudnn'), '.2f')} | {_fmt(d.get('vs_target'), '.2f')} | {_fmt(r.ref_rel_err, '.1e')} "
             f"| {r.note.replace('|', '/')} |"
@@ -361,7 +381,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gates", default=None, help="recorded log forget gates (see foxacp.bench.gates)")
     p.add_argument("--layer", type=int, default=None, help="layer of a 4-d gates file")
     p.add_argument("--target-saving", type=float, default=0.7, help="share the synthetic profile is fitted to")
-    p.add_argument("--splits", type=int, default=None, help="force the kernel's splits (default: its heuristic)")
+    p.add_argument("--splits", type=_ints, default=None, help="time foxacp at these splits (a sweep)")
+    p.add_argument("--stages", type=_ints, default=None, help="time foxacp at these pipeline depths (a sweep)")
     p.add_argument("--warmup", type=int, default=1000, help="do_bench warm-up per timing, ms")
     p.add_argument("--rep", type=int, default=300, help="do_bench measuring time per timing, ms")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<date>-<commit>-...)")
@@ -374,6 +395,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.contexts = args.contexts or list(CONTEXTS)
     args.configs = [tuple(int(x) for x in re.split(r"[/x]", c)) for c in args.configs.split(",") if c]
     args.rows = [r for r in args.rows.split(",") if r]
+    args.variants = variants(args.splits or [None], args.stages or [None])
     return args
 
 
@@ -396,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gates": args.gates or f"synthetic, fitted to {args.target_saving:.0%} saving per (shape, context)",
         "warmup_ms": args.warmup,
         "rep_ms": args.rep,
-        "splits": args.splits or "heuristic",
+        "kernel variants": [v[0] or "default" for v in args.variants],
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%SZ"),
     }
     recorded = None if args.gates is None else load_log_fgate(args.gates, args.layer)
@@ -414,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     gates, label = recorded, f"recorded ({args.gates})"
                 for batch in args.batches:
                     cache = make_cache(batch, context, heads_q, heads_kv, head_dim, gates, label, device)
-                    rows += run_shape(cache, args.rows, bandwidth, timer, args.splits)
+                    rows += run_shape(cache, args.rows, bandwidth, timer, args.variants)
                     del cache
                     torch.cuda.empty_cache()
                     write_results(rows, meta, out_dir)  # a cut-off run keeps what it measured

@@ -30,6 +30,9 @@ MAX_ROWS = 64  # rows (queries x heads of a group) per program; more rows take m
 PROGRAMS_PER_SM = 4  # split-KV target: programs in flight per multiprocessor (waves of equal work)
 MIN_BLOCKS_PER_SPLIT = 4  # a split's share of the cache, at least; fewer blocks cost more partials than they save
 FANOUT = 64  # candidates per level of the start search; 2 levels cover 4096 blocks (256k keys)
+# Launch shape of the split kernel. Not yet measured (designed for an H200: 3 stages of a 64-key K and V block
+# fit 2-4 programs per multiprocessor); `python -m foxacp.bench.decode_attention --splits/--stages` sweeps them.
+NUM_WARPS, NUM_STAGES = 4, 3
 
 
 # fmt: off
@@ -184,6 +187,7 @@ def decode_attention(
     problem: CacheProblem,
     block_n: int,
     splits: int | None = None,
+    num_stages: int | None = None,
 ) -> Tensor:
     """Run the split and combine kernels; inputs as validated by ``kvcache.check_cache_inputs``.
 
@@ -192,6 +196,7 @@ def decode_attention(
             the log tolerance; the kernel forms the threshold delta = -2U - log(L) + log_eps itself.
         block_n: keys per block (the ACP block grid).
         splits: splits per (sequence, KV head, row chunk); None picks ``num_splits`` (benchmarks sweep it).
+        num_stages: software pipeline depth of the key loop; None takes ``NUM_STAGES``.
     Returns:
         (B, Tq, Hq, D) in q's dtype.
     """
@@ -219,7 +224,7 @@ def decode_attention(
         HQ=Hq, HKV=Hkv, TQ=Tq, TMAX=Tmax, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
         ACP=acp is not None, FANOUT=fanout, LEVELS=levels, STRIDE0=stride0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4, num_stages=3,
+        num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
     )  # fmt: skip
     if splits > 1:
         _combine_kernel[(B * Tq * Hq,)](
