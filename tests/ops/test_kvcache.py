@@ -309,3 +309,21 @@ def test_triton_strided_cache_read_in_place():
     c_t = c.transpose(1, 2).contiguous().transpose(1, 2)
     o_strided, _ = _triton(q, k=big[:, :, 1::2], v=v, c=c_t, lens=lens, log_eps=None, splits=2)
     torch.testing.assert_close(o_strided, o, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("Tmax,lens", [(4500, [4500, 1000, 70]), (262200, [262200, 70000, 4200])])
+def test_triton_start_search_over_two_and_three_levels(Tmax, lens):
+    # 71 blocks take a 2-level search, 4097 blocks a 3-level one. Heads forget fast enough that a few blocks
+    # are kept; the kernel and the twin must agree, with large logits and a false bound of 0 (see above).
+    B, Hq, Hkv, D = 3, 4, 2, 16
+    gen = torch.Generator().manual_seed(Tmax)
+    q = torch.randn(B, 2, Hq, D, generator=gen) * 4
+    k = torch.randn(B, Tmax, Hkv, D, generator=gen)
+    v = torch.randn(B, Tmax, Hkv, D, generator=gen)
+    rates = torch.tensor([0.05, 0.1, 0.2, 0.4])
+    c = (-rates * torch.rand(B, Tmax, Hq, generator=gen) * 2).double().cumsum(1).float()
+    lens = torch.tensor(lens, dtype=torch.int32)
+    o, delta = _triton(q, k, v, c, lens, -0.1, qk_bound=0.0, splits=3)
+    twin, stats = attend(q, k, v, c, lens, log_eps=-0.1, qk_bound=0.0, return_stats=True)
+    assert stats.flop_saving > 0.9
+    torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)

@@ -14,7 +14,6 @@ a decode step captures in a CUDA graph.
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import triton
@@ -61,8 +60,8 @@ def _first_kept_block(Cb, c_q, delta, h, row_ok, L, stride_ct, stride_ch, BLOCK_
 @triton.jit
 def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
                   stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                  stride_cb, stride_ct, stride_ch, stride_ub, stride_uh, qk_scale,
-                  HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, TMAX: tl.constexpr, GROUP: tl.constexpr,
+                  stride_cb, stride_ct, stride_ch, stride_ub, stride_uh, qk_scale, max_len,
+                  HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
                   ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr, STRIDE0: tl.constexpr,
                   PRECISION: tl.constexpr):
@@ -73,7 +72,7 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
     row_ok = r < TQ * GROUP
     i = r // GROUP
     h = kvh * GROUP + r % GROUP
-    L = tl.minimum(tl.maximum(tl.load(Lens + b), TQ), TMAX)  # valid lengths pass; others stay in bounds
+    L = tl.minimum(tl.maximum(tl.load(Lens + b), TQ), max_len)  # valid lengths pass; others stay in bounds
     pos = L - TQ + i
     b64 = b.to(tl.int64)  # 64-bit batch bases: a cache may exceed 2^31 elements
     Cb = C + b64 * stride_cb
@@ -172,8 +171,12 @@ def num_splits(programs: int, max_len: int, device: torch.device, block_n: int) 
 
 def _search_shape(max_blocks: int) -> tuple[int, int, int]:
     """(fanout, levels, first step) of the start search over up to ``max_blocks`` blocks."""
-    levels = max(1, math.ceil(math.log(max_blocks, FANOUT))) if max_blocks > 1 else 1
-    fanout = max(16, triton.next_power_of_2(math.ceil(max_blocks ** (1 / levels))))
+    levels = 1
+    while FANOUT**levels < max_blocks:
+        levels += 1
+    fanout = 16  # the smallest power of two that still covers max_blocks in that many levels (fewer loads)
+    while fanout**levels < max_blocks:
+        fanout *= 2
     return fanout, levels, fanout ** (levels - 1)
 
 
@@ -220,8 +223,8 @@ def decode_attention(
     _split_kernel[(B * Hkv, splits, chunks)](
         q, k_cache, v_cache, c_cache, lens, u, log_eps_t, out, part_ml, part_acc,
         *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(), *u.stride(),
-        qk_scale=problem.sm_scale * 1.4426950408889634,
-        HQ=Hq, HKV=Hkv, TQ=Tq, TMAX=Tmax, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
+        qk_scale=problem.sm_scale * 1.4426950408889634, max_len=Tmax,
+        HQ=Hq, HKV=Hkv, TQ=Tq, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
         ACP=acp is not None, FANOUT=fanout, LEVELS=levels, STRIDE0=stride0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
