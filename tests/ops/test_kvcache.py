@@ -224,3 +224,106 @@ def test_value_checks_off_skips_value_checks():
         foxacp.forgetting_attention_with_kvcache(q, k, v, c, lens, backend="torch", log_eps=None)
     finally:
         foxacp.set_value_checks(previous)
+
+
+# The Triton kernel (under the interpreter on CPU): against the twin (same mask) and float64.
+TRITON_CASES = [
+    # B, Tq, Tmax, Hq, Hkv, D, lens, splits, dtype
+    (3, 1, 200, 4, 4, 32, [1, 200, 77], None, torch.float32),
+    (2, 1, 330, 8, 2, 64, [330, 129], 3, torch.float16),
+    (2, 3, 250, 4, 2, 32, [3, 250], 5, torch.float32),
+    (2, 3, 190, 4, 1, 64, [190, 65], 1, torch.float16),
+    (1, 16, 300, 8, 2, 32, [300], 4, torch.float32),  # 64 rows: one full row chunk
+    (2, 16, 140, 8, 1, 32, [16, 140], 2, torch.float16),  # 128 rows: two row chunks
+]
+
+
+def _triton(q, k, v, c, lens, log_eps, qk_bound=None, splits=None):
+    """The kernel with a chosen number of splits; also the thresholds (B, Hq) float32 (None when exact)."""
+    from foxacp.ops.kvcache import cache_threshold, check_cache_inputs, logit_bound
+    from foxacp.ops.triton_decode import decode_attention
+
+    problem = check_cache_inputs(q, k, v, c, lens, None, log_eps, "triton")
+    acp = delta = None
+    if log_eps is not None:
+        u = logit_bound(q, k, lens, problem, qk_bound)
+        acp, delta = (u, log_eps), cache_threshold(u, lens, problem, log_eps)
+    return decode_attention(q, k, v, c, lens, acp, problem, DECODE_BLOCK, splits), delta
+
+
+@pytest.mark.parametrize("B,Tq,Tmax,Hq,Hkv,D,lens,splits,dtype", TRITON_CASES)
+@pytest.mark.parametrize("log_eps", [None, math.log(0.9)])
+def test_triton_matches_twin_and_float64(B, Tq, Tmax, Hq, Hkv, D, lens, splits, dtype, log_eps):
+    q, k, v, c, lens, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, lens, dtype=dtype, gate_mean=2.0, seed=Tmax)
+    # Large logits and a false bound of 0 make the pruned blocks carry visible weight: the ACP masks of the
+    # kernel, the twin and the reference must then agree block for block.
+    q = q * 4
+    o, delta = _triton(q, k, v, c, lens, log_eps, qk_bound=0.0, splits=splits)
+    assert o.dtype == dtype and o.shape == q.shape
+    twin = attend(q, k, v, c, lens, log_eps=log_eps, qk_bound=0.0)
+    first_key = None if delta is None else acp_first_key(c, lens, Tq, delta)
+    ref = dense_float64(q, k, v, c, lens, first_key=first_key)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(o, twin, atol=tol, rtol=tol)
+    torch.testing.assert_close(o.double(), ref, atol=tol, rtol=tol)
+    if log_eps is not None:
+        assert (ref - dense_float64(q, k, v, c, lens)).abs().max() > 5 * tol
+
+
+@pytest.mark.parametrize("qk_bound", [None, 2.0, torch.tensor([0.5, 1.0, 2.0, 3.0])])
+def test_triton_through_the_public_function(qk_bound):
+    q, k, v, c, lens, _ = make_cache(2, 2, 150, 4, 2, 32, [150, 70], gate_mean=-1.0)
+    kwargs = {"qk_bound": qk_bound, "return_stats": True, "log_eps": -5.0}
+    o, stats = foxacp.forgetting_attention_with_kvcache(q, k, v, c, lens, backend="triton", **kwargs)
+    twin, twin_stats = attend(q, k, v, c, lens, **kwargs)
+    torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)
+    assert stats.tiles_visited.tolist() == twin_stats.tiles_visited.tolist()
+    assert stats.flop_saving > 0
+
+
+def test_triton_splits_wholly_pruned_and_pruned_blocks_never_read():
+    # One row per program (Tq 1, no GQA): blocks before the row's start are never loaded, so NaN there cannot
+    # reach the output. 16 splits share the few kept blocks: most splits get none and write neutral partials.
+    B, Tmax, H, D = 2, 640, 2, 32
+    q, k, v, c, lens, _ = make_cache(B, 1, Tmax, H, H, D, [640, 600], gate_mean=-2.0)
+    clean, delta = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16)
+    kept_starts = []
+    for b in range(B):
+        for h in range(H):
+            start = acp_first_key(c, lens, 1, delta)(b, 0, h)
+            kept_starts.append(start)
+            k[b, :start, h] = math.nan
+            v[b, :start, h] = math.nan
+    assert max(kept_starts) >= 8 * DECODE_BLOCK  # every row prunes most of its blocks
+    o, _ = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16)
+    torch.testing.assert_close(o, clean, atol=0, rtol=0)
+    first_key = acp_first_key(c, lens, 1, delta)
+    torch.testing.assert_close(o.double(), dense_float64(q, k, v, c, lens, first_key=first_key), atol=1e-5, rtol=1e-5)
+
+
+def test_triton_strided_cache_read_in_place():
+    q, k, v, c, lens, _ = make_cache(2, 3, 130, 4, 2, 32, [130, 64])
+    o, _ = _triton(q, k, v, c, lens, None, splits=2)
+    big = torch.full((2, 130, 4, 32), math.nan)  # a cache with room for more heads, of which we use two
+    big[:, :, 1::2] = k
+    c_t = c.transpose(1, 2).contiguous().transpose(1, 2)
+    o_strided, _ = _triton(q, k=big[:, :, 1::2], v=v, c=c_t, lens=lens, log_eps=None, splits=2)
+    torch.testing.assert_close(o_strided, o, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("Tmax,lens", [(4500, [4500, 1000, 70]), (262200, [262200, 70000, 4200])])
+def test_triton_start_search_over_two_and_three_levels(Tmax, lens):
+    # 71 blocks take a 2-level search, 4097 blocks a 3-level one. Heads forget fast enough that a few blocks
+    # are kept; the kernel and the twin must agree, with large logits and a false bound of 0 (see above).
+    B, Hq, Hkv, D = 3, 4, 2, 16
+    gen = torch.Generator().manual_seed(Tmax)
+    q = torch.randn(B, 2, Hq, D, generator=gen) * 4
+    k = torch.randn(B, Tmax, Hkv, D, generator=gen)
+    v = torch.randn(B, Tmax, Hkv, D, generator=gen)
+    rates = torch.tensor([0.05, 0.1, 0.2, 0.4])
+    c = (-rates * torch.rand(B, Tmax, Hq, generator=gen) * 2).double().cumsum(1).float()
+    lens = torch.tensor(lens, dtype=torch.int32)
+    o, delta = _triton(q, k, v, c, lens, -0.1, qk_bound=0.0, splits=3)
+    twin, stats = attend(q, k, v, c, lens, log_eps=-0.1, qk_bound=0.0, return_stats=True)
+    assert stats.flop_saving > 0.9
+    torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)

@@ -14,22 +14,51 @@ compute the same function, pruned entries included.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .acp import ACPStats, threshold, threshold_from_arg
+from .acp import ACPStats, qk_bound_from_arg, threshold
 from .config import TRITON_HEAD_DIMS, interpreting
 from .validate import Problem, value_checks_on
 
 DECODE_BLOCK = 64  # keys per ACP block of the decode op; the Triton kernel's key block is the same
-DECODE_BACKENDS = ("torch",)
+DECODE_BACKENDS = ("triton", "torch")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+@dataclass(frozen=True)
+class CacheProblem:
+    """The shape of one call: B sequences of Tq new queries against a cache of Tmax slots."""
+
+    batch: int
+    q_len: int
+    max_len: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    sm_scale: float
+
+    @property
+    def group(self) -> int:
+        return self.heads_q // self.heads_kv
+
+    @property
+    def num_seqs(self) -> int:
+        """The sequences (``acp.qk_bound_from_arg`` broadcasts a bound to (num_seqs, heads_q))."""
+        return self.batch
+
+    def packed(self, cache_seqlens: Tensor) -> Problem:
+        """The call as ``acp.threshold`` sees it: sequence b has Tq queries and cache_seqlens[b] keys."""
+        dev = cache_seqlens.device
+        cu_q = torch.arange(self.batch + 1, device=dev, dtype=torch.int32) * self.q_len
+        cu_k = torch.nn.functional.pad(cache_seqlens.cumsum(0, dtype=torch.int32), (1, 0))
+        shape = (self.batch, self.batch, self.heads_q, self.heads_kv, self.head_dim, self.q_len, self.max_len)
+        return Problem(*shape, False, cu_q, cu_k, self.sm_scale)
+
+
 def _auto_backend(q: Tensor) -> str:
-    if "triton" not in DECODE_BACKENDS:
-        return "torch"
     if q.device.type == "cuda":
         return "triton"
     triton_ok = interpreting() and q.dtype in (torch.float16, torch.float32) and q.shape[-1] in TRITON_HEAD_DIMS
@@ -45,11 +74,8 @@ def check_cache_inputs(
     sm_scale: float | None,
     log_eps: float | None,
     backend: str,
-) -> Problem:
+) -> CacheProblem:
     """Validate the arguments of ``forgetting_attention_with_kvcache`` and describe the call.
-
-    The result is a ``Problem`` of B sequences with Tq queries each and cache_seqlens[b] keys (cu_k holds
-    their offsets, so ``acp.threshold`` uses each sequence's own key count); max_k is the cache's Tmax.
 
     Raises:
         TypeError: a non-tensor argument, a wrong dtype.
@@ -111,10 +137,7 @@ def check_cache_inputs(
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
     if value_checks_on():
         _check_values(c_cache, cache_seqlens, Tq)
-
-    cu_q = torch.arange(B + 1, device=q.device, dtype=torch.int32) * Tq
-    cu_k = torch.nn.functional.pad(cache_seqlens.cumsum(0, dtype=torch.int32), (1, 0))
-    return Problem(B, B, Hq, Hkv, D, Tq, Tmax, False, cu_q, cu_k, float(sm_scale))
+    return CacheProblem(B, Tq, Tmax, Hq, Hkv, D, float(sm_scale))
 
 
 def _check_values(c_cache: Tensor, cache_seqlens: Tensor, q_len: int) -> None:
@@ -140,28 +163,29 @@ def query_positions(cache_seqlens: Tensor, q_len: int) -> Tensor:
     return cache_seqlens.long()[:, None] - q_len + torch.arange(q_len, device=cache_seqlens.device)[None, :]
 
 
-def _data_bound(q: Tensor, k_cache: Tensor, cache_seqlens: Tensor, problem: Problem) -> Tensor:
-    """U = sm_scale * max_i ||q_i|| * max_j ||k_j|| per (sequence, query head) over the cached keys. (B, Hq)."""
-    q_max = torch.linalg.vector_norm(q.detach().float(), dim=-1).amax(1)  # (B, Hq)
-    k_norm = torch.linalg.vector_norm(k_cache.detach().float(), dim=-1)  # (B, Tmax, Hkv)
-    valid = torch.arange(k_cache.shape[1], device=q.device)[None, :] < cache_seqlens[:, None]
-    k_max = torch.where(valid[:, :, None], k_norm, 0.0).amax(1).repeat_interleave(problem.group, dim=1)
-    return problem.sm_scale * q_max.double() * k_max.double()
+def logit_bound(q: Tensor, k_cache: Tensor, cache_seqlens: Tensor, problem: CacheProblem, qk_bound) -> Tensor:
+    """U per (sequence, query head): (B, Hq) float64, possibly a broadcast view.
+
+    A float or tensor ``qk_bound`` is taken as given (a float costs no launch); None gives
+    sm_scale * max_i ||q_i|| * max_j ||k_j|| over the new queries and the cached keys.
+    """
+    if qk_bound is not None:
+        return qk_bound_from_arg(qk_bound, problem, q.device)
+    with torch.no_grad():
+        q_max = torch.linalg.vector_norm(q.float(), dim=-1).amax(1)  # (B, Hq)
+        k_norm = torch.linalg.vector_norm(k_cache.float(), dim=-1)  # (B, Tmax, Hkv)
+        cached = torch.arange(k_cache.shape[1], device=q.device)[None, :] < cache_seqlens[:, None]
+        k_max = torch.where(cached[:, :, None], k_norm, 0.0).amax(1).repeat_interleave(problem.group, dim=1)
+        return problem.sm_scale * q_max.double() * k_max.double()
 
 
-def cache_threshold(
-    q: Tensor, k_cache: Tensor, cache_seqlens: Tensor, problem: Problem, log_eps: float, qk_bound
-) -> Tensor:
+def cache_threshold(u: Tensor, cache_seqlens: Tensor, problem: CacheProblem, log_eps: float) -> Tensor:
     """delta = -2U - log(L) + log_eps per (sequence, query head), L = cache_seqlens: (B, Hq) float32.
 
-    Both backends compare float32 decays against this float32 tensor, so they prune the same blocks.
+    ``acp.threshold`` in float64, rounded to float32; the kernel evaluates the same float64 expression, and
+    both compare float32 decays against the float32 result, so they prune the same blocks.
     """
-    with torch.no_grad():
-        if qk_bound is None:
-            delta = threshold(_data_bound(q, k_cache, cache_seqlens, problem), problem, log_eps)
-        else:
-            delta = threshold_from_arg(qk_bound, problem, log_eps, q.device)
-        return delta.float().contiguous()
+    return threshold(u, problem.packed(cache_seqlens), log_eps).float()
 
 
 def kept_blocks(c_cache: Tensor, cache_seqlens: Tensor, delta: Tensor, q_len: int) -> Tensor:
@@ -185,7 +209,7 @@ def cache_attention_torch(
     c_cache: Tensor,
     cache_seqlens: Tensor,
     delta: Tensor | None,
-    problem: Problem,
+    problem: CacheProblem,
 ) -> Tensor:
     """The PyTorch twin of the decode kernel: dense scores over the whole cache, masked.
 
@@ -272,13 +296,15 @@ def forgetting_attention_with_kvcache(
     """
     backend = _auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
     problem = check_cache_inputs(q, k_cache, v_cache, c_cache, cache_seqlens, sm_scale, log_eps, backend)
+    u = None if log_eps is None else logit_bound(q.detach(), k_cache.detach(), cache_seqlens, problem, qk_bound)
     delta = None
-    if log_eps is not None:
-        delta = cache_threshold(q, k_cache, cache_seqlens, problem, log_eps, qk_bound)
+    if log_eps is not None and (backend == "torch" or return_stats):
+        delta = cache_threshold(u, cache_seqlens, problem, log_eps)
     if backend == "triton":
         from .triton_decode import decode_attention  # imported lazily: Triton compiles on first use
 
-        o = decode_attention(q, k_cache, v_cache, c_cache, cache_seqlens, delta, problem, DECODE_BLOCK)
+        acp = None if log_eps is None else (u, log_eps)
+        o = decode_attention(q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, DECODE_BLOCK)
     else:
         o = cache_attention_torch(q, k_cache, v_cache, c_cache, cache_seqlens, delta, problem)
-    return o if not return_stats else (o, cache_stats(c_cache, cache_seqlens, delta, problem.max_q))
+    return o if not return_stats else (o, cache_stats(c_cache, cache_seqlens, delta, problem.q_len))
