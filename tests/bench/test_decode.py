@@ -10,6 +10,7 @@ from tests.train.conftest import one_thread  # noqa: F401  (autouse: tiny models
 def test_tiny_run_writes_rows(tmp_path, capsys):
     out = tmp_path / "res"
     args = ["--preset", "tiny", "--batch", "1,2", "--contexts", "70", "--steps", "3", "--bandwidth", "10"]
+    args += ["--attn-backend", "torch"]
     assert main([*args, "--out", str(out)]) == 0
     rows = json.loads((out / "decode-e2e.json").read_text())["rows"]
     assert [(r["batch"], r["mode"], r["decode"]) for r in rows] == [

@@ -8,6 +8,7 @@ import torch
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.cache import REBASE_AT
 from foxacp.model.config import VARIANTS
+from foxacp.ops.config import interpreting
 from tests.train.conftest import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 
@@ -47,6 +48,18 @@ def test_chunked_prefill_and_decoding_equal_the_full_forward(variant, chunks):
         got = feed(model, cache, seq, chunks)
     torch.testing.assert_close(got, full, rtol=1e-4, atol=1e-4)
     assert cache.lengths.tolist() == [131, 131]
+
+
+@pytest.mark.skipif(not interpreting(), reason="runs the Triton kernels in the CPU interpreter")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_triton_kernels_through_the_cache(variant):
+    # Chunks of 70 (training kernels against the cached keys) and of 1 and 3 (decode kernel).
+    model = model_of(variant, attn_backend="triton")
+    seq = torch.stack([tokens(100, 1), tokens(100, 2)])
+    with torch.no_grad():
+        full = model(seq)
+        got = feed(model, model.new_cache(2, 100), seq, [70, 1, 3])
+    torch.testing.assert_close(got, full, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -50,10 +50,10 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 REPO = Path(__file__).resolve().parents[3]
 
 
-def build_model(preset: str, dtype: torch.dtype, device: torch.device) -> FoxLM:
+def build_model(preset: str, dtype: torch.dtype, device: torch.device, backend: str | None = None) -> FoxLM:
     """A randomly initialised ``preset`` model in eval mode, built directly on ``device``."""
     with torch.device(device):
-        model = FoxLM(ModelConfig.from_preset(preset))
+        model = FoxLM(ModelConfig.from_preset(preset, attn_backend=backend))
     return model.to(dtype).eval()
 
 
@@ -242,6 +242,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gates-layer", type=int, default=None, help="layer of a 4-d gates file (default 0)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="default cuda when available")
+    p.add_argument("--attn-backend", choices=("triton", "torch"), default=None, help="default: auto")
     p.add_argument("--bandwidth", type=float, default=None, help="GB/s for the roofline (default: measured copy)")
     p.add_argument("--no-graphs", action="store_true", help="time eager decoding only")
     p.add_argument("--quick", action="store_true", help="prompts of 4k and 16k, 32 timed steps")
@@ -264,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     set_value_checks(False)  # they read the whole cache back to the host on every call
     bandwidth = 1e9 * args.bandwidth if args.bandwidth else copy_bandwidth(device)
-    model = build_model(args.preset, dtype, device)
+    model = build_model(args.preset, dtype, device, args.attn_backend)
     meta = environment(REPO) | {
         "preset": args.preset,
         "dtype": str(dtype).removeprefix("torch."),
