@@ -11,14 +11,15 @@ everything) but one table indexed by position, shared by every layer: the synthe
 trained model (``--gates FILE``, one layer, tiled to the shape; label "file:NAME").
 
 For each batch size and prompt length: one prefill per mode (exact, then ACP) in chunks of ``--prefill-chunk``
-tokens per row (timed), then ``--steps`` greedy one-token steps timed eagerly and replayed as one CUDA graph
-each, both from the same post-prefill cache state. Per row: tokens/s (batch * steps / seconds), the share of
-key blocks the decode op kept (ACP stats of one step), peak memory, and the roofline: the bytes one step must
-read (every weight but the embedding table, plus the kept K, V and c of every layer at the mean length over
-the timed steps) over the copy bandwidth measured at the start (or ``--bandwidth``). Cases whose cache does
-not fit in free memory are recorded as skipped. Results (JSON and Markdown) go to --out, default
-results/<date>-<commit>-decode-e2e-<device>/; a short table is printed last. On a CPU it runs too (no
-graphs, no memory figures), which the tests use with the tiny preset.
+tokens per row (timed), then ``--steps`` greedy one-token steps timed eagerly, replayed as one CUDA graph,
+and (with --compile) through torch.compile inside a graph, all from the same post-prefill cache state. Per
+row: tokens/s (batch * steps / seconds), the share of key blocks the decode op kept (ACP stats of one step),
+peak memory, and the roofline: the bytes one step must read (every weight but the embedding table, plus the
+kept K, V and c of every layer at the mean length over the timed steps) over the copy bandwidth measured at
+the start (or ``--bandwidth``). Cases whose cache does not fit in free memory are recorded as skipped.
+Results (JSON and Markdown) go to --out, default results/<date>-<commit>-decode-e2e-<device>/; a short
+table is printed last. On a CPU it runs too (no graphs, no memory figures), which the tests use with the
+tiny preset.
 """
 
 from __future__ import annotations
@@ -175,12 +176,15 @@ def run_case(model: FoxLM, args: argparse.Namespace, batch: int, context: int, b
         step = functools.partial(decode_one_token, model, cache, sampler=greedy)
         kept = kept_fraction(model, step, first, cache) if mode == "acp" else [1.0] * cfg.n_layers
         floor = step_bytes(model, batch, context + args.steps / 2, kept, kv_elem) / bandwidth
-        variants = [("eager", step)]
+        variants = [("eager", step, False)]
         if device.type == "cuda" and not args.no_graphs:
-            variants.append(("graph", None))
-        for name, fn in variants:
-            if fn is None:
-                fn = CUDAGraphStep(step, cache, first, None)
+            variants.append(("graph", step, True))
+        if args.compile:
+            compiled = functools.partial(torch.compile(decode_one_token, dynamic=False), model, cache, sampler=greedy)
+            variants.append(("compiled" + ("+graph" if device.type == "cuda" else ""), compiled, device.type == "cuda"))
+        for name, fn, graph in variants:
+            if graph:
+                fn = CUDAGraphStep(fn, cache, first, None)
             else:
                 time_decode(fn, first, 2, device)  # warm-up: Triton compiles, the allocator settles
             cache.restore(saved)
@@ -244,7 +248,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="default cuda when available")
     p.add_argument("--attn-backend", choices=("triton", "torch"), default=None, help="default: auto")
     p.add_argument("--bandwidth", type=float, default=None, help="GB/s for the roofline (default: measured copy)")
-    p.add_argument("--no-graphs", action="store_true", help="time eager decoding only")
+    p.add_argument("--no-graphs", action="store_true", help="no CUDA-graph rows")
+    p.add_argument("--compile", action="store_true", help="add rows of the torch.compile'd step (in a graph)")
     p.add_argument("--quick", action="store_true", help="prompts of 4k and 16k, 32 timed steps")
     p.add_argument("--out", type=Path, default=None, help="results folder")
     args = p.parse_args(argv)
@@ -264,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     set_value_checks(False)  # they read the whole cache back to the host on every call
+    if args.compile:
+        torch._dynamo.config.cache_size_limit = 64  # one compiled step per (batch, prompt, mode)
     bandwidth = 1e9 * args.bandwidth if args.bandwidth else copy_bandwidth(device)
     model = build_model(args.preset, dtype, device, args.attn_backend)
     meta = environment(REPO) | {
