@@ -77,11 +77,9 @@ def test_generate_with_and_without_graphs():
 
 @torch.no_grad()
 def test_compiled_step_in_a_graph_matches_eager():
-    model = model_of("fox_pro").cuda().to(torch.bfloat16)
+    model = model_of("fox_pro").cuda()
     gen = torch.Generator().manual_seed(3)
     prompts = [torch.randint(256, (n,), generator=gen) for n in (64, 129)]
     compiled = foxacp.generate(model, prompts, 24, compile=True)
     eager = foxacp.generate(model, prompts, 24, cuda_graph=False)
-    # bf16 and fused kernels may round differently: the continuations must agree for most tokens.
-    same = sum(int((a == b).sum()) for a, b in zip(compiled, eager, strict=True))
-    assert same >= 0.9 * sum(len(a) for a in eager)
+    assert all(torch.equal(a, b) for a, b in zip(compiled, eager, strict=True))
