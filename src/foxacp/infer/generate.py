@@ -30,20 +30,22 @@ Sampler = Callable[[Tensor], Tensor]
 def prefill(model: FoxLM, cache: KVCache, prompts: list[Tensor], chunk: int | None = None) -> Tensor:
     """Write prompts[b] (1-D int64) into row b of an empty cache; returns the last logits (B, vocab) float32.
 
-    Prompts of one length run as one batch; otherwise each runs alone in its own row, so no padding ever
-    exists. chunk: feed at most this many tokens per forward (None: the whole prompt at once).
+    The first min(len) tokens of every prompt run as one batch, then each longer prompt's rest alone in its
+    own row, so nothing is ever padded. chunk: feed at most this many tokens per forward (None: all at once).
     """
-    if len({len(p) for p in prompts}) == 1:
-        rows = [(cache, torch.stack(prompts))]
-    else:
-        rows = [(cache.rows(b), p[None]) for b, p in enumerate(prompts)]
-    last = []
-    for part, ids in rows:
+
+    def feed(part: KVCache, ids: Tensor) -> Tensor:
         step = chunk or ids.shape[1]
         for start in range(0, ids.shape[1], step):
             logits = model(ids[:, start : start + step], cache=part)
-        last.append(logits[:, -1])
-    return torch.cat(last).float()
+        return logits[:, -1]
+
+    common = min(len(p) for p in prompts)
+    last = list(feed(cache, torch.stack([p[:common] for p in prompts])))
+    for b, p in enumerate(prompts):
+        if len(p) > common:
+            last[b] = feed(cache.rows(b), p[None, common:])[0]
+    return torch.stack(last).float()
 
 
 def decode_one_token(model: FoxLM, cache: KVCache, tokens: Tensor, sampler: Sampler) -> Tensor:
