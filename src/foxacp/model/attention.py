@@ -102,7 +102,8 @@ class ForgettingAttention(nn.Module):
             k_last, v_last = k[:, -1], v[:, -1]
             k, v = self.k_shift(x, k, pos, k_before), self.v_shift(x, v, pos, v_before)
             if cache is not None:  # the next call's shift needs this call's last rows, before the shift
-                cache.shift_k.copy_(k_last), cache.shift_v.copy_(v_last)
+                cache.shift_k.copy_(k_last)
+                cache.shift_v.copy_(v_last)
             q, k = self.q_norm(q), self.k_norm(k)
             qk_bound = self.qk_bound()
         elif cfg.variant == "transformer":

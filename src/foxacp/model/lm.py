@@ -146,11 +146,8 @@ class FoxLM(nn.Module):
             raise ValueError("cu_seqlens cannot be combined with a cache: give each sequence its own cache row")
         if cache.batch_size != B:
             raise ValueError(f"input_ids has batch size {B} but the cache has {cache.batch_size}")
-        if T > 1 and int(cache.lengths.max()) + T > cache.max_len:
-            raise ValueError(
-                f"input_ids would grow a sequence from {int(cache.lengths.max())} past the cache's "
-                f"max_len ({cache.max_len}) by {T} tokens"
-            )
+        if T > 1 and (longest := int(cache.lengths.max())) + T > cache.max_len:
+            raise ValueError(f"input_ids: {T} more tokens after {longest} exceed the cache's max_len ({cache.max_len})")
         pos = cache.lengths[:, None].long() + torch.arange(T, device=input_ids.device)
         x = self.embed(input_ids)
         for block, layer in zip(self.blocks, cache.layers, strict=True):
