@@ -61,7 +61,7 @@ def test_kernel_against_float64(dtype, Hq, Hkv, D, Tq):
             q, k, v, c, lens, log_eps=log_eps, qk_bound=bound, return_stats=True
         )
         err = (o.double() - ref).norm() / ref.norm()
-        assert err < (8e-3 if dtype == torch.bfloat16 else 1e-3), (log_eps, err.item())
+        assert err < (8e-3 if dtype == torch.bfloat16 else 2e-3), (log_eps, err.item())
         if log_eps is not None:
             assert stats.flop_saving > 0.2
             v_max = v.abs().max().item()

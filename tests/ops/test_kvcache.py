@@ -169,6 +169,16 @@ def test_strided_inputs():
     torch.testing.assert_close(o_strided, o, atol=0, rtol=0)
 
 
+def _retype(args, dtype):
+    for name in ("q", "k_cache", "v_cache"):
+        args[name] = args[name].to(dtype)
+
+
+def _narrow(args, head_dim):
+    for name in ("q", "k_cache", "v_cache"):
+        args[name] = args[name][..., :head_dim]
+
+
 def _bad_call(change):
     q, k, v, c, lens, _ = make_cache(2, 2, 100, 4, 2, 32, [100, 40])
     args = {"q": q, "k_cache": k, "v_cache": v, "c_cache": c, "cache_seqlens": lens}
@@ -204,6 +214,9 @@ def _bad_call(change):
         (lambda a, kw: a["c_cache"].__setitem__((1, 3, 0), math.nan), ValueError, "c_cache must be finite"),
         (lambda a, kw: a["c_cache"].__setitem__((0, 50, 1), 5.0), ValueError, "non-increasing"),
         (lambda a, kw: kw.update(backend="cuda"), ValueError, "backend must be"),
+        (lambda a, kw: (kw.update(backend="triton"), _retype(a, torch.bfloat16)), TypeError, "bf16"),
+        (lambda a, kw: (kw.update(backend="triton"), _retype(a, torch.float64)), TypeError, "float64"),
+        (lambda a, kw: (kw.update(backend="triton"), _narrow(a, 24)), ValueError, "head dim 24"),
         (lambda a, kw: kw.update(log_eps=1.0), ValueError, "log_eps"),
         (lambda a, kw: kw.update(sm_scale=-1.0), ValueError, "sm_scale"),
         (lambda a, kw: kw.update(qk_bound=-1.0), ValueError, "qk_bound"),

@@ -179,7 +179,7 @@ def kv_bytes_read(cache: Cache, log_eps: float | None) -> tuple[int, float]:
     delta = cache_threshold(u, cache.lens, problem, log_eps)
     kept = kept_blocks(cache.c, cache.lens, delta, 1)[:, 0]  # (B, blocks, Hq); the cache is full: all causal
     loaded = kept.view(B, kept.shape[1], Hkv, Hq // Hkv).any(-1)  # (B, blocks, Hkv)
-    keys = (loaded.sum(1) * DECODE_BLOCK).clamp_max(T)  # the last block may be partial (T % 64 keys)
+    keys = loaded.sum(1) * DECODE_BLOCK - (-T % DECODE_BLOCK)  # the last block, always kept, may be partial
     nbytes = int(keys.sum()) * 2 * D * cache.k.element_size()
     return nbytes, cache_stats(cache.c, cache.lens, delta, 1).flop_saving
 
