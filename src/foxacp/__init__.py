@@ -1,6 +1,7 @@
 """foxacp: Forgetting Transformers with Adaptive Computation Pruning."""
 
-from .ops import ACPStats, forgetting_attention, set_value_checks
+from .infer import generate
+from .ops import ACPStats, forgetting_attention, forgetting_attention_with_kvcache, set_value_checks
 
-__all__ = ["ACPStats", "forgetting_attention", "set_value_checks"]
+__all__ = ["ACPStats", "forgetting_attention", "forgetting_attention_with_kvcache", "generate", "set_value_checks"]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@
     foxacp train --resume --out runs/125m         continue a run from its latest checkpoint
     foxacp plot runs/125m                         runs/125m/plot.png
     foxacp export-gates runs/125m --out gates.safetensors
+    foxacp generate runs/125m --prompt "def main(" --max-new-tokens 200 --temperature 0.8
     foxacp bench --quick                          the attention benchmark (foxacp.bench.attention)
 
 Multi-GPU: ``torchrun --standalone --nproc-per-node=N -m foxacp.cli train ...``.
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEMO_OUT = "runs/demo"
+DEMO_PROMPT = "def "
 
 
 def _run_dir_of(path: Path) -> Path:
@@ -101,6 +103,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  ACP FLOP saving   {100 * s['acp_saving']:.1f}% of causal attention tiles skipped")
     print(f"  log               {s['log']}")
     print(f"  plot              {plot}")
+    print("\nsample (temperature 0.8):\n")
+    model, tokenizer = load_for_generation(Path(s["run_dir"]), "cpu")
+    stream_generate(model, tokenizer, DEMO_PROMPT, max_new_tokens=300, temperature=0.8, seed=0)
     return 0
 
 
@@ -116,6 +121,68 @@ def cmd_export_gates(args: argparse.Namespace) -> int:
 
     shape = export_gates(args.run_dir, args.out, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
     print(f"wrote {args.out}: log_fgate {shape} (layers, batch, tokens, heads) float32")
+    return 0
+
+
+def load_for_generation(run_dir: Path, device: str):
+    """(model, tokenizer) of a run directory, the model in eval mode on ``device``.
+
+    Loads through ``train.export.load_run_model`` until ``foxacp.load`` takes over; the tokenizer is rebuilt
+    from the run's spec (a trained BPE is read from its cache).
+    """
+    from foxacp.data import build_tokenizer, load_corpus
+    from foxacp.train.export import load_run_model
+
+    model, cfg, _ = load_run_model(run_dir, device)
+    corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
+    return model, build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())
+
+
+def stream_generate(model, tokenizer, prompt: str, *, out=None, **sampling) -> str:
+    """Generate from ``prompt`` and write the text to ``out`` (stdout) as it comes; returns the new text."""
+    from foxacp.infer import generate
+
+    out = out or sys.stdout
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt encodes to no tokens")
+    new: list[int] = []
+    shown = 0
+
+    def show(tokens) -> None:
+        nonlocal shown
+        if new and new[-1] == tokenizer.eos_id:
+            return
+        new.append(int(tokens[0]))
+        text = tokenizer.decode(new)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            out.write(text[shown:])
+            out.flush()
+            shown = len(text)
+
+    out.write(prompt)
+    generate(model, [ids], eos_token_id=tokenizer.eos_id, callback=show, **sampling)
+    text = tokenizer.decode(new)
+    out.write(text[shown:] + "\n")
+    out.flush()
+    return text
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_for_generation(args.run_dir, device)
+    stream_generate(
+        model,
+        tokenizer,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     return 0
 
 
@@ -176,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seq-len", type=int, default=None, help="default: the run's context length")
     ex.add_argument("--device", default="cpu")
     ex.set_defaults(func=cmd_export_gates)
+
+    ge = sub.add_parser("generate", help="continue a prompt with a trained model, streaming the text")
+    ge.add_argument("run_dir", type=Path, help="run directory or checkpoint directory")
+    ge.add_argument("--prompt", required=True, help="text to continue")
+    ge.add_argument("--max-new-tokens", type=int, default=200)
+    ge.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
+    ge.add_argument("--top-k", type=int, default=None)
+    ge.add_argument("--top-p", type=float, default=None)
+    ge.add_argument("--seed", type=int, default=None)
+    ge.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ge.set_defaults(func=cmd_generate)
 
     # Listed for --help; main() hands everything after "bench" to the benchmark's own parser.
     sub.add_parser("bench", help="attention benchmark; arguments go to foxacp.bench.attention", add_help=False)

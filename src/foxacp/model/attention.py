@@ -9,13 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from foxacp.ops import forgetting_attention
+from foxacp.ops import forgetting_attention, forgetting_attention_with_kvcache
+from foxacp.ops.kvcache import DECODE_BACKENDS
 
+from .cache import REBASE_AT, LayerCache
 from .config import ModelConfig
 from .layers import HeadRMSNorm, TokenShift, apply_rope
 
 if TYPE_CHECKING:
     from foxacp.ops import ACPStats
+
+# New tokens per call up to which the cache path runs the decode op (beyond: the training op).
+DECODE_MAX_Q = 16
 
 
 class ForgettingAttention(nn.Module):
@@ -74,11 +79,14 @@ class ForgettingAttention(nn.Module):
         pos: Tensor,
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         """x (B, T, d_model), pos (B, T) position within its document -> (B, T, d_model).
 
         With cu_seqlens (int32 (N+1,), offsets over the B*T flattened tokens) attention runs on one row
-        of B*T tokens, restarting at every document.
+        of B*T tokens, restarting at every document. With a layer cache, x holds each sequence's next T
+        tokens at positions pos (its cached length onwards): they are written into the cache and attend to
+        everything cached before them.
         """
         cfg = self.cfg
         B, T, d = x.shape
@@ -90,27 +98,67 @@ class ForgettingAttention(nn.Module):
         v = self.wv(x).view(b, t, cfg.kv_heads, cfg.head_dim)
         qk_bound = None
         if cfg.pro:
-            k, v = self.k_shift(x, k, pos), self.v_shift(x, v, pos)
+            k_before, v_before = (None, None) if cache is None else (cache.shift_k, cache.shift_v)
+            k_last, v_last = k[:, -1], v[:, -1]
+            k, v = self.k_shift(x, k, pos, k_before), self.v_shift(x, v, pos, v_before)
+            if cache is not None:  # the next call's shift needs this call's last rows, before the shift
+                cache.shift_k.copy_(k_last)
+                cache.shift_v.copy_(v_last)
             q, k = self.q_norm(q), self.k_norm(k)
             qk_bound = self.qk_bound()
         elif cfg.variant == "transformer":
             q, k = apply_rope(q, pos, cfg.rope_base), apply_rope(k, pos, cfg.rope_base)
 
-        o = forgetting_attention(
-            q,
-            k,
-            v,
-            self.log_fgate(x),
+        op_args = dict(
             sm_scale=cfg.head_dim**-0.5,
-            cu_seqlens=cu_seqlens,
-            max_seqlen=max_seqlen,
             log_eps=cfg.attn_log_eps,
             qk_bound=qk_bound,
             return_stats=cfg.record_acp_stats,
             backend=cfg.attn_backend,
         )
+        if cache is None:
+            o = forgetting_attention(
+                q, k, v, self.log_fgate(x), cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, **op_args
+            )
+        else:
+            cache.write(pos, k, v, self.log_fgate(x), rebase_at=REBASE_AT if t > 1 else None)
+            o = cached_attention(q, cache, pos[:, -1] + 1, **op_args)
         if cfg.record_acp_stats:
             o, self.last_stats = o
         if cfg.pro:
             o = self.o_norm(o) * torch.sigmoid(self.wg(x)).view_as(o)
         return self.wo(o.reshape(b, t, -1)).view(B, T, d)
+
+
+def cached_attention(q: Tensor, cache: LayerCache, seqlens: Tensor, **op_args):
+    """Attention of the new queries q (B, Tq, Hq, D) to the first seqlens[b] (B,) cached keys of each row.
+
+    Up to DECODE_MAX_Q queries run the decode op, which reads the cached c and handles rows of different
+    lengths in one call without reading anything back to the host (a decode step captures in a CUDA graph).
+    Longer chunks run the training op with queries aligned to the end of the keys, on the whole batch when
+    every row has the same length, else row by row (this reads the lengths back); it takes log forget
+    gates, recovered as differences of the cached c (the first set to 0: only differences matter).
+    ``op_args`` go to the op; with return_stats, the stats are those of the last call.
+    """
+    want_stats = op_args["return_stats"]
+    q_dtype, q = q.dtype, q.to(cache.k.dtype)  # under autocast q may be narrower than the cache
+    if q.shape[1] <= DECODE_MAX_Q:
+        backend = op_args.pop("backend")
+        backend = backend if backend in DECODE_BACKENDS else None
+        out = forgetting_attention_with_kvcache(
+            q, cache.k, cache.v, cache.c, seqlens.to(torch.int32), backend=backend, **op_args
+        )
+        o, stats = out if want_stats else (out, None)
+    else:
+        lens = seqlens.tolist()
+        spans = [(0, len(lens))] if len(set(lens)) == 1 else [(i, i + 1) for i in range(len(lens))]
+        outs = []
+        for lo, hi in spans:
+            n = lens[lo]
+            c = cache.c[lo:hi, :n]
+            log_fgate = torch.diff(c, dim=1, prepend=c[:, :1])
+            out = forgetting_attention(q[lo:hi], cache.k[lo:hi, :n], cache.v[lo:hi, :n], log_fgate, **op_args)
+            o, stats = out if want_stats else (out, None)
+            outs.append(o)
+        o = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return (o.to(q_dtype), stats) if want_stats else o.to(q_dtype)

@@ -69,10 +69,16 @@ class TokenShift(nn.Module):
         super().__init__()
         self.proj = nn.Linear(d_model, n_heads, bias=False)
 
-    def forward(self, x: Tensor, y: Tensor, pos: Tensor) -> Tensor:
-        """x (B, T, d_model), y (B, T, H, D), pos (B, T) position in document -> (B, T, H, D)."""
+    def forward(self, x: Tensor, y: Tensor, pos: Tensor, before: Tensor | None = None) -> Tensor:
+        """x (B, T, d_model), y (B, T, H, D), pos (B, T) position in document -> (B, T, H, D).
+
+        before (B, H, D): the y row preceding y[:, 0] (a decoding cache's shift state); None means zeros.
+        """
         a = torch.sigmoid(self.proj(x)).unsqueeze(-1)
-        prev = F.pad(y[:, :-1], (0, 0, 0, 0, 1, 0))
+        if before is None:
+            prev = F.pad(y[:, :-1], (0, 0, 0, 0, 1, 0))
+        else:
+            prev = torch.cat([before[:, None].to(y.dtype), y[:, :-1]], dim=1)
         prev = prev.masked_fill((pos == 0)[:, :, None, None], 0.0)
         return y + a * (prev - y)
 

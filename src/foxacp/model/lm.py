@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import ForgettingAttention
+from .cache import KVCache, LayerCache
 from .config import ModelConfig, mlp_hidden
 from .layers import HeadRMSNorm, RMSNorm, SwiGLU
 
@@ -31,8 +32,9 @@ class Block(nn.Module):
         pos: Tensor,
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), pos, cu_seqlens, max_seqlen)
+        x = x + self.attn(self.attn_norm(x), pos, cu_seqlens, max_seqlen, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -87,18 +89,70 @@ class FoxLM(nn.Module):
         *,
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """input_ids (B, T) int64 -> logits (B, T, vocab_size).
 
         cu_seqlens: int32 (N+1,) document offsets over the B*T flattened tokens (0 ... B*T); attention,
         token shift and RoPE then restart at every document and run across row ends. max_seqlen: the
         longest document (optional, passed to the attention op).
+        cache: a ``new_cache`` of batch size B; input_ids are then each sequence's next T tokens: they are
+        appended to the cache (T = 1 to decode, any T to prefill, in one call or in chunks) and the logits
+        are those of the new tokens, as the full forward over the whole sequence would give them.
+
+        Raises:
+            ValueError: a cache together with cu_seqlens, a cache of another batch size, or (T > 1, checked
+                on the host) a sequence that would outgrow the cache. A one-token step is not checked, so
+                that it never reads back to the host: the caller keeps lengths below max_len.
         """
         B, T = input_ids.shape
+        if cache is not None:
+            return self._forward_cached(input_ids, cache, cu_seqlens)
         pos = doc_positions(B, T, cu_seqlens, input_ids.device)
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, pos, cu_seqlens, max_seqlen)
+        return self.lm_head(self.norm(x))
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """An empty decoding cache for batch_size sequences of up to max_len tokens (see model/cache.py).
+
+        dtype and device of K and V default to the model's (the gates are float32 whatever the dtype).
+        Raises ValueError for a non-positive batch_size or max_len.
+        """
+        cfg, weight = self.config, self.embed.weight
+        return KVCache.allocate(
+            n_layers=cfg.n_layers,
+            batch_size=batch_size,
+            max_len=max_len,
+            heads_q=cfg.n_heads,
+            heads_kv=cfg.kv_heads,
+            head_dim=cfg.head_dim,
+            token_shift=cfg.pro,
+            dtype=dtype or weight.dtype,
+            device=torch.device(device) if device is not None else weight.device,
+        )
+
+    def _forward_cached(self, input_ids: Tensor, cache: KVCache, cu_seqlens: Tensor | None) -> Tensor:
+        B, T = input_ids.shape
+        if cu_seqlens is not None:
+            raise ValueError("cu_seqlens cannot be combined with a cache: give each sequence its own cache row")
+        if cache.batch_size != B:
+            raise ValueError(f"input_ids has batch size {B} but the cache has {cache.batch_size}")
+        if T > 1 and (longest := int(cache.lengths.max())) + T > cache.max_len:
+            raise ValueError(f"input_ids: {T} more tokens after {longest} exceed the cache's max_len ({cache.max_len})")
+        pos = cache.lengths[:, None].long() + torch.arange(T, device=input_ids.device)
+        x = self.embed(input_ids)
+        for block, layer in zip(self.blocks, cache.layers, strict=True):
+            x = block(x, pos, cache=layer)
+        cache.lengths.add_(T)
         return self.lm_head(self.norm(x))
 
     def acp_stats(self) -> list[ACPStats | None]:

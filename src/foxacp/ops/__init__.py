@@ -2,6 +2,7 @@
 
 from .acp import DEFAULT_LOG_EPS, AcpPlan, ACPStats
 from .attention import forgetting_attention
+from .kvcache import forgetting_attention_with_kvcache
 from .search import make_plan, prepare_search
 from .validate import set_value_checks
 
@@ -10,6 +11,7 @@ __all__ = [
     "AcpPlan",
     "DEFAULT_LOG_EPS",
     "forgetting_attention",
+    "forgetting_attention_with_kvcache",
     "make_plan",
     "prepare_search",
     "set_value_checks",

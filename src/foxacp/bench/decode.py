@@ -1,0 +1,319 @@
+"""End-to-end decoding benchmark: tokens/s of a preset model after long prompts, exact and ACP, eager and CUDA graph.
+
+    python -m foxacp.bench.decode                   # 760M, B = 1 and 16, prompts of 4k, 16k and 64k tokens
+    python -m foxacp.bench.decode --quick           # prompts of 4k and 16k, 32 timed steps (~3 min on an H200)
+
+The weights are random (N(0, 0.02), QK-norm gains 1): decoding speed does not depend on their values, and
+the static ACP bound is then U = 1.02 sqrt(D), as for the attention benchmark. The forget gates are not the
+random model's own (logsigmoid of a random projection, about -0.7 per token, would let ACP prune almost
+everything) but one table indexed by position, shared by every layer: the synthetic profile of
+``foxacp.bench.gates`` calibrated to the prompt length (label "synthetic"), or gates recorded from a
+trained model (``--gates FILE``, one layer, tiled to the shape; label "file:NAME").
+
+For each batch size and prompt length: one prefill per mode (exact, then ACP) in chunks of ``--prefill-chunk``
+tokens per row (timed), then ``--steps`` greedy one-token steps timed eagerly, replayed as one CUDA graph,
+and (with --compile) through torch.compile inside a graph, all from the same post-prefill cache state. Per
+row: tokens/s (batch * steps / seconds), the share of key blocks the decode op kept (ACP stats of one step),
+peak memory of the prefill and of decoding, and the roofline: the bytes one step must read (every weight but
+the embedding table, plus the kept K, V and c of every layer at the mean length over the timed steps) over
+the copy bandwidth measured at the start (or ``--bandwidth``). The prefill is timed on its second run (the
+first compiles the Triton kernels). Cases whose cache does not fit in free memory are recorded as skipped.
+Results (JSON and Markdown) go to --out, default results/<date>-<commit>-decode-e2e-<device>/; a short
+table is printed last. On a CPU it runs too (no graphs, no memory figures), which the tests use with the
+tiny preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from foxacp.infer.generate import decode_one_token
+from foxacp.infer.graph import CUDAGraphStep
+from foxacp.infer.sampling import sample
+from foxacp.model import FoxLM, ModelConfig
+from foxacp.model.cache import KVCache
+from foxacp.ops import set_value_checks
+
+from .gates import fit_log_fgate, load_log_fgate, synthetic_log_fgate
+from .report import environment
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+REPO = Path(__file__).resolve().parents[3]
+
+
+def build_model(preset: str, dtype: torch.dtype, device: torch.device, backend: str | None = None) -> FoxLM:
+    """A randomly initialised ``preset`` model in eval mode, built directly on ``device``."""
+    with torch.device(device):
+        model = FoxLM(ModelConfig.from_preset(preset, attn_backend=backend))
+    return model.to(dtype).eval()
+
+
+def set_acp(model: FoxLM, acp: bool, *, record_stats: bool = False) -> None:
+    """Switch ACP (and the stats record) on every layer of model in place."""
+    cfg = dataclasses.replace(model.config, acp=acp, record_acp_stats=record_stats)
+    model.config = cfg
+    for block in model.blocks:
+        block.attn.cfg = cfg
+
+
+def use_gate_table(model: FoxLM, table: Tensor, cache: KVCache) -> None:
+    """Make every layer take its log forget gates from table (B, Tmax, Hq) at each new token's position."""
+
+    def log_fgate(x: Tensor) -> Tensor:
+        pos = cache.lengths[:, None].long() + torch.arange(x.shape[1], device=x.device)
+        return table.gather(1, pos[:, :, None].expand(-1, -1, table.shape[2]))
+
+    for block in model.blocks:
+        block.attn.log_fgate = log_fgate
+
+
+def gate_table(args: argparse.Namespace, batch: int, context: int, length: int, heads: int, device) -> Tensor:
+    """(batch, length, heads) float32 log forget gates on device: synthetic (calibrated to context) or the file's."""
+    if args.gates is None:
+        # The profile scales its windows with the sequence length it is given: calibrate it to the prompt.
+        gates = synthetic_log_fgate(batch, context, heads)
+        return fit_log_fgate(gates, batch, length, heads).to(device)
+    return fit_log_fgate(load_log_fgate(args.gates, args.gates_layer), batch, length, heads).to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of fn() with the device drained before and after."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a large device-to-device copy (read + write), the best of five."""
+    n = (1 << 30) if device.type == "cuda" else (1 << 26)
+    src = torch.empty(n, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(seconds(lambda: dst.copy_(src), device) for _ in range(5))
+    return 2 * n / best
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    """Peak allocated memory since the last reset_peak, in GiB (None off CUDA)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def step_bytes(model: FoxLM, batch: int, length: float, kept: list[float], kv_elem: int) -> float:
+    """Bytes one decode step must read: weights (the embedding table excepted) plus kept K, V and c per layer."""
+    cfg = model.config
+    weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if name != "embed.weight")
+    per_token = 2 * cfg.kv_heads * cfg.head_dim * kv_elem + 4 * cfg.n_heads
+    return weights + sum(batch * length * per_token * k for k in kept)
+
+
+def kept_fraction(model: FoxLM, step: Callable[[Tensor], Tensor], tokens: Tensor, cache: KVCache) -> list[float]:
+    """Per layer, the share of key blocks the decode op keeps on one step (the cache is restored after)."""
+    saved = cache.snapshot()
+    acp = model.config.acp
+    set_acp(model, acp, record_stats=True)
+    step(tokens)
+    stats = model.acp_stats()
+    set_acp(model, acp)
+    cache.restore(saved)
+    return [1.0 - float(s.flop_saving) for s in stats]
+
+
+def time_decode(step: Callable[[Tensor], Tensor], tokens: Tensor, steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` chained decode steps (each feeds its token to the next)."""
+
+    def run() -> None:
+        t = tokens
+        for _ in range(steps):
+            t = step(t)
+
+    return seconds(run, device)
+
+
+def run_case(model: FoxLM, args: argparse.Namespace, batch: int, context: int, bandwidth: float) -> list[dict]:
+    """The rows of one (batch, prompt length): exact and ACP, eager and graph."""
+    device = model.embed.weight.device
+    cfg = model.config
+    length = context + args.steps + 4  # room for the warm-up steps, which are undone
+    kv_elem = model.embed.weight.element_size()
+    need = cfg.n_layers * batch * length * (2 * cfg.kv_heads * cfg.head_dim * kv_elem + 4 * cfg.n_heads)
+    base = dict(batch=batch, context=context, gates=args.gates_label)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the previous case's cache is only reserved, which mem_get_info counts as used
+    if device.type == "cuda" and need > 0.9 * torch.cuda.mem_get_info(device)[0]:
+        return [dict(base, mode=m, skipped=f"cache of {need / 2**30:.1f} GiB does not fit") for m in ("exact", "acp")]
+    cache = model.new_cache(batch, length)
+    use_gate_table(model, gate_table(args, batch, context, length, cfg.n_heads, device), cache)
+    gen = torch.Generator(device=device).manual_seed(0)
+    prompts = torch.randint(cfg.vocab_size, (batch, context), device=device, generator=gen)
+    greedy = functools.partial(sample, temperature=0.0)
+    chunk = args.prefill_chunk or context
+    rows = []
+    for mode in ("exact", "acp"):
+        set_acp(model, mode == "acp")
+
+        def prefill() -> None:
+            cache.reset()
+            for start in range(0, context, chunk):
+                model(prompts[:, start : start + chunk], cache=cache)
+
+        prefill()  # warm-up: Triton compiles the training kernels on their first call
+        reset_peak(device)
+        prefill_s = seconds(prefill, device)
+        prefill_peak = peak_gib(device)
+        reset_peak(device)
+        first = prompts[:, -1]
+        saved = cache.snapshot()
+        step = functools.partial(decode_one_token, model, cache, sampler=greedy)
+        kept = kept_fraction(model, step, first, cache) if mode == "acp" else [1.0] * cfg.n_layers
+        floor = step_bytes(model, batch, context + args.steps / 2, kept, kv_elem) / bandwidth
+        variants = [("eager", step, False)]
+        if device.type == "cuda" and not args.no_graphs:
+            variants.append(("graph", step, True))
+        if args.compile:
+            compiled = functools.partial(torch.compile(decode_one_token, dynamic=False), model, cache, sampler=greedy)
+            variants.append(("compiled" + ("+graph" if device.type == "cuda" else ""), compiled, device.type == "cuda"))
+        for name, fn, graph in variants:
+            if graph:
+                fn = CUDAGraphStep(fn, cache, first, None)
+            else:
+                time_decode(fn, first, 2, device)  # warm-up: Triton compiles, the allocator settles
+            cache.restore(saved)
+            s = time_decode(fn, first, args.steps, device)
+            cache.restore(saved)
+            rows.append(
+                dict(
+                    base,
+                    mode=mode,
+                    decode=name,
+                    tokens_per_s=batch * args.steps / s,
+                    ms_per_step=1e3 * s / args.steps,
+                    prefill_s=prefill_s,
+                    kept_kv=sum(kept) / len(kept),
+                    roofline_tokens_per_s=batch / floor,
+                    of_roofline=floor / (s / args.steps),
+                    prefill_peak_gib=prefill_peak,
+                    decode_peak_gib=peak_gib(device),
+                )
+            )
+            del fn  # a captured graph holds its memory pool until released
+    return rows
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def table(rows: Sequence[dict]) -> str:
+    """A Markdown table of the rows."""
+    head = "| B | prompt | gates | mode | decode | tokens/s | ms/step | of roofline | kept KV | prefill s | peak GiB "
+    lines = [head + "(prefill / decode) |", "|" + "---|" * 11]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['batch']} | {r['context']} | {r['gates']} | {r['mode']} | - | {r['skipped']} |||||")
+            continue
+        lines.append(
+            f"| {r['batch']} | {r['context']} | {r['gates']} | {r['mode']} | {r['decode']} | "
+            f"{r['tokens_per_s']:.1f} | {r['ms_per_step']:.2f} | {100 * r['of_roofline']:.0f}% | "
+            f"{100 * r['kept_kv']:.0f}% | {r['prefill_s']:.2f} | "
+            f"{_fmt(r['prefill_peak_gib'], '.1f')} / {_fmt(r['decode_peak_gib'], '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(x) for x in text.split(",") if x.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m foxacp.bench.decode", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="760M", help="model preset (random weights)")
+    p.add_argument("--batch", type=_ints, default=[1, 16], help="batch sizes, e.g. 1,16")
+    p.add_argument("--contexts", type=_ints, default=None, help="prompt lengths (default 4096,16384,65536)")
+    p.add_argument("--steps", type=int, default=None, help="timed decode steps (default 128; --quick 32)")
+    p.add_argument("--prefill-chunk", type=int, default=None, help="tokens per row per prefill call (default all)")
+    p.add_argument("--gates", default=None, help="recorded log forget gates (.pt/.safetensors); default synthetic")
+    p.add_argument("--gates-layer", type=int, default=None, help="layer of a 4-d gates file (default 0)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--device", default=None, help="default cuda when available")
+    p.add_argument("--attn-backend", choices=("triton", "torch"), default=None, help="default: auto")
+    p.add_argument("--bandwidth", type=float, default=None, help="GB/s for the roofline (default: measured copy)")
+    p.add_argument("--no-graphs", action="store_true", help="no CUDA-graph rows")
+    p.add_argument("--compile", action="store_true", help="add rows of the torch.compile'd step (in a graph)")
+    p.add_argument("--quick", action="store_true", help="prompts of 4k and 16k, 32 timed steps")
+    p.add_argument("--out", type=Path, default=None, help="results folder")
+    args = p.parse_args(argv)
+    args.contexts = args.contexts or ([4096, 16384] if args.quick else [4096, 16384, 65536])
+    args.steps = args.steps or (32 if args.quick else 128)
+    args.gates_label = "synthetic" if args.gates is None else f"file:{Path(args.gates).name}"
+    return args
+
+
+def _default_out(meta: dict) -> Path:
+    device = re.sub(r"[^a-z0-9]+", "-", meta["device"].lower()).strip("-")
+    return REPO / "results" / f"{meta['date'][:10]}-{meta['commit'][:7]}-decode-e2e-{device}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    set_value_checks(False)  # they read the whole cache back to the host on every call
+    if args.compile:
+        torch._dynamo.config.cache_size_limit = 64  # one compiled step per (batch, prompt, mode)
+    bandwidth = 1e9 * args.bandwidth if args.bandwidth else copy_bandwidth(device)
+    model = build_model(args.preset, dtype, device, args.attn_backend)
+    meta = environment(REPO) | {
+        "preset": args.preset,
+        "dtype": str(dtype).removeprefix("torch."),
+        "steps": args.steps,
+        "gates": args.gates_label,
+        "bandwidth_gb_s": bandwidth / 1e9,
+        "weights": "random",
+    }
+    out = args.out or _default_out(meta)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    with torch.no_grad():
+        for batch in args.batch:
+            for context in args.contexts:
+                rows += run_case(model, args, batch, context, bandwidth)
+                (out / "decode-e2e.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S")
+                print(f"[{stamp}] B={batch} prompt={context} done", flush=True)
+    note = (
+        f"{meta['preset']} {meta['dtype']}, random weights, {meta['gates']} gates, {meta['device']}, "
+        f"commit {meta['commit']}; roofline at {meta['bandwidth_gb_s']:.0f} GB/s"
+    )
+    (out / "decode-e2e.md").write_text(f"# Decoding end to end\n\n{note}\n\n{table(rows)}\n")
+    print(f"\nresults in {out}\n{note}\n\n{table(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

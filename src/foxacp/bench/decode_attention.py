@@ -1,0 +1,453 @@
+"""Decode attention benchmark: one decoding step's attention (one new query per sequence against a full KV
+cache), foxacp exact and ACP against SDPA's dense decode and the HBM floor.
+
+    python -m foxacp.bench.decode_attention            # B 1, 8, 32 x 4k, 16k, 64k x 24x64 and 32/8x128
+    python -m foxacp.bench.decode_attention --quick    # B 1, 8 x 16k, 64k, short timings (~3 min)
+
+Shapes: 24 query/KV heads of dim 64 (the 760M model) and 32 query / 8 KV heads of dim 128 (GQA); bf16; the
+cache is full (cache_seqlens = Tmax = context). q and k rows have unit RMS (QK-norm with gains 1), so the
+static ACP bound U = sqrt(D) is passed as qk_bound, as a model with QK-norm does; v is standard normal.
+
+Gates: the synthetic profile of `foxacp.bench.gates` (per-head forgetting rates, log-uniform windows), its
+``max_window_factor`` fitted per (shape, context) so that ACP prunes ``--target-saving`` (70%) of the
+(query, key block) pairs, labelled "synthetic"; or gates recorded from a model (``--gates FILE``, labelled
+"recorded"). c is rebased to each sequence's last key, as the model's cache keeps it.
+
+Rows: foxacp-exact and foxacp-acp (``forgetting_attention_with_kvcache``), sdpa-cudnn and sdpa-flash
+(``F.scaled_dot_product_attention`` on contiguous (B, H, T, D) copies of K and V, one query, GQA through
+``enable_gqa``). Every call is captured in a CUDA graph (a decode step runs as one) and timed by
+triton.testing.do_bench (median) on its replay after a long warm-up. Before timing, each foxacp row is
+checked on the GPU against float64 (the PyTorch twin on the first and last sequences: on the kernel's mask,
+and exact within ACP's bound); a failing row is recorded as failed and not timed.
+
+Reported per row: ms; the bytes of K and V the row reads (ACP: the blocks kept by any query head of a KV
+head's group, which is what the kernel loads); the share of the measured copy bandwidth those bytes take
+at that time; the HBM floor (bytes / bandwidth); the saving (pruned (query, block) pairs); vs cuDNN (time /
+cuDNN's) and, for ACP, vs its target (time / (1.15 x (1 - saving) x exact + 10 us)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attention import bench_ms, graphed, rel_err
+from .gates import GateProfile, fit_log_fgate, load_log_fgate, synthetic_log_fgate
+from .report import ACP_SLACK, environment
+
+CONFIGS = ((24, 24, 64), (32, 8, 128))  # (query heads, KV heads, head dim)
+BATCHES = (1, 8, 32)
+CONTEXTS = (4096, 16384, 65536)
+QUICK = {"batches": (1, 8), "contexts": (16384, 65536), "warmup": 200, "rep": 100}
+LOG_EPS = -10.0
+ACP_OVERHEAD_MS = 0.010  # the ACP target's allowance for the start search and the fixed cost of a launch
+SDPA_BACKENDS = {"sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-flash": "FLASH_ATTENTION"}
+TOL = {"exact": 1e-2, "masked": 1e-2}  # bf16 output against float64, relative by norm
+
+
+@dataclass
+class Cache:
+    """One benchmark shape: q (B, 1, Hq, D), a full cache k, v (B, T, Hkv, D), c (B, T, Hq) float32, lens."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    c: Tensor
+    lens: Tensor
+    qk_bound: float
+    gates: str
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        B, T, Hkv, D = self.k.shape
+        return B, T, self.q.shape[2], Hkv, D
+
+
+@dataclass
+class Row:
+    """One timing. status "ok", "failed" (reference check) or "skipped" (unavailable here), reason in note."""
+
+    row: str
+    variant: str  # foxacp rows timed at forced kernel settings ("splits=16 stages=3"); "" for the defaults
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    batch: int
+    context: int
+    status: str = "ok"
+    ms: float | None = None
+    saving: float = 0.0
+    kv_bytes: int = 0
+    floor_ms: float | None = None
+    hbm_share: float | None = None
+    ref_rel_err: float | None = None
+    note: str = ""
+    derived: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> str:
+        return f"{self.heads_q}/{self.heads_kv}x{self.head_dim}"
+
+
+def out_dir_for(meta: dict) -> Path:
+    """The default results folder: results/<date>-<commit>-decode-attention-<device>/."""
+    device = re.sub(r"[^a-z0-9]+", "-", meta["device"].lower()).strip("-")
+    return Path("results") / f"{meta['date'][:10]}-{meta['commit'][:12]}-decode-attention-{device}"
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 2**30) -> float:
+    """Measured device-memory bandwidth in bytes/s: a 1 GiB copy moves 2 GiB (read and write)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src), warmup=200, rep=200)
+    return 2 * nbytes / (ms * 1e-3)
+
+
+def _rebased_c(log_fgate: Tensor, lens: Tensor) -> Tensor:
+    """Cumulative gate in float64 on the device, minus its value at each sequence's last key, as float32."""
+    c = log_fgate.double().cumsum(1)
+    return (c - c.gather(1, (lens.long() - 1)[:, None, None].expand(-1, 1, c.shape[2]))).float()
+
+
+def _saving(c: Tensor, lens: Tensor, qk_bound: float, head_dim: int, heads_kv: int) -> float:
+    from foxacp.ops.kvcache import CacheProblem, cache_stats, cache_threshold
+
+    B, T, Hq = c.shape
+    problem = CacheProblem(B, 1, T, Hq, heads_kv, head_dim, 1.0 / math.sqrt(head_dim))
+    u = torch.full((B, Hq), qk_bound, dtype=torch.float64, device=c.device)
+    return cache_stats(c, lens, cache_threshold(u, lens, problem, LOG_EPS), 1).flop_saving
+
+
+def fit_profile(context: int, heads_q: int, heads_kv: int, head_dim: int, target: float, device) -> GateProfile:
+    """The synthetic profile whose max_window_factor makes ACP prune ``target`` of one sequence's blocks.
+
+    Fewer pruned blocks as the factor grows (slower forgetting): a bisection on its log, on fixed noise.
+    """
+    lens = torch.tensor([context], dtype=torch.int32, device=device)
+    lo, hi = math.log(1e-3), math.log(1e3)
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        profile = GateProfile(max_window_factor=math.exp(mid))
+        c = _rebased_c(synthetic_log_fgate(1, context, heads_q, profile, device=device), lens)
+        if _saving(c, lens, math.sqrt(head_dim), head_dim, heads_kv) > target:
+            lo = mid
+        else:
+            hi = mid
+    return GateProfile(max_window_factor=math.exp((lo + hi) / 2))
+
+
+def make_cache(
+    batch: int, context: int, heads_q: int, heads_kv: int, head_dim: int, log_fgate: Tensor, label: str, device
+) -> Cache:
+    """A full bf16 cache of one shape (built a sequence at a time to bound the float32 temporaries)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def unit_rms(*shape: int) -> Tensor:
+        x = torch.randn(*shape, generator=gen, device=device)
+        return (x * x.pow(2).mean(-1, keepdim=True).rsqrt()).to(torch.bfloat16)
+
+    q = unit_rms(batch, 1, heads_q, head_dim)
+    k = torch.stack([unit_rms(context, heads_kv, head_dim) for _ in range(batch)])
+    v = torch.randn(batch, context, heads_kv, head_dim, generator=gen, device=device, dtype=torch.bfloat16)
+    lens = torch.full((batch,), context, dtype=torch.int32, device=device)
+    c = _rebased_c(fit_log_fgate(log_fgate.to(device), batch, context, heads_q), lens)
+    return Cache(q, k, v, c, lens, math.sqrt(head_dim), label)
+
+
+def kv_bytes_read(cache: Cache, log_eps: float | None) -> tuple[int, float]:
+    """Bytes of K and V the kernel loads (ACP: blocks kept by any query head of a group), and the saving."""
+    from foxacp.ops.kvcache import DECODE_BLOCK, CacheProblem, cache_stats, cache_threshold, kept_blocks
+
+    B, T, Hq, Hkv, D = cache.shape
+    dense = 2 * B * T * Hkv * D * cache.k.element_size()
+    if log_eps is None:
+        return dense, 0.0
+    problem = CacheProblem(B, 1, T, Hq, Hkv, D, 1.0 / math.sqrt(D))
+    u = torch.full((B, Hq), cache.qk_bound, dtype=torch.float64, device=cache.q.device)
+    delta = cache_threshold(u, cache.lens, problem, log_eps)
+    kept = kept_blocks(cache.c, cache.lens, delta, 1)[:, 0]  # (B, blocks, Hq); the cache is full: all causal
+    loaded = kept.view(B, kept.shape[1], Hkv, Hq // Hkv).any(-1)  # (B, blocks, Hkv)
+    keys = loaded.sum(1) * DECODE_BLOCK - (-T % DECODE_BLOCK)  # the last block, always kept, may be partial
+    nbytes = int(keys.sum()) * 2 * D * cache.k.element_size()
+    return nbytes, cache_stats(cache.c, cache.lens, delta, 1).flop_saving
+
+
+def check_foxacp(cache: Cache, log_eps: float | None) -> float:
+    """Worst relative error (by norm) of the kernel against float64 on the first and last sequences.
+
+    Exact: against exact float64 attention. ACP: against float64 on the same mask, and against exact float64
+    within the ACP bound (2 eps max|v| per element). Raises AssertionError with the numbers on failure.
+    """
+    from foxacp import forgetting_attention_with_kvcache
+    from foxacp.ops.kvcache import CacheProblem, cache_attention_torch, cache_threshold
+
+    B, T, Hq, Hkv, D = cache.shape
+    o = forgetting_attention_with_kvcache(
+        cache.q, cache.k, cache.v, cache.c, cache.lens, log_eps=log_eps, qk_bound=cache.qk_bound
+    )
+    worst = 0.0
+    for b in sorted({0, B - 1}):
+        sl = slice(b, b + 1)
+        problem = CacheProblem(1, 1, T, Hq, Hkv, D, 1.0 / math.sqrt(D))
+        args = (cache.q[sl].double(), cache.k[sl].double(), cache.v[sl].double(), cache.c[sl], cache.lens[sl])
+        exact = cache_attention_torch(*args, None, problem)
+        if log_eps is None:
+            err = rel_err(o[sl], exact)
+            assert err <= TOL["exact"], f"exact: relative error {err:.2e} at sequence {b}"
+        else:
+            u = torch.full((1, Hq), cache.qk_bound, dtype=torch.float64, device=o.device)
+            masked = cache_attention_torch(*args, cache_threshold(u, cache.lens[sl], problem, log_eps), problem)
+            err = rel_err(o[sl], masked)
+            assert err <= TOL["masked"], f"ACP: relative error {err:.2e} against its float64 mask at sequence {b}"
+            drift = (masked - exact).abs().max().item()
+            bound = 2 * math.exp(log_eps) * cache.v[sl].abs().max().item()
+            assert drift <= bound, f"ACP moved the output by {drift:.2e} > its bound {bound:.2e} at sequence {b}"
+        worst = max(worst, err)
+        del args, exact
+    return worst
+
+
+def foxacp_step(cache: Cache, log_eps: float | None, splits: int | None, stages: int | None) -> Callable[[], Tensor]:
+    """One decode attention call; with ``splits`` or ``stages``, the kernel at those settings (sweeps)."""
+    from foxacp import forgetting_attention_with_kvcache
+
+    c = cache
+    if splits is None and stages is None:
+        return lambda: forgetting_attention_with_kvcache(
+            c.q, c.k, c.v, c.c, c.lens, log_eps=log_eps, qk_bound=c.qk_bound
+        )
+    from foxacp.ops.kvcache import DECODE_BLOCK, check_cache_inputs, logit_bound
+    from foxacp.ops.triton_decode import decode_attention
+
+    problem = check_cache_inputs(c.q, c.k, c.v, c.c, c.lens, None, log_eps, "triton")
+    acp = None if log_eps is None else (logit_bound(c.q, c.k, c.lens, problem, c.qk_bound), log_eps)
+    return lambda: decode_attention(c.q, c.k, c.v, c.c, c.lens, acp, problem, DECODE_BLOCK, splits, stages)
+
+
+def variants(splits: Sequence[int | None], stages: Sequence[int | None]) -> list[tuple[str, int | None, int | None]]:
+    """(label, splits, stages) for every combination; the label is "" for the kernel's own choice."""
+    out = []
+    for sp in splits:
+        for st in stages:
+            label = " ".join(f"{k}={v}" for k, v in (("splits", sp), ("stages", st)) if v is not None)
+            out.append((label, sp, st))
+    return out
+
+
+def sdpa_step(cache: Cache, backend: str) -> tuple[Callable[[], Tensor], int, str]:
+    """SDPA's dense decode on head-first contiguous K/V (its users' layout): the step, the bytes of K and V
+    it reads, and a note. GQA goes through ``enable_gqa``; a backend that refuses it gets K and V repeated to
+    the query heads (more bytes). Raises RuntimeError when the backend cannot run the shape at all."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = cache.q.transpose(1, 2).contiguous()
+    k, v = (x.transpose(1, 2).contiguous() for x in (cache.k, cache.v))
+    choice = getattr(SDPBackend, SDPA_BACKENDS[backend])
+    group = q.shape[1] // k.shape[1]
+    note = ""
+
+    def step() -> Tensor:  # reads k, v and group when it runs: the fallback below rebinds them
+        with sdpa_kernel(choice):
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=group > 1)
+
+    if group > 1:
+        try:
+            step()
+            note = "GQA via enable_gqa"
+        except RuntimeError as err:
+            k, v = (x.repeat_interleave(group, dim=1) for x in (k, v))
+            group, note = 1, f"K/V repeated to the query heads (enable_gqa: {str(err).splitlines()[0][:80]})"
+    step()  # raises here when the backend cannot run this shape
+    return step, 2 * k.numel() * k.element_size(), note
+
+
+def run_shape(
+    cache: Cache,
+    rows: Sequence[str],
+    bandwidth: float,
+    timer: Callable[[Callable[[], object]], float],
+    kernel_variants: Sequence[tuple[str, int | None, int | None]] = (("", None, None),),
+) -> list[Row]:
+    """Check and time every row at one shape (foxacp rows once per kernel variant)."""
+    B, T, Hq, Hkv, D = cache.shape
+    out = []
+    jobs = [(name, v) for name in rows for v in (kernel_variants if name.startswith("foxacp") else [("", None, None)])]
+    for name, (label, splits, stages) in jobs:
+        row = Row(name, label, Hq, Hkv, D, B, T, note=f"gates: {cache.gates}")
+        try:
+            if name.startswith("foxacp"):
+                log_eps = LOG_EPS if name == "foxacp-acp" else None
+                row.kv_bytes, row.saving = kv_bytes_read(cache, log_eps)
+                if not label:  # the check covers the kernel's code; variants change only its launch
+                    row.ref_rel_err = check_foxacp(cache, log_eps)
+                fn = foxacp_step(cache, log_eps, splits, stages)
+            else:
+                fn, row.kv_bytes, note = sdpa_step(cache, name)
+                row.note = "; ".join(filter(None, (row.note, note)))
+            row.ms = timer(graphed(fn))
+        except AssertionError as err:
+            row.status, row.note = "failed", f"{row.note}; {err}"
+        except RuntimeError as err:
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            row.status, row.note = "skipped", f"{row.note}; {type(err).__name__}: {first}"
+        row.floor_ms = row.kv_bytes / bandwidth * 1e3
+        if row.ms:
+            row.hbm_share = row.floor_ms / row.ms
+        out.append(row)
+    return out
+
+
+def derive(rows: Sequence[Row]) -> None:
+    """vs cuDNN for every row, and vs the ACP target for ACP rows, from the rows of the same shape."""
+    by_shape: dict[tuple, dict[tuple[str, str], Row]] = {}
+    for r in rows:
+        by_shape.setdefault((r.config, r.batch, r.context), {})[r.row, r.variant] = r
+    for group in by_shape.values():
+        cudnn = group.get(("sdpa-cudnn", ""))
+        for r in group.values():
+            exact = group.get(("foxacp-exact", r.variant))
+            if r.ms and cudnn and cudnn.ms:
+                r.derived["vs_cudnn"] = r.ms / cudnn.ms
+            if r.row == "foxacp-acp" and r.ms and exact and exact.ms:
+                target = ACP_SLACK * (1 - r.saving) * exact.ms + ACP_OVERHEAD_MS
+                r.derived["acp_target_ms"] = target
+                r.derived["vs_target"] = r.ms / target
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def table(rows: Sequence[Row]) -> list[str]:
+    lines = [
+        "| heads | T | B | row | ms | HBM share | floor ms | saving | vs cuDNN | vs ACP target | err vs fp64 | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d = r.derived
+        lines.append(
+            f"| {r.config} | {r.context} | {r.batch} | {' '.join(filter(None, (r.row, r.variant)))} "
+            f"| {_fmt(r.ms, '.4f') if r.ms else r.status} "
+            f"| {_fmt(r.hbm_share, '.1%')} | {_fmt(r.floor_ms, '.4f')} | {r.saving:.1%} "
+            f"| {_fmt(d.get('vs_cudnn'), '.2f')} | {_fmt(d.get('vs_target'), '.2f')} | {_fmt(r.ref_rel_err, '.1e')} "
+            f"| {r.note.replace('|', '/')} |"
+        )
+    return lines
+
+
+def write_results(rows: Sequence[Row], meta: dict, out_dir: Path) -> list[Path]:
+    """decode_attention.json and decode_attention.md under out_dir (created)."""
+    derive(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "decode_attention.json", out_dir / "decode_attention.md"
+    json_path.write_text(json.dumps({"meta": meta, "rows": [dataclasses.asdict(r) for r in rows]}, indent=1) + "\n")
+    header = [
+        "# Decode attention (one query per sequence, full bf16 cache)",
+        "",
+        *(f"- {k}: {v}" for k, v in {**meta, **meta.get("settings", {})}.items() if k != "settings"),
+        "",
+        "ms: triton.testing.do_bench median of a CUDA-graph replay. HBM share: bytes of K and V the row reads / "
+        "measured copy bandwidth / time. floor: those bytes / bandwidth. saving: pruned (query, 64-key block) "
+        f"pairs. vs ACP target: time / ({ACP_SLACK} x (1 - saving) x exact + {ACP_OVERHEAD_MS * 1e3:.0f} us).",
+        "",
+    ]
+    md_path.write_text("\n".join(header + table(rows)) + "\n")
+    return [json_path, md_path]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(float(x[:-1]) * 1024) if x.endswith("k") else int(x) for x in text.split(",") if x]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="B 1, 8 x 16k, 64k with short timings (~3 minutes)")
+    p.add_argument("--batches", type=_ints, default=None, help="comma-separated batch sizes (default 1,8,32)")
+    p.add_argument("--contexts", type=_ints, default=None, help="comma-separated contexts, e.g. 4k,16k,64k")
+    p.add_argument("--configs", default="24/24x64,32/8x128", help="Hq/Hkv x D, comma-separated")
+    p.add_argument("--rows", default="foxacp-exact,foxacp-acp,sdpa-cudnn,sdpa-flash")
+    p.add_argument("--gates", default=None, help="recorded log forget gates (see foxacp.bench.gates)")
+    p.add_argument("--layer", type=int, default=None, help="layer of a 4-d gates file")
+    p.add_argument("--target-saving", type=float, default=0.7, help="share the synthetic profile is fitted to")
+    p.add_argument("--splits", type=_ints, default=None, help="time foxacp at these splits (a sweep)")
+    p.add_argument("--stages", type=_ints, default=None, help="time foxacp at these pipeline depths (a sweep)")
+    p.add_argument("--warmup", type=int, default=1000, help="do_bench warm-up per timing, ms")
+    p.add_argument("--rep", type=int, default=300, help="do_bench measuring time per timing, ms")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<date>-<commit>-...)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches = args.batches or list(QUICK["batches"])
+        args.contexts = args.contexts or list(QUICK["contexts"])
+        args.warmup, args.rep = min(args.warmup, QUICK["warmup"]), min(args.rep, QUICK["rep"])
+    args.batches = args.batches or list(BATCHES)
+    args.contexts = args.contexts or list(CONTEXTS)
+    args.configs = [tuple(int(x) for x in re.split(r"[/x]", c)) for c in args.configs.split(",") if c]
+    args.rows = [r for r in args.rows.split(",") if r]
+    args.variants = variants(args.splits or [None], args.stages or [None])
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; the exit status is 1 when a foxacp row fails its float64 check."""
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        print("the decode attention benchmark needs a CUDA GPU", file=sys.stderr)
+        return 2
+    import foxacp
+
+    device = torch.device("cuda")
+    meta = environment(Path.cwd())
+    out_dir = args.out or out_dir_for(meta)
+    bandwidth = copy_bandwidth(device)
+    meta["settings"] = {
+        "copy_bandwidth_GBps": round(bandwidth / 1e9, 1),
+        "log_eps": LOG_EPS,
+        "qk_bound": "sqrt(head_dim) (unit-RMS q and k rows)",
+        "gates": args.gates or f"synthetic, fitted to {args.target_saving:.0%} saving per (shape, context)",
+        "warmup_ms": args.warmup,
+        "rep_ms": args.rep,
+        "kernel variants": [v[0] or "default" for v in args.variants],
+        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%SZ"),
+    }
+    recorded = None if args.gates is None else load_log_fgate(args.gates, args.layer)
+    timer = lambda fn: bench_ms(fn, warmup=args.warmup, rep=args.rep)  # noqa: E731
+    checks = foxacp.set_value_checks(False)  # a decode step reads nothing back to the host
+    rows: list[Row] = []
+    try:
+        for heads_q, heads_kv, head_dim in args.configs:
+            for context in args.contexts:
+                if recorded is None:
+                    profile = fit_profile(context, heads_q, heads_kv, head_dim, args.target_saving, device)
+                    gates = synthetic_log_fgate(2, context, heads_q, profile, device=device)
+                    label = f"synthetic (max_window_factor {profile.max_window_factor:.3g})"
+                else:
+                    gates, label = recorded, f"recorded ({args.gates})"
+                for batch in args.batches:
+                    cache = make_cache(batch, context, heads_q, heads_kv, head_dim, gates, label, device)
+                    rows += run_shape(cache, args.rows, bandwidth, timer, args.variants)
+                    del cache
+                    torch.cuda.empty_cache()
+                    write_results(rows, meta, out_dir)  # a cut-off run keeps what it measured
+                    print(f"done {heads_q}/{heads_kv}x{head_dim} T={context} B={batch}", file=sys.stderr, flush=True)
+    finally:
+        foxacp.set_value_checks(checks)
+    paths = write_results(rows, meta, out_dir)
+    print("results: " + ", ".join(str(p) for p in paths))
+    print("\n".join(table(rows)))
+    return 1 if any(r.status == "failed" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

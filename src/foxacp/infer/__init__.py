@@ -1,0 +1,6 @@
+"""Inference: generation and sampling with the decoding cache."""
+
+from .generate import decode_n_tokens, decode_one_token, generate, prefill
+from .sampling import sample
+
+__all__ = ["decode_n_tokens", "decode_one_token", "generate", "prefill", "sample"]

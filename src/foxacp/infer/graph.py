@@ -1,0 +1,57 @@
+"""One decode step captured in a CUDA graph: every layer and the sampling replay as one launch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from foxacp.model.cache import KVCache
+from foxacp.ops import set_value_checks
+
+
+class CUDAGraphStep:
+    """``step(tokens)`` (B,) int64 -> (B,) int64, captured once for a cache and replayed.
+
+    The cache's buffers are the graph's static memory, so the graph stays valid for that cache's life
+    (rebasing and resets act on the same buffers in place). Capturing runs the step twice on a side stream
+    first (Triton compiles, the allocator settles); the lengths, gate totals, token-shift state and
+    generator state are restored afterwards, and the entries those runs wrote past each row's length are
+    overwritten by the next real step. Value checks are off while capturing, as they read back to the host.
+    """
+
+    def __init__(
+        self,
+        step: Callable[[Tensor], Tensor],
+        cache: KVCache,
+        example: Tensor,
+        generator: torch.Generator | None,
+    ) -> None:
+        saved = cache.snapshot()
+        rng = generator.get_state() if generator is not None else None
+        self.tokens = example.clone()
+        previous = set_value_checks(False)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    step(self.tokens)
+            torch.cuda.current_stream().wait_stream(side)
+            cache.restore(saved)
+            if generator is not None:
+                generator.set_state(rng)
+            self.graph = torch.cuda.CUDAGraph()
+            if generator is not None:
+                self.graph.register_generator_state(generator)
+            with torch.cuda.graph(self.graph):
+                self.out = step(self.tokens)
+        finally:
+            set_value_checks(previous)
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        """Replay on tokens (B,); the result is a static buffer, overwritten by the next call."""
+        self.tokens.copy_(tokens)
+        self.graph.replay()
+        return self.out

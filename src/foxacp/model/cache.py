@@ -1,0 +1,191 @@
+"""The decoding cache: preallocated per-layer buffers that the model writes at each sequence's length.
+
+Precision of the cumulative gate. The attention only uses differences c_i - c_j, so the cache may subtract
+any per-(sequence, head) constant. A naive float32 running sum reaches |c| ~ 1e4-1e5 after tens of thousands
+of fast-forgetting tokens, where a float32 step is 1e-3-1e-2: the near-diagonal differences, the ones that
+carry the attention mass, would be that wrong. So each layer keeps the running total of its last position
+in float64 (``c_last``) relative to an anchor, writes every new c as float32(running total), and ``rebase``
+moves the anchor to the newest position once |c_last| exceeds ``REBASE_AT``: the cached c of that
+(sequence, head) are shifted by the same integer constant. Shifting by an integer keeps the values near the
+new anchor exact (they lie on a float32 grid of step <= 1); values far behind it round, but their decay is
+large and precision there is relative. After a shift the running total restarts from the stored float32
+value of the last position (an error of at most half a float32 step at |c| ~ REBASE_AT, once per rebase),
+so that c stays non-increasing even for gates far smaller than a float32 step.
+
+Rebasing the whole cache is one pass over c, so it is rare and decided on the host (the check reads
+|c_last| back): the one-token decode step itself never synchronises and captures in a CUDA graph.
+``generate`` rebases at its periodic EOS checks; a prefill of more than one token rebases (without a host
+read) before it writes, so that the end of a long chunk is written relative to its own position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# |c| at which the anchor moves: float32 values below 2**6 in magnitude are exact to 2**-18 ~ 4e-6.
+REBASE_AT = 64.0
+
+
+@dataclass
+class LayerCache:
+    """One layer's buffers, all written in place.
+
+    k, v: (B, max_len, Hkv, D) keys (after token shift, QK-norm or RoPE) and values, in the model's dtype.
+    c: (B, max_len, Hq) float32 cumulative log forget gate at each position, relative to the anchor.
+    c_last: (B, Hq) float64 running c of the last cached position (0 for an empty sequence).
+    shift_k, shift_v: (B, Hkv, D) the last projected k and v rows before the token shift (FoX Pro), else None.
+    """
+
+    k: Tensor
+    v: Tensor
+    c: Tensor
+    c_last: Tensor
+    shift_k: Tensor | None
+    shift_v: Tensor | None
+
+    def rows(self, start: int, stop: int) -> LayerCache:
+        """Views of rows start:stop (writes go to this cache)."""
+        return LayerCache(*(None if t is None else t[start:stop] for t in self._tensors()))
+
+    def _tensors(self) -> tuple[Tensor | None, ...]:
+        return (self.k, self.v, self.c, self.c_last, self.shift_k, self.shift_v)
+
+    def write(self, pos: Tensor, k: Tensor, v: Tensor, log_fgate: Tensor, *, rebase_at: float | None) -> None:
+        """Store new keys, values and gates at positions pos (B, T) int64; k, v (B, T, Hkv, D); gates (B, T, Hq).
+
+        Index writes (no host read of the positions) so that a decode step captures in a CUDA graph. With
+        ``rebase_at``, the anchor first moves to the last new position where its |c| would exceed it (one
+        pass over ``c``: worth it for a prefill chunk, whose end would otherwise be written imprecisely).
+        """
+        rows = torch.arange(pos.shape[0], device=pos.device)[:, None]
+        self.k[rows, pos] = k.to(self.k.dtype)
+        self.v[rows, pos] = v.to(self.v.dtype)
+        steps = log_fgate.to(torch.float64).cumsum(1)
+        if rebase_at is not None:
+            self.rebase(rebase_at, pos[:, 0], self.c_last + steps[:, -1])
+        c = self.c_last[:, None] + steps
+        self.c[rows, pos] = c.to(torch.float32)
+        self.c_last.copy_(c[:, -1])
+
+    def rebase(self, threshold: float, lengths: Tensor, target: Tensor | None = None) -> None:
+        """Where |target| > threshold, subtract trunc(target) from that (sequence, head)'s c. No host sync.
+
+        lengths (B,): the cached tokens per row; target (B, Hq) float64 defaults to c_last (the anchor moves to
+        the last position). Where it moves, c_last takes the shifted float32 value of the last position: the next c are
+        computed from it, so they can never rise above it even where the shift rounded.
+        """
+        target = self.c_last if target is None else target
+        shift = torch.where(target.abs() > threshold, target.trunc(), 0.0)
+        self.c.sub_(shift.to(torch.float32)[:, None, :])
+        last = (lengths.long() - 1).clamp(min=0)[:, None, None].expand(-1, 1, self.c.shape[2])
+        stored = self.c.gather(1, last)[:, 0].to(torch.float64)
+        moved = (shift != 0) & (lengths[:, None] > 0)
+        self.c_last.copy_(torch.where(moved, stored, self.c_last - shift))
+
+
+class KVCache:
+    """Per-layer decoding buffers and the length of each sequence, allocated once (``FoxLM.new_cache``).
+
+    ``lengths`` (B,) int32 counts each sequence's cached tokens; ``layers`` holds one LayerCache per block.
+    ``rows(start, stop)`` gives a cache over some rows (views), e.g. to prefill prompts of different lengths
+    one by one. ``reset()`` empties it for reuse.
+    """
+
+    def __init__(self, layers: list[LayerCache], lengths: Tensor) -> None:
+        self.layers = layers
+        self.lengths = lengths
+
+    @classmethod
+    def allocate(
+        cls,
+        *,
+        n_layers: int,
+        batch_size: int,
+        max_len: int,
+        heads_q: int,
+        heads_kv: int,
+        head_dim: int,
+        token_shift: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> KVCache:
+        """Zeroed buffers for n_layers layers (see LayerCache for the shapes)."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        B, kv = batch_size, (batch_size, max_len, heads_kv, head_dim)
+
+        def shift() -> Tensor | None:
+            return torch.zeros(B, heads_kv, head_dim, dtype=dtype, device=device) if token_shift else None
+
+        layers = [
+            LayerCache(
+                k=torch.zeros(kv, dtype=dtype, device=device),
+                v=torch.zeros(kv, dtype=dtype, device=device),
+                c=torch.zeros(B, max_len, heads_q, dtype=torch.float32, device=device),
+                c_last=torch.zeros(B, heads_q, dtype=torch.float64, device=device),
+                shift_k=shift(),
+                shift_v=shift(),
+            )
+            for _ in range(n_layers)
+        ]
+        return cls(layers, torch.zeros(B, dtype=torch.int32, device=device))
+
+    @property
+    def batch_size(self) -> int:
+        return self.lengths.shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.layers[0].k.shape[1]
+
+    def rows(self, start: int, stop: int | None = None) -> KVCache:
+        """A cache over rows start:stop (default start + 1) whose buffers are views of this one."""
+        stop = start + 1 if stop is None else stop
+        if not 0 <= start < stop <= self.batch_size:
+            raise ValueError(f"rows {start}:{stop} out of range for a cache of batch size {self.batch_size}")
+        return KVCache([layer.rows(start, stop) for layer in self.layers], self.lengths[start:stop])
+
+    def rebase(self, threshold: float = REBASE_AT) -> bool:
+        """Move the gate anchors where |c_last| > threshold (see the module docstring). Reads back one flag.
+
+        Returns whether any anchor moved.
+        """
+        far = torch.stack([layer.c_last.abs().amax() for layer in self.layers]).amax()
+        if not bool(far > threshold):
+            return False
+        for layer in self.layers:
+            layer.rebase(threshold, self.lengths)
+        return True
+
+    def snapshot(self) -> list[Tensor]:
+        """Copies of what a step changes besides the entries it writes past each row's length.
+
+        ``restore`` of a snapshot undoes any steps taken since (their entries lie past the restored lengths,
+        where nothing reads them and the next step overwrites them); rebasing in between is not undone.
+        """
+        return [t.clone() for t in self._state()]
+
+    def restore(self, snapshot: list[Tensor]) -> None:
+        """Go back to a ``snapshot`` of this cache."""
+        for t, s in zip(self._state(), snapshot, strict=True):
+            t.copy_(s)
+
+    def _state(self) -> list[Tensor]:
+        state = [self.lengths]
+        for layer in self.layers:
+            state += [t for t in (layer.c_last, layer.shift_k, layer.shift_v) if t is not None]
+        return state
+
+    def reset(self) -> None:
+        """Empty every sequence (the buffers stay allocated; stale entries are never read)."""
+        self.lengths.zero_()
+        for layer in self.layers:
+            layer.c_last.zero_()
+            if layer.shift_k is not None:
+                layer.shift_k.zero_()
+                layer.shift_v.zero_()

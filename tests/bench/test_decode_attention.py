@@ -1,0 +1,97 @@
+"""The decode attention benchmark's CPU-side parts: gate fitting, bytes read, the float64 check, results."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from foxacp.bench import decode_attention as bench
+from foxacp.ops.kvcache import DECODE_BLOCK
+
+
+def _cache(B=2, T=1000, Hq=4, Hkv=2, D=32, target=0.6):
+    profile = bench.fit_profile(T, Hq, Hkv, D, target, "cpu")
+    gates = bench.synthetic_log_fgate(2, T, Hq, profile)
+    return bench.make_cache(B, T, Hq, Hkv, D, gates, "synthetic", "cpu"), profile
+
+
+def test_fitted_profile_prunes_the_target_share():
+    cache, profile = _cache(B=1, T=2048, target=0.6)
+    _, saving = bench.kv_bytes_read(cache, bench.LOG_EPS)
+    assert abs(saving - 0.6) < 0.05
+    slower = bench.GateProfile(max_window_factor=profile.max_window_factor * 4)
+    c = bench._rebased_c(bench.synthetic_log_fgate(1, 2048, 4, slower), cache.lens)
+    assert bench._saving(c, cache.lens, cache.qk_bound, 32, 2) < saving  # slower forgetting prunes less
+
+
+def test_bytes_read_count_the_blocks_a_group_keeps():
+    cache, _ = _cache()
+    B, T, Hq, Hkv, D = cache.shape
+    dense, saving = bench.kv_bytes_read(cache, None)
+    assert dense == 2 * B * T * Hkv * D * 2 and saving == 0.0
+    acp, saving = bench.kv_bytes_read(cache, bench.LOG_EPS)
+    assert 0 < saving < 1
+    # A group loads a block when any of its heads keeps it: at least the kept share, at most all.
+    assert (1 - saving) * dense <= acp + 2 * B * Hkv * DECODE_BLOCK * D * 2 and acp < dense
+    assert acp % (2 * D * 2) == 0
+
+
+def test_check_foxacp_passes_and_catches_a_wrong_kernel(monkeypatch):
+    cache, _ = _cache(B=2, T=300)
+    assert bench.check_foxacp(cache, None) < 1e-2
+    assert bench.check_foxacp(cache, bench.LOG_EPS) < 1e-2
+    import foxacp
+
+    wrong = lambda *a, **kw: torch.zeros_like(a[0])  # noqa: E731
+    monkeypatch.setattr(foxacp, "forgetting_attention_with_kvcache", wrong)
+    try:
+        bench.check_foxacp(cache, None)
+    except AssertionError as err:
+        assert "relative error" in str(err)
+    else:
+        raise AssertionError("the check let a wrong output through")
+
+
+def test_results_files_and_derived_ratios(tmp_path):
+    rows = [
+        bench.Row("foxacp-exact", "", 24, 24, 64, 1, 4096, ms=0.02, kv_bytes=10),
+        bench.Row("foxacp-acp", "", 24, 24, 64, 1, 4096, ms=0.01, saving=0.7, kv_bytes=3),
+        bench.Row("foxacp-exact", "splits=4", 24, 24, 64, 1, 4096, ms=0.04, kv_bytes=10),
+        bench.Row("foxacp-acp", "splits=4", 24, 24, 64, 1, 4096, ms=0.01, saving=0.7, kv_bytes=3),
+        bench.Row("sdpa-cudnn", "", 24, 24, 64, 1, 4096, ms=0.025, kv_bytes=10),
+        bench.Row("sdpa-flash", "", 24, 24, 64, 1, 4096, status="skipped", note="no kernel"),
+    ]
+    meta = {"device": "NVIDIA H200", "date": "2026-12-04T10:00:00Z", "commit": "abcdef1234567890", "settings": {}}
+    paths = bench.write_results(rows, meta, tmp_path)
+    acp = rows[1].derived
+    assert math.isclose(acp["vs_cudnn"], 0.4)
+    assert math.isclose(acp["acp_target_ms"], 1.15 * 0.3 * 0.02 + 0.010)
+    assert math.isclose(rows[3].derived["acp_target_ms"], 1.15 * 0.3 * 0.04 + 0.010)  # its own variant's exact
+    saved = json.loads(paths[0].read_text())
+    assert [r["row"] for r in saved["rows"]] == [r.row for r in rows]
+    assert "| 24/24x64 | 4096 | 1 | sdpa-flash | skipped |" in paths[1].read_text()
+    assert str(bench.out_dir_for(meta)) == "results/2026-12-04-abcdef123456-decode-attention-nvidia-h200"
+
+
+def test_quick_arguments():
+    args = bench.parse_args(["--quick", "--configs", "32/8x128"])
+    assert args.batches == [1, 8] and args.contexts == [16384, 65536] and args.configs == [(32, 8, 128)]
+    assert args.warmup <= 200 and args.variants == [("", None, None)]
+    sweep = bench.parse_args(["--splits", "8,16", "--stages", "2"]).variants
+    assert sweep == [("splits=8 stages=2", 8, 2), ("splits=16 stages=2", 16, 2)]
+    assert bench.parse_args(["--contexts", "4k,100"]).contexts == [4096, 100]
+
+
+def test_run_shape_checks_times_and_skips(monkeypatch):
+    cache, _ = _cache(B=1, T=200)
+    monkeypatch.setattr(bench, "graphed", lambda fn: fn)  # CUDA graphs need a GPU; the rows run eagerly here
+    calls = []
+    timer = lambda fn: (calls.append(fn()), 0.5)[1]  # noqa: E731
+    rows = bench.run_shape(cache, ["foxacp-exact", "foxacp-acp", "sdpa-cudnn"], 1e12, timer)
+    exact, acp, cudnn = rows
+    assert exact.status == acp.status == "ok" and exact.ms == 0.5 and len(calls) == 2
+    assert exact.ref_rel_err < 1e-2 and acp.ref_rel_err < 1e-2 and acp.saving > 0
+    assert exact.hbm_share == exact.floor_ms / 0.5 and acp.kv_bytes < exact.kv_bytes
+    assert cudnn.status == "skipped" and "RuntimeError" in cudnn.note  # no cuDNN attention on the CPU
