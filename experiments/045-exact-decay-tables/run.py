@@ -26,7 +26,7 @@ import torch
 import foxacp
 
 OUT = Path(os.environ.get("OUT", "/tmp/exp_out"))
-SHAPES = [(24, 64, 4096), (24, 64, 16384), (12, 128, 4096)]
+SHAPES = [(24, 64, 4096), (24, 64, 16384), (12, 128, 4096)]  # (heads, head dim, tokens per sequence)
 
 
 def _gates(pattern: str, B: int, T: int, H: int, gen: torch.Generator) -> torch.Tensor:
@@ -97,11 +97,29 @@ def _ms(fn) -> float:
 
 
 def time_round(name: str, rnd: int) -> None:
-    from foxacp.bench.gates import GateProfile, synthetic_log_fgate
+    """One round in the tree on PYTHONPATH; NAME "new-dq64" runs dQ on its short-context blocks at every length."""
+    import contextlib
+    import dataclasses
 
     foxacp.set_value_checks(False)
+    if name.endswith("-dq64"):
+        from foxacp.ops.config import kernel_config, use_kernel_config
+
+        cfg = kernel_config(torch.device("cuda"), 64)
+        ctx = use_kernel_config(dataclasses.replace(cfg, dq=cfg.dq_short))
+    else:
+        ctx = contextlib.nullcontext()
+    with ctx:
+        _time_shapes(name, rnd)
+
+
+def _time_shapes(name: str, rnd: int) -> None:
+    from foxacp.bench.gates import GateProfile, synthetic_log_fgate
+
     OUT.mkdir(parents=True, exist_ok=True)
     for H, D, T in SHAPES:
+        if name.endswith("-dq64") and D != 64:
+            continue
         B = max(1, 32768 // T)
         g = synthetic_log_fgate(B, T, H, GateProfile(), seed=1, device="cuda")
         q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))

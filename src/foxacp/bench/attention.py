@@ -52,6 +52,7 @@ from torch import Tensor
 
 from foxacp.testing import float64_reference, rel_err
 
+from ..ops.acp import DEFAULT_LOG_EPS
 from .gates import GateProfile, fit_log_fgate, load_log_fgate, synthetic_log_fgate
 from .peers import PEERS, Inputs, Peer, Unavailable, qknorm_bound
 from .report import ACP_ROW, EXACT_ROW, Row, environment, plot, summary, write_results
@@ -197,7 +198,7 @@ class ShapeSettings:
     tokens: int = TOKENS_PER_BATCH
     seed: int = 0
     static_qk_bound: bool = True
-    log_eps: float = -10.0
+    log_eps: float = DEFAULT_LOG_EPS
     backend: str = "triton"
     check: bool = True
     check_window: int = 2048
@@ -411,7 +412,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gates", type=Path, help="recorded log forget gates (.pt/.safetensors)")
     p.add_argument("--layer", type=int, default=None, help="layer of a (layers, B, T, H) gate file")
     p.add_argument("--qk-bound", choices=("static", "data"), default="static")
-    p.add_argument("--log-eps", type=float, default=-10.0, help="ACP tolerance, natural log")
+    p.add_argument("--log-eps", type=float, default=DEFAULT_LOG_EPS, help="ACP tolerance, natural log")
     p.add_argument("--tokens", type=int, default=TOKENS_PER_BATCH, help="tokens per batch")
     p.add_argument("--tol", type=float, default=2e-2, help="relative error allowed vs float64")
     p.add_argument("--check-window", type=int, default=2048, help="query rows per reference chunk beyond 16k")

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops.acp import DEFAULT_LOG_EPS
 from .attention import bench_ms, graphed, rel_err
 from .gates import GateProfile, fit_log_fgate, load_log_fgate, synthetic_log_fgate
 from .report import ACP_SLACK, environment
@@ -51,7 +52,7 @@ CONFIGS = ((24, 24, 64), (32, 8, 128))  # (query heads, KV heads, head dim)
 BATCHES = (1, 8, 32)
 CONTEXTS = (4096, 16384, 65536)
 QUICK = {"batches": (1, 8), "contexts": (16384, 65536), "warmup": 200, "rep": 100}
-LOG_EPS = -10.0
+LOG_EPS = DEFAULT_LOG_EPS
 ACP_OVERHEAD_MS = 0.010  # the ACP target's allowance for the start search and the fixed cost of a launch
 SDPA_BACKENDS = {"sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-flash": "FLASH_ATTENTION"}
 TOL = {"exact": 1e-2, "masked": 1e-2}  # bf16 output against float64, relative by norm

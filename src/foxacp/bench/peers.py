@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..ops.acp import DEFAULT_LOG_EPS
+
 TILE = 128  # FlexAttention's default sparse block size; the ACP block mask is built on this grid
 
 
@@ -36,7 +38,7 @@ class Inputs:
     log_fgate: Tensor
     do: Tensor
     qk_bound: float | None
-    log_eps: float = -10.0
+    log_eps: float = DEFAULT_LOG_EPS
 
     @property
     def leaves(self) -> list[Tensor]:

@@ -6,8 +6,11 @@ import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+from ..ops.acp import DEFAULT_LOG_EPS
+from ..ops.validate import BACKENDS
+
 VARIANTS = ("fox_pro", "fox", "transformer")
-ATTN_BACKENDS = (None, "triton", "torch", "reference")
+ATTN_BACKENDS = (None, *BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class ModelConfig:
     mlp_ratio: float | None = None
     variant: str = "fox_pro"
     acp: bool = True
-    log_eps: float = -10.0
+    log_eps: float = DEFAULT_LOG_EPS
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     init_std: float = 0.02

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .acp import ACPStats, qk_bound_from_arg, threshold
+from .acp import DEFAULT_LOG_EPS, ACPStats, qk_bound_from_arg, threshold
 from .config import TRITON_HEAD_DIMS, interpreting
 from .validate import Problem, value_checks_on
 
@@ -257,7 +257,7 @@ def forgetting_attention_with_kvcache(
     cache_seqlens: Tensor,
     *,
     sm_scale: float | None = None,
-    log_eps: float | None = -10.0,
+    log_eps: float | None = DEFAULT_LOG_EPS,
     qk_bound: float | Tensor | None = None,
     return_stats: bool = False,
     backend: str | None = None,
