@@ -97,16 +97,21 @@ def _ms(fn) -> float:
 
 
 def time_round(name: str, rnd: int) -> None:
-    """One round in the tree on PYTHONPATH; NAME "new-dq64" runs dQ on its short-context blocks at every length."""
+    """One round in the tree on PYTHONPATH; NAME "new-dq64" runs dQ on its short-context blocks at every length,
+    "new-fwdsub64" the forward's diagonal in sub-blocks of 64 keys."""
     import contextlib
     import dataclasses
 
     foxacp.set_value_checks(False)
-    if name.endswith("-dq64"):
+    if name.endswith("-dq64") or name.endswith("-fwdsub64"):
         from foxacp.ops.config import kernel_config, use_kernel_config
 
         cfg = kernel_config(torch.device("cuda"), 64)
-        ctx = use_kernel_config(dataclasses.replace(cfg, dq=cfg.dq_short))
+        if name.endswith("-dq64"):
+            cfg = dataclasses.replace(cfg, dq=cfg.dq_short)
+        else:
+            cfg = dataclasses.replace(cfg, fwd=dataclasses.replace(cfg.fwd, sub=64))
+        ctx = use_kernel_config(cfg)
     else:
         ctx = contextlib.nullcontext()
     with ctx:
@@ -118,7 +123,7 @@ def _time_shapes(name: str, rnd: int) -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     for H, D, T in SHAPES:
-        if name.endswith("-dq64") and D != 64:
+        if "-" in name and D != 64:
             continue
         B = max(1, 32768 // T)
         g = synthetic_log_fgate(B, T, H, GateProfile(), seed=1, device="cuda")

@@ -173,19 +173,18 @@ def _fwd_inner(acc, l_i, m_i, q, ones, hi_q, desc_k, desc_v, desc_kc, k_row, kv_
 
 
 @triton.jit
-def _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, K, V, k_start, kvh, stride_kt, stride_kh, stride_vt, stride_vh,
-                  Cb, c_ref, lo, hi, qk_scale, HEAD_DIM: tl.constexpr, SUB_N: tl.constexpr):
+def _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref, lo, hi, qk_scale,
+                  SUB_N: tl.constexpr):
     # Keys from the block's first row on: the exact per-element decay and the causal mask. Each key's gate sits
-    # in registers, so the keys come in sub-blocks of SUB_N (a whole block's worth spilled, 1.85x slower:
-    # experiments/045-exact-decay-tables).
+    # in registers, so the keys come in sub-blocks of SUB_N through the copy engine (a whole block's worth
+    # spilled, 1.85x slower; pointer loads spilled too: experiments/045-exact-decay-tables).
     inv_scale = 1.0 / qk_scale
     in_n = tl.arange(0, SUB_N)
     for start_n in range(lo, hi, SUB_N):
         offs_n = start_n + in_n
         ok = offs_n < hi
-        row0 = (k_start + start_n).to(tl.int64)
-        k = _block(K, row0, kvh, in_n, ok, stride_kt, stride_kh, HEAD_DIM)
-        v = _block(V, row0, kvh, in_n, ok, stride_vt, stride_vh, HEAD_DIM)
+        k = desc_ks.load([k_start + start_n, kv_col])
+        v = desc_vs.load([k_start + start_n, kv_col])
         decay = _exact_decay(hi_q, lo_q, tl.load(Cb + offs_n, mask=ok, other=0.0), c_ref)
         s = tl.where(offs_n[None, :] <= pos[:, None], decay * inv_scale + tl.dot(q, k.T), float("-inf"))
         acc, l_i, m_i = _softmax_step(acc, l_i, m_i, s, tl.zeros_like(hi_q), v, qk_scale)
@@ -193,9 +192,8 @@ def _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, K, V, k_start, kvh, stride_
 
 
 @triton.jit
-def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, K, V, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
-               stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n,
-               stride_lo_h, qk_scale, table_scale, seq_q, seq_k,
+def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, desc_ks, desc_vs, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
+               stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, table_scale, seq_q, seq_k,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                ACP: tl.constexpr, UNIFORM: tl.constexpr, SUB_N: tl.constexpr):
@@ -227,8 +225,8 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, K, V, C, O, LSE, KV_LO, CU_Q, CU
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, hi_q, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
                                c_ref, lo, tl.minimum(diag, hi), qk_scale, BLOCK_N)
-    acc, l_i, m_i = _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, K, V, k_start, h // GROUP, stride_kt, stride_kh,
-                                  stride_vt, stride_vh, Cb, c_ref, tl.maximum(lo, diag), hi, qk_scale, HEAD_DIM, SUB_N)
+    acc, l_i, m_i = _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref,
+                                  tl.maximum(lo, diag), hi, qk_scale, SUB_N)
     o = acc * (1.0 / l_i)[:, None]  # one division per row, not per element: -88 instructions per thread (exp. 044)
     tl.store(_rows(O, row0, h, in_m, stride_ot, stride_oh, HEAD_DIM), o.to(O.dtype.element_ty), mask=row_ok[:, None])
     tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
