@@ -193,7 +193,8 @@ def _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, 
 
 @triton.jit
 def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, desc_ks, desc_vs, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
-               stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, table_scale, seq_q, seq_k,
+               stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, table_scale,
+               seq_q, seq_k,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                ACP: tl.constexpr, UNIFORM: tl.constexpr, SUB_N: tl.constexpr):
