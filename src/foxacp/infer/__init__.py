@@ -1,0 +1,5 @@
+"""Inference: loading a trained model (``load``)."""
+
+from .load import load
+
+__all__ = ["load"]
