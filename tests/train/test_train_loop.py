@@ -90,3 +90,28 @@ def test_activation_checkpointing_changes_nothing_but_memory(small_config, tmp_p
     reference = foxacp.load(plain.run_dir)
     for (name, a), b in zip(reference.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_grad_clip_zero_turns_clipping_off(small_config, tmp_path):
+    off = small_config("steps=3", "grad_clip=0", out=tmp_path / "off")
+    huge = small_config("steps=3", "grad_clip=1e30", out=tmp_path / "huge")
+    clipped = small_config("steps=3", "grad_clip=0.01", out=tmp_path / "clipped")
+    for cfg in (off, huge, clipped):
+        train(cfg)
+    assert train_losses(off.run_dir) == train_losses(huge.run_dir)
+    assert train_losses(off.run_dir)[3] != train_losses(clipped.run_dir)[3]
+
+
+def test_resume_logs_changed_settings_and_refuses_another_preset(small_config, tmp_path):
+    from foxacp.train.config import ConfigError
+
+    cfg = small_config("steps=2")
+    train(cfg)
+    more = dataclasses.replace(cfg, steps=3, eval_every=3)
+    train(more, resume=cfg.run_dir)
+    start = [r for r in read_log(cfg.run_dir) if r["kind"] == "start"][-1]
+    assert start["resume_changes"] == {"steps": [2, 3], "eval_every": [0, 3]}
+    config = (cfg.run_dir / "config.json").read_text()
+    with pytest.raises(ConfigError, match="keeps its preset"):
+        train(dataclasses.replace(more, preset="125M", steps=4), resume=cfg.run_dir)
+    assert (cfg.run_dir / "config.json").read_text() == config
