@@ -219,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CheckpointError, RunDirError, DivergedError, ValueError, OSError) as e:
         print(f"foxacp: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which stops cleanly on its own)
+        print("foxacp: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
