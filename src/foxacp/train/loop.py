@@ -117,7 +117,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, overwrite: bool
     checks = set_value_checks(True)
     lock = None
     try:
-        lock, changes = _on_main(d, lambda: _claim_run_dir(cfg, resume, overwrite, d))
+        lock, changes = _on_main(d, lambda: _claim_run_dir(cfg, resume, overwrite, d)) or (None, {})
         summary = _train(cfg, resume, changes, d)
         barrier(d)  # every rank done (rank 0 writes last) before any tears the process group down
         return summary
@@ -141,7 +141,7 @@ def _on_main(d: Dist, fn: Callable[[], Any]) -> Any:
         raise error
     if failed is not None:
         raise RunDirError(f"rank 0 could not start the run: {failed}")
-    return result if d.is_main else (None, None)
+    return result
 
 
 def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, d: Dist):
@@ -172,9 +172,8 @@ def _resume_changes(cfg: TrainConfig, resume: str | Path) -> dict[str, list[Any]
             f"checkpoint {ckpt} is of a {saved.get('preset')!r} run; a resumed run keeps its preset "
             f"(got {cfg.preset!r}); change single settings with --set"
         )
-    now = TrainConfig.from_dict(saved).to_dict() if saved else {}
-    mine = cfg.to_dict()
-    return {k: [now.get(k), v] for k, v in mine.items() if now.get(k) != v}
+    before = TrainConfig.from_dict(saved).to_dict()
+    return {k: [before[k], v] for k, v in cfg.to_dict().items() if before[k] != v}
 
 
 @dataclass
