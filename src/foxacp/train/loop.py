@@ -202,6 +202,8 @@ class Session:
 
 @dataclass
 class StepResult:
+    """What one optimizer step reports, summed over ranks and on the host."""
+
     loss: float  # mean over the global batch's target tokens
     grad_norm: float
     lr: float
