@@ -75,3 +75,65 @@ def test_bench_forwards_its_arguments(monkeypatch):
 def test_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "foxacp.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "export-gates" in proc.stdout
+
+
+def test_train_into_an_existing_run_is_refused_and_overwrite_replaces_it(data_args, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *data_args, "steps=2"]) == 0
+    log = (out / "log.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), *data_args, "steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("foxacp: error: ") and "--resume" in err and "--overwrite" in err
+    assert (out / "log.jsonl").read_text() == log
+    assert main(["train", "--out", str(out), "--overwrite", *data_args, "steps=1"]) == 0
+    assert [r["step"] for r in read_log(out) if r["kind"] == "train"] == [1]
+
+
+def test_a_failed_resume_leaves_the_config_and_another_preset_is_refused(data_args, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *data_args, "steps=2"]) == 0
+    config = (out / "config.json").read_bytes()
+    for bad in (["--set", "model.n_heads=5"], ["--set", "lr=-1"], ["--preset", "125M"]):
+        assert main(["train", "--resume", "--out", str(out), *bad]) == 2
+        assert (out / "config.json").read_bytes() == config, bad
+    assert "keeps its preset" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--preset", "tiny", "--set", "steps=3"]) == 0
+    start = [r for r in read_log(out) if r["kind"] == "start"][-1]
+    assert start["resume_changes"] == {"steps": [2, 3]}
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(data_args, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *data_args, "steps=1"]) == 0
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["export-gates", str(out), "--out", str(tmp_path / "g.safetensors"), "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert main(["export-gates", str(out), "--out", str(tmp_path / "missing" / "g.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (out / "checkpoints" / "latest").write_bytes(b"\x00\xff")
+    assert main(["export-gates", str(out), "--out", str(tmp_path / "g.safetensors")]) == 2
+    assert "latest is malformed" in capsys.readouterr().err
+
+    import foxacp.train.loop as loop
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr(loop, "train", denied)
+    assert main(["train", "--out", str(tmp_path / "x"), *data_args]) == 2
+    assert capsys.readouterr().err.strip() == f"foxacp: error: [Errno 13] Permission denied: '{out}'"
+    monkeypatch.setattr(loop, "train", lambda *a, **k: {}["a bug"])
+    with pytest.raises(KeyError):
+        main(["train", "--out", str(tmp_path / "y"), *data_args])
+
+
+def test_demo_replaces_its_own_previous_output(data_args, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    demo = ["demo", *data_args[2:], f"corpus={data_args[1]}", "steps=2"]
+    assert main(demo) == 0 and main(demo) == 0
+    assert [r["step"] for r in read_log(tmp_path / "runs" / "demo") if r["kind"] == "train"] == [1, 2]
+    other = tmp_path / "mine"
+    assert main([*demo, "--out", str(other)]) == 0
+    assert main([*demo, "--out", str(other)]) == 2  # a folder the user named is protected like train's

@@ -1,7 +1,14 @@
 """foxacp: Forgetting Transformers with Adaptive Computation Pruning."""
 
-from .infer import generate
+from .infer import generate, load
 from .ops import ACPStats, forgetting_attention, forgetting_attention_with_kvcache, set_value_checks
 
-__all__ = ["ACPStats", "forgetting_attention", "forgetting_attention_with_kvcache", "generate", "set_value_checks"]
+__all__ = [
+    "ACPStats",
+    "forgetting_attention",
+    "forgetting_attention_with_kvcache",
+    "generate",
+    "load",
+    "set_value_checks",
+]
 __version__ = "0.1.0"

@@ -9,6 +9,16 @@
     foxacp bench --quick                          the attention benchmark (foxacp.bench.attention)
 
 Multi-GPU: ``torchrun --standalone --nproc-per-node=N -m foxacp.cli train ...``.
+
+An existing run directory is refused unless --resume continues it or --overwrite replaces it; a run locks
+its directory. The first SIGINT/SIGTERM stops training after the current step with a checkpoint, and the
+command exits with 128 + the signal number (130, 143), the shell's code for a run ended by that signal; a
+second signal ends it at once.
+
+Exit status 2 and one line ``foxacp: error: ...`` for the errors a user can fix: bad settings
+(ConfigError and every ValueError: the library's contract is a ValueError naming the argument), checkpoints
+(CheckpointError), run directories (RunDirError), a diverged run (DivergedError) and files (OSError:
+missing, not permitted, disk full). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -36,8 +47,9 @@ def _run_dir_of(path: Path) -> Path:
 def train_config_from_args(args: argparse.Namespace):
     """(TrainConfig, resume source or None) from the ``train`` arguments.
 
-    A resumed run starts from the config.json of the run it resumes (unless --preset is given); --data,
-    --tokenizer, --steps, --out and then every --set are applied on top.
+    A resumed run starts from the config.json of the run it resumes; --preset may only name its preset
+    (the loop refuses another); --data, --tokenizer, --steps, --out and then every --set are applied on top
+    (the loop logs what changed).
     """
     from foxacp.train.config import TrainConfig, parse_overrides, preset_config
 
@@ -51,11 +63,13 @@ def train_config_from_args(args: argparse.Namespace):
         else:
             raise SystemExit("foxacp train: --resume without a path needs --out RUN_DIR")
         saved = _run_dir_of(resume) / "config.json"
-        if args.preset is None and saved.exists():
+        if saved.exists():
             base = TrainConfig.load(saved)
     if base is None:
         base = preset_config(args.preset or "tiny")
     changes = {}
+    if args.preset is not None:
+        changes["preset"] = args.preset
     if args.data is not None:
         changes["corpus"] = args.data
     if args.tokenizer is not None:
@@ -73,7 +87,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from foxacp.train.plot import plot_run
 
     cfg, resume = train_config_from_args(args)
-    summary = train(cfg, resume=resume)
+    summary = train(cfg, resume=resume, overwrite=args.overwrite)
+    if summary["stopped_by"] is not None:
+        return 128 + signal.Signals[summary["stopped_by"]].value
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"plot: {plot_run(summary['run_dir'])}")
     return 0
@@ -88,7 +104,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, out=args.out, device="cpu", steps=args.steps)
     cfg = parse_overrides(cfg, args.set or [])
     start = time.perf_counter()
-    s = train(cfg)
+    # The demo's own folder holds the previous demo: each demo replaces it. Any other folder is protected.
+    s = train(cfg, overwrite=args.overwrite or Path(args.out) == Path(DEMO_OUT))
+    if s["stopped_by"] is not None:
+        return 128 + signal.Signals[s["stopped_by"]].value
     plot = plot_run(s["run_dir"])
     minutes = (time.perf_counter() - start) / 60
     print(
@@ -117,7 +136,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_export_gates(args: argparse.Namespace) -> int:
-    from foxacp.train.export import export_gates
+    from foxacp.eval.gates import export_gates
 
     shape = export_gates(args.run_dir, args.out, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
     print(f"wrote {args.out}: log_fgate {shape} (layers, batch, tokens, heads) float32")
@@ -127,13 +146,15 @@ def cmd_export_gates(args: argparse.Namespace) -> int:
 def load_for_generation(run_dir: Path, device: str):
     """(model, tokenizer) of a run directory, the model in eval mode on ``device``.
 
-    Loads through ``train.export.load_run_model`` until ``foxacp.load`` takes over; the tokenizer is rebuilt
-    from the run's spec (a trained BPE is read from its cache).
+    The model comes from ``foxacp.load``; the tokenizer is rebuilt from the run's spec (a trained BPE is read
+    from its cache).
     """
     from foxacp.data import build_tokenizer, load_corpus
-    from foxacp.train.export import load_run_model
+    from foxacp.infer import load
+    from foxacp.train import TrainConfig
 
-    model, cfg, _ = load_run_model(run_dir, device)
+    model = load(run_dir, device=device)
+    cfg = TrainConfig.load(Path(run_dir) / "config.json")
     corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
     return model, build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())
 
@@ -211,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the tiny preset on the stdlib corpus on CPU")
     demo.add_argument("--out", default=DEMO_OUT, help="run directory")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
+    demo.add_argument(
+        "--overwrite", action="store_true", help=f"replace a run in --out (the default {DEMO_OUT} is always replaced)"
+    )
     overrides(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -228,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="continue from PATH (a run or checkpoint directory), or from --out's latest checkpoint",
     )
+    tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its log, checkpoints)")
     overrides(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -261,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``foxacp`` and ``python -m foxacp.cli``; returns the exit status."""
-    from foxacp.train.checkpoint import CheckpointError
-    from foxacp.train.config import ConfigError  # a ValueError, listed for the reader
+    """Entry point of ``foxacp`` and ``python -m foxacp.cli``; returns the exit status (see the module
+    docstring for which errors become one line and status 2)."""
+    from foxacp.train import CheckpointError, ConfigError, DivergedError, RunDirError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -271,9 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:  # bad specs, paths, files
-        print(f"foxacp {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, RunDirError, DivergedError, ValueError, OSError) as e:
+        print(f"foxacp: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which stops cleanly on its own)
+        print("foxacp: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -116,3 +116,19 @@ def test_too_few_documents(tmp_path: Path):
         load_corpus(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="max_bytes"):
         load_corpus("stdlib", max_bytes=0)
+
+
+def test_binary_files_in_a_folder_are_skipped_with_a_warning(text_folder: Path):
+    clean = load_corpus(str(text_folder))
+    (text_folder / "photo.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    (text_folder / "latin1.txt").write_bytes("caf\xe9 cr\xe8me, na\xefve text\n".encode("latin-1"))
+    with pytest.warns(UserWarning, match=r"skipping .*photo\.txt, which looks binary"):
+        corpus = load_corpus(str(text_folder))
+    assert "photo.txt" not in corpus.ids and "latin1.txt" in corpus.ids  # another encoding is still text
+    assert len(corpus.ids) == len(clean.ids) + 1
+
+
+def test_a_malformed_jsonl_line_names_the_file_and_line(text_folder: Path):
+    (text_folder / "records.jsonl").write_text('{"text": "one"}\n\n{"text": "two"\n')
+    with pytest.raises(ValueError, match=r"records\.jsonl:3: malformed JSONL line"):
+        load_corpus(str(text_folder))

@@ -81,3 +81,21 @@ def test_token_dtype():
     assert token_dtype(257) == np.uint16
     assert token_dtype(65536) == np.uint16
     assert token_dtype(65537) == np.uint32
+
+
+def test_temporaries_of_a_killed_build_are_removed_next_time(text_folder: Path, tmp_path: Path):
+    import os
+
+    from foxacp.data.cache import cache_path
+    from foxacp.io import host_name
+    from tests.test_io import dead_pid
+
+    corpus = load_corpus(str(text_folder))
+    folder = cache_path(tmp_path, corpus, ByteTokenizer())
+    folder.mkdir(parents=True)
+    dead = folder / f".train.bin.tmp-{dead_pid()}-{host_name()}-0123abcd"
+    alive = folder / f".val.bin.tmp-{os.getpid()}-{host_name()}-89abcdef"
+    dead.write_bytes(b"partial")
+    alive.write_bytes(b"being written")
+    prepare_tokens(corpus, ByteTokenizer(), tmp_path, progress=False)
+    assert not dead.exists() and alive.exists()

@@ -81,3 +81,12 @@ def test_hf_tokenizer_from_local_file(tmp_path: Path):
 def test_bad_tokenizer_specs(spec: str, match: str):
     with pytest.raises(ValueError, match=match):
         build_tokenizer(spec)
+
+
+def test_an_hf_path_that_is_not_a_tokenizer_is_a_value_error(tmp_path: Path):
+    not_tokenizer = tmp_path / "tokenizer.json"
+    not_tokenizer.write_text('{"hello": "world"}')
+    with pytest.raises(ValueError, match="is not a tokenizers tokenizer.json"):
+        build_tokenizer(f"hf:{not_tokenizer}")
+    with pytest.raises(ValueError, match="is not a tokenizers tokenizer.json"):
+        build_tokenizer(f"hf:{tmp_path}")  # a folder whose tokenizer.json is not one

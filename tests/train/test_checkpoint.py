@@ -146,3 +146,28 @@ def test_weights_that_do_not_fit_raise(tmp_path):
     three = ModelConfig(vocab_size=64, n_layers=3, d_model=32, n_heads=2, attn_backend="torch")
     with pytest.raises(CheckpointError, match="does not fit the model"):
         load_checkpoint(tmp_path, *trained(0, three), model_config=three, d=ONE)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda c: (c / META).write_text("[]"), r"meta.json is malformed \(not a JSON object\)"),
+        (lambda c: (c / META).write_text('{"format": 1, "step": 1}'), "meta.json is malformed"),
+        (lambda c: _edit_meta(c, files={"model.safetensors": 3}), "meta.json is malformed"),
+        (lambda c: (c.parent / LATEST).write_bytes(b"\xff\xfe\x00"), "latest is malformed"),
+        (lambda c: (c.parent / LATEST).write_text("../../etc\n"), "latest is malformed"),
+        (lambda c: (c.parent / LATEST).write_text(""), "latest is malformed"),
+    ],
+)
+def test_malformed_meta_or_latest_pointer_raise_checkpoint_errors(tmp_path, damage, message):
+    model, opt = trained()
+    ckpt = save(tmp_path, 1, model, opt)
+    damage(ckpt)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path, *trained(1), model_config=MCFG, d=ONE)
+
+
+def _edit_meta(ckpt, **changes):
+    meta = json.loads((ckpt / META).read_text())
+    meta.update(changes)
+    (ckpt / META).write_text(json.dumps(meta))

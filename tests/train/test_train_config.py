@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -130,3 +131,66 @@ def test_weight_decay_on_weights_and_embeddings_only():
     opt = build_optimizer(model, TrainConfig())
     assert opt.defaults["betas"] == (0.9, 0.95)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("seq_len=0", "seq_len must be a positive integer, got 0"),
+        ("micro_batch_size=0", "micro_batch_size must be a positive integer"),
+        ("global_batch_tokens=-4096", "global_batch_tokens must be a positive integer"),
+        ("log_every=0", "log_every must be a positive integer"),
+        ("steps=0", "steps must be a positive integer or none"),
+        ("steps=-3", "steps must be a positive integer or none"),
+        ("max_tokens=0", "max_tokens must be a positive integer"),
+        ("grad_clip=-1", r"grad_clip must be a finite number >= 0 \(0: no clipping\), got -1.0"),
+        ("grad_clip=nan", "grad_clip must be"),
+        ("lr=inf", "lr must be a finite number > 0, got inf"),
+        ("lr=nan", "lr must be a finite number > 0, got nan"),
+        ("lr=-1e-3", "lr must be a finite number > 0"),
+        ("lr=0", "lr must be a finite number > 0"),
+        ("warmup_tokens=-1", "warmup_tokens must be an integer >= 0"),
+        ("min_lr_ratio=1.5", r"min_lr_ratio must be a number in \[0, 1\]"),
+        ("weight_decay=-0.1", "weight_decay must be a finite number >= 0"),
+        ("betas=0.9,1.0", r"betas must be two numbers in \[0, 1\)"),
+        ("adam_eps=0", "adam_eps must be a finite number > 0"),
+        ("seed=-1", "seed must be an integer >= 0"),
+        ("dtype=fp16", "dtype must be bf16 or fp32"),
+        ("device=tpu", "device must be auto, cpu or cuda"),
+        ("eval_every=-1", "eval_every must be an integer >= 0"),
+        ("eval_batches=0", "eval_batches must be a positive integer"),
+        ("eval_buckets=0", "eval_buckets must be a positive integer"),
+        ("ckpt_every=-1", "ckpt_every must be an integer >= 0"),
+        ("ckpt_keep=-1", "ckpt_keep must be an integer >= 0"),
+        ("peak_tflops=0", "peak_tflops must be a finite number > 0 or none"),
+        ("corpus=", "corpus must be a corpus spec"),
+        ("tokenizer= ", "tokenizer must be a tokenizer spec"),
+        ("cache_dir=", "cache_dir must be a folder path"),
+        ("out=", "out must be a folder path or none"),
+        ("model=", "model must be the name of a model preset"),
+    ],
+)
+def test_every_bad_field_value_is_refused_in_one_line_naming_it(item, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_overrides(preset_config("tiny"), [item])
+    assert "\n" not in str(info.value)
+
+
+def test_every_field_has_a_rule_and_python_values_are_checked_too():
+    from foxacp.train.config import RULES
+
+    assert set(RULES) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, value in [("seq_len", True), ("lr", "1e-3"), ("pack", 1), ("betas", [0.9, 0.95]), ("steps", 2.0)]:
+        with pytest.raises(ConfigError, match=f"^{name} must be"):
+            TrainConfig(**{name: value})
+    assert TrainConfig(grad_clip=0).grad_clip == 0  # 0 turns clipping off (documented)
+
+
+def test_a_malformed_config_file_names_itself(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"lr": ')
+    with pytest.raises(ConfigError, match="config.json is not a valid training config"):
+        TrainConfig.load(path)
+    path.write_text('{"lr": -1}')
+    with pytest.raises(ConfigError, match="lr must be a finite number > 0"):
+        TrainConfig.load(path)

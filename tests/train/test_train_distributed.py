@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from foxacp.train.export import load_run_model
+import foxacp
 from foxacp.train.loop import train
 from foxacp.train.metrics import read_log
 
@@ -49,8 +49,8 @@ def test_two_process_fsdp_matches_one_process_and_resumes(small_config, corpus_d
         assert two_losses[step] == pytest.approx(one_losses[step], rel=1e-5)
 
     # Rank 0 gathered the full weights: they load into a plain model and match the one-process run.
-    model_two, _, _ = load_run_model(two)
-    model_one, _, _ = load_run_model(single.run_dir)
+    model_two = foxacp.load(two)
+    model_one = foxacp.load(single.run_dir)
     for (name, a), b in zip(model_one.state_dict().items(), model_two.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 

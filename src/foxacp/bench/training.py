@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from foxacp.eval import plot_position_loss
+from foxacp.io import read_jsonl
+
 from .report import git_commit
 from .results import RESULTS_ROOT, device_tag, result_dir
 
@@ -58,15 +61,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
     Raises FileNotFoundError when ``path`` does not exist.
     """
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return [r for _, r in read_jsonl(path, skip_malformed=True) if isinstance(r, dict)]
 
 
 def load_run(path: Path, label: str) -> Run:
@@ -289,10 +284,10 @@ def plot(runs: Sequence[Run], summaries: Sequence[dict[str, Any]], path: Path, t
         )
 
         if s["eval_position_loss"]:
-            size = s["eval_bucket_size"] or 1
-            xs = [(j + 0.5) * size for j in range(len(s["eval_position_loss"]))]
-            ys = [math.nan if v is None else v for v in s["eval_position_loss"]]
-            ax_pos.plot(xs, ys, ls=line, color=color, label=f"{run.label} (step {s['final_eval_step']})")
+            label = f"{run.label} (step {s['final_eval_step']})"
+            plot_position_loss(
+                ax_pos, s["eval_position_loss"], s["eval_bucket_size"] or 1, ls=line, color=color, label=label
+            )
 
         timed = [r for r in run.train if "tokens_per_s" in r]
         ax_tps.plot(

@@ -16,7 +16,7 @@ from foxacp.data.batches import (
 )
 from foxacp.data.cache import TokenCache, TokenSplit, prepare_tokens
 from foxacp.data.corpus import Corpus, load_corpus
-from foxacp.data.pipeline import Datasets, make_datasets
+from foxacp.data.pipeline import Datasets, make_datasets, prepare_data
 from foxacp.data.tokenizer import ByteTokenizer, Tokenizer, TokenizersTokenizer, build_tokenizer
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "make_batch",
     "make_datasets",
     "num_windows",
+    "prepare_data",
     "prepare_tokens",
     "validation_batches",
 ]

@@ -7,18 +7,16 @@ Layout of CACHE_DIR/tokens/<corpus key>--<tokenizer name>/:
     train.offsets.npy, ...      int64 (n_docs + 1,): document i is tokens[offsets[i]:offsets[i+1]]
     meta.json                   written last: a cache without it is incomplete and is rebuilt
 
-Every file is written to a temporary name and moved into place with os.replace, so an interrupted
-run never leaves a cache that looks complete, and ranks that build the same cache at once write
-identical files.
+Every file is written to a temporary name and moved into place with os.replace (foxacp.io), so an
+interrupted run never leaves a cache that looks complete, and ranks that build the same cache at once
+write identical files. Temporaries left by a killed process are deleted when the cache is next prepared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -29,6 +27,7 @@ from tqdm import tqdm
 
 from foxacp.data.corpus import Corpus, Split
 from foxacp.data.tokenizer import Tokenizer
+from foxacp.io import atomic_file, atomic_write, remove_stale_temps
 
 SPLITS: tuple[Split, ...] = ("train", "val")
 ENCODE_CHUNK = 256  # documents per encode_batch call
@@ -98,10 +97,11 @@ def prepare_tokens(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, *, pro
         "vocab_size": tokenizer.vocab_size,
         "dtype": token_dtype(tokenizer.vocab_size).name,
     }
+    remove_stale_temps(path)
     if not _is_complete(path, meta):
         path.mkdir(parents=True, exist_ok=True)
         counts = {s: _write_split(path, s, corpus, tokenizer, progress) for s in SPLITS}
-        _atomic_write(path / "meta.json", json.dumps({**meta, "splits": counts}, indent=1).encode())
+        atomic_write(path / "meta.json", json.dumps({**meta, "splits": counts}, indent=1))
     return TokenCache(path, *(_load_split(path, s, meta["dtype"]) for s in SPLITS))
 
 
@@ -122,7 +122,7 @@ def _write_split(path: Path, split: Split, corpus: Corpus, tokenizer: Tokenizer,
         unit="doc",
         disable=not progress,
     )
-    with _atomic_file(path / f"{split}.bin") as f:
+    with atomic_file(path / f"{split}.bin") as f:
         for texts in _chunks(corpus.documents(split), ENCODE_CHUNK):
             for ids in tokenizer.encode_batch(texts):
                 doc = np.array([*ids, tokenizer.eos_id], dtype=dtype)
@@ -133,7 +133,7 @@ def _write_split(path: Path, split: Split, corpus: Corpus, tokenizer: Tokenizer,
     if not lengths:
         raise ValueError(f"corpus {corpus.spec!r} has no {split} documents")
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    with _atomic_file(path / f"{split}.offsets.npy") as f:
+    with atomic_file(path / f"{split}.offsets.npy") as f:
         np.save(f, offsets)
     return {"documents": len(lengths), "tokens": int(offsets[-1])}
 
@@ -146,27 +146,3 @@ def _load_split(path: Path, split: Split, dtype: str) -> TokenSplit:
 def _chunks(texts: Iterator[str], size: int) -> Iterator[list[str]]:
     while chunk := list(islice(texts, size)):
         yield chunk
-
-
-class _atomic_file:
-    """Open a temporary file next to `path`; on a clean exit move it onto `path`, else delete it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-
-    def __enter__(self):
-        self.file = self.tmp.open("wb")
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.file.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    with _atomic_file(path) as f:
-        f.write(data)

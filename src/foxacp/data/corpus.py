@@ -24,10 +24,13 @@ import math
 import os
 import sys
 import sysconfig
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from foxacp.io import read_jsonl
 
 Split = Literal["train", "val"]
 
@@ -35,6 +38,9 @@ VAL_FRACTION = 0.015
 MIN_VAL_DOCS = 3
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
 JSONL_SUFFIX = ".jsonl"
+SNIFF_BYTES = 8192  # how much of a text file is checked for binary content
+# Bytes that occur in text: everything but the C0 control codes other than \t \n \v \f \r \b and ESC.
+_TEXT_BYTES = bytes(b for b in range(256) if b >= 32 or b in b"\t\n\v\f\r\b\x1b")
 # Bump when the listing or the split rule changes: it is part of every cache key.
 SPLIT_VERSION = 1
 
@@ -99,7 +105,8 @@ def load_corpus(spec: str, *, max_bytes: int | None = None) -> Corpus:
 
     Raises:
         ValueError: empty spec, missing path, a folder without text files, a non-positive max_bytes,
-            fewer than 2 documents, or (hf) a missing split or text field.
+            fewer than 2 documents, a malformed .jsonl line (naming the file and line), or (hf) a missing
+            split or text field.
     """
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
@@ -146,31 +153,42 @@ def _file_corpus(spec: str, key: str, root: Path, files: list[Path], field: str,
     for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
         rel = path.relative_to(root).as_posix()
         if path.suffix == JSONL_SUFFIX:
-            with path.open(encoding="utf-8") as f:
-                entries += [(f"{rel}:{n}", path, n) for n, line in enumerate(f, 1) if line.strip()]
+            entries += [(f"{rel}:{n}", path, n) for n, _ in read_jsonl(path)]
         elif path.stat().st_size > 0:
+            if _looks_binary(path):
+                warnings.warn(f"corpus {spec!r}: skipping {path}, which looks binary, not text", stacklevel=3)
+                continue
             entries.append((rel, path, None))
     if not entries:
         raise ValueError(f"corpus {spec!r} has no documents")
     by_id = {doc_id: (path, line) for doc_id, path, line in entries}
 
     def read(ids: Sequence[str]) -> Iterator[str]:
-        cached_path, cached_lines = None, []
+        cached_path, cached_records = None, {}
         for doc_id in ids:
             path, line = by_id[doc_id]
             if line is None:
                 yield path.read_text(encoding="utf-8", errors="replace")
                 continue
             if path != cached_path:
-                cached_path, cached_lines = path, path.read_text(encoding="utf-8").splitlines()
-            record = json.loads(cached_lines[line - 1])
-            if field not in record:
+                cached_path, cached_records = path, dict(read_jsonl(path))
+            record = cached_records[line]
+            if not isinstance(record, dict) or field not in record:
                 raise ValueError(f"{path}:{line} has no text field {field!r}")
             yield str(record[field])
 
     ids = tuple(doc_id for doc_id, _, _ in entries)
     full_key = f"{key}-v{SPLIT_VERSION}-max{max_bytes}"
     return Corpus(spec, full_key, ids, held_out_ids(ids), read, max_bytes)
+
+
+def _looks_binary(path: Path) -> bool:
+    """Whether the first SNIFF_BYTES of ``path`` hold a NUL byte or more than 10% control bytes. Text in
+    another encoding than UTF-8 (latin-1 sources in the stdlib) is still text and is read with
+    replacement characters; images, archives and pickles hold NUL bytes within a few KB."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    return b"\0" in head or len(head.translate(None, _TEXT_BYTES)) > len(head) // 10
 
 
 def _hf_corpus(spec: str, max_bytes: int | None) -> Corpus:

@@ -1,4 +1,4 @@
-"""The one call the trainer makes: corpus + tokenizer + token cache -> train and val batches."""
+"""The data sequence in one place: corpus -> tokenizer -> token cache (prepare_data), then batches (make_datasets)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from foxacp.data.batches import Batch, BatchLoader, validation_batches
-from foxacp.data.cache import prepare_tokens
+from foxacp.data.cache import TokenCache, prepare_tokens
 from foxacp.data.corpus import load_corpus
 from foxacp.data.tokenizer import Tokenizer, build_tokenizer
 
@@ -19,6 +19,20 @@ class Datasets(NamedTuple):
     val: list[Batch]
 
 
+def prepare_data(
+    corpus: str, tokenizer: str, cache_dir: Path, *, max_bytes: int | None = None, progress: bool = True
+) -> tuple[Tokenizer, TokenCache]:
+    """Load the corpus, build (or load the cached) tokenizer and tokenize both splits into the cache (once).
+
+    Arguments as in :func:`make_datasets`. Raises ValueError for a bad corpus or tokenizer spec or an empty
+    corpus.
+    """
+    cache_dir = Path(cache_dir).expanduser()
+    docs = load_corpus(corpus, max_bytes=max_bytes)
+    tok = build_tokenizer(tokenizer, corpus=docs, cache_dir=cache_dir)
+    return tok, prepare_tokens(docs, tok, cache_dir, progress=progress)
+
+
 def make_datasets(
     corpus: str,
     tokenizer: str,
@@ -27,6 +41,7 @@ def make_datasets(
     batch_size: int,
     *,
     val_batches: int = 8,
+    val_batch_size: int | None = None,
     packing: bool = False,
     seed: int = 0,
     rank: int = 0,
@@ -43,6 +58,7 @@ def make_datasets(
         seq_len: T, tokens per row.
         batch_size: global rows per step (summed over ranks); a multiple of world_size.
         val_batches: number of global validation batches (fewer if the held-out split is short).
+        val_batch_size: global rows per validation batch (default: batch_size).
         packing: batches carry "cu_seqlens"/"max_seqlen" and mask cross-document labels.
         seed: shuffling seed of the training loader.
         rank, world_size: this process's data-parallel shard.
@@ -57,9 +73,7 @@ def make_datasets(
         ValueError: a bad corpus or tokenizer spec, an empty corpus, a context longer than a split
             allows, or a batch_size that is not a multiple of world_size.
     """
-    docs = load_corpus(corpus, max_bytes=max_bytes)
-    tok = build_tokenizer(tokenizer, corpus=docs, cache_dir=Path(cache_dir))
-    cache = prepare_tokens(docs, tok, Path(cache_dir), progress=progress)
+    tok, cache = prepare_data(corpus, tokenizer, cache_dir, max_bytes=max_bytes, progress=progress)
     train = BatchLoader(
         cache.train,
         seq_len,
@@ -72,7 +86,7 @@ def make_datasets(
     val = validation_batches(
         cache.val,
         seq_len,
-        batch_size,
+        val_batch_size or batch_size,
         val_batches,
         rank=rank,
         world_size=world_size,

@@ -13,8 +13,6 @@ identifies its vocabulary (used in token cache keys).
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +20,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from foxacp.data.corpus import Corpus
+from foxacp.io import atomic_write, remove_stale_temps
 
 EOS_TOKEN = "<|endoftext|>"
 # Tried in order when a tokenizer.json is loaded; the first one in the vocabulary is the EOS.
@@ -98,7 +97,8 @@ def build_tokenizer(spec: str, *, corpus: Corpus | None = None, cache_dir: Path 
 
     Raises:
         ValueError: an unknown spec, a bad N (must be an integer > 257), "bpe:N" without corpus or
-            cache_dir, or a tokenizer without an EOS token.
+            cache_dir, an "hf:" path or name that holds no loadable tokenizer.json, or a tokenizer without
+            an EOS token.
     """
     if spec == "byte":
         return ByteTokenizer()
@@ -116,11 +116,23 @@ def build_tokenizer(spec: str, *, corpus: Corpus | None = None, cache_dir: Path 
             path = path / "tokenizer.json"
         if path.is_file():
             digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-            return TokenizersTokenizer(HFTokenizer.from_file(str(path)), f"hf-{digest}")
+            return TokenizersTokenizer(_from_file(path), f"hf-{digest}")
         if Path(name).expanduser().exists() or name.endswith(".json"):
             raise ValueError(f"no tokenizer.json at {name!r}")
-        return TokenizersTokenizer(HFTokenizer.from_pretrained(name), "hf-" + name.replace("/", "--"))
+        try:
+            hub = HFTokenizer.from_pretrained(name)
+        except Exception as e:  # the tokenizers library raises a bare Exception for every failure
+            raise ValueError(f"tokenizer {spec!r}: cannot load {name!r} from the Hugging Face hub ({e})") from None
+        return TokenizersTokenizer(hub, "hf-" + name.replace("/", "--"))
     raise ValueError(f"unknown tokenizer spec {spec!r}; use 'byte', 'bpe:N' or 'hf:NAME_OR_PATH'")
+
+
+def _from_file(path: Path) -> HFTokenizer:
+    """A `tokenizers` tokenizer from its JSON file. Raises ValueError when the file is not one."""
+    try:
+        return HFTokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises a bare Exception for every failure
+        raise ValueError(f"{path} is not a tokenizers tokenizer.json ({e})") from None
 
 
 def _bpe(vocab_size: int, corpus: Corpus, cache_dir: Path) -> TokenizersTokenizer:
@@ -129,7 +141,7 @@ def _bpe(vocab_size: int, corpus: Corpus, cache_dir: Path) -> TokenizersTokenize
     name = f"bpe{vocab_size}-{digest}"
     path = cache_dir / "tokenizers" / f"{name}.json"
     if path.is_file():
-        return TokenizersTokenizer(HFTokenizer.from_file(str(path)), name)
+        return TokenizersTokenizer(_from_file(path), name)
     tokenizer = HFTokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -141,11 +153,7 @@ def _bpe(vocab_size: int, corpus: Corpus, cache_dir: Path) -> TokenizersTokenize
     )
     tokenizer.train_from_iterator(corpus.documents("train"), trainer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        tmp.write_text(tokenizer.to_str(), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    remove_stale_temps(path.parent)
+    atomic_write(path, tokenizer.to_str())
     # Reload from disk so a fresh and a cached tokenizer are the same object state.
-    return TokenizersTokenizer(HFTokenizer.from_file(str(path)), name)
+    return TokenizersTokenizer(_from_file(path), name)

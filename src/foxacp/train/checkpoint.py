@@ -8,7 +8,8 @@ Layout of a run directory::
     RUN_DIR/checkpoints/latest                          the name of the newest complete checkpoint
 
 A checkpoint is written into a temporary directory, flushed to disk, and renamed into place; ``latest``
-is then replaced atomically. A crash at any point leaves the previous checkpoint and pointer intact.
+is then replaced atomically. A crash at any point leaves the previous checkpoint and pointer intact; the
+temporary directories of a killed process (named by ``foxacp.io.temp_path``) are deleted at the next start.
 Loading verifies every file against meta.json and the model config against the run's, and raises
 :class:`CheckpointError` with the reason instead of loading half a state.
 
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -41,9 +43,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from foxacp.io import atomic_write, durable_file, fsync_dir, temp_path
+
 from .distributed import Dist, barrier, broadcast_object, gather_objects
 
 FORMAT = 1
+_CHECKPOINT_NAME = re.compile(r"step_\d{6,}")
 WEIGHTS, STATE, META, LATEST = "model.safetensors", "state.pt", "meta.json", "latest"
 
 # ModelConfig fields that change how the model runs, not what its weights mean: they may differ on resume.
@@ -62,32 +67,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def _write_durable(path: Path, write) -> None:
-    """Call ``write(file)`` on a new binary file at ``path`` and fsync it."""
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _write_durable(tmp, lambda f: f.write(text.encode()))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def jsonable(obj: Any) -> Any:
@@ -155,9 +137,7 @@ def save_checkpoint(
     final = root / name
     if d.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        tmp = temp_path(final)
         tmp.mkdir()
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
         save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
@@ -170,7 +150,8 @@ def save_checkpoint(
             "rng": rngs,
             "world_size": d.world_size,
         }
-        _write_durable(tmp / STATE, lambda f: torch.save(state, f))
+        with durable_file(tmp / STATE) as f:
+            torch.save(state, f)
         meta = {
             "format": FORMAT,
             "step": step,
@@ -179,17 +160,18 @@ def save_checkpoint(
             "model_config": jsonable(model_config),
             "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in (WEIGHTS, STATE)},
         }
-        _write_durable(tmp / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
-        _fsync_dir(tmp)
+        with durable_file(tmp / META) as f:
+            f.write(json.dumps(meta, indent=2).encode())
+        fsync_dir(tmp)
         if final.exists():  # the same step written again (e.g. a resumed run): swap, then drop the old
-            old = root / f".old-{name}-{os.getpid()}"
+            old = temp_path(final)
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
-        _atomic_write_text(root / LATEST, name + "\n")
+        fsync_dir(root)
+        atomic_write(root / LATEST, name + "\n")
         if keep > 0:
             done = sorted(p for p in root.glob("step_*") if p.is_dir())
             for p in done[:-keep]:
@@ -200,21 +182,51 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (its ``latest`` checkpoint), a ``checkpoints`` directory, or a checkpoint
-    directory -> the checkpoint directory. Raises CheckpointError when there is none."""
+    """A run directory (its ``checkpoints/latest`` checkpoint), a ``checkpoints`` directory (its ``latest``),
+    or a checkpoint directory (holding meta.json) -> the checkpoint directory.
+
+    Raises CheckpointError when ``path`` is none of these, or its ``latest`` pointer is malformed or names
+    a checkpoint that does not exist."""
     path = Path(path)
     if (path / META).exists() or (path / WEIGHTS).exists() or (path / STATE).exists():
         return path
     for root in (checkpoint_root(path), path):
         pointer = root / LATEST
         if pointer.exists():
-            ckpt = root / pointer.read_text().strip()
+            try:
+                name = pointer.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError:
+                name = None
+            if name is None or not _CHECKPOINT_NAME.fullmatch(name):
+                raise CheckpointError(f"{pointer} is malformed: expected a checkpoint name such as step_000500")
+            ckpt = root / name
             if not ckpt.is_dir():
                 raise CheckpointError(f"{pointer} names {ckpt.name}, which does not exist")
             return ckpt
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: it does not exist")
-    raise CheckpointError(f"no checkpoint at {path}: no {META}, and no {LATEST} pointer in it or in its checkpoints/")
+    raise CheckpointError(
+        f"no checkpoint at {path}: expected a checkpoint directory (with {META}) or a run directory (with "
+        f"checkpoints/{LATEST}); it has no {META}, and no {LATEST} pointer in it or in its checkpoints/"
+    )
+
+
+def _check_meta(meta: Any) -> str | None:
+    """What is wrong with the structure of a parsed meta.json, or None."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    if meta.get("format") != FORMAT:
+        return f"format {meta.get('format')!r}, expected {FORMAT}"
+    for key, kind in (("step", int), ("tokens", int), ("train_config", dict), ("model_config", dict)):
+        if not isinstance(meta.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    files = meta.get("files")
+    if not isinstance(files, dict) or set(files) != {WEIGHTS, STATE}:
+        return f"'files' must list {WEIGHTS} and {STATE}"
+    for name, rec in files.items():
+        if not (isinstance(rec, dict) and isinstance(rec.get("bytes"), int) and isinstance(rec.get("sha256"), str)):
+            return f"the record of {name} needs 'bytes' and 'sha256'"
+    return None
 
 
 def read_meta(ckpt: Path, verify: bool = True) -> dict[str, Any]:
@@ -228,8 +240,9 @@ def read_meta(ckpt: Path, verify: bool = True) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"corrupt checkpoint {ckpt}: {META} does not parse ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {ckpt} has format {meta.get('format')!r}, expected {FORMAT}")
+    problem = _check_meta(meta)
+    if problem is not None:
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: {META} is malformed ({problem})")
     for name, rec in meta["files"].items():
         p = ckpt / name
         if not p.exists():

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from foxacp.io import atomic_write
 
 
 class ConfigError(ValueError):
@@ -54,7 +58,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = 1e-8
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     seed: int = 0
     # what runs
     compile: bool = False  # torch.compile each block
@@ -68,10 +72,17 @@ class TrainConfig:
     eval_batches: int = 4
     eval_buckets: int = 64  # loss by token position: this many buckets over the context
     ckpt_every: int = 500  # also at the end of the run; 0: only at the end
-    ckpt_keep: int = 2  # completed checkpoints kept (older ones are deleted)
+    ckpt_keep: int = 2  # completed checkpoints kept (older ones are deleted); 0 keeps all
     peak_tflops: float | None = None  # per-device peak for MFU; None: looked up by GPU name
     tensorboard: bool = True  # also log to TensorBoard when it is importable
     progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        """Validate every field (see :data:`RULES`): a config object is always a valid one."""
+        for name, (ok, what) in RULES.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ConfigError(f"{name} must be {what}, got {value!r}")
 
     @property
     def run_dir(self) -> Path:
@@ -112,12 +123,74 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON to ``path`` atomically (a reader never sees half of it)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config saved by :meth:`save`. Raises ConfigError naming ``path`` when it is not one."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError and ConfigError included
+            raise ConfigError(f"{path} is not a valid training config: {e}") from None
 
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _betas(v: Any) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
+
+
+# Every TrainConfig field: (check, what a valid value is). __post_init__ names the first field that fails.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "preset": (_text, "a non-empty string"),
+    "model": (_text, "the name of a model preset"),
+    "model_overrides": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a dict by field name"),
+    "corpus": (_text, "a corpus spec"),
+    "tokenizer": (_text, "a tokenizer spec"),
+    "cache_dir": (_text, "a folder path"),
+    "seq_len": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "pack": (lambda v: isinstance(v, bool), "true or false"),
+    "global_batch_tokens": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "micro_batch_size": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "steps": (lambda v: v is None or (_int(v) and v >= 1), "a positive integer or none"),
+    "max_tokens": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "lr": (lambda v: _num(v) and v > 0, "a finite number > 0"),
+    "warmup_tokens": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "min_lr_ratio": (lambda v: _num(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "weight_decay": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
+    "betas": (_betas, "two numbers in [0, 1)"),
+    "adam_eps": (lambda v: _num(v) and v > 0, "a finite number > 0"),
+    "grad_clip": (lambda v: _num(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
+    "seed": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "compile": (lambda v: isinstance(v, bool), "true or false"),
+    "activation_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
+    "dtype": (lambda v: v in ("bf16", "fp32"), "bf16 or fp32"),
+    "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+    "out": (lambda v: v is None or _text(v), "a folder path or none"),
+    "log_every": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "eval_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: no evaluation)"),
+    "eval_batches": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "eval_buckets": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "ckpt_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: only at the end)"),
+    "ckpt_keep": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: keep all)"),
+    "peak_tflops": (lambda v: v is None or (_num(v) and v > 0), "a finite number > 0 or none"),
+    "tensorboard": (lambda v: isinstance(v, bool), "true or false"),
+    "progress": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 _M = 1_000_000
 _B = 1_000_000_000

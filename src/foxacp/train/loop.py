@@ -5,6 +5,11 @@ rank's rows are split into micro-batches of ``micro_batch_size`` sequences whose
 Every micro-batch loss is a sum over tokens divided by the number of target tokens in the whole global
 batch (times the world size, which FSDP's gradient averaging divides out), so the gradient is the mean
 over the global batch whatever the number of devices.
+
+Before a step's update is applied its loss and gradient norm are checked on the host (one sync per
+step, together with the stop flag of every rank): a non-finite one stops the run with
+:class:`DivergedError`, after checkpointing the last good state. SIGINT/SIGTERM stop it after the current
+step with a checkpoint (see :mod:`foxacp.train.stop`).
 """
 
 from __future__ import annotations
@@ -12,31 +17,27 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from foxacp.data import (
-    IGNORE_INDEX,
-    Batch,
-    BatchLoader,
-    build_tokenizer,
-    load_corpus,
-    prepare_tokens,
-    validation_batches,
-)
+from foxacp.data import IGNORE_INDEX, Batch, BatchLoader, make_datasets
+from foxacp.eval import evaluate, token_losses
 from foxacp.model import FoxLM, flops_per_token
 from foxacp.ops import set_value_checks
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_meta, resolve_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, build_model_config
-from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, parallelize
-from .metrics import AcpMeter, MetricsLogger, acp_summary, peak_flops, position_buckets
+from .distributed import Dist, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed, parallelize
+from .metrics import AcpMeter, MetricsLogger, acp_summary, peak_flops
 from .optim import build_optimizer, lr_at, set_lr
+from .rundir import RunDirError, RunLock, prepare_run_dir
+from .stop import DivergedError, StopRequest
 
 
 def split_batch(batch: Batch, n: int) -> list[Batch]:
@@ -64,40 +65,6 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def token_losses(model: nn.Module, batch: Batch) -> Tensor:
-    """Per-token cross-entropy (B, T) float32, 0 where the label is IGNORE_INDEX."""
-    logits = model(batch["input_ids"], cu_seqlens=batch.get("cu_seqlens"), max_seqlen=batch.get("max_seqlen"))
-    labels = batch["labels"]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
-    return loss.view(labels.shape)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: list[Batch], d: Dist, autocast, buckets: int) -> dict[str, Any]:
-    """Mean held-out loss over ``batches`` (this rank's micro-batches, summed over ranks) and the loss by
-    token position in ``buckets`` spans of the context (position within the row)."""
-    model.eval()
-    T = batches[0]["input_ids"].shape[1]
-    pos_sum = torch.zeros(T, dtype=torch.float64, device=d.device)
-    pos_count = torch.zeros(T, dtype=torch.float64, device=d.device)
-    for batch in batches:
-        batch = to_device(batch, d.device)
-        with autocast:
-            loss = token_losses(model, batch)
-        mask = batch["labels"] != IGNORE_INDEX
-        pos_sum += (loss.double() * mask).sum(0)
-        pos_count += mask.sum(0)
-    all_reduce_sum(pos_sum, d)
-    all_reduce_sum(pos_count, d)
-    model.train()
-    loss = (pos_sum.sum() / pos_count.sum()).item()
-    return {
-        "loss": loss,
-        "eval_tokens": int(pos_count.sum().item()),
-        **position_buckets(pos_sum, pos_count, buckets),
-    }
-
-
 def make_data(cfg: TrainConfig, d: Dist):
     """(tokenizer, train loader of global batches (this rank's rows), validation micro-batches).
 
@@ -105,88 +72,227 @@ def make_data(cfg: TrainConfig, d: Dist):
     data order does not depend on the world size; the validation set is the first ``eval_batches``
     batches of ``world_size * micro_batch_size`` held-out windows. Rank 0 builds the token cache first.
     """
-    global_rows = cfg.global_batch_tokens // cfg.seq_len
-    cache_dir = Path(cfg.cache_dir).expanduser()
     if not d.is_main:
         barrier(d)
-    docs = load_corpus(cfg.corpus)
-    tokenizer = build_tokenizer(cfg.tokenizer, corpus=docs, cache_dir=cache_dir)
-    cache = prepare_tokens(docs, tokenizer, cache_dir, progress=d.is_main and cfg.progress)
-    if d.is_main:
-        barrier(d)
-    train = BatchLoader(
-        cache.train,
+    data = make_datasets(
+        cfg.corpus,
+        cfg.tokenizer,
+        Path(cfg.cache_dir),
         cfg.seq_len,
-        global_rows,
+        cfg.global_batch_tokens // cfg.seq_len,
+        val_batches=cfg.eval_batches,
+        val_batch_size=d.world_size * cfg.micro_batch_size,
+        packing=cfg.pack,
         seed=cfg.seed,
         rank=d.rank,
         world_size=d.world_size,
-        packing=cfg.pack,
+        progress=d.is_main and cfg.progress,
     )
-    val = validation_batches(
-        cache.val,
-        cfg.seq_len,
-        d.world_size * cfg.micro_batch_size,
-        cfg.eval_batches,
-        rank=d.rank,
-        world_size=d.world_size,
-        packing=cfg.pack,
-    )
-    return tokenizer, train, val
+    if d.is_main:
+        barrier(d)
+    return data
 
 
-def _format_line(step: int, total: int, rec: dict[str, Any]) -> str:
-    parts = [
-        f"step {step}/{total}",
-        f"loss {rec['loss']:.4f}",
-        f"lr {rec['lr']:.2e}",
-        f"gnorm {rec['grad_norm']:.3f}",
-        f"{rec['tokens_per_s']:,.0f} tok/s",
-    ]
-    if rec.get("mfu") is not None:
-        parts.append(f"mfu {100 * rec['mfu']:.1f}%")
-    if "acp_saving" in rec:
-        layers = " ".join(f"{100 * x:.0f}" for x in rec["acp_layer"])
-        parts.append(f"acp {100 * rec['acp_saving']:.1f}% [{layers}]")
-    return " | ".join(parts)
-
-
-def train(cfg: TrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train per ``cfg``; return a summary: final loss (last logging window), tokens/s (this invocation's
-    average, evaluation and checkpoints excluded), ACP saving, paths.
+    average, evaluation and checkpoints excluded), ACP saving, paths, and ``stopped_by`` (the signal's name
+    when SIGINT/SIGTERM stopped the run early, else None).
 
     ``resume``: a run directory (its latest checkpoint) or a checkpoint directory to continue from; the
-    continued run's losses match an uninterrupted run's step for step. Initialises and tears down the
-    process group when launched by torchrun.
+    continued run's losses match an uninterrupted run's step for step. Settings that differ from the
+    checkpoint's are logged ("resume_changes" in the start record); its preset may not change.
+    ``overwrite``: replace a run already in ``cfg.run_dir`` (without it, and unless ``resume`` points into
+    that run, such a directory is refused). The run directory is locked for the whole run. Initialises and
+    tears down the process group when launched by torchrun.
 
     Raises:
-        ConfigError: inconsistent batch settings or a bad model override.
+        ConfigError: inconsistent batch settings, a bad model override, or another preset on resume.
         CheckpointError: a missing, corrupt or mismatched checkpoint to resume from.
+        RunDirError: the run directory holds another run or is locked by a live process.
+        DivergedError: a step's loss or gradient norm is not finite ("loss is NaN at step N"); the last
+            good state is checkpointed first.
+        OSError: the run or checkpoint directory cannot be written (checked before training).
     """
     d = init_distributed(cfg.device)
     checks = set_value_checks(True)
+    lock = None
     try:
-        summary = _train(cfg, resume, d)
+        lock, changes = _on_main(d, lambda: _claim_run_dir(cfg, resume, overwrite, d)) or (None, {})
+        summary = _train(cfg, resume, changes, d)
         barrier(d)  # every rank done (rank 0 writes last) before any tears the process group down
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         set_value_checks(checks)
         cleanup(d)
 
 
-def _train(cfg: TrainConfig, resume: str | Path | None, d: Dist) -> dict[str, Any]:
-    if cfg.dtype not in ("bf16", "fp32"):
-        raise ConfigError(f"dtype must be bf16 or fp32, got {cfg.dtype!r}")
-    accum = cfg.grad_accum_steps(d.world_size)
-    total = cfg.total_steps
-    run_dir = cfg.run_dir
+def _on_main(d: Dist, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 (None elsewhere); when it raises there, every other rank raises too."""
+    result, error = None, None
     if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            result = fn()
+        except Exception as e:
+            error = e
+    failed = broadcast_object(None if error is None else f"{type(error).__name__}: {error}", d)
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise RunDirError(f"rank 0 could not start the run: {failed}")
+    return result
+
+
+def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, d: Dist):
+    """Rank 0's start-up: validate what can be validated without data, lock and prepare the run directory,
+    then write config.json. Returns (the lock, the settings that differ from the resumed checkpoint's)."""
+    cfg.grad_accum_steps(d.world_size)
+    build_model_config(cfg)
+    changes = _resume_changes(cfg, resume) if resume is not None else {}
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock.acquire(run_dir)
+    try:
+        prepare_run_dir(run_dir, resume=None if resume is None else Path(resume), overwrite=overwrite)
         cfg.save(run_dir / "config.json")
+    except BaseException:
+        lock.release()
+        raise
+    return lock, changes
 
-    tokenizer, train_loader, val_batches = make_data(cfg, d)
+
+def _resume_changes(cfg: TrainConfig, resume: str | Path) -> dict[str, list[Any]]:
+    """{field: [checkpoint's value, this run's]} for every TrainConfig field that differs. Raises
+    ConfigError when the preset differs (a resumed run keeps its preset; fields change with overrides)."""
+    ckpt = resolve_checkpoint(resume)
+    saved = read_meta(ckpt, verify=False)["train_config"]
+    if saved.get("preset") != cfg.preset:
+        raise ConfigError(
+            f"checkpoint {ckpt} is of a {saved.get('preset')!r} run; a resumed run keeps its preset "
+            f"(got {cfg.preset!r}); change single settings with --set"
+        )
+    before = TrainConfig.from_dict(saved).to_dict()
+    return {k: [before[k], v] for k, v in cfg.to_dict().items() if before[k] != v}
+
+
+@dataclass
+class Session:
+    """What the loop's functions share: the run's config and process, its model, optimizer and data, and
+    the position in the run (``step``, ``tokens``)."""
+
+    cfg: TrainConfig
+    d: Dist
+    mcfg: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: BatchLoader
+    val_batches: list[Batch]
+    autocast: contextlib.AbstractContextManager
+    accum: int
+    logger: MetricsLogger
+    say: Callable[[str], None]
+    n_params: int
+    peak: float | None  # per-device peak FLOP/s for MFU, None when unknown
+    stop: StopRequest = field(default_factory=StopRequest)
+    step: int = 0
+    tokens: int = 0
+    checkpointed: int = -1  # the step of the last checkpoint this run wrote (or resumed from)
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step reports, summed over ranks and on the host."""
+
+    loss: float  # mean over the global batch's target tokens
+    grad_norm: float
+    lr: float
+    stop: bool  # a rank got SIGINT/SIGTERM
+
+
+class Window:
+    """One logging window: summed step losses, ACP tile counts, and its training time (evaluation and
+    checkpoints paused out of it)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.meter = AcpMeter()
+        self.loss, self.steps = 0.0, 0
+        self.start = time.perf_counter()
+        self.train_time = 0.0  # over every closed window of this invocation
+
+    def add(self, r: StepResult) -> None:
+        self.loss += r.loss
+        self.steps += 1
+
+    def close(self) -> float:
+        """End the window: its training seconds (the device drained first)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - self.start
+        self.train_time += elapsed
+        return elapsed
+
+    def reset(self) -> None:
+        self.meter.reset()
+        self.loss, self.steps = 0.0, 0
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.start += time.perf_counter() - t
+
+
+def _train(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[Any]], d: Dist) -> dict[str, Any]:
+    s = _setup(cfg, resume, changes, d)
+    first_step, total = s.step, cfg.total_steps
+    window = Window(d.device)
+    last: dict[str, Any] = {}
+    last_eval: dict[str, Any] | None = None
+    bar = tqdm(total=total, initial=s.step, disable=not (d.is_main and cfg.progress), desc="train", dynamic_ncols=True)
+    s.model.train()
+    with s.stop:
+        while s.step < total:
+            r = _step(s, window.meter, first_step)
+            window.add(r)
+            bar.update(1)
+            done = s.step == total
+            if s.step % cfg.log_every == 0 or done or r.stop:
+                last = _log_window(s, window, r)
+                bar.set_postfix(loss=f"{last['loss']:.3f}")
+            with window.paused():
+                if cfg.eval_every > 0 and (s.step % cfg.eval_every == 0 or done):
+                    last_eval = _evaluate(s)
+                if (cfg.ckpt_every > 0 and s.step % cfg.ckpt_every == 0) or done or r.stop:
+                    _checkpoint(s)
+            if r.stop:
+                s.logger.log({"kind": "stop", "step": s.step, "signal": s.stop.signal_name})
+                s.say(f"stopped by {s.stop.signal_name} at step {s.step}; resume with --resume --out {cfg.run_dir}")
+                break
+    bar.close()
+    s.logger.close()
+    trained = s.step - first_step
+    return {
+        "run_dir": str(cfg.run_dir),
+        "log": str(s.logger.path),
+        "steps": s.step,
+        "tokens": s.tokens,
+        "final_loss": last.get("loss"),
+        "tokens_per_s": trained * cfg.global_batch_tokens / window.train_time if window.train_time else None,
+        "mfu": last.get("mfu"),
+        "acp_saving": last.get("acp_saving"),
+        "eval_loss": last_eval["loss"] if last_eval else None,
+        "n_params": s.n_params,
+        "stopped_by": s.stop.signal_name,
+    }
+
+
+def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[Any]], d: Dist) -> Session:
+    """Data, model (parallelised), optimizer, the resumed state, and the start record of the log."""
+    tokenizer, loader, val_batches = make_data(cfg, d)
     mcfg = build_model_config(cfg, tokenizer.vocab_size)
-
     torch.manual_seed(cfg.seed)
     with torch.device(d.device):
         model = FoxLM(mcfg)
@@ -205,138 +311,181 @@ def _train(cfg: TrainConfig, resume: str | Path | None, d: Dist) -> dict[str, An
     # Without FSDP, bf16 comes from autocast; with FSDP, from its MixedPrecisionPolicy.
     use_autocast = bf16 and not d.distributed
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
-    optimizer = build_optimizer(model, cfg)
+    s = Session(
+        cfg=cfg,
+        d=d,
+        mcfg=mcfg,
+        model=model,
+        optimizer=build_optimizer(model, cfg),
+        loader=loader,
+        val_batches=val_batches,
+        autocast=autocast,
+        accum=cfg.grad_accum_steps(d.world_size),
+        logger=MetricsLogger(cfg.run_dir, enabled=d.is_main, tensorboard=cfg.tensorboard, fresh=resume is None),
+        say=tqdm.write if d.is_main else (lambda *_: None),
+        n_params=n_params,
+        peak=peak_flops(d.device, cfg.peak_tflops)[0],
+    )
+    resumed_from = _resume(s, resume) if resume is not None else None
+    _log_start(s, resumed_from, changes)
+    return s
 
-    step, tokens = 0, 0
-    if resume is not None:
-        state = load_checkpoint(resume, model, optimizer, model_config=mcfg, d=d)
-        step, tokens = state["step"], state["tokens"]
-        try:
-            train_loader.load_state_dict(state["loader"])
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {state['dir']} is for another data stream: {e}") from None
 
-    peak, peak_source = peak_flops(d.device, cfg.peak_tflops)
-    logger = MetricsLogger(run_dir, enabled=d.is_main, tensorboard=cfg.tensorboard, fresh=resume is None)
-    logger.log(
+def _resume(s: Session, resume: str | Path) -> str:
+    """Load the checkpoint into the session; return its directory."""
+    state = load_checkpoint(resume, s.model, s.optimizer, model_config=s.mcfg, d=s.d)
+    s.step, s.tokens = state["step"], state["tokens"]
+    try:
+        s.loader.load_state_dict(state["loader"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {state['dir']} is for another data stream: {e}") from None
+    if Path(state["dir"]).parent.resolve() == (s.cfg.run_dir / "checkpoints").resolve():
+        s.checkpointed = s.step
+    return str(state["dir"])
+
+
+def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any]]) -> None:
+    cfg, d = s.cfg, s.d
+    s.logger.log(
         {
             "kind": "start",
-            "step": step,
-            "n_params": n_params,
+            "step": s.step,
+            "n_params": s.n_params,
             "world_size": d.world_size,
             "device": str(d.device),
-            "grad_accum": accum,
-            "peak": peak_source,
-            "resumed_from": str(state["dir"]) if resume is not None else None,
+            "grad_accum": s.accum,
+            "peak": peak_flops(d.device, cfg.peak_tflops)[1],
+            "resumed_from": resumed_from,
+            "resume_changes": changes or None,
             "train_config": cfg.to_dict(),
-            "model_config": {k: getattr(mcfg, k) for k in mcfg.__dataclass_fields__},
+            "model_config": {k: getattr(s.mcfg, k) for k in s.mcfg.__dataclass_fields__},
         }
     )
-    say = tqdm.write if d.is_main else (lambda *_: None)
-    say(
-        f"foxacp: {n_params / 1e6:.2f}M params, {d.world_size} x {d.device.type}, "
-        f"{total} steps of {cfg.global_batch_tokens} tokens ({accum} micro-batches of "
-        f"{cfg.micro_batch_size} x {cfg.seq_len} per device), run dir {run_dir}"
-        + (f", resumed at step {step}" if step else "")
+    s.say(
+        f"foxacp: {s.n_params / 1e6:.2f}M params, {d.world_size} x {d.device.type}, "
+        f"{cfg.total_steps} steps of {cfg.global_batch_tokens} tokens ({s.accum} micro-batches of "
+        f"{cfg.micro_batch_size} x {cfg.seq_len} per device), run dir {cfg.run_dir}"
+        + (f", resumed at step {s.step}" if resumed_from is not None else "")
     )
+    if changes:
+        s.say("settings changed on resume: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
 
-    meter = AcpMeter()
-    window_loss = torch.zeros((), dtype=torch.float64, device=d.device)
-    window_steps, window_start = 0, time.perf_counter()
-    first_step, train_time = step, 0.0
-    last: dict[str, Any] = {}
-    last_eval: dict[str, Any] | None = None
-    bar = tqdm(total=total, initial=step, disable=not (d.is_main and cfg.progress), desc="train", dynamic_ncols=True)
-    model.train()
-    while step < total:
-        micro = split_batch(next(train_loader), accum)
-        n_targets = torch.tensor(float(sum(int((mb["labels"] != IGNORE_INDEX).sum()) for mb in micro)), device=d.device)
-        all_reduce_sum(n_targets, d)
-        lr = lr_at(tokens + cfg.global_batch_tokens, cfg)
-        set_lr(optimizer, lr)
-        step_loss = torch.zeros((), dtype=torch.float64, device=d.device)
-        for mb in micro:
-            mb = to_device(mb, d.device)
-            with autocast:
-                loss_sum = token_losses(model, mb).sum()
-            meter.add(model.acp_stats())
-            (loss_sum * (d.world_size / n_targets)).backward()
-            step_loss += loss_sum.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        if step == first_step + 1:
-            set_value_checks(False)  # the gates were checked once; later checks would sync every layer
-        tokens += cfg.global_batch_tokens
-        window_loss += all_reduce_sum(step_loss, d) / n_targets
-        window_steps += 1
-        bar.update(1)
 
-        if step % cfg.log_every == 0 or step == total:
-            if d.device.type == "cuda":
-                torch.cuda.synchronize(d.device)
-            elapsed = time.perf_counter() - window_start
-            train_time += elapsed
-            gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            rec: dict[str, Any] = {
-                "kind": "train",
-                "step": step,
-                "tokens": tokens,
-                "loss": window_loss.item() / window_steps,
-                "lr": lr,
-                "grad_norm": gn.item(),
-                "tokens_per_s": window_steps * cfg.global_batch_tokens / elapsed,
-            }
-            if meter.visited is not None:
-                visited, causal = (all_reduce_sum(t.to(d.device), d) for t in (meter.visited, meter.causal))
-                rec.update(acp_summary(visited, causal))
-            fraction = rec.get("attn_fraction", 1.0)
-            flops = flops_per_token(mcfg, cfg.seq_len, fraction)
-            rec["mfu"] = rec["tokens_per_s"] * flops / (peak * d.world_size) if peak else None
-            logger.log(rec)
-            say(_format_line(step, total, rec))
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            if not math.isfinite(rec["loss"]):
-                raise FloatingPointError(f"loss is {rec['loss']} at step {step}")
-            last = rec
-            meter.reset()
-            window_loss.zero_()
-            window_steps, window_start = 0, time.perf_counter()
+def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
+    """One optimizer step: forward and backward over the micro-batches, the health check, the update."""
+    cfg, d = s.cfg, s.d
+    loader_state = s.loader.state_dict()  # the state to checkpoint if this step diverges
+    micro = split_batch(next(s.loader), s.accum)
+    n_targets = torch.tensor(float(sum(int((mb["labels"] != IGNORE_INDEX).sum()) for mb in micro)), device=d.device)
+    all_reduce_sum(n_targets, d)
+    lr = lr_at(s.tokens + cfg.global_batch_tokens, cfg)
+    set_lr(s.optimizer, lr)
+    step_loss = torch.zeros((), dtype=torch.float64, device=d.device)
+    for mb in micro:
+        mb = to_device(mb, d.device)
+        with s.autocast:
+            loss_sum = token_losses(s.model, mb).sum()
+        meter.add(s.model.acp_stats())
+        (loss_sum * (d.world_size / n_targets)).backward()
+        step_loss += loss_sum.detach()
+    # grad_clip 0 means no clipping: an infinite bound leaves the gradients as they are and gives the norm.
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip or math.inf)
+    r = _reduce_step(s, step_loss, n_targets, grad_norm, lr)
+    if not (math.isfinite(r.loss) and math.isfinite(r.grad_norm)):
+        _diverged(s, r, loader_state)
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.step += 1
+    s.tokens += cfg.global_batch_tokens
+    if s.step == first_step + 1:
+        set_value_checks(False)  # the gates were checked once; later checks would sync every layer
+    return r
 
-        done = step == total
-        paused = time.perf_counter()  # evaluation and checkpoints do not count as training time
-        if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or done):
-            ev = evaluate(model, val_batches, d, autocast, cfg.eval_buckets)
-            last_eval = {"kind": "eval", "step": step, "tokens": tokens, **ev}
-            logger.log(last_eval)
-            say(f"eval step {step}: loss {ev['loss']:.4f} over {ev['eval_tokens']} tokens")
-        if (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0) or done:
-            path = save_checkpoint(
-                run_dir,
-                step,
-                model,
-                optimizer,
-                tokens=tokens,
-                loader_state=train_loader.state_dict(),
-                train_config=cfg,
-                model_config=mcfg,
-                d=d,
-                keep=cfg.ckpt_keep,
-            )
-            say(f"checkpoint {path}")
-        window_start += time.perf_counter() - paused
-    bar.close()
-    logger.close()
-    return {
-        "run_dir": str(run_dir),
-        "log": str(logger.path),
-        "steps": step,
-        "tokens": tokens,
-        "final_loss": last.get("loss"),
-        "tokens_per_s": (step - first_step) * cfg.global_batch_tokens / train_time if train_time else None,
-        "mfu": last.get("mfu"),
-        "acp_saving": last.get("acp_saving"),
-        "eval_loss": last_eval["loss"] if last_eval else None,
-        "n_params": n_params,
+
+def _reduce_step(s: Session, step_loss: Tensor, n_targets: Tensor, grad_norm: Tensor, lr: float) -> StepResult:
+    """Sum the loss and the stop flags over ranks and bring them and the gradient norm to the host."""
+    flag = torch.tensor(float(s.stop.signum is not None), dtype=torch.float64, device=s.d.device)
+    both = all_reduce_sum(torch.stack([step_loss, flag]), s.d)
+    gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+    loss, norm, stop = torch.stack([both[0] / n_targets, gn.double(), both[1]]).tolist()
+    return StepResult(loss=loss, grad_norm=norm, lr=lr, stop=stop > 0)
+
+
+def _diverged(s: Session, r: StepResult, loader_state: dict[str, Any]) -> None:
+    """Checkpoint the state before the failed step (unless it is already saved) and raise DivergedError."""
+    s.optimizer.zero_grad(set_to_none=True)
+    what, value = ("loss", r.loss) if not math.isfinite(r.loss) else ("gradient norm", r.grad_norm)
+    text = "NaN" if math.isnan(value) else str(value)
+    where = "no checkpoint: no step completed"
+    if s.step > 0:
+        if s.checkpointed != s.step:
+            _checkpoint(s, loader_state)
+        where = f"the last good state is checkpoint step_{s.step:06d}"
+    raise DivergedError(f"{what} is {text} at step {s.step + 1}; {where}")
+
+
+def _log_window(s: Session, window: Window, r: StepResult) -> dict[str, Any]:
+    """Write the train record of the window that ends at this step; return it."""
+    cfg, d = s.cfg, s.d
+    elapsed = window.close()
+    rec: dict[str, Any] = {
+        "kind": "train",
+        "step": s.step,
+        "tokens": s.tokens,
+        "loss": window.loss / window.steps,
+        "lr": r.lr,
+        "grad_norm": r.grad_norm,
+        "tokens_per_s": window.steps * cfg.global_batch_tokens / elapsed,
     }
+    if window.meter.visited is not None:
+        visited, causal = (all_reduce_sum(t.to(d.device), d) for t in (window.meter.visited, window.meter.causal))
+        rec.update(acp_summary(visited, causal))
+    flops = flops_per_token(s.mcfg, cfg.seq_len, rec.get("attn_fraction", 1.0))
+    rec["mfu"] = rec["tokens_per_s"] * flops / (s.peak * d.world_size) if s.peak else None
+    s.logger.log(rec)
+    s.say(_format_line(s.step, cfg.total_steps, rec))
+    window.reset()
+    return rec
+
+
+def _format_line(step: int, total: int, rec: dict[str, Any]) -> str:
+    parts = [
+        f"step {step}/{total}",
+        f"loss {rec['loss']:.4f}",
+        f"lr {rec['lr']:.2e}",
+        f"gnorm {rec['grad_norm']:.3f}",
+        f"{rec['tokens_per_s']:,.0f} tok/s",
+    ]
+    if rec.get("mfu") is not None:
+        parts.append(f"mfu {100 * rec['mfu']:.1f}%")
+    if "acp_saving" in rec:
+        layers = " ".join(f"{100 * x:.0f}" for x in rec["acp_layer"])
+        parts.append(f"acp {100 * rec['acp_saving']:.1f}% [{layers}]")
+    return " | ".join(parts)
+
+
+def _evaluate(s: Session) -> dict[str, Any]:
+    """Evaluate on the held-out batches and log the record; return it."""
+    ev = evaluate(s.model, s.val_batches, device=s.d.device, buckets=s.cfg.eval_buckets, autocast=s.autocast)
+    rec = {"kind": "eval", "step": s.step, "tokens": s.tokens, **ev}
+    s.logger.log(rec)
+    s.say(f"eval step {s.step}: loss {ev['loss']:.4f} over {ev['eval_tokens']} tokens")
+    return rec
+
+
+def _checkpoint(s: Session, loader_state: dict[str, Any] | None = None) -> None:
+    """Save the session's state as checkpoint ``step_{step}`` (``loader_state``: the loader's, by default)."""
+    path = save_checkpoint(
+        s.cfg.run_dir,
+        s.step,
+        s.model,
+        s.optimizer,
+        tokens=s.tokens,
+        loader_state=loader_state if loader_state is not None else s.loader.state_dict(),
+        train_config=s.cfg,
+        model_config=s.mcfg,
+        d=s.d,
+        keep=s.cfg.ckpt_keep,
+    )
+    s.checkpointed = s.step
+    s.say(f"checkpoint {path}")

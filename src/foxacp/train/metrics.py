@@ -1,4 +1,4 @@
-"""Metrics: peak FLOP/s and MFU, ACP savings, per-position loss buckets, and the JSONL/TensorBoard logger."""
+"""Metrics: peak FLOP/s and MFU, ACP savings, and the JSONL/TensorBoard logger."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from foxacp.io import read_jsonl
 
 # Dense bf16 tensor-core peak TFLOP/s per GPU (no sparsity), matched in order as substrings of
 # torch.cuda.get_device_name(): more specific names first. GPUs not listed get DEFAULT_PEAK_TFLOPS (an
@@ -93,21 +95,6 @@ def acp_summary(visited: torch.Tensor, causal: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def position_buckets(loss_sum: torch.Tensor, count: torch.Tensor, buckets: int) -> dict[str, Any]:
-    """Per-position sums (T,) -> mean loss in ``buckets`` equal spans of positions (fewer when T is
-    smaller). Returns {"position_loss": [n], "bucket_size": T // n}; empty buckets are None."""
-    T = loss_sum.numel()
-    n = max(1, min(buckets, T))
-    while T % n:
-        n -= 1
-    s = loss_sum.double().cpu().view(n, -1).sum(1)
-    c = count.double().cpu().view(n, -1).sum(1)
-    return {
-        "position_loss": [round(a / b, 5) if b > 0 else None for a, b in zip(s.tolist(), c.tolist(), strict=True)],
-        "bucket_size": T // n,
-    }
-
-
 class MetricsLogger:
     """Appends one JSON object per line to ``run_dir/log.jsonl`` (and scalars to TensorBoard when
     available). Only the main rank writes; elsewhere every call is a no-op. ``fresh`` starts a new log
@@ -149,14 +136,9 @@ class MetricsLogger:
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/log.jsonl`` (a torn last line from a crash is skipped)."""
-    records = []
+    """The records of ``run_dir/log.jsonl`` (a torn last line from a crash is skipped). Raises
+    FileNotFoundError when the run has no log."""
     path = Path(run_dir) / "log.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no log at {path}")
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return [r for _, r in read_jsonl(path, skip_malformed=True) if isinstance(r, dict)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from foxacp.eval import plot_position_loss
+
 from .metrics import read_log
 
 
@@ -52,10 +54,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax_acp.grid(alpha=0.3)
 
     for r, style in ((evals[0], "--"), (evals[-1], "-")) if evals else ():
-        size = r["bucket_size"]
-        xs = [(i + 0.5) * size for i in range(len(r["position_loss"]))]
-        ys = [float("nan") if v is None else v for v in r["position_loss"]]
-        ax_pos.plot(xs, ys, style, label=f"step {r['step']}")
+        plot_position_loss(ax_pos, r["position_loss"], r["bucket_size"], style, label=f"step {r['step']}")
         if len(evals) == 1:
             break
     ax_pos.set(xlabel="token position", ylabel="eval loss", title="eval loss by position")
