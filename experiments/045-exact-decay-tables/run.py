@@ -122,8 +122,9 @@ def _time_shapes(name: str, rnd: int) -> None:
     from foxacp.bench.gates import GateProfile, synthetic_log_fgate
 
     OUT.mkdir(parents=True, exist_ok=True)
+    only = os.environ.get("AB_SHAPES")  # e.g. "24x64x4096": a subset of SHAPES
     for H, D, T in SHAPES:
-        if "-" in name and D != 64:
+        if ("-" in name and D != 64) or (only and f"{H}x{D}x{T}" not in only.split(",")):
             continue
         B = max(1, 32768 // T)
         g = synthetic_log_fgate(B, T, H, GateProfile(), seed=1, device="cuda")
