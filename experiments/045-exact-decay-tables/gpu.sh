@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call: float64 checks of the new kernels, GPU tests, then 2 interleaved A/B rounds (and a variant with dQ's short blocks at every length) against the
+# One device call: float64 checks of the new kernels, GPU tests, then 2 interleaved A/B rounds against the
 # previous kernels (a copy of 45105ce's src in .ab/old, carried), table last. Stops at the first failed check.
 set -u -o pipefail
 export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/exp_out}
@@ -10,6 +10,5 @@ PYTHONPATH=src python3 -m pytest -q -m gpu tests/ops 2>&1 | tail -4 | tee $OUT/p
 for r in 0 1; do
   PYTHONPATH=src python3 $d/run.py time new $r 2>&1 | grep -v -i warn
   PYTHONPATH=.ab/old/src python3 $d/run.py time old $r 2>&1 | grep -v -i warn
-  PYTHONPATH=src python3 $d/run.py time new-dq64 $r 2>&1 | grep -v -i warn
 done
-PYTHONPATH=src python3 $d/run.py table $OUT/ab.jsonl
+PYTHONPATH=src python3 $d/run.py table $OUT/ab.jsonl | tee $OUT/ab_table.txt

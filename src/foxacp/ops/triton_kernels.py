@@ -101,6 +101,17 @@ def _exact_decay(hi_q, lo_q, ck, c_ref):
 
 
 @triton.jit
+def _tables_suffice(Cb, first, last, table_range):
+    """Whether the score tables may serve the region around the diagonal between key positions ``first`` and
+    ``last``: the gate falls there by at most ``table_range`` nats.
+
+    Near the diagonal the tables' parts have both signs and round to 2^-24 of the gate's change across the
+    region; where that change is small this costs nothing, so ordinary gates keep the fast path and only
+    steep ones take the exact loops (experiments/045-exact-decay-tables)."""
+    return tl.load(Cb + first) - tl.load(Cb + last) <= table_range
+
+
+@triton.jit
 def _query_rows(C, h, m, q_start, q_len, k_start, off, stride_ch, BLOCK_M: tl.constexpr):
     """Query block m of head h (forward and dQ): its rows and their gate relative to c_ref.
 
@@ -158,16 +169,22 @@ def _softmax_step(acc, l_i, m_i, s, shift, v, qk_scale):
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, ones, hi_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, hi,
-               qk_scale, BLOCK_N: tl.constexpr):
-    # Keys wholly before the block's first row: s = q.k + KC (``ones @ kc^T`` adds each key's decay up to its
-    # block's last key, <= 0) and shift is each row's gate below that last key (<= 0), so every part is <= 0.
+def _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, k_len,
+               lo, diag, hi, qk_scale, BLOCK_N: tl.constexpr):
+    # s = q.k + KC (``ones @ kc^T`` adds each key's decay up to its block's last key, <= 0) and shift is each
+    # row's gate below that last key: for keys wholly before the block's first row every part is <= 0. Blocks
+    # from diag on (here only when their gates change little, see ``_exact_from``) are masked behind a
+    # block-uniform branch, so a program fills its load pipeline once (two loops, unmasked then masked, were
+    # 2-4% slower: experiments/027-fwd-one-key-loop).
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        shift = hi_q - ((tl.load(Cb + start_n + BLOCK_N - 1) - c_ref) * LOG2E).to(tl.float32)
+        shift = hi_q - ((tl.load(Cb + tl.minimum(start_n + BLOCK_N, k_len) - 1) - c_ref) * LOG2E).to(tl.float32)
         s = tl.dot(ones, kc.T, tl.dot(q, k.T))
+        if start_n >= diag:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         acc, l_i, m_i = _softmax_step(acc, l_i, m_i, s, shift, v, qk_scale)
     return acc, l_i, m_i
 
@@ -194,7 +211,7 @@ def _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, 
 @triton.jit
 def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, desc_ks, desc_vs, C, O, LSE, KV_LO, CU_Q, CU_K, num_sh,
                stride_ot, stride_oh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale, table_scale,
-               seq_q, seq_k,
+               table_range, seq_q, seq_k,
                H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                ACP: tl.constexpr, UNIFORM: tl.constexpr, SUB_N: tl.constexpr):
@@ -224,10 +241,12 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, desc_ks, desc_vs, C, O, LSE, KV_
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, hi_q, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
-                               c_ref, lo, tl.minimum(diag, hi), qk_scale, BLOCK_N)
+    split = tl.where(_tables_suffice(Cb, tl.minimum(diag, m * BLOCK_M + off), hi - 1, table_range), hi,
+                     tl.maximum(lo, diag))
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
+                               c_ref, k_len, lo, diag, split, qk_scale, BLOCK_N)
     acc, l_i, m_i = _fwd_diagonal(acc, l_i, m_i, q, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref,
-                                  tl.maximum(lo, diag), hi, qk_scale, SUB_N)
+                                  split, hi, qk_scale, SUB_N)
     o = acc * (1.0 / l_i)[:, None]  # one division per row, not per element: -88 instructions per thread (exp. 044)
     tl.store(_rows(O, row0, h, in_m, stride_ot, stride_oh, HEAD_DIM), o.to(O.dtype.element_ty), mask=row_ok[:, None])
     tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
@@ -243,17 +262,24 @@ def _dkdv_step(dk, dv, dck, sT, q, do, v, delta):
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, dck, k, v, kc, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb, c_ref, lo, hi,
-                qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr):
-    # dQ's scores, transposed, through the tables: every query row of these blocks is a row of the sequence that
-    # sees every key of the block, and the scalar is the first row of QC's block below c_ref (KC's last key).
+def _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_row, q_col, qc_col, DELTAb, Cqb, c_ref,
+                q_len, off, lo, hi, qk_scale, BLOCK_M: tl.constexpr, QC_BLOCK: tl.constexpr, MASKED: tl.constexpr):
+    # dQ's scores, transposed, through the tables; the scalar is the first row of QC's block below c_ref (KC's
+    # last key). Unmasked, every query row of these blocks is a row of the sequence that sees every key.
     for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
         q = desc_q.load([q_row + start_m, q_col])
         do = desc_do.load([q_row + start_m, q_col])
         qc = desc_qc.load([q_row + start_m, qc_col])
-        delta = tl.load(DELTAb + start_m + tl.arange(0, BLOCK_M))
+        if MASKED:
+            delta = tl.load(DELTAb + offs_m, mask=offs_m < q_len, other=0.0)
+        else:
+            delta = tl.load(DELTAb + offs_m)
         shift = (tl.load(Cqb + (start_m // QC_BLOCK) * QC_BLOCK) - c_ref).to(tl.float32) * LOG2E
         sT = tl.dot(kc, qc.T, tl.dot(k, q.T)) * qk_scale + shift
+        if MASKED:
+            sT = tl.where((offs_n[:, None] <= (offs_m + off)[None, :]) & (offs_m < q_len)[None, :], sT,
+                          float("-inf"))
         dk, dv, dck = _dkdv_step(dk, dv, dck, sT, q, do, v, delta)
     return dk, dv, dck
 
@@ -285,7 +311,7 @@ def _dkdv_diagonal(dk, dv, dck, k, v, offs_n, hi_k, lo_k, desc_qs, desc_dos, q_s
 def dkdv_kernel(desc_q, desc_qs, K, V, KC, C, desc_do, desc_dos, desc_qc, DELTA, LSE, DK, DV, DCK, Q_HI, CU_Q, CU_K,
                 num_sh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct,
                 stride_dkt, stride_dkh, stride_dvt, stride_dvh, stride_ch, stride_lh, stride_hi_n, stride_hi_h,
-                qk_scale, sm_scale, seq_q, seq_k,
+                qk_scale, sm_scale, table_range, seq_q, seq_k,
                 HKV: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
                 ACP: tl.constexpr, QC_BLOCK: tl.constexpr, KC_BLOCK: tl.constexpr,
@@ -331,15 +357,25 @@ def dkdv_kernel(desc_q, desc_qs, K, V, KC, C, desc_do, desc_dos, desc_qc, DELTA,
         dck = tl.zeros([BLOCK_N], dtype=tl.float32)
         q_col = h * HEAD_DIM
         qc_col = h * KC_COLS
-        # The tables apply from the first query block whose QC block starts at or after KC's reference key (all
-        # their parts are then <= 0); before it, and in the last partial block, scores take the exact decay.
+        # From the first query block whose QC block starts at or after KC's reference key, every table part is
+        # <= 0. Before it (q_lo to head), decays have both signs: the tables serve them where the gate changes
+        # little there, the exact loop elsewhere. The last partial block lies past q_mid: masked tables.
         q_mid = tl.maximum(q_full, tl.cdiv(tl.maximum(kc_last - off, 0), QC_BLOCK) * QC_BLOCK)
+        head = tl.minimum(q_mid, q_end)
+        first = tl.minimum(tl.minimum(n0, (q_lo // QC_BLOCK) * QC_BLOCK + off), k_len - 1)
+        last = tl.minimum(tl.maximum(kc_last, head - 1 + off), k_len - 1)
+        exact_end = tl.where(_tables_suffice(Cb, first, last, table_range), q_lo, head)
         dk, dv, dck = _dkdv_diagonal(dk, dv, dck, k, v, offs_n, hi_k, lo_k, desc_qs, desc_dos, q_start, q_col, DELTAb,
-                                     LSEb, Cb + off, c_ref, off, q_lo, tl.minimum(q_mid, q_end), qk_scale, SUB_M)
-        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, desc_q, desc_do, desc_qc, q_start, q_col, qc_col, DELTAb,
-                                  Cb + off, c_ref, q_mid, q_whole, qk_scale, BLOCK_M, QC_BLOCK)
-        dk, dv, dck = _dkdv_diagonal(dk, dv, dck, k, v, offs_n, hi_k, lo_k, desc_qs, desc_dos, q_start, q_col, DELTAb,
-                                     LSEb, Cb + off, c_ref, off, tl.maximum(q_mid, q_whole), q_end, qk_scale, SUB_M)
+                                     LSEb, Cb + off, c_ref, off, q_lo, exact_end, qk_scale, SUB_M)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, exact_end, head, qk_scale, BLOCK_M, QC_BLOCK,
+                                  True)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, q_mid, q_whole, qk_scale, BLOCK_M, QC_BLOCK,
+                                  False)
+        dk, dv, dck = _dkdv_inner(dk, dv, dck, k, v, kc, offs_n, desc_q, desc_do, desc_qc, q_start, q_col, qc_col,
+                                  DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_mid, q_whole), q_end, qk_scale,
+                                  BLOCK_M, QC_BLOCK, True)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
     tl.store(_rows(DK, key0, kvh, in_n, stride_dkt, stride_dkh, HEAD_DIM), (dk * sm_scale).to(DK.dtype.element_ty),
              mask=key_ok[:, None])
@@ -356,16 +392,21 @@ def _dq_step(dq, dcq, s, k, v, do, delta):
 
 
 @triton.jit
-def _dq_inner(dq, dcq, q, do, qc, delta, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, lo, hi, qk_scale,
-              BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
-    # Keys whose KC block ends at or before the block's first row: q.k plus the whole score but for the scalar
-    # shift, the first row's gate below KC's last key (<= 0).
+def _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_row, kv_col, kc_col, Cb, c_ref, k_len, lo,
+              diag, hi, qk_scale, BLOCK_N: tl.constexpr, KC_BLOCK: tl.constexpr):
+    # q.k plus the whole score but for the scalar shift, the first row's gate below KC's last key (<= 0 for KC
+    # blocks that end at or before the block's first row). Blocks from diag on (here only when their gates
+    # change little, see ``_exact_from``) are masked behind a block-uniform branch, as in the forward.
     for start_n in range(lo, hi, BLOCK_N):
         k = desc_k.load([k_row + start_n, kv_col])
         v = desc_v.load([k_row + start_n, kv_col])
         kc = desc_kc.load([k_row + start_n, kc_col])
-        shift = (c_ref - tl.load(Cb + (start_n // KC_BLOCK) * KC_BLOCK + KC_BLOCK - 1)).to(tl.float32) * LOG2E
+        kc_last = tl.minimum((start_n // KC_BLOCK) * KC_BLOCK + KC_BLOCK, k_len) - 1
+        shift = (c_ref - tl.load(Cb + kc_last)).to(tl.float32) * LOG2E
         s = tl.dot(qc, kc.T, tl.dot(q, k.T)) * qk_scale + shift
+        if start_n >= diag:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            s = tl.where(offs_n[None, :] <= pos[:, None], s, float("-inf"))
         dq, dcq = _dq_step(dq, dcq, s, k, v, do, delta)
     return dq, dcq
 
@@ -392,7 +433,7 @@ def _dq_diagonal(dq, dcq, q, do, delta, pos, hi_q, lo_q, desc_ks, desc_vs, k_sta
 def dq_kernel(Q, desc_k, desc_v, desc_ks, desc_vs, QC, desc_kc, C, O, DO, DELTA, LSE, DQ, DCQ, KV_LO, CU_Q, CU_K,
               num_sh, stride_qt, stride_qh, stride_qct, stride_ot, stride_oh,
               stride_dot, stride_doh, stride_dqt, stride_dqh, stride_ch, stride_lh, stride_lo_n, stride_lo_h, qk_scale,
-              sm_scale, H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+              sm_scale, table_range, H: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr,
               ACP: tl.constexpr, KC_BLOCK: tl.constexpr, SUB_N: tl.constexpr):
     # Runs before dK/dV: it computes each row's softmax correction delta = rowsum(dO * O) and stores it there.
@@ -423,10 +464,13 @@ def dq_kernel(Q, desc_k, desc_v, desc_ks, desc_vs, QC, desc_kc, C, O, DO, DELTA,
     kc_col = h * KC_COLS
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref, lo,
-                        tl.minimum(diag, hi), qk_scale, BLOCK_N, KC_BLOCK)
-    dq, dcq = _dq_diagonal(dq, dcq, q, do, delta, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref,
-                           tl.maximum(lo, diag), hi, qk_scale, SUB_N)
+    diag_n = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N  # key blocks from here on need the causal mask
+    split = tl.where(_tables_suffice(Cb, tl.minimum(diag, m * BLOCK_M + off), hi - 1, table_range), hi,
+                     tl.maximum(lo, diag))
+    dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref,
+                        k_len, lo, diag_n, split, qk_scale, BLOCK_N, KC_BLOCK)
+    dq, dcq = _dq_diagonal(dq, dcq, q, do, delta, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref, split,
+                           hi, qk_scale, SUB_N)
     tl.store(_rows(DQ, row0, h, in_m, stride_dqt, stride_dqh, HEAD_DIM), (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)

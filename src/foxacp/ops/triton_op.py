@@ -97,11 +97,18 @@ def _plan_args(plan: AcpPlan | None, which: str, problem: Problem) -> tuple[Tens
     return t, t.stride(0), t.stride(1)
 
 
-def _common(problem: Problem, plan: AcpPlan | None, cfg: KernelConfig) -> dict:
+# How far (nats) the gate may fall around the diagonal for the score tables to serve it: they round to 2^-24 of
+# that, ~1.5e-5 nats at 256 (below half precision's own rounding) and ~1e-6 at 16 for float32 inputs; steeper
+# regions take the exact loops (experiments/045-exact-decay-tables).
+_TABLE_RANGE = {torch.float16: 256.0, torch.bfloat16: 256.0, torch.float32: 16.0}
+
+
+def _common(problem: Problem, plan: AcpPlan | None, cfg: KernelConfig, dtype: torch.dtype) -> dict:
     """Arguments every attention kernel takes alike."""
     return dict(
         CU_Q=problem.cu_q,
         CU_K=problem.cu_k,
+        table_range=_TABLE_RANGE[dtype],
         qk_scale=problem.sm_scale * _LOG2E,
         GROUP=problem.group,
         HEAD_DIM=problem.head_dim,
@@ -150,7 +157,7 @@ def _forward(
         BLOCK_M=b.block_m,
         BLOCK_N=b.block_n,
         SUB_N=b.sub,
-        **_common(problem, plan, cfg),
+        **_common(problem, plan, cfg, q.dtype),
         **_uniform(problem),
         **b.launch(),
     )
@@ -185,7 +192,7 @@ def _backward(
         stride_lh=lse.stride(0),
         sm_scale=problem.sm_scale,
         KC_BLOCK=cfg.fwd.block_n,
-        **_common(problem, plan, cfg),
+        **_common(problem, plan, cfg, q.dtype),
     )
 
     # Both backward kernels read the same two tables (QC on dQ's query blocks, the forward's KC) and so form
