@@ -103,7 +103,8 @@ def _exact_decay(hi_q, lo_q, ck, c_ref):
 @triton.jit
 def _tables_suffice(Cb, first, last, table_range):
     """Whether the score tables may serve the region around the diagonal between key positions ``first`` and
-    ``last``: the gate falls there by at most ``table_range`` nats.
+    ``last`` (which must cover every gate the tables touch there, their reference keys included): the gate
+    falls there by at most ``table_range`` nats.
 
     Near the diagonal the tables' parts have both signs and round to 2^-24 of the gate's change across the
     region; where that change is small this costs nothing, so ordinary gates keep the fast path and only
@@ -241,7 +242,8 @@ def fwd_kernel(desc_q, desc_k, desc_v, desc_kc, desc_ks, desc_vs, C, O, LSE, KV_
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    split = tl.where(_tables_suffice(Cb, tl.minimum(diag, m * BLOCK_M + off), hi - 1, table_range), hi,
+    kc_end = tl.minimum(((hi - 1) // BLOCK_N) * BLOCK_N + BLOCK_N, k_len) - 1  # the last table reference key
+    split = tl.where(_tables_suffice(Cb, tl.minimum(diag, m * BLOCK_M + off), kc_end, table_range), hi,
                      tl.maximum(lo, diag))
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, ones, pos, hi_q, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb,
                                c_ref, k_len, lo, diag, split, qk_scale, BLOCK_N)
@@ -465,7 +467,8 @@ def dq_kernel(Q, desc_k, desc_v, desc_ks, desc_vs, QC, desc_kc, C, O, DO, DELTA,
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dcq = tl.zeros([BLOCK_M], dtype=tl.float32)
     diag_n = ((m * BLOCK_M + off + 1) // BLOCK_N) * BLOCK_N  # key blocks from here on need the causal mask
-    split = tl.where(_tables_suffice(Cb, tl.minimum(diag, m * BLOCK_M + off), hi - 1, table_range), hi,
+    kc_end = tl.minimum(((hi - 1) // KC_BLOCK) * KC_BLOCK + KC_BLOCK, k_len) - 1  # the last table reference key
+    split = tl.where(_tables_suffice(Cb, tl.minimum(diag, m * BLOCK_M + off), kc_end, table_range), hi,
                      tl.maximum(lo, diag))
     dq, dcq = _dq_inner(dq, dcq, q, do, qc, delta, pos, desc_k, desc_v, desc_kc, k_start, kv_col, kc_col, Cb, c_ref,
                         k_len, lo, diag_n, split, qk_scale, BLOCK_N, KC_BLOCK)
