@@ -1,10 +1,10 @@
 """foxacp: Forgetting Transformers with Adaptive Computation Pruning."""
 
 from .infer import generate, load
-from .ops import ACPStats, forgetting_attention, forgetting_attention_with_kvcache, set_value_checks
+from .ops import AcpStats, forgetting_attention, forgetting_attention_with_kvcache, set_value_checks
 
 __all__ = [
-    "ACPStats",
+    "AcpStats",
     "forgetting_attention",
     "forgetting_attention_with_kvcache",
     "generate",

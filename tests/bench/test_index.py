@@ -70,3 +70,16 @@ def test_repository_index_is_up_to_date():
 
     root = Path(__file__).resolve().parents[2] / "results"
     assert main(["--root", str(root), "--check"]) == 0
+
+
+def test_decode_result_sets_are_summarised(tmp_path):
+    import json
+
+    from foxacp.bench.index import read_set
+
+    folder = tmp_path / "2026-12-04-abcdef1-decode-attention-quick-h200"
+    folder.mkdir()
+    rows = [dict(heads_q=32, heads_kv=8, head_dim=128, context=c, batch=b) for c in (16384, 65536) for b in (1, 8)]
+    (folder / "decode_attention.json").write_text(json.dumps({"meta": {"device": "NVIDIA H200"}, "rows": rows}))
+    s = read_set(folder)
+    assert s.benchmark == "decode-attention-quick" and "32/8x128" in s.summary and "T 16384-65536" in s.summary

@@ -3,8 +3,8 @@
     python -m foxacp.bench.correctness [--quick] [--out DIR]    # writes results/<date>-<commit>-correctness-<device>/
 
 Each case runs forward and backward of the Triton kernels at full size and compares the output and the
-four gradients with the dense float64 reference on the same values (method.md: a GPU may carry a Triton
-that miscompiles backward kernels, so only a check on the GPU itself counts). A 64k-token case checks the
+four gradients with the dense float64 reference on the same values (Triton 3.4 to 3.7.0 miscompiles a
+transposed dot result on Hopper, so only a check on the GPU itself counts). A 64k-token case checks the
 forward against a banded float64 reference (weights outside the band are below e^-300).
 """
 

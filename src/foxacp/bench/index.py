@@ -52,14 +52,27 @@ def _summary(payload: object) -> tuple[str | None, str]:
     if not isinstance(payload, dict):
         return None, ""
     meta = payload.get("meta") or {}
-    if "rows" in payload:  # attention
-        configs = sorted({(r["heads"], r["head_dim"]) for r in payload["rows"]}, key=lambda c: (c[1], c[0]))
-        contexts = sorted({r["seqlen"] for r in payload["rows"]})
+    rows = payload.get("rows") or []
+    if rows and "seqlen" in rows[0]:  # attention
+        configs = sorted({(r["heads"], r["head_dim"]) for r in rows}, key=lambda c: (c[1], c[0]))
+        contexts = sorted({r["seqlen"] for r in rows})
         text = (
             f"{meta.get('device', '?')}, " + ", ".join(f"{h}x{d}" for h, d in configs) + f"; T {contexts[0]}-"
             f"{contexts[-1]}; {(meta.get('settings') or {}).get('do_bench', '')}"
         )
         return meta.get("date"), text
+    if rows and "heads_q" in rows[0]:  # decode attention
+        configs = sorted({(r["heads_q"], r["heads_kv"], r["head_dim"]) for r in rows}, key=lambda c: (c[2], c[0]))
+        contexts = sorted({r["context"] for r in rows})
+        batches = sorted({r["batch"] for r in rows})
+        text = (
+            f"{meta.get('device', '?')}, one decoding step: "
+            + ", ".join(f"{h}/{kv}x{d}" for h, kv, d in configs)
+            + f"; T {contexts[0]}-{contexts[-1]}; B {', '.join(map(str, batches))}"
+        )
+        return meta.get("date"), text
+    if rows:  # decode end to end
+        return meta.get("date"), f"{meta.get('device', '?')}, {meta.get('preset', '')}: {len(rows)} rows"
     if "cases" in payload:  # correctness with meta
         return meta.get("date"), f"{meta.get('device', '?')}: {len(payload['cases'])} cases against float64"
     return meta.get("date"), str(payload.get("title", ""))  # training

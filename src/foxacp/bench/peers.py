@@ -240,5 +240,6 @@ PEERS: dict[str, Callable[[Inputs, str, bool], Peer]] = {
 
 
 def qknorm_bound(head_dim: int) -> float:
-    """U for QK-normed rows with unit gains and scale 1/sqrt(d): sqrt(d) (method.md, section 2)."""
+    """U for QK-normed rows with unit gains and scale 1/sqrt(d): sqrt(d), as ||q|| <= sqrt(d) max|g| for an
+    RMS-normed row."""
     return math.sqrt(head_dim)

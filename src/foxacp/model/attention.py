@@ -17,7 +17,7 @@ from .config import ModelConfig
 from .layers import HeadRMSNorm, TokenShift, apply_rope
 
 if TYPE_CHECKING:
-    from foxacp.ops import ACPStats
+    from foxacp.ops import AcpStats
 
 # New tokens per call up to which the cache path runs the decode op (beyond: the training op).
 DECODE_MAX_Q = 16
@@ -31,7 +31,7 @@ class ForgettingAttention(nn.Module):
     fox:         o = W_o(attn(W_q x, W_k x, W_v x, log f))
     transformer: o = W_o(attn(rope(W_q x), rope(W_k x), W_v x, 0)), exact (no pruning)
 
-    The token shift runs per key/value head. ``last_stats`` holds the ACPStats of the last forward when
+    The token shift runs per key/value head. ``last_stats`` holds the AcpStats of the last forward when
     ``cfg.record_acp_stats`` is set.
     """
 
@@ -51,7 +51,7 @@ class ForgettingAttention(nn.Module):
             self.k_norm = HeadRMSNorm(hkv, hd, cfg.norm_eps)
             self.o_norm = HeadRMSNorm(hq, hd, cfg.norm_eps)
             self.wg = nn.Linear(d, hq * hd, bias=False)
-        self.last_stats: ACPStats | None = None
+        self.last_stats: AcpStats | None = None
 
     def log_fgate(self, x: Tensor) -> Tensor:
         """log f = logsigmoid(W_f x + b_f) in fp32 (zeros for the transformer). x (B, T, d) -> (B, T, Hq)."""

@@ -27,7 +27,7 @@ class ModelConfig:
         about 0.5 at init (fast forgetting, so ACP prunes a lot early in training); a positive value
         such as 5 starts with slow forgetting (f ~ 0.99).
     qk_bound_safety: factor on the static QK-norm logit bound that covers bf16 rounding of q and k.
-    record_acp_stats: keep each layer's ``ACPStats`` from the last forward (see ``FoxLM.acp_stats``).
+    record_acp_stats: keep each layer's ``AcpStats`` from the last forward (see ``FoxLM.acp_stats``).
     attn_backend: backend of ``forgetting_attention``: None (auto), "triton", "torch", "reference".
         The Triton kernels want head_dim in (16, 32, 64, 128).
 
@@ -155,7 +155,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, attn_fraction: float = 1.0) 
     6 FLOPs per matmul parameter (embedding lookup excluded, LM head included) plus causal attention:
     QK^T and PV cost 2 * 2 * d_model FLOPs per (query, key) pair forward, 3x that with the backward,
     over seq_len / 2 keys on average, times ``attn_fraction``, the share of causal tiles actually
-    visited (1 - ACPStats.flop_saving; 1.0 for dense attention).
+    visited (1 - AcpStats.flop_saving; 1.0 for dense attention).
     """
     matmul = cfg.n_layers * _layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
     attn = cfg.n_layers * 6 * cfg.d_model * seq_len * attn_fraction

@@ -13,7 +13,7 @@ from .config import ModelConfig, mlp_hidden
 from .layers import HeadRMSNorm, RMSNorm, SwiGLU
 
 if TYPE_CHECKING:
-    from foxacp.ops import ACPStats
+    from foxacp.ops import AcpStats
 
 
 class Block(nn.Module):
@@ -155,8 +155,8 @@ class FoxLM(nn.Module):
         cache.lengths.add_(T)
         return self.lm_head(self.norm(x))
 
-    def acp_stats(self) -> list[ACPStats | None]:
-        """Per layer, the ACPStats of the last forward (None unless config.record_acp_stats)."""
+    def acp_stats(self) -> list[AcpStats | None]:
+        """Per layer, the AcpStats of the last forward (None unless config.record_acp_stats)."""
         return [block.attn.last_stats for block in self.blocks]
 
     @torch.no_grad()

@@ -1,13 +1,13 @@
 """Forgetting attention with Adaptive Computation Pruning."""
 
-from .acp import DEFAULT_LOG_EPS, AcpPlan, ACPStats
+from .acp import DEFAULT_LOG_EPS, AcpPlan, AcpStats
 from .attention import forgetting_attention
 from .kvcache import forgetting_attention_with_kvcache
 from .search import make_plan, prepare_search
 from .validate import set_value_checks
 
 __all__ = [
-    "ACPStats",
+    "AcpStats",
     "AcpPlan",
     "DEFAULT_LOG_EPS",
     "forgetting_attention",

@@ -24,7 +24,7 @@ DEFAULT_LOG_EPS = -10.0  # eps = e^-10 ~ 4.5e-5, below bf16 rounding: the pruned
 
 
 @dataclass
-class ACPStats:
+class AcpStats:
     """Tiles visited and causal tiles per query head (summed over sequences) on the ACP tile grid.
 
     The forward and both backward kernels prune the same tiles, so one count serves all three.
@@ -51,6 +51,9 @@ class ACPStats:
         return getattr(self, key)
 
 
+ACPStats = AcpStats  # its name before the Acp* names were made one style; kept for code written against it
+
+
 @dataclass
 class AcpPlan:
     """Which tiles the kernels visit.
@@ -67,12 +70,12 @@ class AcpPlan:
     problem: Problem
 
     @property
-    def stats(self) -> ACPStats:
+    def stats(self) -> AcpStats:
         """Visited and causal tiles per head (computed on demand: not on the kernels' path)."""
         _, row_ok, causal_hi = _query_tiles(self.problem, self.tile_m, self.tile_n)
         visited = (causal_hi[:, None, :] - self.kv_lo.long()).clamp_min(0) * row_ok[:, None, :]
         causal = causal_hi.sum().expand(self.problem.heads_q).clone()
-        return ACPStats(visited.sum((0, 2)), causal, self.tile_m, self.tile_n)
+        return AcpStats(visited.sum((0, 2)), causal, self.tile_m, self.tile_n)
 
 
 def _segment_max(x: Tensor, problem: Problem, cu: Tensor) -> Tensor:
@@ -218,7 +221,7 @@ def plan_tiles(c: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n: 
     return AcpPlan(tile_m, tile_n, kv_lo, q_hi, problem)
 
 
-def dense_stats(problem: Problem, tile_m: int, tile_n: int) -> ACPStats:
+def dense_stats(problem: Problem, tile_m: int, tile_n: int) -> AcpStats:
     """Statistics of exact attention: every causal tile visited."""
     causal = _query_tiles(problem, tile_m, tile_n)[2].sum().expand(problem.heads_q).clone()
-    return ACPStats(causal.clone(), causal, tile_m, tile_n)
+    return AcpStats(causal.clone(), causal, tile_m, tile_n)

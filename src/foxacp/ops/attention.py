@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .acp import DEFAULT_LOG_EPS, AcpPlan, ACPStats, check_bound, dense_stats
+from .acp import DEFAULT_LOG_EPS, AcpPlan, AcpStats, check_bound, dense_stats
 from .blockwise import blockwise_attention
 from .config import TRITON_HEAD_DIMS, KernelConfig, interpreting, kernel_config
 from .gate import cumulative_gate
@@ -49,7 +49,7 @@ def forgetting_attention(
     check_qk_bound: bool = False,
     return_stats: bool = False,
     backend: str | None = None,
-) -> Tensor | tuple[Tensor, ACPStats]:
+) -> Tensor | tuple[Tensor, AcpStats]:
     """Causal softmax attention with a forget gate, skipping tiles that ACP proves negligible.
 
     o_i = sum_j softmax_j(sm_scale * q_i . k_j + D_ij) v_j over j <= i, with D_ij = sum_{l=j+1..i} log f_l.
@@ -72,7 +72,7 @@ def forgetting_attention(
             None derives it from the data per (sequence, head). A bound below the true one voids the eps
             guarantee silently; ``check_qk_bound=True`` verifies it against sm_scale * max||q|| * max||k|| per
             (sequence, head) and raises ValueError where it is lower (one pass over q and k, one host sync).
-        return_stats: also return ``ACPStats`` (tiles visited / causal per head, ``flop_saving``).
+        return_stats: also return ``AcpStats`` (tiles visited / causal per head, ``flop_saving``).
         backend: None (auto: Triton on CUDA, and on CPU under TRITON_INTERPRET=1 for fp16/fp32; else
             PyTorch), "triton", "torch" (blockwise, same tile skipping) or "reference" (dense).
     Returns:
@@ -118,6 +118,6 @@ def forgetting_attention(
     return o if not return_stats else (o, _stats(plan, problem, cfg))
 
 
-def _stats(plan: AcpPlan | None, problem: Problem, cfg: KernelConfig) -> ACPStats:
+def _stats(plan: AcpPlan | None, problem: Problem, cfg: KernelConfig) -> AcpStats:
     """The plan's tile statistics, or exact attention's (every causal tile) without a plan."""
     return plan.stats if plan is not None else dense_stats(problem, cfg.tile_m, cfg.tile_n)

@@ -3,7 +3,7 @@
 New queries (one token, or a short chunk of speculated or prefilled tokens) attend to the keys a cache
 already holds, their own included. ACP prunes whole blocks of ``DECODE_BLOCK`` keys: block j is skipped for
 the query at position p of head h when c[p] - c[last key of block j] < delta[h] (the block's largest decay
-is below the threshold, so every weight in it is below eps / L; method.md, section 2). L is the sequence's
+is below the threshold, so every weight in it is below eps / L; the proof is in ops/acp.py). L is the sequence's
 number of cached keys. Because c is non-increasing, each row keeps a suffix of its blocks; the block holding
 the row's own key is always kept (its decay there is 0 >= delta).
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .acp import DEFAULT_LOG_EPS, ACPStats, qk_bound_from_arg, threshold
+from .acp import DEFAULT_LOG_EPS, AcpStats, qk_bound_from_arg, threshold
 from .config import TRITON_HEAD_DIMS, interpreting
 from .validate import Problem, value_checks_on
 
@@ -236,17 +236,17 @@ def cache_attention_torch(
     return torch.einsum("bijh,bjhd->bihd", p, v).to(q.dtype)
 
 
-def cache_stats(c_cache: Tensor, cache_seqlens: Tensor, delta: Tensor | None, q_len: int) -> ACPStats:
+def cache_stats(c_cache: Tensor, cache_seqlens: Tensor, delta: Tensor | None, q_len: int) -> AcpStats:
     """Kept and causal (query row, key block) pairs per query head, summed over sequences.
 
-    In ``ACPStats`` terms a tile is one query row by ``DECODE_BLOCK`` keys.
+    In ``AcpStats`` terms a tile is one query row by ``DECODE_BLOCK`` keys.
     """
     B, Tmax, Hq = c_cache.shape
     blocks = torch.arange(-(-Tmax // DECODE_BLOCK), device=c_cache.device)
     causal = blocks[None, None, :] <= (query_positions(cache_seqlens, q_len) // DECODE_BLOCK)[:, :, None]
     causal = causal[..., None].expand(-1, -1, -1, Hq)  # (B, Tq, nb, Hq)
     kept = causal if delta is None else causal & kept_blocks(c_cache, cache_seqlens, delta, q_len)
-    return ACPStats(kept.sum((0, 1, 2)), causal.sum((0, 1, 2)), 1, DECODE_BLOCK)
+    return AcpStats(kept.sum((0, 1, 2)), causal.sum((0, 1, 2)), 1, DECODE_BLOCK)
 
 
 def forgetting_attention_with_kvcache(
@@ -261,7 +261,7 @@ def forgetting_attention_with_kvcache(
     qk_bound: float | Tensor | None = None,
     return_stats: bool = False,
     backend: str | None = None,
-) -> Tensor | tuple[Tensor, ACPStats]:
+) -> Tensor | tuple[Tensor, AcpStats]:
     """Forgetting attention of new queries against a KV cache (decoding), skipping blocks ACP proves negligible.
 
     o_i = sum_j softmax_j(sm_scale * q_i . k_j + c[p_i] - c[j]) v_j over cached keys j <= p_i, where query i of
@@ -282,7 +282,7 @@ def forgetting_attention_with_kvcache(
         qk_bound: U >= |sm_scale * q . k|: a float, an (Hq,) tensor or broadcastable to (B, Hq) (a model
             with QK-norm passes its static bound). None derives it from q and the cached keys (a pass over
             the whole cache: decoding should pass a bound).
-        return_stats: also return ``ACPStats`` over (query row, key block) pairs (tile_m = 1).
+        return_stats: also return ``AcpStats`` over (query row, key block) pairs (tile_m = 1).
         backend: None (auto: Triton on CUDA, and on CPU under TRITON_INTERPRET=1 for fp16/fp32 and the
             Triton head dims; else PyTorch), "triton" or "torch".
     Returns:

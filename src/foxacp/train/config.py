@@ -2,7 +2,7 @@
 
 Every training switch is a field of :class:`TrainConfig`; every preset lives in :data:`PRESETS`. A preset
 names a model preset from ``foxacp.model.MODEL_PRESETS`` plus the context length, batch, learning rate and
-token budget of method.md section 3. Overrides (``--set lr=1e-3 --set model.n_layers=2``) are typed by the
+token budget of the FoX papers' recipe. Overrides (``--set lr=1e-3 --set model.n_layers=2``) are typed by the
 dataclass field types; ``model.*`` keys go to the ModelConfig.
 """
 
@@ -51,7 +51,7 @@ class TrainConfig:
     micro_batch_size: int = 16
     steps: int | None = None
     max_tokens: int = 1_000_000
-    # optimizer and schedule (method.md section 3)
+    # optimizer and schedule (the FoX papers' recipe)
     lr: float = 2e-3
     warmup_tokens: int = 100_000
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
@@ -194,9 +194,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 _M = 1_000_000
 _B = 1_000_000_000
-_HALF_M = 1 << 19  # 0.5M tokens per step (method.md section 3)
+_HALF_M = 1 << 19  # 0.5M tokens per step (the FoX papers' recipe)
 
-# What the 125M, 360M and 760M presets share (method.md section 3); each adds its size, batch, budget and LR.
+# What the 125M, 360M and 760M presets share (the FoX papers' recipe); each adds its size, batch, budget and LR.
 _PAPER_RECIPE: dict[str, Any] = dict(
     seq_len=4096,
     global_batch_tokens=_HALF_M,

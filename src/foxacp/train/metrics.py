@@ -56,8 +56,9 @@ def peak_flops(device: torch.device, override_tflops: float | None = None) -> tu
 class AcpMeter:
     """Sums tiles visited and causal tiles per (layer, head) over the forwards of a logging window.
 
-    ``add`` takes ``model.acp_stats()`` (a list of ACPStats or None per layer) and keeps the sums on the
-    stats' device (no host sync); ``totals`` returns them, summed over ranks by the caller.
+    ``add`` takes ``model.acp_stats()`` (a list of AcpStats or None per layer) and keeps the sums on the
+    stats' device (no host sync) in ``visited`` and ``causal``, (L, H) int64 or None before the first ``add``;
+    the caller sums them over ranks.
     """
 
     def __init__(self) -> None:
