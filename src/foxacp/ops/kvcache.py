@@ -13,7 +13,6 @@ compute the same function, pruned entries included.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +20,7 @@ from torch import Tensor
 
 from .acp import DEFAULT_LOG_EPS, AcpStats, qk_bound_from_arg, threshold
 from .config import TRITON_HEAD_DIMS, interpreting
-from .validate import Problem, value_checks_on
+from .validate import Problem, check_common, value_checks_on
 
 DECODE_BLOCK = 64  # keys per ACP block of the decode op; the Triton kernel's key block is the same
 DECODE_BACKENDS = ("triton", "torch")
@@ -120,21 +119,7 @@ def check_cache_inputs(
         raise ValueError(f"empty input: q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}")
     if Tq > Tmax:
         raise ValueError(f"q has {Tq} queries but the cache holds at most {Tmax} keys (Tq must be <= Tmax)")
-    if Hq % Hkv:
-        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
-    if backend == "triton":
-        if D not in TRITON_HEAD_DIMS:
-            raise ValueError(f"head dim {D} is not supported by the triton backend; use one of {TRITON_HEAD_DIMS}")
-        if q.dtype == torch.float64:
-            raise TypeError("the triton backend takes fp16, bf16 or fp32; use backend='torch' for float64")
-        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-            raise TypeError("bf16 is not supported by the Triton interpreter; use fp16 or fp32 on CPU")
-    if log_eps is not None and not (isinstance(log_eps, (int, float)) and log_eps < 0):
-        raise ValueError(f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}")
-    if sm_scale is None:
-        sm_scale = 1.0 / math.sqrt(D)
-    elif not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
-        raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
+    sm_scale = check_common(q, Hq, Hkv, sm_scale, log_eps, backend, float64_backend="torch")
     if value_checks_on():
         _check_values(c_cache, cache_seqlens, Tq)
     return CacheProblem(B, Tq, Tmax, Hq, Hkv, D, float(sm_scale))

@@ -89,6 +89,30 @@ def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> tuple[Ten
     return cu, offsets
 
 
+def check_common(
+    q: Tensor, Hq: int, Hkv: int, sm_scale: float | None, log_eps: float | None, backend: str, float64_backend: str
+) -> float:
+    """The checks every attention op shares: grouped heads, what the Triton kernels take, log_eps and sm_scale.
+    Returns sm_scale (default 1 / sqrt(D)). ``float64_backend``: the backend to name for float64 inputs."""
+    D = q.shape[-1]
+    if Hq % Hkv:
+        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
+    if backend == "triton":
+        if D not in TRITON_HEAD_DIMS:
+            raise ValueError(f"head dim {D} is not supported by the triton backend; use one of {TRITON_HEAD_DIMS}")
+        if q.dtype == torch.float64:
+            raise TypeError(f"the triton backend takes fp16, bf16 or fp32; use backend={float64_backend!r} for float64")
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            raise TypeError("bf16 is not supported by the Triton interpreter; use fp16 or fp32 on CPU")
+    if log_eps is not None and not (isinstance(log_eps, (int, float)) and log_eps < 0):
+        raise ValueError(f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}")
+    if sm_scale is None:
+        return 1.0 / math.sqrt(D)
+    if not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
+        raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
+    return float(sm_scale)
+
+
 def check_inputs(
     q: Tensor,
     k: Tensor,
@@ -139,23 +163,7 @@ def check_inputs(
         raise ValueError(f"queries ({Tq}) cannot outnumber keys ({Tk}): queries align to the end of the keys")
     if min(B, Tq, Hq, Hkv, D) == 0:
         raise ValueError(f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if Hq % Hkv:
-        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
-
-    if backend == "triton":
-        if D not in TRITON_HEAD_DIMS:
-            raise ValueError(f"head dim {D} is not supported by the triton backend; use one of {TRITON_HEAD_DIMS}")
-        if q.dtype == torch.float64:
-            raise TypeError("the triton backend takes fp16, bf16 or fp32; use backend='reference' for float64")
-        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-            raise TypeError("bf16 is not supported by the Triton interpreter; use fp16 or fp32 on CPU")
-
-    if log_eps is not None and not (isinstance(log_eps, (int, float)) and log_eps < 0):
-        raise ValueError(f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}")
-    if sm_scale is None:
-        sm_scale = 1.0 / math.sqrt(D)
-    elif not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
-        raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
+    sm_scale = check_common(q, Hq, Hkv, sm_scale, log_eps, backend, float64_backend="reference")
 
     if value_checks_on():
         lo, hi = torch.aminmax(log_fgate.detach())
