@@ -13,48 +13,16 @@ compute the same function, pruned entries included.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from .acp import DEFAULT_LOG_EPS, AcpStats, qk_bound_from_arg, threshold
 from .config import TRITON_HEAD_DIMS, interpreting
-from .validate import Problem, check_common, value_checks_on
+from .validate import CacheProblem, check_common, value_checks_on
 
 DECODE_BLOCK = 64  # keys per ACP block of the decode op; the Triton kernel's key block is the same
 DECODE_BACKENDS = ("triton", "torch")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-@dataclass(frozen=True)
-class CacheProblem:
-    """The shape of one call: B sequences of Tq new queries against a cache of Tmax slots."""
-
-    batch: int
-    q_len: int
-    max_len: int
-    heads_q: int
-    heads_kv: int
-    head_dim: int
-    sm_scale: float
-
-    @property
-    def group(self) -> int:
-        return self.heads_q // self.heads_kv
-
-    @property
-    def num_seqs(self) -> int:
-        """The sequences (``acp.qk_bound_from_arg`` broadcasts a bound to (num_seqs, heads_q))."""
-        return self.batch
-
-    def packed(self, cache_seqlens: Tensor) -> Problem:
-        """The call as ``acp.threshold`` sees it: sequence b has Tq queries and cache_seqlens[b] keys."""
-        dev = cache_seqlens.device
-        cu_q = torch.arange(self.batch + 1, device=dev, dtype=torch.int32) * self.q_len
-        cu_k = torch.nn.functional.pad(cache_seqlens.cumsum(0, dtype=torch.int32), (1, 0))
-        shape = (self.batch, self.batch, self.heads_q, self.heads_kv, self.head_dim, self.q_len, self.max_len)
-        return Problem(*shape, False, cu_q, cu_k, self.sm_scale)
 
 
 def _auto_backend(q: Tensor) -> str:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .acp import _constant
 from .config import interpreting
-from .kvcache import CacheProblem
+from .validate import CacheProblem
 
 LOG2E = tl.constexpr(1.4426950408889634)
 MAX_ROWS = 64  # rows (queries x heads of a group) per program; more rows take more programs (row chunks)

@@ -69,6 +69,36 @@ class Problem:
         return self.heads_q // self.heads_kv
 
 
+@dataclass(frozen=True)
+class CacheProblem:
+    """The shape of one call: B sequences of Tq new queries against a cache of Tmax slots."""
+
+    batch: int
+    q_len: int
+    max_len: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    sm_scale: float
+
+    @property
+    def group(self) -> int:
+        return self.heads_q // self.heads_kv
+
+    @property
+    def num_seqs(self) -> int:
+        """The sequences (``acp.qk_bound_from_arg`` broadcasts a bound to (num_seqs, heads_q))."""
+        return self.batch
+
+    def packed(self, cache_seqlens: Tensor) -> Problem:
+        """The call as ``acp.threshold`` sees it: sequence b has Tq queries and cache_seqlens[b] keys."""
+        dev = cache_seqlens.device
+        cu_q = torch.arange(self.batch + 1, device=dev, dtype=torch.int32) * self.q_len
+        cu_k = torch.nn.functional.pad(cache_seqlens.cumsum(0, dtype=torch.int32), (1, 0))
+        shape = (self.batch, self.batch, self.heads_q, self.heads_kv, self.head_dim, self.q_len, self.max_len)
+        return Problem(*shape, False, cu_q, cu_k, self.sm_scale)
+
+
 def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> tuple[Tensor, list[int]]:
     if not isinstance(cu, Tensor):
         raise TypeError("cu_seqlens must be a torch.Tensor")
