@@ -105,8 +105,8 @@ class KVCache:
         n_layers: int,
         batch_size: int,
         max_len: int,
-        heads_q: int,
-        heads_kv: int,
+        n_heads: int,
+        kv_heads: int,
         head_dim: int,
         token_shift: bool,
         dtype: torch.dtype,
@@ -117,17 +117,17 @@ class KVCache:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if not isinstance(max_len, int) or max_len < 1:
             raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-        B, kv = batch_size, (batch_size, max_len, heads_kv, head_dim)
+        B, kv = batch_size, (batch_size, max_len, kv_heads, head_dim)
 
         def shift() -> Tensor | None:
-            return torch.zeros(B, heads_kv, head_dim, dtype=dtype, device=device) if token_shift else None
+            return torch.zeros(B, kv_heads, head_dim, dtype=dtype, device=device) if token_shift else None
 
         layers = [
             LayerCache(
                 k=torch.zeros(kv, dtype=dtype, device=device),
                 v=torch.zeros(kv, dtype=dtype, device=device),
-                c=torch.zeros(B, max_len, heads_q, dtype=torch.float32, device=device),
-                c_last=torch.zeros(B, heads_q, dtype=torch.float64, device=device),
+                c=torch.zeros(B, max_len, n_heads, dtype=torch.float32, device=device),
+                c_last=torch.zeros(B, n_heads, dtype=torch.float64, device=device),
                 shift_k=shift(),
                 shift_v=shift(),
             )

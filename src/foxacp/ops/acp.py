@@ -74,7 +74,7 @@ class AcpPlan:
         """Visited and causal tiles per head (computed on demand: not on the kernels' path)."""
         _, row_ok, causal_hi = _query_tiles(self.problem, self.tile_m, self.tile_n)
         visited = (causal_hi[:, None, :] - self.kv_lo.long()).clamp_min(0) * row_ok[:, None, :]
-        causal = causal_hi.sum().expand(self.problem.heads_q).clone()
+        causal = causal_hi.sum().expand(self.problem.n_heads).clone()
         return AcpStats(visited.sum((0, 2)), causal, self.tile_m, self.tile_n)
 
 
@@ -130,7 +130,7 @@ def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.
     A tensor's values (finite, >= 0) are checked only while value checks are on: the check reads them back
     to the host (see ``set_value_checks``).
     """
-    shape = (problem.num_seqs, problem.heads_q)
+    shape = (problem.num_seqs, problem.n_heads)
     if isinstance(qk_bound, Tensor):
         u = qk_bound.detach().to(device=device, dtype=torch.float64)
         try:
@@ -172,7 +172,7 @@ def threshold_from_arg(qk_bound: float | Tensor, problem: Problem, log_eps: floa
     if isinstance(qk_bound, Tensor) or not problem.uniform:
         return threshold(u, problem, log_eps)
     value = threshold(float(qk_bound), problem, log_eps)  # uniform: the same formula on a Python float
-    return _constant(value, (problem.num_seqs, problem.heads_q), device)
+    return _constant(value, (problem.num_seqs, problem.n_heads), device)
 
 
 def _query_tiles(problem: Problem, tile_m: int, tile_n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -223,5 +223,5 @@ def plan_tiles(c: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n: 
 
 def dense_stats(problem: Problem, tile_m: int, tile_n: int) -> AcpStats:
     """Statistics of exact attention: every causal tile visited."""
-    causal = _query_tiles(problem, tile_m, tile_n)[2].sum().expand(problem.heads_q).clone()
+    causal = _query_tiles(problem, tile_m, tile_n)[2].sum().expand(problem.n_heads).clone()
     return AcpStats(causal.clone(), causal, tile_m, tile_n)

@@ -97,7 +97,7 @@ def forgetting_attention(
         # The Triton op takes the unpacked tensors and reshapes inside its autograd function (no view nodes in
         # the graph: host time per call, experiments/034-small-call-costs). The gate's scan (with the key table)
         # is one launch.
-        c_t, kc = gate_scan(log_fgate.detach().reshape(-1, problem.heads_q), problem, cfg.fwd.block_n, scale)
+        c_t, kc = gate_scan(log_fgate.detach().reshape(-1, problem.n_heads), problem, cfg.fwd.block_n, scale)
         plan = None
         if log_eps is not None:
             qp, kp = (t.detach().reshape(-1, *t.shape[2:]) for t in (q, k))
@@ -106,7 +106,7 @@ def forgetting_attention(
         return o if not return_stats else (o, _stats(plan, problem, cfg))
 
     qp, kp, vp = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
-    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
+    c_t = cumulative_gate(log_fgate.reshape(-1, problem.n_heads), problem.cu_k, problem.uniform, problem.num_seqs)
     plan = None
     if log_eps is not None:
         plan = run_plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)

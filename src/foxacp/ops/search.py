@@ -64,7 +64,7 @@ def prepare_search(
         raise ValueError("the boundary search needs a log_eps (None means no pruning)")
     problem = check_inputs(q, k, k, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, "torch")
     cfg = kernel_config(q.device, problem.head_dim)
-    c_t = cumulative_gate(log_fgate.reshape(-1, problem.heads_q), problem.cu_k, problem.uniform, problem.num_seqs)
+    c_t = cumulative_gate(log_fgate.reshape(-1, problem.n_heads), problem.cu_k, problem.uniform, problem.num_seqs)
     qp, kp = q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:])
     tm, tn = tile_m or cfg.tile_m, tile_n or cfg.tile_n
     return lambda: run_plan(qp, kp, c_t, problem, log_eps, qk_bound, tm, tn)

@@ -204,7 +204,7 @@ def decode_attention(
         (B, Tq, Hq, D) in q's dtype.
     """
     B, Tq, Hq, D = q.shape
-    Tmax, Hkv, group = k_cache.shape[1], problem.heads_kv, problem.group
+    Tmax, Hkv, group = k_cache.shape[1], problem.kv_heads, problem.group
     # The kernel reads rows of D contiguous values; any other strides are read in place.
     q, k_cache, v_cache = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k_cache, v_cache))
     rows = Tq * group

@@ -130,10 +130,10 @@ def _forward(
     scale: float,
 ):
     o = torch.empty_like(q)
-    lse = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
+    lse = torch.empty(problem.n_heads, q.shape[0], dtype=torch.float32, device=q.device)
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
-    num_sh = problem.num_seqs * problem.heads_q
+    num_sh = problem.num_seqs * problem.n_heads
     kern.fwd_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
         desc_q=_desc(q, b.block_m),
         desc_k=_desc(k, b.block_n),
@@ -153,7 +153,7 @@ def _forward(
         stride_lo_n=s_n,
         stride_lo_h=s_h,
         table_scale=scale,
-        H=problem.heads_q,
+        H=problem.n_heads,
         BLOCK_M=b.block_m,
         BLOCK_N=b.block_n,
         SUB_N=b.sub,
@@ -180,10 +180,10 @@ def _backward(
     scale: float,
 ):
     do = _tma_ready(do)
-    delta = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)  # written by dq_kernel
+    delta = torch.empty(problem.n_heads, q.shape[0], dtype=torch.float32, device=q.device)  # written by dq_kernel
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    dcq = torch.empty(problem.heads_q, q.shape[0], dtype=torch.float32, device=q.device)
-    dck = torch.empty(problem.heads_q, k.shape[0], dtype=torch.float32, device=q.device)
+    dcq = torch.empty(problem.n_heads, q.shape[0], dtype=torch.float32, device=q.device)
+    dck = torch.empty(problem.n_heads, k.shape[0], dtype=torch.float32, device=q.device)
     common = dict(
         C=c_t,
         DELTA=delta,
@@ -203,7 +203,7 @@ def _backward(
     qc = _qc_table(c_t, lse, problem, qc_block, scale)
 
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
-    num_sh = problem.num_seqs * problem.heads_q
+    num_sh = problem.num_seqs * problem.n_heads
     kern.dq_kernel[_grid(num_sh, problem.max_q, b.block_m, _heads(b, k, problem.max_k))](
         Q=q,
         desc_k=_desc(k, b.block_n),
@@ -229,7 +229,7 @@ def _backward(
         stride_dqh=dq.stride(1),
         stride_lo_n=s_n,
         stride_lo_h=s_h,
-        H=problem.heads_q,
+        H=problem.n_heads,
         BLOCK_M=b.block_m,
         BLOCK_N=b.block_n,
         SUB_N=b.sub,
@@ -239,7 +239,7 @@ def _backward(
 
     q_hi, s_n, s_h = _plan_args(plan, "q_hi", problem)
     b = cfg.dkdv_for(problem.max_k)
-    num_sh = problem.num_seqs * problem.heads_kv
+    num_sh = problem.num_seqs * problem.kv_heads
     kern.dkdv_kernel[_grid(num_sh, problem.max_k, b.block_n, _heads(b, q, problem.max_q, problem.group))](
         desc_q=_desc(q, b.block_m),
         desc_qs=_desc(q, b.sub),
@@ -265,7 +265,7 @@ def _backward(
         stride_dvh=dv.stride(1),
         stride_hi_n=s_n,
         stride_hi_h=s_h,
-        HKV=problem.heads_kv,
+        HKV=problem.kv_heads,
         BLOCK_M=b.block_m,
         BLOCK_N=b.block_n,
         QC_BLOCK=qc_block,
@@ -287,7 +287,7 @@ class _TritonForgettingAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, log_fgate, c_t, kc, problem, plan, cfg, scale):
         qp, kp, vp = (_tma_ready(t.reshape(-1, *t.shape[2:])) for t in (q, k, v))
         o, lse = _forward(qp, kp, vp, c_t, kc, problem, plan, cfg, scale)
-        gp = log_fgate.detach().reshape(-1, problem.heads_q)
+        gp = log_fgate.detach().reshape(-1, problem.n_heads)
         ctx.save_for_backward(qp, kp, vp, gp, c_t, o, lse, kc)
         ctx.problem, ctx.plan, ctx.cfg, ctx.scale = problem, plan, cfg, scale
         ctx.shapes = q.shape, k.shape, log_fgate.shape

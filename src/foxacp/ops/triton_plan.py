@@ -87,7 +87,7 @@ def max_norms(x: Tensor, cu: Tensor, num_seqs: int, max_len: int) -> Tensor:
 
 def tile_plan(c_t: Tensor, delta: Tensor, problem: Problem, tile_m: int, tile_n: int) -> tuple[Tensor, Tensor]:
     """The Triton twin of ``acp.plan_tiles`` (boundaries only). c_t (Hq, total_k) float64, delta (N, Hq)."""
-    n, h = problem.num_seqs, problem.heads_q
+    n, h = problem.num_seqs, problem.n_heads
     num_m, num_n = math.ceil(problem.max_q / tile_m), math.ceil(problem.max_k / tile_n)
     kv_lo = torch.empty(n, h, num_m, dtype=torch.int32, device=c_t.device)
     q_hi = torch.empty(n, h, num_n, dtype=torch.int32, device=c_t.device)

@@ -54,8 +54,8 @@ class Problem:
 
     batch: int
     num_seqs: int
-    heads_q: int
-    heads_kv: int
+    n_heads: int
+    kv_heads: int
     head_dim: int
     max_q: int
     max_k: int
@@ -66,7 +66,7 @@ class Problem:
 
     @property
     def group(self) -> int:
-        return self.heads_q // self.heads_kv
+        return self.n_heads // self.kv_heads
 
 
 @dataclass(frozen=True)
@@ -76,18 +76,18 @@ class CacheProblem:
     batch: int
     q_len: int
     max_len: int
-    heads_q: int
-    heads_kv: int
+    n_heads: int
+    kv_heads: int
     head_dim: int
     sm_scale: float
 
     @property
     def group(self) -> int:
-        return self.heads_q // self.heads_kv
+        return self.n_heads // self.kv_heads
 
     @property
     def num_seqs(self) -> int:
-        """The sequences (``acp.qk_bound_from_arg`` broadcasts a bound to (num_seqs, heads_q))."""
+        """The sequences (``acp.qk_bound_from_arg`` broadcasts a bound to (num_seqs, n_heads))."""
         return self.batch
 
     def packed(self, cache_seqlens: Tensor) -> Problem:
@@ -95,7 +95,7 @@ class CacheProblem:
         dev = cache_seqlens.device
         cu_q = torch.arange(self.batch + 1, device=dev, dtype=torch.int32) * self.q_len
         cu_k = torch.nn.functional.pad(cache_seqlens.cumsum(0, dtype=torch.int32), (1, 0))
-        shape = (self.batch, self.batch, self.heads_q, self.heads_kv, self.head_dim, self.q_len, self.max_len)
+        shape = (self.batch, self.batch, self.n_heads, self.kv_heads, self.head_dim, self.q_len, self.max_len)
         return Problem(*shape, False, cu_q, cu_k, self.sm_scale)
 
 
