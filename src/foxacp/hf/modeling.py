@@ -1,0 +1,134 @@
+"""FoxForCausalLM: a FoxLM as a transformers PreTrainedModel (AutoModelForCausalLM, save/load, generate).
+
+The FoxLM is the submodule ``model``: state-dict keys are FoxLM's with the prefix ``model.``, and the
+forward is FoxLM's (ACP and foxacp's kernels included). Padding is supported on the left only (how
+decoder-only models are batched for generation): the real tokens of every row are packed into one
+sequence with document offsets, so pad tokens never enter a forget gate or a token shift.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from foxacp.model import FoxLM
+
+from .config import FoxConfig
+
+PREFIX = "model."
+
+
+def packed_logits(model: FoxLM, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Logits (B, T, V) of the tokens where attention_mask (B, T) is 1; rows are left-padded (zeros first).
+
+    Every row's real tokens form one document of a packed forward, so the logits are those each row alone
+    would give. Logits at padded positions are 0.
+
+    Raises:
+        ValueError: attention_mask of another shape than input_ids, holding values other than 0 and 1, padded
+            anywhere but on the left, or with a row of padding only.
+    """
+    if attention_mask is None:
+        return model(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+        )
+    mask = attention_mask.to(torch.long)
+    if bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
+    if bool(mask.all()):
+        return model(input_ids)
+    if bool((mask[:, 1:] < mask[:, :-1]).any()):
+        raise ValueError("attention_mask: only left padding is supported (each row: zeros, then ones)")
+    lengths = mask.sum(1)
+    if bool((lengths == 0).any()):
+        raise ValueError("attention_mask: every row needs at least one token")
+    keep = mask.bool()
+    cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    packed = model(input_ids[keep][None], cu_seqlens=cu_seqlens, max_seqlen=int(lengths.max()))[0]
+    logits = packed.new_zeros(*input_ids.shape, packed.shape[-1])
+    logits[keep] = packed
+    return logits
+
+
+class FoxPreTrainedModel(PreTrainedModel):
+    """Shared transformers plumbing: config class, weight init of missing weights."""
+
+    config_class = FoxConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["Block"]
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # transformers' generic init gives FoxLM's (N(0, init_std), zero biases, unit norm gains) except for the
+        # forget-gate bias, which starts at fgate_bias_init. transformers calls this only for modules that were
+        # not loaded, and its init functions skip tensors already flagged as loaded.
+        super()._init_weights(module)
+        if isinstance(module, torch.nn.Linear) and any(module is block.attn.fgate for block in self.model.blocks):
+            init.constant_(module.bias, self.config.fgate_bias_init)
+
+
+class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
+    """A FoxLM (``self.model``) with transformers' causal-LM interface.
+
+    forward(input_ids (B, T) int64, attention_mask (B, T) 0/1 left padding or None, labels (B, T) int64 or None)
+    -> CausalLMOutputWithPast with logits (B, T, V) float and, with labels, the mean next-token cross entropy
+    (labels shifted inside, -100 ignored, as in transformers' causal LMs). generate() recomputes the whole
+    sequence at every step (no transformers cache: use foxacp.generate for fast decoding).
+    """
+
+    def __init__(self, config: FoxConfig) -> None:
+        super().__init__(config)
+        self.model = FoxLM(config.to_model_config())
+        self.post_init()
+
+    @classmethod
+    def from_foxlm(cls, model: FoxLM, **config_kwargs) -> FoxForCausalLM:
+        """Wrap an existing FoxLM (its parameters are shared, not copied); config_kwargs go to FoxConfig."""
+        if not isinstance(model, FoxLM):
+            raise TypeError(f"model must be a FoxLM, got {type(model).__name__}")
+        config = FoxConfig.from_model_config(model.config, **config_kwargs)
+        with torch.device("meta"):
+            hf = cls(config)
+        hf.model = model
+        return hf
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # FoX's state (cumulative gates, token-shift rows) is not a key/value pair per layer.
+        return False
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.model.embed
+
+    def get_output_embeddings(self) -> torch.nn.Linear:
+        return self.model.lm_head
+
+    def prepare_inputs_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> dict:
+        # Without a cache every step sees the whole sequence so far.
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """See the class docstring. Raises ValueError for inputs_embeds or a cache (not supported)."""
+        for name in ("inputs_embeds", "past_key_values", "cache"):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"{name} is not supported by FoxForCausalLM")
+        logits = packed_logits(self.model, input_ids, attention_mask)
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
+            )
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
