@@ -5,6 +5,7 @@
     foxacp train --resume --out runs/125m         continue a run from its latest checkpoint
     foxacp plot runs/125m                         runs/125m/plot.png
     foxacp export-gates runs/125m --out gates.safetensors
+    foxacp export-hf runs/125m hf/125m            a transformers directory (needs the hf extra)
     foxacp generate runs/125m --prompt "def main(" --max-new-tokens 200 --temperature 0.8
     foxacp bench --quick                          the attention benchmark (foxacp.bench.attention)
 
@@ -143,6 +144,17 @@ def cmd_export_gates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    try:
+        from foxacp.hf.export import export_hf
+    except ImportError as e:
+        print(f"foxacp export-hf: needs transformers (pip install 'foxacp[hf]'): {e}", file=sys.stderr)
+        return 2
+    out = export_hf(args.run_dir, args.out_dir, eos_token_id=args.eos_token_id, overwrite=args.overwrite)
+    print(f"wrote {out} (AutoModelForCausalLM.from_pretrained after `import foxacp.hf`, or foxacp.load)")
+    return 0
+
+
 def load_for_generation(run_dir: Path, device: str):
     """(model, tokenizer) of a run directory, the model in eval mode on ``device``.
 
@@ -268,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seq-len", type=int, default=None, help="default: the run's context length")
     ex.add_argument("--device", default="cpu")
     ex.set_defaults(func=cmd_export_gates)
+
+    hf = sub.add_parser("export-hf", help="save a trained model as a Hugging Face transformers directory")
+    hf.add_argument("run_dir", type=Path, help="run directory or checkpoint directory")
+    hf.add_argument("out_dir", type=Path, help="output directory (must be empty or new)")
+    hf.add_argument("--eos-token-id", type=int, default=None, help="stored in the config; generate stops on it")
+    hf.add_argument("--overwrite", action="store_true", help="write into a non-empty out_dir")
+    hf.set_defaults(func=cmd_export_hf)
 
     ge = sub.add_parser("generate", help="continue a prompt with a trained model, streaming the text")
     ge.add_argument("run_dir", type=Path, help="run directory or checkpoint directory")

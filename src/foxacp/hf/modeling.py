@@ -8,6 +8,9 @@ sequence with document offsets, so pad tokens never enter a forget gate or a tok
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch import Tensor
 from transformers import GenerationMixin, PreTrainedModel
@@ -18,7 +21,12 @@ from foxacp.model import FoxLM
 
 from .config import FoxConfig
 
-PREFIX = "model."
+# What a saved directory's auto_map names: a module that takes the classes from the installed foxacp package.
+REMOTE_MODULE = "foxacp_remote"
+REMOTE_SOURCE = '"""foxacp models for trust_remote_code: the classes of the installed foxacp package."""\n\n' + (
+    "from foxacp.hf import FoxConfig, FoxForCausalLM  # noqa: F401\n"
+)
+AUTO_MAP = {"AutoConfig": "FoxConfig", "AutoModel": "FoxForCausalLM", "AutoModelForCausalLM": "FoxForCausalLM"}
 
 
 def packed_logits(model: FoxLM, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -59,7 +67,7 @@ class FoxPreTrainedModel(PreTrainedModel):
     """Shared transformers plumbing: config class, weight init of missing weights."""
 
     config_class = FoxConfig
-    base_model_prefix = "model"
+    base_model_prefix = "model"  # the FoxLM attribute; foxacp.load reads the keys by it (HF_PREFIX)
     _no_split_modules = ["Block"]
     supports_gradient_checkpointing = False
 
@@ -96,6 +104,15 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
             hf = cls(config)
         hf.model = model
         return hf
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """transformers' save_pretrained, plus an ``auto_map`` in config.json and the small module it names, so that
+        ``from_pretrained(..., trust_remote_code=True)`` finds these classes in the installed foxacp without
+        ``import foxacp.hf``."""
+        self.config.auto_map = {name: f"{REMOTE_MODULE}.{cls}" for name, cls in AUTO_MAP.items()}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            (Path(save_directory) / f"{REMOTE_MODULE}.py").write_text(REMOTE_SOURCE, encoding="utf-8")
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

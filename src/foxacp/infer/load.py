@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.train.checkpoint import CheckpointError, load_weights, read_meta, resolve_checkpoint
@@ -33,9 +36,11 @@ def load(
     """The trained model stored at ``path``, in eval mode.
 
     ``path`` is a run directory (its ``checkpoints/latest`` checkpoint is loaded), its ``checkpoints``
-    folder, or one checkpoint directory (``step_NNNNNN`` with meta.json). Every file is checked against
-    the sizes and sha256 sums in meta.json before the weights are read. ``device``: where the weights go
-    (default CPU); ``dtype``: a floating dtype to cast the parameters to (default: as saved, float32).
+    folder, one checkpoint directory (``step_NNNNNN`` with meta.json; every file is checked against the
+    sizes and sha256 sums in meta.json before the weights are read), or a Hugging Face directory written
+    by ``foxacp.hf`` (``save_pretrained``, ``foxacp export-hf``; read without transformers). ``device``:
+    where the weights go (default CPU); ``dtype``: a floating dtype to cast the parameters to (default: as
+    saved, float32).
 
     Raises:
         CheckpointError: ``path`` is neither a run nor a checkpoint directory (the message says what was
@@ -46,8 +51,11 @@ def load(
     dev = _device(device)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
-    # Each kind of directory is told apart by the files it holds; a Hugging Face model directory
-    # (config.json + model.safetensors, no checkpoints/) is the next kind to recognise here.
+    # Each kind of directory is told apart by the files it holds: a Hugging Face directory by its config.json
+    # of model_type "foxacp" (a run directory's config.json is a TrainConfig).
+    model = _load_hf_dir(Path(path))
+    if model is not None:
+        return model.to(device=dev, dtype=dtype).eval()
     ckpt = resolve_checkpoint(path)
     meta = read_meta(ckpt)
     try:
@@ -56,3 +64,43 @@ def load(
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {ckpt} does not fit the model config it records: {e}") from None
     return model.to(device=dev, dtype=dtype).eval()
+
+
+HF_PREFIX = "model."  # FoxForCausalLM's name for its FoxLM (foxacp.hf), read here without transformers
+
+
+def _load_hf_dir(path: Path) -> FoxLM | None:
+    """The FoxLM of a ``save_pretrained`` directory (one or several safetensors files), or None if ``path`` is not one.
+
+    Raises CheckpointError for a config that is not a valid ModelConfig, or weights whose keys or shapes
+    do not fit it (the message names them).
+    """
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("model_type") != "foxacp":
+        return None
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    try:
+        model = FoxLM(ModelConfig(**{k: v for k, v in config.items() if k in names}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}/config.json is not a valid foxacp model config: {e}") from None
+    index = path / "model.safetensors.index.json"
+    shards = json.loads(index.read_text())["weight_map"].values() if index.exists() else ["model.safetensors"]
+    files = sorted(set(shards))
+    state = {}
+    for name in files:
+        if not (path / name).exists():
+            raise CheckpointError(f"{path} has a foxacp config.json but no {name}")
+        state.update(load_file(path / name))
+    unknown = sorted(k for k in state if not k.startswith(HF_PREFIX))
+    weights = {k[len(HF_PREFIX) :]: v for k, v in state.items() if k.startswith(HF_PREFIX)}
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights of the wrong shape for its config: {e}") from None
+    unknown += [HF_PREFIX + k for k in result.unexpected_keys]
+    if unknown or result.missing_keys:
+        raise CheckpointError(f"{path}: unknown weights {unknown}, missing weights {result.missing_keys}")
+    return model
