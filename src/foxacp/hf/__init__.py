@@ -6,6 +6,7 @@ which ``AutoModelForCausalLM.from_pretrained(path)`` gives a FoxForCausalLM.
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .cache import FoxCache
 from .config import FoxConfig
 from .modeling import FoxForCausalLM, packed_logits
 
@@ -13,4 +14,4 @@ AutoConfig.register(FoxConfig.model_type, FoxConfig, exist_ok=True)
 AutoModel.register(FoxConfig, FoxForCausalLM, exist_ok=True)
 AutoModelForCausalLM.register(FoxConfig, FoxForCausalLM, exist_ok=True)
 
-__all__ = ["FoxConfig", "FoxForCausalLM", "packed_logits"]
+__all__ = ["FoxCache", "FoxConfig", "FoxForCausalLM", "packed_logits"]

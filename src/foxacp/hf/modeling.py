@@ -15,11 +15,16 @@ import torch
 from torch import Tensor
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from foxacp.model import FoxLM
 
+from .cache import FoxCache
 from .config import FoxConfig
+
+# The output field (and forward argument) that carries the cache: renamed from past_key_values in transformers 5.
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 # What a saved directory's auto_map names: a module that takes the classes from the installed foxacp package.
 REMOTE_MODULE = "foxacp_remote"
@@ -85,8 +90,9 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
 
     forward(input_ids (B, T) int64, attention_mask (B, T) 0/1 left padding or None, labels (B, T) int64 or None)
     -> CausalLMOutputWithPast with logits (B, T, V) float and, with labels, the mean next-token cross entropy
-    (labels shifted inside, -100 ignored, as in transformers' causal LMs). generate() recomputes the whole
-    sequence at every step (no transformers cache: use foxacp.generate for fast decoding).
+    (labels shifted inside, -100 ignored, as in transformers' causal LMs). With use_cache (generate's default)
+    the state lives in a FoxCache (foxacp's decoding cache) returned in the output and fed back; with
+    use_cache=False every step recomputes the whole sequence.
     """
 
     def __init__(self, config: FoxConfig) -> None:
@@ -125,9 +131,21 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> torch.nn.Linear:
         return self.model.lm_head
 
-    def prepare_inputs_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> dict:
-        # Without a cache every step sees the whole sequence so far.
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    def prepare_inputs_for_generation(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, use_cache: bool | None = None, **kwargs
+    ) -> dict:
+        """The next forward's inputs: with a cache (made here at the first step) only the tokens it has not seen."""
+        cache = _cache_arg(kwargs)
+        use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
+        if not use_cache:
+            return {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        cache = FoxCache(self.model) if cache is None else cache
+        return {
+            "input_ids": input_ids[:, cache.get_seq_length() :],
+            "attention_mask": attention_mask,
+            "use_cache": True,
+            CACHE_FIELD: cache,
+        }
 
     def forward(
         self,
@@ -135,17 +153,39 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         attention_mask: Tensor | None = None,
         labels: Tensor | None = None,
         use_cache: bool | None = None,
+        cache: Cache | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """See the class docstring. Raises ValueError for inputs_embeds or a cache (not supported)."""
-        for name in ("inputs_embeds", "past_key_values", "cache"):
-            if kwargs.get(name) is not None:
-                raise ValueError(f"{name} is not supported by FoxForCausalLM")
-        logits = packed_logits(self.model, input_ids, attention_mask)
+        """See the class docstring.
+
+        Raises:
+            ValueError: inputs_embeds (not supported), a cache that is not a FoxCache, or a bad attention_mask.
+        """
+        if inputs_embeds is not None:
+            raise ValueError("inputs_embeds is not supported by FoxForCausalLM: pass input_ids")
+        cache = cache if cache is not None else past_key_values
+        if cache is not None and not isinstance(cache, FoxCache):
+            raise ValueError(f"the cache must be a foxacp.hf.FoxCache, got {type(cache).__name__}")
+        if cache is None and use_cache:
+            cache = FoxCache(self.model)
+        if cache is not None:
+            logits = cache.forward(input_ids, attention_mask)
+        else:
+            logits = packed_logits(self.model, input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: cache})
+
+
+def _cache_arg(kwargs: dict) -> Cache | None:
+    """The cache handed over as ``cache`` (transformers >= 5.2x) or ``past_key_values`` (earlier)."""
+    for name in ("cache", "past_key_values"):
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None

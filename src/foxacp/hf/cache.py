@@ -1,0 +1,157 @@
+"""FoxCache: foxacp's decoding cache (model/cache.py) behind transformers' Cache API, for generate().
+
+transformers sees one sequence length for the whole batch: the padded prompt plus the tokens generated so far
+(``seen``). foxacp's KVCache holds each row's real tokens only, at its own length, so left padding never
+enters a forget gate or a token shift. Each layer of the Cache is a FoxCacheLayer over foxacp's LayerCache
+(keys and values, the cumulative log gate c and its float64 running total, the token-shift rows).
+The buffers grow by doubling when a call would overflow them (a copy, rare); transformers' static-cache
+compilation is not supported (``is_compileable`` is False): foxacp.generate has the CUDA-graph decode step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from foxacp.model import FoxLM
+from foxacp.model.cache import KVCache, LayerCache
+
+# Tokens between rebases of the cached gates (a host read each), as in foxacp.generate.
+REBASE_EVERY = 16
+# Room left after the first call, so that a short generation never reallocates.
+HEADROOM = 256
+
+
+class FoxCacheLayer(CacheLayerMixin):
+    """One layer of a FoxCache: ``state`` is foxacp's LayerCache of that layer (None before the first call).
+
+    FoxLM writes it itself, so ``update`` (transformers' key/value hand-over) is refused.
+    """
+
+    is_compileable = False
+    is_sliding = False
+    is_croppable = False
+    supports_early_init = False
+
+    def __init__(self, owner: FoxCache, index: int) -> None:
+        super().__init__()
+        self.owner, self.index = owner, index
+
+    @property
+    def state(self) -> LayerCache | None:
+        kv = self.owner.kv
+        return None if kv is None else kv.layers[self.index]
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        raise NotImplementedError("a FoxCache is allocated by FoxForCausalLM's forward")
+
+    def update(self, *args, **kwargs):
+        raise NotImplementedError("FoxLM writes its cache layers itself; they take no key/value states")
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.owner.seen + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.owner.seen
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        raise NotImplementedError("beam search is not supported by FoxCache")
+
+
+class FoxCache(Cache):
+    """transformers Cache over a foxacp KVCache for ``model`` (a FoxLM), allocated at the first forward.
+
+    ``kv``: the KVCache (None until then); ``seen``: the tokens transformers has fed per row, padding included.
+    """
+
+    def __init__(self, model: FoxLM) -> None:
+        if not isinstance(model, FoxLM):
+            raise TypeError(f"model must be a FoxLM, got {type(model).__name__}")
+        super().__init__(layers=[FoxCacheLayer(self, i) for i in range(model.config.n_layers)])
+        self.model = model
+        self.kv: KVCache | None = None
+        self.seen = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def crop(self, max_length: int) -> None:
+        raise NotImplementedError("FoxCache cannot be cropped (assisted decoding is not supported)")
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        raise NotImplementedError("beam search is not supported by FoxCache")
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Feed the next tokens input_ids (B, T) -> their logits (B, T, V).
+
+        The first call takes the prompts, left-padded where attention_mask (B, T) is 0 (logits there are 0);
+        later calls take every row's next T tokens, with attention_mask (B, seen + T) or None.
+
+        Raises:
+            ValueError: a mask of the wrong shape, not 0/1, padded other than on the left of the prompts,
+                a row of padding only, or a batch size that differs from the first call's.
+        """
+        B, T = input_ids.shape
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(torch.long)
+            if attention_mask.shape != (B, self.seen + T):
+                raise ValueError(
+                    f"attention_mask must be (B, cached + new) {(B, self.seen + T)}, not {tuple(attention_mask.shape)}"
+                )
+            if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+                raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
+        if self.kv is None:
+            return self._prefill(input_ids, attention_mask)
+        if self.kv.batch_size != B:
+            raise ValueError(f"input_ids has batch size {B} but the cache was started with {self.kv.batch_size}")
+        if attention_mask is not None and not bool(attention_mask[:, self.seen :].all()):
+            raise ValueError("attention_mask: only the prompts may be padded (on the left)")
+        self._reserve(T)
+        logits = self.model(input_ids, cache=self.kv)
+        self._advance(T)
+        return logits
+
+    def _prefill(self, input_ids: Tensor, mask: Tensor | None) -> Tensor:
+        B, T = input_ids.shape
+        self.kv = self.model.new_cache(B, T + HEADROOM)
+        if mask is None or bool(mask.all()):
+            logits = self.model(input_ids, cache=self.kv)
+        else:
+            if bool((mask[:, 1:] < mask[:, :-1]).any()):
+                raise ValueError("attention_mask: only left padding is supported (each row: zeros, then ones)")
+            if bool((mask.sum(1) == 0).any()):
+                raise ValueError("attention_mask: every row needs at least one token")
+            logits = None
+            for b in range(B):  # each row's real tokens into its own cache row, nothing padded
+                keep = mask[b].bool()
+                row = self.model(input_ids[b, keep][None], cache=self.kv.rows(b, b + 1))[0]
+                if logits is None:
+                    logits = row.new_zeros(B, T, row.shape[-1])
+                logits[b, keep] = row
+        self._advance(T)
+        return logits
+
+    def _advance(self, n: int) -> None:
+        before, self.seen = self.seen, self.seen + n
+        if self.seen // REBASE_EVERY != before // REBASE_EVERY:
+            self.kv.rebase()
+
+    def _reserve(self, n: int) -> None:
+        """Grow the buffers (doubling) so that every row has room for n more tokens."""
+        kv = self.kv
+        need = int(kv.lengths.max()) + n
+        if need <= kv.max_len:
+            return
+        grown = self.model.new_cache(kv.batch_size, max(need, 2 * kv.max_len), dtype=kv.layers[0].k.dtype)
+        for old, new in zip(kv.layers, grown.layers, strict=True):
+            for name in ("k", "v", "c"):
+                getattr(new, name)[:, : kv.max_len].copy_(getattr(old, name))
+            for name in ("c_last", "shift_k", "shift_v"):
+                if getattr(old, name) is not None:
+                    getattr(new, name).copy_(getattr(old, name))
+        grown.lengths.copy_(kv.lengths)
+        self.kv = grown
