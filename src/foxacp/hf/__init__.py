@@ -1,7 +1,8 @@
 """Hugging Face transformers integration (needs the ``hf`` extra).
 
 Importing ``foxacp.hf`` registers model_type "foxacp" with AutoConfig, AutoModel and AutoModelForCausalLM, after
-which ``AutoModelForCausalLM.from_pretrained(path)`` gives a FoxForCausalLM.
+which ``AutoModelForCausalLM.from_pretrained(path)`` gives a FoxForCausalLM. ``load_official`` reads the official
+FoX checkpoints (zhixuan-lin/forgetting-transformer) into a FoxLM; ``FoxForCausalLM.from_foxlm`` wraps one.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -9,9 +10,17 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 from .cache import FoxCache
 from .config import FoxConfig
 from .modeling import FoxForCausalLM, packed_logits
+from .official import OfficialCheckpointError, load_official
 
 AutoConfig.register(FoxConfig.model_type, FoxConfig, exist_ok=True)
 AutoModel.register(FoxConfig, FoxForCausalLM, exist_ok=True)
 AutoModelForCausalLM.register(FoxConfig, FoxForCausalLM, exist_ok=True)
 
-__all__ = ["FoxCache", "FoxConfig", "FoxForCausalLM", "packed_logits"]
+__all__ = [
+    "FoxCache",
+    "FoxConfig",
+    "FoxForCausalLM",
+    "OfficialCheckpointError",
+    "load_official",
+    "packed_logits",
+]
