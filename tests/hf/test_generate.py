@@ -3,6 +3,8 @@ left-padded prompts, EOS, sampling; the cache's growth and gate rebasing; what t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -141,3 +143,12 @@ def test_a_streamer_sees_the_prompt_then_every_new_token(pair):
     out = hf.generate(prompt, max_new_tokens=5, do_sample=False, streamer=Collect())
     assert seen[-1] is None and torch.equal(seen[0].flatten(), prompt[0])
     assert torch.equal(torch.cat([t.flatten() for t in seen[1:-1]]), out[0, 4:])
+
+
+def test_the_generate_benchmark_runs_and_both_paths_agree_on_the_cpu(capsys):
+    from foxacp.hf.bench import main
+
+    assert main(["--preset", "tiny", "--prompt-len", "5", "--new-tokens", "4", "--vocab-size", "64"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["tokens_per_s_foxacp"] > 0 and record["tokens_per_s_hf"] > 0
+    assert record["greedy_agreement"] == 1.0  # float32 on the CPU: the same greedy tokens

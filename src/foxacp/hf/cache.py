@@ -16,6 +16,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from foxacp.model import FoxLM
 from foxacp.model.cache import KVCache, LayerCache
+from foxacp.ops import set_value_checks
 
 # Tokens between rebases of the cached gates (a host read each), as in foxacp.generate.
 REBASE_EVERY = 16
@@ -111,7 +112,13 @@ class FoxCache(Cache):
         if attention_mask is not None and not bool(attention_mask[:, self.seen :].all()):
             raise ValueError("attention_mask: only the prompts may be padded (on the left)")
         self._reserve(T)
-        logits = self.model(input_ids, cache=self.kv)
+        # After the prefill the cache holds only what the model wrote, so the ops' gate value checks (a host
+        # read per layer and step) have nothing left to find, as in foxacp.generate.
+        checks = set_value_checks(False)
+        try:
+            logits = self.model(input_ids, cache=self.kv)
+        finally:
+            set_value_checks(checks)
         self._advance(T)
         return logits
 
