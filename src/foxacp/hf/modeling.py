@@ -184,7 +184,7 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
 
 
 def _cache_arg(kwargs: dict) -> Cache | None:
-    """The cache handed over as ``cache`` (transformers >= 5.2x) or ``past_key_values`` (earlier)."""
+    """The cache handed over as ``cache`` (recent transformers 5 releases) or ``past_key_values`` (earlier ones)."""
     for name in ("cache", "past_key_values"):
         if kwargs.get(name) is not None:
             return kwargs[name]
