@@ -115,6 +115,12 @@ def test_forward_with_a_cache_gives_the_logits_of_the_full_sequence(pair):
         hf(ids[:, :1], attention_mask=torch.tensor([[1] * 9 + [0]] * 2), **{CACHE_FIELD: cache})
     with pytest.raises(ValueError, match="batch size"):
         hf(ids[:1, :1], **{CACHE_FIELD: cache})
+    for match, mask in {
+        "only 0": torch.full((2, 9), 2),
+        "only left padding": torch.tensor([[1, 0] * 4 + [1]] * 2),
+    }.items():
+        with pytest.raises(ValueError, match=match):
+            hf(ids, attention_mask=mask, use_cache=True)
 
 
 def test_what_the_cache_refuses(pair):

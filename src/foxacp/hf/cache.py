@@ -103,14 +103,13 @@ class FoxCache(Cache):
                 raise ValueError(
                     f"attention_mask must be (B, cached + new) {(B, self.seen + T)}, not {tuple(attention_mask.shape)}"
                 )
-            if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-                raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
         if self.kv is None:
             return self._prefill(input_ids, attention_mask)
         if self.kv.batch_size != B:
             raise ValueError(f"input_ids has batch size {B} but the cache was started with {self.kv.batch_size}")
-        if attention_mask is not None and not bool(attention_mask[:, self.seen :].all()):
-            raise ValueError("attention_mask: only the prompts may be padded (on the left)")
+        # Only the new columns matter now (the prompt's were checked by the prefill): one host read per step.
+        if attention_mask is not None and bool((attention_mask[:, self.seen :] != 1).any()):
+            raise ValueError("attention_mask: only the prompts may be padded (on the left); new tokens take 1")
         self._reserve(T)
         # After the prefill the cache holds only what the model wrote, so the ops' gate value checks (a host
         # read per layer and step) have nothing left to find, as in foxacp.generate.
@@ -125,6 +124,8 @@ class FoxCache(Cache):
     def _prefill(self, input_ids: Tensor, mask: Tensor | None) -> Tensor:
         B, T = input_ids.shape
         self.kv = self.model.new_cache(B, T + HEADROOM)
+        if mask is not None and bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
         if mask is None or bool(mask.all()):
             logits = self.model(input_ids, cache=self.kv)
         else:
@@ -150,7 +151,7 @@ class FoxCache(Cache):
     def _reserve(self, n: int) -> None:
         """Grow the buffers (doubling) so that every row has room for n more tokens."""
         kv = self.kv
-        need = int(kv.lengths.max()) + n
+        need = self.seen + n  # no row is longer than seen (padding is not cached): no host read of the lengths
         if need <= kv.max_len:
             return
         grown = self.model.new_cache(kv.batch_size, max(need, 2 * kv.max_len), dtype=kv.layers[0].k.dtype)
