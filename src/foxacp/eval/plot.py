@@ -34,7 +34,8 @@ def moving_average(values: list[float | None], window: int) -> list[float]:
     return out
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +49,7 @@ def plot_loss_by_position(
 ) -> None:
     """PNG at ``out``: each curve (label -> value per token position) raw and faint, its moving average over
     ``window`` positions on top, and a dashed line at the training context ``train_len``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, (label, ys) in enumerate(curves.items()):
         xs = range(len(ys))
@@ -73,7 +74,7 @@ def plot_loss_by_position(
 def plot_passkey_heatmap(out: Any, grid: dict[str, Any], *, train_len: int | None, title: str) -> None:
     """PNG at ``out``: a passkey record's accuracy (rows: lengths, columns: depths) as a heatmap with the value
     in each cell; lengths beyond the training context ``train_len`` are marked with '>'."""
-    plt = _pyplot()
+    plt = pyplot()
     acc = [[math.nan if v is None else v for v in row] for row in grid["accuracy"]]
     fig, ax = plt.subplots(figsize=(max(6.5, 2 + 0.9 * len(grid["depths"])), 2.4 + 0.45 * len(grid["lengths"])))
     im = ax.imshow(acc, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
