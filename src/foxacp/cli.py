@@ -220,6 +220,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         device=device,
+        dtype=args.dtype,
         max_len=args.max_len,
         compare_exact=args.compare_exact,
         passkey_lengths=args.passkey_lengths,
@@ -250,6 +251,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         device=device,
+        dtype=args.dtype,
         max_len=args.max_len,
         log_eps=args.log_eps,
         tile=args.tile,
@@ -341,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, required=True, help="output folder (eval.json and PNGs)")
     ev.add_argument("--max-len", type=int, default=None, help="positions scored per document (default 4x context)")
     ev.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ev.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     ev.add_argument("--compare-exact", action="store_true", help="also run exactly (ACP off), side by side")
     ev.add_argument("--passkey-lengths", type=int, nargs="+", default=None, help="prompt lengths in tokens")
     ev.add_argument("--depths", type=float, nargs="+", default=list(DEPTHS), help="key depths in [0, 1]")
@@ -359,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--tile", type=int, default=None, help="square ACP tile (default: the device's grid)")
     an.add_argument("--heads-per-layer", type=int, default=3, help="decay maps drawn per layer")
     an.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    an.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     an.set_defaults(func=cmd_analyze)
 
     # Listed for --help; main() hands everything after "bench" to the benchmark's own parser.

@@ -83,7 +83,7 @@ def test_picked_heads_take_least_median_and_most_saving_per_layer():
 def test_analyze_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "an"
     cmd = ["analyze", str(tiny_run), "--data", str(corpus_dir), "--out", str(out), "--device", "cpu"]
-    assert main([*cmd, "--max-len", "200", "--tile", "16"]) == 0
+    assert main([*cmd, "--max-len", "200", "--tile", "16", "--dtype", "bfloat16"]) == 0
     assert "analyze.json" in capsys.readouterr().out
     rec = json.loads((out / "analyze.json").read_text())
     assert rec["tokens"] == 200 and rec["tile"] == [16, 16] and rec["log_eps"] == -10.0
@@ -92,6 +92,7 @@ def test_analyze_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_p
     assert rec["log_eps_sweep"]["log_eps"][0] == -1.0 and rec["log_eps_sweep"]["log_eps"][-1] == -20.0
     assert len(rec["log_eps_sweep"]["per_layer"]) == 2 and rec["tile_sweep"]["tiles"][0] == 1
     assert rec["meta"]["model"] == str(tiny_run.resolve()) and rec["meta"]["commit"]
+    assert rec["meta"]["dtype"] == "bfloat16"
     for png in ("decay_maps.png", "head_saving.png", "saving_vs_log_eps.png", "saving_vs_tile.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*cmd[:2], "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2

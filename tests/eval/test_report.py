@@ -100,6 +100,10 @@ def test_eval_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_path
     assert all(0 <= a <= 1 for row in grid["accuracy"] for a in row)
     cmp = rec["comparison"]
     assert len(cmp["loss_difference"]) == 300 and cmp["max_abs_loss_difference"] < 1e-3
+    exact = rec["exact"]["per_position"]["loss_by_position"]
+    for t in (0, 150, 299):
+        assert cmp["loss_difference"][t] == pytest.approx(pos["loss_by_position"][t] - exact[t], abs=1e-12)
+    assert rec["meta"]["acp"] and rec["meta"]["log_eps"] == -10.0 and len(rec["exact"]["passkey"]["trials"]) == 8
     assert cmp["passkey_same_answer"] == pytest.approx(1.0)
     for png in ("loss_by_position.png", "prefix_loss.png", "passkey.png", "passkey_exact.png", "loss_difference.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,6 +48,7 @@ def run_analyze(
     out: str | Path,
     *,
     device: str = "cpu",
+    dtype: str = "float32",
     max_len: int | None = None,
     log_eps: float | None = None,
     tile: int | None = None,
@@ -61,7 +62,8 @@ def run_analyze(
     context); write ``out``/analyze.json and decay_maps.png, head_saving.png (heatmap and histogram),
     saving_vs_log_eps.png, saving_vs_tile.png.
 
-    ``log_eps``: default the model's; ``tile``: square ACP tile, default the device's grid (tile_m x tile_n).
+    ``dtype``: "float32", "bfloat16" or "float16" (see ``report.DTYPES``); ``log_eps``: default the model's;
+    ``tile``: square ACP tile, default the device's grid (tile_m x tile_n).
 
     Returns the record: {"meta", "tokens", "log_eps", "tile", "head_saving": [L][Hq], "layer_saving": [L],
     "total_saving", "log_eps_sweep": {"log_eps", "total", "per_layer"}, "tile_sweep": {"tiles", "total"},
@@ -79,7 +81,7 @@ def run_analyze(
     docs = read_documents(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, train_len = load_model_and_tokenizer(path, device)
+    model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
     cfg = model.config
     log_eps = cfg.log_eps if log_eps is None else log_eps
     dev = model.embed.weight.device
@@ -101,7 +103,7 @@ def run_analyze(
     ]
     heads = _picked_heads(saving, heads_per_layer, max_layers)
     record = {
-        "meta": {**provenance(path, data, dev), "training_context": train_len, "variant": cfg.variant},
+        "meta": {**provenance(path, data, dev), "training_context": train_len, "variant": cfg.variant, "dtype": dtype},
         "tokens": len(ids),
         "log_eps": log_eps,
         "tile": list(grid),

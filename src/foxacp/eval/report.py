@@ -34,17 +34,23 @@ def exact_twin(model: FoxLM) -> FoxLM:
     return twin.to(device=weight.device, dtype=weight.dtype).eval()
 
 
-def load_model_and_tokenizer(path: str | Path, device: str) -> tuple[FoxLM, Any, int]:
-    """(model, tokenizer, training context) of a run or checkpoint directory; the tokenizer is rebuilt from the
-    run's TrainConfig recorded in the checkpoint (a trained BPE is read from its cache).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-    Raises CheckpointError (no usable checkpoint), ValueError (a bad device or tokenizer spec)."""
+
+def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float32") -> tuple[FoxLM, Any, int]:
+    """(model, tokenizer, training context) of a run or checkpoint directory, the model's parameters cast to
+    ``dtype`` (a DTYPES name); the tokenizer is rebuilt from the run's TrainConfig recorded in the checkpoint (a
+    trained BPE is read from its cache).
+
+    Raises CheckpointError (no usable checkpoint), ValueError (a bad device, dtype or tokenizer spec)."""
     from foxacp.data import build_tokenizer, load_corpus
     from foxacp.infer import load
     from foxacp.train.checkpoint import read_meta, resolve_checkpoint
     from foxacp.train.config import TrainConfig
 
-    model = load(path, device=device)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    model = load(path, device=device, dtype=DTYPES[dtype])
     cfg = TrainConfig.from_dict(read_meta(resolve_checkpoint(path), verify=False)["train_config"])
     corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
     tokenizer = build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())
@@ -76,6 +82,7 @@ def run_eval(
     out: str | Path,
     *,
     device: str = "cpu",
+    dtype: str = "float32",
     max_len: int | None = None,
     compare_exact: bool = False,
     passkey_lengths: Sequence[int] | None = None,
@@ -90,7 +97,7 @@ def run_eval(
     """Evaluate the model at ``path`` on the documents at ``data``; write ``out``/eval.json and the PNGs.
 
     Args:
-        path: run or checkpoint directory (:func:`foxacp.load`).
+        path: run or checkpoint directory (:func:`foxacp.load`); dtype: "float32", "bfloat16" or "float16".
         data: a text file (one document) or a folder of text files (held-out long documents).
         max_len: positions scored per document (default 4x the training context).
         compare_exact: also run the same weights exactly (ACP off) and record both and their difference.
@@ -120,7 +127,7 @@ def run_eval(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model, tokenizer, train_len = load_model_and_tokenizer(path, device)
+    model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
     max_len = max_len or 4 * train_len
     # Default lengths leave at least as much filler as fixed text, so a small context still hides the key.
     shortest = 2 * fixed_tokens(tokenizer, digits)
@@ -149,6 +156,7 @@ def run_eval(
         acp=model.config.acp,
         log_eps=model.config.attn_log_eps,
         variant=model.config.variant,
+        dtype=dtype,
     )
     record: dict[str, Any] = {"meta": meta, **evaluate_one(model)}
     if compare_exact:
