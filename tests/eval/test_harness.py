@@ -88,3 +88,43 @@ def test_lm_eval_model_serves_instances():
     lm = _lm_class()(_scorer())
     req = Instance(request_type="loglikelihood", doc={}, arguments=("hello", " world"), idx=0)
     assert lm.loglikelihood([req]) == _scorer().loglikelihood([("hello", " world")])
+
+
+def test_lm_eval_runs_a_local_multiple_choice_task_offline(tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    import json
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from foxacp.eval.harness import _lm_class
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    docs = [
+        {"question": f"{a} plus {b} is", "choices": [f" {a + b}", f" {a + b + 1}"], "answer": 0}
+        for a, b in [(1, 2), (3, 4), (2, 2)]
+    ]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "tiny.yaml").write_text(
+        "task: foxacp_tiny\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'test.jsonl'}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{question}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{answer}}"\n'
+        "metric_list:\n  - metric: acc\n"
+    )
+    scorer = _scorer()
+    lm = _lm_class()(scorer)
+    out = lm_eval.simple_evaluate(model=lm, tasks=["foxacp_tiny"], task_manager=TaskManager(include_path=str(tmp_path)))
+    acc = out["results"]["foxacp_tiny"]["acc,none"]
+    want = sum(
+        scorer.loglikelihood([(d["question"], d["choices"][0])])[0][0]
+        > scorer.loglikelihood([(d["question"], d["choices"][1])])[0][0]
+        for d in docs
+    ) / len(docs)
+    assert acc == pytest.approx(want)
