@@ -1,4 +1,4 @@
-"""The ``foxacp`` command: demo, train, plot, export-gates, bench.
+"""The ``foxacp`` command: demo, train, plot, export-gates, generate, eval, analyze, bench.
 
     foxacp demo                                   tiny FoX Pro on the stdlib corpus, CPU, a few minutes
     foxacp train --preset 125M --set seq_len=16384 --set micro_batch_size=2 --out runs/125m
@@ -7,6 +7,8 @@
     foxacp export-gates runs/125m --out gates.safetensors
     foxacp export-hf runs/125m hf/125m            a transformers directory (needs the hf extra)
     foxacp generate runs/125m --prompt "def main(" --max-new-tokens 200 --temperature 0.8
+    foxacp eval runs/125m --data held_out/ --out eval/125m --compare-exact
+    foxacp analyze runs/125m --data held_out/ --out analysis/125m
     foxacp bench --quick                          the attention benchmark (foxacp.bench.attention)
 
 Multi-GPU: ``torchrun --standalone --nproc-per-node=N -m foxacp.cli train ...``.
@@ -219,6 +221,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from foxacp.eval.report import run_eval
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rec = run_eval(
+        args.path,
+        args.data,
+        args.out,
+        device=device,
+        dtype=args.dtype,
+        max_len=args.max_len,
+        compare_exact=args.compare_exact,
+        passkey_lengths=args.passkey_lengths,
+        depths=args.depths,
+        trials=args.trials,
+        digits=args.digits,
+        seed=args.seed,
+        filler=args.filler,
+    )
+    pos = rec["per_position"]
+    print(f"wrote {Path(args.out) / 'eval.json'}: loss {pos['loss']:.4f} over {pos['tokens']:,} tokens")
+    print(f"  passkey accuracy {rec['passkey']['overall']:.2f}")
+    if "comparison" in rec:
+        c = rec["comparison"]
+        print(f"  ACP vs exact: max |loss difference| {c['max_abs_loss_difference']:.2e}")
+        print(f"  same passkey answers in {100 * c['passkey_same_answer']:.0f}% of the prompts")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from foxacp.eval.analyze import run_analyze
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rec = run_analyze(
+        args.path,
+        args.data,
+        args.out,
+        device=device,
+        dtype=args.dtype,
+        max_len=args.max_len,
+        log_eps=args.log_eps,
+        tile=args.tile,
+        heads_per_layer=args.heads_per_layer,
+    )
+    print(f"wrote {Path(args.out) / 'analyze.json'}: {rec['tokens']} tokens, log eps {rec['log_eps']}")
+    print(f"  ACP skips {100 * rec['total_saving']:.1f}% of causal tiles ({rec['tile'][0]}x{rec['tile'][1]})")
+    return 0
+
+
 def cmd_bench(bench_args: list[str]) -> int:
     try:
         from foxacp.bench.attention import main as bench_main
@@ -298,6 +353,36 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--seed", type=int, default=None)
     ge.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     ge.set_defaults(func=cmd_generate)
+
+    from foxacp.eval.report import DEPTHS
+
+    ev = sub.add_parser("eval", help="loss by position and passkey retrieval of a trained model (PNG + eval.json)")
+    ev.add_argument("path", type=Path, help="run directory or checkpoint directory")
+    ev.add_argument("--data", type=Path, required=True, help="held-out text: a file (one document) or a folder")
+    ev.add_argument("--out", type=Path, required=True, help="output folder (eval.json and PNGs)")
+    ev.add_argument("--max-len", type=int, default=None, help="positions scored per document (default 4x context)")
+    ev.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ev.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    ev.add_argument("--compare-exact", action="store_true", help="also run exactly (ACP off), side by side")
+    ev.add_argument("--passkey-lengths", type=int, nargs="+", default=None, help="prompt lengths in tokens")
+    ev.add_argument("--depths", type=float, nargs="+", default=list(DEPTHS), help="key depths in [0, 1]")
+    ev.add_argument("--trials", type=int, default=4, help="passkey prompts per (length, depth)")
+    ev.add_argument("--digits", type=int, default=5, help="digits of the passkey")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the passkeys")
+    ev.add_argument("--filler", type=Path, default=None, help="haystack text file (default: built-in filler)")
+    ev.set_defaults(func=cmd_eval)
+
+    an = sub.add_parser("analyze", help="where ACP prunes: decay maps, saving per head, against eps and tile size")
+    an.add_argument("path", type=Path, help="run directory or checkpoint directory")
+    an.add_argument("--data", type=Path, required=True, help="text file or folder; its longest document is used")
+    an.add_argument("--out", type=Path, required=True, help="output folder (analyze.json and PNGs)")
+    an.add_argument("--max-len", type=int, default=None, help="tokens of the document (default: the context)")
+    an.add_argument("--log-eps", type=float, default=None, help="default: the model's")
+    an.add_argument("--tile", type=int, default=None, help="square ACP tile (default: the device's grid)")
+    an.add_argument("--heads-per-layer", type=int, default=3, help="decay maps drawn per layer")
+    an.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    an.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    an.set_defaults(func=cmd_analyze)
 
     # Listed for --help; main() hands everything after "bench" to the benchmark's own parser.
     sub.add_parser("bench", help="attention benchmark; arguments go to foxacp.bench.attention", add_help=False)

@@ -158,3 +158,21 @@ def test_hopper_blocks_match_float64(blocks, case):
     o_ref, grads_ref = float64_reference((q, k, v, g), go, log_eps=-10.0)
     errs = _scaled_errors((q, k, v, g), go, [o, *grads], [o_ref, *grads_ref], None)
     assert max(errs) < 2e-6, f"errors o,dq,dk,dv,dlogf = {errs}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_resets_past_the_causal_end_of_a_block(dtype):
+    """The case the float64 check caught on an H200 (dq = inf): resets that fall inside a diagonal KC block but
+    past its rows' causal end, at 4k tokens with the device's own blocks."""
+    from foxacp.testing import TOLERANCE
+
+    T = 4096
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    q, k, v = (torch.randn(2, T, 4, 64, device="cuda", generator=gen).to(dtype) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(3.0 + torch.randn(2, T, 4, device="cuda", generator=gen)).float()
+    g[:, [T // 3, T // 2 + 5, T - 1]] = -1e30
+    o, grads, go = run_fwd_bwd((q, k, v, g), log_eps=None)
+    o_ref, grads_ref = float64_reference((q, k, v, g), go, log_eps=None)
+    errs = _scaled_errors((q, k, v, g), go, [o, *grads], [o_ref, *grads_ref], None)
+    assert max(errs) < TOLERANCE[dtype] / 4, f"errors o,dq,dk,dv,dlogf = {errs}"

@@ -18,6 +18,7 @@ gradient 0, as ``torch.clamp_min`` gives them.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -35,6 +36,7 @@ _CHUNK = 1024  # rows per step of the scans (a multiple of every KC block): few 
 _TABLE_RANGE = 2048.0
 
 
+@functools.lru_cache(maxsize=64)  # one value per model in practice: no host arithmetic per call
 def table_scale(sm_scale: float) -> float | None:
     """The power of two S by which the score tables divide their q.k-unit values (S multiplies them back
     exactly in the tensor cores), so that a saturated value still means weight 0; None where no fp16 power

@@ -1,0 +1,146 @@
+"""lm-evaluation-harness for foxacp models: the three request types on a FoxLM (FoxScorer, no lm_eval needed),
+and the ``lm_eval`` model over it (needs the optional ``lm_eval`` package; registered there as "foxacp").
+
+    scorer = FoxScorer(model, tokenizer, max_len=4096)
+    scorer.loglikelihood([("The cat sat on the", " mat")])     # [(log p, is greedy)]
+
+    import lm_eval
+    lm_eval.simple_evaluate(model=foxacp_lm("runs/125m", device="cuda", dtype="bfloat16"), tasks=[...])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from foxacp.data import Tokenizer
+from foxacp.model import FoxLM
+
+
+class FoxScorer:
+    """Log-likelihoods and greedy generation of ``model`` over text, as lm-evaluation-harness asks for them.
+
+    ``max_len``: the most tokens one forward sees (longer inputs keep their last ``max_len`` tokens for
+    ``loglikelihood``; ``loglikelihood_rolling`` scores them in windows). An empty context starts from EOS.
+    """
+
+    def __init__(self, model: FoxLM, tokenizer: Tokenizer, *, max_len: int) -> None:
+        if not isinstance(max_len, int) or max_len < 2:
+            raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.device = model.embed.weight.device
+
+    @torch.no_grad()
+    def _logprobs(self, ids: list[int]) -> Tensor:
+        """log p of every token after the first given those before it: (len(ids) - 1, vocab) float32."""
+        x = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)
+        return F.log_softmax(self.model(x)[0].float(), -1)
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """Per (context, continuation): sum of log p of the continuation's tokens given the context, and whether
+        greedy decoding would have produced exactly those tokens. Raises ValueError for an empty continuation."""
+        out = []
+        for context, continuation in requests:
+            cont = self.tokenizer.encode(continuation)
+            if not cont:
+                raise ValueError(f"the continuation {continuation!r} encodes to no tokens")
+            ctx = self.tokenizer.encode(context) or [self.tokenizer.eos_id]
+            ids = (ctx + cont)[-(self.max_len + 1) :]
+            logp = self._logprobs(ids)[-len(cont) :]
+            target = torch.tensor(cont, device=logp.device)
+            score = logp.gather(-1, target[:, None]).sum().item()
+            out.append((score, bool((logp.argmax(-1) == target).all())))
+        return out
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        """Per text: log p of all its tokens, the first given EOS. Texts longer than ``max_len`` are scored in
+        windows of ``max_len`` predictions, each window conditioned on the ``max_len`` // 2 tokens before it."""
+        out = []
+        for text in texts:
+            ids = [self.tokenizer.eos_id, *self.tokenizer.encode(text)]
+            total, done = 0.0, 1  # ids[:done] are scored (the EOS is given, not predicted)
+            while done < len(ids):
+                context = min(done - 1, self.max_len // 2)  # tokens before the first one predicted
+                stop = min(len(ids), done + self.max_len - context)
+                window = ids[done - 1 - context : stop]
+                logp = self._logprobs(window)[-(stop - done) :]
+                target = torch.tensor(ids[done:stop], device=logp.device)
+                total += logp.gather(-1, target[:, None]).sum().item()
+                done = stop
+            out.append(total)
+        return out
+
+    def generate_until(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+        """Per (context, options): the greedy continuation, cut before the first of options["until"] (a string or
+        list of strings), at most options["max_gen_toks"] (default 256) tokens."""
+        from foxacp.infer import generate
+
+        out = []
+        for context, options in requests:
+            until = options.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            n = int(options.get("max_gen_toks", 256))
+            ctx = (self.tokenizer.encode(context) or [self.tokenizer.eos_id])[-max(1, self.max_len - n) :]
+            (ids,) = generate(self.model, [ctx], n, temperature=0.0, eos_token_id=self.tokenizer.eos_id, seed=0)
+            text = self.tokenizer.decode(ids[len(ctx) :].tolist())
+            cuts = [text.index(u) for u in until if u and u in text]
+            out.append(text[: min(cuts)] if cuts else text)
+        return out
+
+
+def foxacp_lm(path: str, device: str = "cpu", dtype: str = "float32", max_len: int | None = None) -> Any:
+    """The lm_eval model (an ``lm_eval.api.model.LM``) of the run or checkpoint at ``path``; ``max_len`` defaults
+    to the training context. Raises ImportError without the optional lm_eval package."""
+    from .report import load_model_and_tokenizer
+
+    model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
+    return _lm_class()(FoxScorer(model, tokenizer, max_len=max_len or train_len))
+
+
+def _lm_class() -> type:
+    """lm_eval's LM subclass over a FoxScorer, registered as "foxacp" (made once, on first use)."""
+    global _LM
+    if _LM is not None:
+        return _LM
+    try:
+        from lm_eval.api.model import LM
+        from lm_eval.api.registry import register_model
+    except ImportError as e:
+        raise ImportError(
+            "the lm-evaluation-harness adapter needs the optional package lm_eval: pip install lm-eval"
+        ) from e
+
+    class FoxacpLM(LM):
+        """lm_eval's model interface over :class:`FoxScorer` (requests carry their arguments in ``.args``)."""
+
+        def __init__(self, scorer: FoxScorer) -> None:
+            super().__init__()
+            self.scorer = scorer
+
+        @classmethod
+        def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> FoxacpLM:
+            args = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
+            if "max_len" in args:
+                args["max_len"] = int(args["max_len"])
+            return foxacp_lm(**args)
+
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+            return self.scorer.loglikelihood([r.args for r in requests])
+
+        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+            return self.scorer.loglikelihood_rolling([r.args[0] for r in requests])
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+            return self.scorer.generate_until([r.args for r in requests])
+
+    _LM = register_model("foxacp")(FoxacpLM)
+    return _LM
+
+
+_LM: type | None = None

@@ -1,0 +1,218 @@
+"""``foxacp eval``: loss by position and passkey retrieval of a trained model, with ACP and optionally exactly.
+
+record = run_eval("runs/125m", "held_out/", "eval_out/", compare_exact=True)   # writes eval.json + PNGs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foxacp.io import atomic_write
+from foxacp.model import FoxLM
+
+from .long_loss import loss_by_position, read_documents
+from .passkey import FILLER, fixed_tokens, greedy_answers, passkey_trials, run_passkey
+from .plot import plot_loss_by_position, plot_passkey_heatmap
+
+REPO = Path(__file__).resolve().parents[3]
+DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+LENGTH_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # passkey lengths in training contexts by default: up to and beyond it
+
+
+def exact_twin(model: FoxLM) -> FoxLM:
+    """A copy of ``model`` with the same weights, device and dtype, and ACP switched off (``config.acp=False``:
+    every layer passes log_eps=None, exact attention)."""
+    weight = model.embed.weight
+    twin = FoxLM(dataclasses.replace(model.config, acp=False))
+    twin.load_state_dict(model.state_dict())
+    return twin.to(device=weight.device, dtype=weight.dtype).eval()
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float32") -> tuple[FoxLM, Any, int]:
+    """(model, tokenizer, training context) of a run or checkpoint directory, the model's parameters cast to
+    ``dtype`` (a DTYPES name); the tokenizer is rebuilt from the run's TrainConfig recorded in the checkpoint (a
+    trained BPE is read from its cache).
+
+    Raises CheckpointError (no usable checkpoint), ValueError (a bad device, dtype or tokenizer spec)."""
+    from foxacp.data import build_tokenizer, load_corpus
+    from foxacp.infer import load
+    from foxacp.train.checkpoint import read_meta, resolve_checkpoint
+    from foxacp.train.config import TrainConfig
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    model = load(path, device=device, dtype=DTYPES[dtype])
+    cfg = TrainConfig.from_dict(read_meta(resolve_checkpoint(path), verify=False)["train_config"])
+    corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
+    tokenizer = build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())
+    return model, tokenizer, cfg.seq_len
+
+
+def provenance(path: str | Path, data: str | Path, device: torch.device) -> dict[str, Any]:
+    """What every output names: the model path, the data, the foxacp commit and the device."""
+    from foxacp.bench.report import git_commit
+
+    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    return {
+        "model": str(Path(path).resolve()),
+        "data": str(Path(data).resolve()) if data else "built-in filler",
+        "commit": git_commit(REPO),
+        "device": name,
+        "torch": torch.__version__,
+    }
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def run_eval(
+    path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_len: int | None = None,
+    compare_exact: bool = False,
+    passkey_lengths: Sequence[int] | None = None,
+    depths: Sequence[float] = DEPTHS,
+    trials: int = 4,
+    digits: int = 5,
+    seed: int = 0,
+    filler: str | Path | None = None,
+    window: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the model at ``path`` on the documents at ``data``; write ``out``/eval.json and the PNGs.
+
+    Args:
+        path: run or checkpoint directory (:func:`foxacp.load`); dtype: "float32", "bfloat16" or "float16".
+        data: a text file (one document) or a folder of text files (held-out long documents).
+        max_len: positions scored per document (default 4x the training context).
+        compare_exact: also run the same weights exactly (ACP off) and record both and their difference.
+        passkey_lengths: prompt lengths in tokens (default 1/4, 1/2, 1 and 2 training contexts, those <= max_len).
+        depths: key depths in [0, 1]; trials: prompts per (length, depth); digits: key length; seed: key draws.
+        filler: a text file for the haystack (default: built-in filler).
+        window: moving-average window of the position plots (default max_len // 50, at least 1).
+
+    Returns the record written to eval.json: {"meta", "per_position", "passkey", and with compare_exact
+    "exact": {"per_position", "passkey"}, "comparison": {"loss_difference", "passkey_agreement", ...}}.
+
+    Raises:
+        FileNotFoundError: ``data`` or ``filler`` does not exist.
+        ValueError: bad numbers (max_len, trials, digits, lengths, depths), documents without text.
+        CheckpointError: no usable checkpoint at ``path``.
+    """
+    for name, value in (("trials", trials), ("digits", digits)):
+        _check_positive(name, value)
+    if max_len is not None:
+        _check_positive("max_len", max_len)
+    docs = read_documents(data)
+    filler_text = FILLER
+    if filler is not None:
+        if not Path(filler).is_file():
+            raise FileNotFoundError(f"filler file {str(filler)!r} does not exist")
+        filler_text = Path(filler).read_text(encoding="utf-8", errors="replace")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
+    max_len = max_len or 4 * train_len
+    # Default lengths leave at least as much filler as fixed text, so a small context still hides the key.
+    shortest = 2 * fixed_tokens(tokenizer, digits)
+    if passkey_lengths:
+        lengths = list(passkey_lengths)
+    else:
+        lengths = sorted({max(shortest, int(f * train_len)) for f in LENGTH_FACTORS})
+        lengths = [n for n in lengths if n <= max_len] or lengths[:1]
+    window = window or max(1, max_len // 50)
+    _check_positive("window", window)
+    token_docs = tokenizer.encode_batch(docs)
+    passkey = passkey_trials(
+        tokenizer, lengths=lengths, depths=depths, trials=trials, seed=seed, digits=digits, filler=filler_text
+    )
+
+    def evaluate_one(m: FoxLM) -> dict[str, Any]:
+        pos = loss_by_position(m, token_docs, max_len=max_len, progress=progress)
+        pk = run_passkey(lambda ts: greedy_answers(m, tokenizer, ts, digits=digits, progress=progress), passkey)
+        return {"per_position": pos, "passkey": {"seed": seed, "digits": digits, "trials_per_cell": trials, **pk}}
+
+    meta = provenance(path, data, model.embed.weight.device)
+    meta.update(
+        filler=str(Path(filler).resolve()) if filler else "built-in",
+        training_context=train_len,
+        tokenizer=tokenizer.name,
+        acp=model.config.acp,
+        log_eps=model.config.attn_log_eps,
+        variant=model.config.variant,
+        dtype=dtype,
+    )
+    record: dict[str, Any] = {"meta": meta, **evaluate_one(model)}
+    if compare_exact:
+        record["exact"] = evaluate_one(exact_twin(model))
+        record["comparison"] = compare(record, record["exact"])
+    _write_plots(record, out, window)
+    atomic_write(out / "eval.json", json.dumps(record, indent=1))
+    return record
+
+
+def compare(pruned: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
+    """ACP minus exact: loss difference per position (None where no document reaches), its largest magnitude,
+    the overall loss difference, and the share of passkey trials where both gave the same answer."""
+    a, b = pruned["per_position"]["loss_by_position"], exact["per_position"]["loss_by_position"]
+    diff = [None if x is None or y is None else x - y for x, y in zip(a, b, strict=True)]
+    ta, tb = pruned["passkey"]["trials"], exact["passkey"]["trials"]
+    same = [x["answer"] == y["answer"] for x, y in zip(ta, tb, strict=True)]
+    return {
+        "loss_difference": diff,
+        "max_abs_loss_difference": max((abs(d) for d in diff if d is not None), default=0.0),
+        "mean_loss_difference": pruned["per_position"]["loss"] - exact["per_position"]["loss"],
+        "passkey_same_answer": sum(same) / len(same),
+        "passkey_accuracy": {"acp": pruned["passkey"]["overall"], "exact": exact["passkey"]["overall"]},
+    }
+
+
+def _write_plots(record: dict[str, Any], out: Path, window: int) -> None:
+    m = record["meta"]
+    commit = m["commit"][:10] + ("-dirty" if m["commit"].endswith("-dirty") else "")
+    names = f"{m['model']}\ndata {m['data']} | commit {commit} | {m['device']}"
+    train_len = m["training_context"]
+    runs = {"ACP" if m["log_eps"] is not None else "as trained (exact)": record}
+    if "exact" in record:
+        runs["exact"] = record["exact"]
+    for key, what, ylabel, w in (
+        ("loss_by_position", "loss by position", "loss (nats/token)", window),
+        ("prefix_loss", "mean loss over positions 0..t", "prefix mean loss (nats/token)", 1),
+    ):
+        plot_loss_by_position(
+            out / f"{key}.png",
+            {label: r["per_position"][key] for label, r in runs.items()},
+            train_len=train_len,
+            window=w,
+            title=f"{what}, {record['per_position']['documents']} documents\n{names}",
+            ylabel=ylabel,
+        )
+    plot_passkey_heatmap(out / "passkey.png", record["passkey"], train_len=train_len, title=f"passkey\n{names}")
+    if "exact" in record:
+        plot_passkey_heatmap(
+            out / "passkey_exact.png", record["exact"]["passkey"], train_len=train_len, title=f"passkey, exact\n{names}"
+        )
+        plot_loss_by_position(
+            out / "loss_difference.png",
+            {"ACP - exact": record["comparison"]["loss_difference"]},
+            train_len=train_len,
+            window=window,
+            title=f"loss difference by position, ACP - exact\n{names}",
+            ylabel="loss difference (nats/token)",
+        )
