@@ -5,25 +5,17 @@ from __future__ import annotations
 import functools
 import warnings
 
-import torch
 from torch import Tensor
 
 from .acp import DEFAULT_LOG_EPS, AcpPlan, AcpStats, check_bound, dense_stats
 from .blockwise import blockwise_attention
-from .config import TRITON_HEAD_DIMS, KernelConfig, interpreting, kernel_config
+from .config import KernelConfig, kernel_config
 from .gate import cumulative_gate
 from .reference import reference_attention
 from .search import run_plan
-from .validate import Problem, check_inputs
+from .validate import Problem, auto_backend, check_inputs
 
 __all__ = ["DEFAULT_LOG_EPS", "forgetting_attention"]
-
-
-def _auto_backend(q: Tensor) -> str:
-    if q.device.type == "cuda":
-        return "triton"
-    triton_ok = interpreting() and q.dtype in (torch.float16, torch.float32) and q.shape[-1] in TRITON_HEAD_DIMS
-    return "triton" if triton_ok else "torch"
 
 
 @functools.cache
@@ -80,7 +72,7 @@ def forgetting_attention(
     Raises:
         TypeError, ValueError: on bad input, naming the argument (see ``foxacp.ops.validate``).
     """
-    backend = _auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
+    backend = auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
     problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
     cfg = kernel_config(q.device, problem.head_dim)
     if check_qk_bound and qk_bound is not None:

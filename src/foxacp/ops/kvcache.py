@@ -17,19 +17,11 @@ import torch
 from torch import Tensor
 
 from .acp import DEFAULT_LOG_EPS, AcpStats, qk_bound_from_arg, threshold
-from .config import TRITON_HEAD_DIMS, interpreting
-from .validate import CacheProblem, check_common, value_checks_on
+from .validate import CacheProblem, auto_backend, check_common, check_kv_shapes, value_checks_on
 
 DECODE_BLOCK = 64  # keys per ACP block of the decode op; the Triton kernel's key block is the same
 DECODE_BACKENDS = ("triton", "torch")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _auto_backend(q: Tensor) -> str:
-    if q.device.type == "cuda":
-        return "triton"
-    triton_ok = interpreting() and q.dtype in (torch.float16, torch.float32) and q.shape[-1] in TRITON_HEAD_DIMS
-    return "triton" if triton_ok else "torch"
 
 
 def check_cache_inputs(
@@ -75,10 +67,7 @@ def check_cache_inputs(
 
     B, Tq, Hq, D = q.shape
     _, Tmax, Hkv, _ = k_cache.shape
-    if k_cache.shape[0] != B or k_cache.shape[3] != D:
-        raise ValueError(f"k_cache shape {tuple(k_cache.shape)} does not match q shape {tuple(q.shape)}")
-    if v_cache.shape != k_cache.shape:
-        raise ValueError(f"v_cache shape {tuple(v_cache.shape)} must equal k_cache shape {tuple(k_cache.shape)}")
+    check_kv_shapes(q, k_cache, v_cache, "k_cache", "v_cache")
     if tuple(c_cache.shape) != (B, Tmax, Hq):
         raise ValueError(f"c_cache must have shape (B, Tmax, Hq) = {(B, Tmax, Hq)}, got {tuple(c_cache.shape)}")
     if tuple(cache_seqlens.shape) != (B,):
@@ -247,7 +236,7 @@ def forgetting_attention_with_kvcache(
     reads nothing back to the host and its launch grid depends only on the shapes: it captures in a CUDA
     graph.
     """
-    backend = _auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
+    backend = auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
     problem = check_cache_inputs(q, k_cache, v_cache, c_cache, cache_seqlens, sm_scale, log_eps, backend)
     u = None if log_eps is None else logit_bound(q.detach(), k_cache.detach(), cache_seqlens, problem, qk_bound)
     delta = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .config import TRITON_HEAD_DIMS
+from .config import TRITON_HEAD_DIMS, interpreting
 
 BACKENDS = ("triton", "torch", "reference")
 _value_checks = True
@@ -119,6 +119,23 @@ def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> tuple[Ten
     return cu, offsets
 
 
+def auto_backend(q: Tensor) -> str:
+    """The backend ``backend=None`` picks: Triton on CUDA, and on the CPU under TRITON_INTERPRET=1 for fp16/fp32
+    and the head dims the kernels take; PyTorch otherwise."""
+    if q.device.type == "cuda":
+        return "triton"
+    triton_ok = interpreting() and q.dtype in (torch.float16, torch.float32) and q.shape[-1] in TRITON_HEAD_DIMS
+    return "triton" if triton_ok else "torch"
+
+
+def check_kv_shapes(q: Tensor, k: Tensor, v: Tensor, k_name: str, v_name: str) -> None:
+    """k (B, Tk, Hkv, D) must match q (B, Tq, Hq, D) in B and D, and v must equal k in shape."""
+    if k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"{k_name} shape {tuple(k.shape)} does not match q shape {tuple(q.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"{v_name} shape {tuple(v.shape)} must equal {k_name} shape {tuple(k.shape)}")
+
+
 def check_common(
     q: Tensor, Hq: int, Hkv: int, sm_scale: float | None, log_eps: float | None, backend: str, float64_backend: str
 ) -> float:
@@ -183,10 +200,7 @@ def check_inputs(
 
     B, Tq, Hq, D = q.shape
     _, Tk, Hkv, _ = k.shape
-    if k.shape[0] != B or k.shape[3] != D:
-        raise ValueError(f"k shape {tuple(k.shape)} does not match q shape {tuple(q.shape)}")
-    if v.shape != k.shape:
-        raise ValueError(f"v shape {tuple(v.shape)} must equal k shape {tuple(k.shape)}")
+    check_kv_shapes(q, k, v, "k", "v")
     if tuple(log_fgate.shape) != (B, Tk, Hq):
         raise ValueError(f"log_fgate must have shape (B, Tk, Hq) = {(B, Tk, Hq)}, got {tuple(log_fgate.shape)}")
     if Tq > Tk:
