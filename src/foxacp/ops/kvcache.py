@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .acp import DEFAULT_LOG_EPS, AcpStats, qk_bound_from_arg, threshold
+from .custom_ops import decode_attention_op
 from .validate import CacheProblem, auto_backend, check_common, check_kv_shapes, value_checks_on
 
 DECODE_BLOCK = 64  # keys per ACP block of the decode op; the Triton kernel's key block is the same
@@ -243,10 +244,9 @@ def forgetting_attention_with_kvcache(
     if log_eps is not None and (backend == "torch" or return_stats):
         delta = cache_threshold(u, cache_seqlens, problem, log_eps)
     if backend == "triton":
-        from .triton_decode import decode_attention  # imported lazily: Triton compiles on first use
-
-        acp = None if log_eps is None else (u, log_eps)
-        o = decode_attention(q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, DECODE_BLOCK)
+        eps = 0.0 if log_eps is None else float(log_eps)
+        args = (c_cache, cache_seqlens, u, eps, problem.sm_scale, DECODE_BLOCK)
+        o = decode_attention_op(q, k_cache, v_cache, *args)
     else:
         o = cache_attention_torch(q, k_cache, v_cache, c_cache, cache_seqlens, delta, problem)
     return o if not return_stats else (o, cache_stats(c_cache, cache_seqlens, delta, problem.q_len))
