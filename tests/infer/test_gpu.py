@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import foxacp
-from foxacp.infer.graph import CUDAGraphStep
+from foxacp.infer.graph import CUDAGraphStep, compiled_block_step
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.config import VARIANTS
 
@@ -87,10 +87,11 @@ def test_compiled_step_in_a_graph_matches_eager():
     tokens = model(prompts[:, -1:], cache=eager_cache)[:, -1].argmax(-1)
     model(prompts[:, -1:], cache=graph_cache)
 
-    def logits(c, t):
-        return model(t[:, None], cache=c)[:, -1].float()
+    def logits(c, t, run_block=None):
+        return model(t[:, None], cache=c, run_block=run_block)[:, -1].float()
 
-    step = CUDAGraphStep(functools.partial(torch.compile(logits, dynamic=False), graph_cache), graph_cache, tokens, None)
+    compiled = functools.partial(logits, graph_cache, run_block=compiled_block_step())
+    step = CUDAGraphStep(compiled, graph_cache, tokens, None)
     for _ in range(24):
         want = logits(eager_cache, tokens)
         got = step(tokens)

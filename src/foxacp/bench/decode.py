@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from foxacp.infer.generate import decode_one_token
-from foxacp.infer.graph import CUDAGraphStep
+from foxacp.infer.graph import CUDAGraphStep, compiled_block_step
 from foxacp.infer.sampling import sample
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.cache import KVCache
@@ -193,7 +193,7 @@ def run_case(model: FoxLM, args: argparse.Namespace, batch: int, context: int, b
         if device.type == "cuda" and not args.no_graphs:
             variants.append(("graph", step, True))
         if args.compile:
-            compiled = functools.partial(torch.compile(decode_one_token, dynamic=False), model, cache, sampler=greedy)
+            compiled = functools.partial(step, run_block=compiled_block_step())
             variants.append(("compiled" + ("+graph" if device.type == "cuda" else ""), compiled, device.type == "cuda"))
         for name, fn, graph in variants:
             if graph:

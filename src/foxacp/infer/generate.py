@@ -15,9 +15,10 @@ from torch import Tensor
 
 from foxacp.model import FoxLM
 from foxacp.model.cache import KVCache
+from foxacp.model.lm import RunBlock
 from foxacp.ops import set_value_checks
 
-from .graph import CUDAGraphStep
+from .graph import CUDAGraphStep, compiled_block_step
 from .sampling import check_sampling, sample
 
 # Tokens between the host's looks at the device (EOS, gate rebasing): few enough reads that the host stays
@@ -48,9 +49,13 @@ def prefill(model: FoxLM, cache: KVCache, prompts: list[Tensor], chunk: int | No
     return torch.stack(last).float()
 
 
-def decode_one_token(model: FoxLM, cache: KVCache, tokens: Tensor, sampler: Sampler) -> Tensor:
-    """Append tokens (B,) int64 to the cache and sample the next ones: (B,) int64. No host reads."""
-    return sampler(model(tokens[:, None], cache=cache)[:, -1].float())
+def decode_one_token(
+    model: FoxLM, cache: KVCache, tokens: Tensor, sampler: Sampler, run_block: RunBlock | None = None
+) -> Tensor:
+    """Append tokens (B,) int64 to the cache and sample the next ones: (B,) int64. No host reads.
+
+    run_block: how each block runs (see ``FoxLM.forward``), e.g. ``compiled_block_step()``."""
+    return sampler(model(tokens[:, None], cache=cache, run_block=run_block)[:, -1].float())
 
 
 def decode_n_tokens(
@@ -145,8 +150,9 @@ def generate(
             the seed from torch's global generator.
         max_len: the cache's length (default: the longest prompt + max_new_tokens).
         cuda_graph: capture the one-token step in a CUDA graph (default: on CUDA devices).
-        compile: run the one-token step through ``torch.compile`` (fuses its many small ops, which a CUDA
-            graph alone still launches one by one; the first call compiles, for tens of seconds).
+        compile: run each block of the one-token step through ``torch.compile`` (fuses its many small ops,
+            which a CUDA graph alone still launches one by one; one block is compiled per batch size and
+            cache length, in seconds, and reused for every layer and later calls).
         callback: called with each step's tokens (B,) int64 on the device (for streaming; reading them
             synchronises).
     Returns:
@@ -185,8 +191,8 @@ def generate(
     # cache per layer and token) have nothing left to find.
     checks = set_value_checks(False)
     try:
-        one_token = torch.compile(decode_one_token, dynamic=False) if compile else decode_one_token
-        step = functools.partial(one_token, model, cache, sampler=sampler)
+        run_block = compiled_block_step() if compile else None
+        step = functools.partial(decode_one_token, model, cache, sampler=sampler, run_block=run_block)
         if cuda_graph and max_new_tokens > 1:
             step = CUDAGraphStep(step, cache, first, generator)
         new = decode_n_tokens(step, cache, first, max_new_tokens, eos_token_id=eos_token_id, callback=callback)

@@ -1,13 +1,16 @@
-"""One decode step captured in a CUDA graph: every layer and the sampling replay as one launch."""
+"""One decode step captured in a CUDA graph (every layer and the sampling replay as one launch), and the
+compiled block step that fuses each layer's small ops first."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from foxacp.model.cache import KVCache
+from foxacp.model.lm import RunBlock, block_step
 from foxacp.ops import set_value_checks
 
 
@@ -55,3 +58,11 @@ class CUDAGraphStep:
         self.tokens.copy_(tokens)
         self.graph.replay()
         return self.out
+
+
+@functools.cache
+def compiled_block_step() -> RunBlock:
+    """``block_step`` through torch.compile: one graph per shape, traced from one block and replayed for every
+    layer (the layers differ only in their weights, which are the graph's inputs), so compiling costs one
+    block's time whatever the depth. Shared by every caller, so its compiled graphs are reused."""
+    return torch.compile(block_step, dynamic=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,6 +37,14 @@ class Block(nn.Module):
     ) -> Tensor:
         x = x + self.attn(self.attn_norm(x), pos, cu_seqlens, max_seqlen, cache)
         return x + self.mlp(self.mlp_norm(x))
+
+
+RunBlock = Callable[[Block, Tensor, Tensor, LayerCache], Tensor]
+
+
+def block_step(block: Block, x: Tensor, pos: Tensor, layer: LayerCache) -> Tensor:
+    """One block's cached step: x (B, T, d_model) at positions pos (B, T), appended to ``layer``."""
+    return block(x, pos, cache=layer)
 
 
 def doc_positions(batch: int, seq_len: int, cu_seqlens: Tensor | None, device: torch.device) -> Tensor:
@@ -90,6 +99,7 @@ class FoxLM(nn.Module):
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
         cache: KVCache | None = None,
+        run_block: RunBlock | None = None,
     ) -> Tensor:
         """input_ids (B, T) int64 -> logits (B, T, vocab_size).
 
@@ -99,6 +109,9 @@ class FoxLM(nn.Module):
         cache: a ``new_cache`` of batch size B; input_ids are then each sequence's next T tokens: they are
         appended to the cache (T = 1 to decode, any T to prefill, in one call or in chunks) and the logits
         are those of the new tokens, as the full forward over the whole sequence would give them.
+        run_block: with a cache, each block runs as run_block(block, x, pos, layer_cache) instead of
+            block(x, pos, cache=layer_cache); ``generate(compile=True)`` passes ``run_block`` compiled by
+            torch.compile, which traces one block once and replays that graph for every layer.
 
         Raises:
             ValueError: a cache together with cu_seqlens, a cache of another batch size, or (T > 1, checked
@@ -107,7 +120,7 @@ class FoxLM(nn.Module):
         """
         B, T = input_ids.shape
         if cache is not None:
-            return self._forward_cached(input_ids, cache, cu_seqlens)
+            return self._forward_cached(input_ids, cache, cu_seqlens, run_block or block_step)
         pos = doc_positions(B, T, cu_seqlens, input_ids.device)
         x = self.embed(input_ids)
         for block in self.blocks:
@@ -140,7 +153,7 @@ class FoxLM(nn.Module):
             device=torch.device(device) if device is not None else weight.device,
         )
 
-    def _forward_cached(self, input_ids: Tensor, cache: KVCache, cu_seqlens: Tensor | None) -> Tensor:
+    def _forward_cached(self, input_ids: Tensor, cache: KVCache, cu_seqlens: Tensor | None, run: RunBlock) -> Tensor:
         B, T = input_ids.shape
         if cu_seqlens is not None:
             raise ValueError("cu_seqlens cannot be combined with a cache: give each sequence its own cache row")
@@ -151,7 +164,7 @@ class FoxLM(nn.Module):
         pos = cache.lengths[:, None].long() + torch.arange(T, device=input_ids.device)
         x = self.embed(input_ids)
         for block, layer in zip(self.blocks, cache.layers, strict=True):
-            x = block(x, pos, cache=layer)
+            x = run(block, x, pos, layer)
         cache.lengths.add_(T)
         return self.lm_head(self.norm(x))
 
