@@ -217,6 +217,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        compile=args.compile,
     )
     return 0
 
@@ -352,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--top-p", type=float, default=None)
     ge.add_argument("--seed", type=int, default=None)
     ge.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ge.add_argument("--compile", action="store_true", help="torch.compile the decode step's blocks (fastest on CUDA)")
     ge.set_defaults(func=cmd_generate)
 
     from foxacp.eval.report import DEPTHS
