@@ -208,6 +208,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_for_generation(args.run_dir, device)
+    report: dict = {}
     stream_generate(
         model,
         tokenizer,
@@ -217,7 +218,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        evict=args.evict,
+        pool_fraction=args.pool_fraction,
+        memory_report=report,
     )
+    if args.evict:
+        sys.stderr.write(report["summary"] + "\n")
     return 0
 
 
@@ -352,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--top-p", type=float, default=None)
     ge.add_argument("--seed", type=int, default=None)
     ge.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ge.add_argument("--evict", action="store_true", help="free the KV blocks ACP skips for good (FoX Pro only)")
+    ge.add_argument("--pool-fraction", type=float, default=None, help="evicting cache's pool, share of a full cache")
     ge.set_defaults(func=cmd_generate)
 
     from foxacp.eval.report import DEPTHS
