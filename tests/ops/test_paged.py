@@ -121,3 +121,17 @@ def test_validation():
     call(0, q, "backend must be", backend="cuda")
     call(0, q, "qk_bound must be a non-negative", TypeError, qk_bound=None)
     call(0, q, "qk_bound must be a float or hold", qk_bound=torch.ones(3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_kernel_against_float64(dtype):
+    B, Tq, Tmax, Hq, Hkv, D = 3, 2, 3000, 8, 2, 64
+    q, k, v, c, lens, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, [3000, 1234, 65], gate_mean=-2.0, seed=5)
+    kp, vp, cp, table, start = paginate(k, v, c, lens, [[20, 3], [0, 19], [0, 1]])
+    cuda = [t.cuda() for t in (kp.to(dtype), vp.to(dtype), cp, table, start, lens)]
+    q = q.to(dtype).cuda()
+    out = forgetting_attention_with_paged_kvcache(q, *cuda, qk_bound=4.0, log_eps=-6.0)
+    pools = [t.double() if t.dtype == dtype else t for t in cuda]  # the same rounded values, in float64
+    ref = forgetting_attention_with_paged_kvcache(q.double(), *pools, qk_bound=4.0, log_eps=-6.0, backend="torch")
+    torch.testing.assert_close(out.double(), ref, atol=1e-2, rtol=0)  # the output's own rounding
