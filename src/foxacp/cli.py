@@ -208,6 +208,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_for_generation(args.run_dir, device)
+    report: dict = {}
     stream_generate(
         model,
         tokenizer,
@@ -218,7 +219,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         compile=args.compile,
+        evict=args.evict,
+        pool_fraction=args.pool_fraction,
+        memory_report=report,
     )
+    if args.evict:
+        sys.stderr.write(report["summary"] + "\n")
     return 0
 
 
@@ -354,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--seed", type=int, default=None)
     ge.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     ge.add_argument("--compile", action="store_true", help="torch.compile the decode step's blocks (fastest on CUDA)")
+    ge.add_argument("--evict", action="store_true", help="free the KV blocks ACP skips for good (FoX Pro only)")
+    ge.add_argument("--pool-fraction", type=float, default=None, help="evicting cache's pool, share of a full cache")
     ge.set_defaults(func=cmd_generate)
 
     from foxacp.eval.report import DEPTHS

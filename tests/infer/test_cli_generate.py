@@ -19,6 +19,10 @@ def test_generate_streams_the_greedy_continuation(corpus_dir, cache_dir, tmp_pat
     (ids,) = foxacp.generate(model, [prompt], 12, eos_token_id=tokenizer.eos_id)
     assert text == "import os\n" + tokenizer.decode(ids[len(prompt) :].tolist()) + "\n"
 
+    assert main([*cmd, "--device", "cpu", "--evict", "--pool-fraction", "1.0"]) == 0  # same tokens, and the report
+    captured = capsys.readouterr()
+    assert captured.out == text and "guarantee: eps" in captured.err
+
     assert main([*cmd, "--top-p", "2"]) == 2
     assert "top_p" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "missing"), "--prompt", "x"]) == 2

@@ -16,6 +16,7 @@ from torch import Tensor
 from foxacp.model import FoxLM
 from foxacp.model.cache import KVCache
 from foxacp.model.lm import RunBlock
+from foxacp.model.paged import PagedKVCache
 from foxacp.ops import set_value_checks
 
 from .graph import CUDAGraphStep, compiled_block_step
@@ -24,6 +25,9 @@ from .sampling import check_sampling, sample
 # Tokens between the host's looks at the device (EOS, gate rebasing): few enough reads that the host stays
 # ahead, often enough that a finished batch wastes little.
 CHECK_EVERY = 16
+# Prefill chunk of an evicting cache when none is given: the blocks a chunk passes are freed before the next
+# one, so a long prompt never holds much more than its heads' windows plus one chunk.
+EVICT_PREFILL_CHUNK = 512
 
 Sampler = Callable[[Tensor], Tensor]
 
@@ -71,6 +75,8 @@ def decode_n_tokens(
 
     Stops early once every row has produced eos_token_id (checked every CHECK_EVERY tokens); rows that
     finished keep decoding until then (the caller trims them). callback(tokens (B,)) sees every step.
+    A ``PagedKVCache`` must hold the first CHECK_EVERY positions already (``prepare``); it is evicted and
+    extended at each check.
     """
     out = torch.empty(first.shape[0], n, dtype=torch.long, device=first.device)
     done = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
@@ -87,6 +93,8 @@ def decode_n_tokens(
             if eos_token_id is not None and bool(done.all()):
                 return out[:, : i + 1]
             cache.rebase()
+            if isinstance(cache, PagedKVCache):
+                cache.prepare(CHECK_EVERY)  # free what ACP passed, hold the next CHECK_EVERY positions
         tokens = step(tokens)
     return out
 
@@ -135,6 +143,9 @@ def generate(
     cuda_graph: bool | None = None,
     compile: bool = False,
     callback: Callable[[Tensor], None] | None = None,
+    evict: bool = False,
+    pool_fraction: float | None = None,
+    memory_report: dict | None = None,
 ) -> list[Tensor]:
     """Continue each prompt by up to max_new_tokens tokens.
 
@@ -155,12 +166,18 @@ def generate(
             cache length, in seconds, and reused for every layer and later calls).
         callback: called with each step's tokens (B,) int64 on the device (for streaming; reading them
             synchronises).
+        evict: decode with the evicting cache (``model.new_cache(..., evict=True)``: FoX Pro with ACP only),
+            prefilling in chunks of ``prefill_chunk`` (default EVICT_PREFILL_CHUNK) with eviction between them.
+        pool_fraction: the evicting cache's pool size (see ``PagedKVCache.allocate_paged``).
+        memory_report: a dict that receives the evicting cache's ``memory_report()`` and ``summary()``
+            (key "summary") at the end.
     Returns:
         For each prompt, a 1-D int64 CPU tensor: the prompt followed by its generated tokens.
     Raises:
         ValueError: no prompts, an empty prompt, token ids outside the vocabulary, max_new_tokens < 1, a
             prompt that with max_new_tokens does not fit max_len, bad sampling arguments, a CUDA graph
-            off CUDA.
+            off CUDA, eviction on a model without a static bound.
+        CachePoolExhausted (a ValueError): the evicting cache's pool ran out (before any wrong token).
         TypeError: prompts of non-integer dtype.
     """
     check_sampling(temperature, top_k, top_p)
@@ -185,8 +202,15 @@ def generate(
     generator = torch.Generator(device=device).manual_seed(seed)
     sampler = functools.partial(sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
-    cache = model.new_cache(len(rows), max_len)
+    if evict:
+        cache = model.new_cache(len(rows), max_len, evict=True, pool_fraction=pool_fraction)
+        prefill_chunk = prefill_chunk or EVICT_PREFILL_CHUNK
+    else:
+        cache = model.new_cache(len(rows), max_len)
     first = sampler(prefill(model, cache, rows, prefill_chunk))
+    if evict:
+        cache.auto_prepare = False  # the steps read nothing back; decode_n_tokens prepares at its checks
+        cache.prepare(CHECK_EVERY)
     # The cache now holds only what the model wrote, so the ops' value checks (host reads of the whole
     # cache per layer and token) have nothing left to find.
     checks = set_value_checks(False)
@@ -199,4 +223,6 @@ def generate(
     finally:
         set_value_checks(checks)
     new = new.cpu()
+    if evict and memory_report is not None:
+        memory_report.update(cache.memory_report(), summary=cache.summary())
     return [torch.cat([p.cpu(), _trim(row, eos_token_id)]) for p, row in zip(rows, new, strict=True)]

@@ -15,6 +15,7 @@ from foxacp.ops.kvcache import DECODE_BACKENDS
 from .cache import REBASE_AT, LayerCache
 from .config import ModelConfig
 from .layers import HeadRMSNorm, TokenShift, apply_rope
+from .paged import PagedLayerCache
 
 if TYPE_CHECKING:
     from foxacp.ops import AcpStats
@@ -79,7 +80,7 @@ class ForgettingAttention(nn.Module):
         pos: Tensor,
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
-        cache: LayerCache | None = None,
+        cache: LayerCache | PagedLayerCache | None = None,
     ) -> Tensor:
         """x (B, T, d_model), pos (B, T) position within its document -> (B, T, d_model).
 
@@ -130,7 +131,7 @@ class ForgettingAttention(nn.Module):
         return self.wo(o.reshape(b, t, -1)).view(B, T, d)
 
 
-def cached_attention(q: Tensor, cache: LayerCache, seqlens: Tensor, **op_args):
+def cached_attention(q: Tensor, cache: LayerCache | PagedLayerCache, seqlens: Tensor, **op_args):
     """Attention of the new queries q (B, Tq, Hq, D) to the first seqlens[b] (B,) cached keys of each row.
 
     Up to DECODE_MAX_Q queries run the decode op, which reads the cached c and handles rows of different
@@ -138,10 +139,15 @@ def cached_attention(q: Tensor, cache: LayerCache, seqlens: Tensor, **op_args):
     Longer chunks run the training op with queries aligned to the end of the keys, on the whole batch when
     every row has the same length, else row by row (this reads the lengths back); it takes log forget
     gates, recovered as differences of the cached c (the first set to 0: only differences matter).
-    ``op_args`` go to the op; with return_stats, the stats are those of the last call.
+    ``op_args`` go to the op; with return_stats, the stats are those of the last call. A paged (evicting)
+    cache runs its own op for any number of new tokens, with its own static bound and threshold.
     """
     want_stats = op_args["return_stats"]
     q_dtype, q = q.dtype, q.to(cache.k.dtype)  # under autocast q may be narrower than the cache
+    if isinstance(cache, PagedLayerCache):  # any number of new tokens: the paged op (no stats)
+        backend = op_args["backend"] if op_args["backend"] in DECODE_BACKENDS else None
+        o = cache.attend(q, seqlens.to(torch.int32), sm_scale=op_args["sm_scale"], backend=backend).to(q_dtype)
+        return (o, None) if want_stats else o
     if q.shape[1] <= DECODE_MAX_Q:
         backend = op_args.pop("backend")
         backend = backend if backend in DECODE_BACKENDS else None

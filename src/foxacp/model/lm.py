@@ -12,6 +12,7 @@ from .attention import ForgettingAttention
 from .cache import KVCache, LayerCache
 from .config import ModelConfig, mlp_hidden
 from .layers import HeadRMSNorm, RMSNorm, SwiGLU
+from .paged import PagedKVCache
 
 if TYPE_CHECKING:
     from foxacp.ops import AcpStats
@@ -132,17 +133,25 @@ class FoxLM(nn.Module):
         batch_size: int,
         max_len: int,
         *,
+        evict: bool = False,
+        pool_blocks: int | None = None,
+        pool_fraction: float | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> KVCache:
-        """An empty decoding cache for batch_size sequences of up to max_len tokens (see model/cache.py).
+        """An empty decoding cache for batch_size sequences of up to max_len tokens.
 
+        evict=False: a full cache (model/cache.py). evict=True: a ``PagedKVCache`` (model/paged.py) that frees
+        the 64-key blocks ACP skips for every later query, with pools of pool_blocks blocks per layer (default
+        from pool_fraction of the full cache, see ``PagedKVCache.allocate_paged``). It is tied to the model's
+        current QK-norm gains (its static bound) and ACP tolerance.
         dtype and device of K and V default to the model's (the gates are float32 whatever the dtype).
-        Raises ValueError for a non-positive batch_size or max_len.
+        Raises ValueError for a non-positive batch_size or max_len, bad pool sizes, or eviction on a model
+        without QK-norm (its bound comes from the data and can grow with new keys, so a pruned key could be
+        needed again) or without ACP (nothing is ever pruned).
         """
         cfg, weight = self.config, self.embed.weight
-        return KVCache.allocate(
-            n_layers=cfg.n_layers,
+        shape = dict(
             batch_size=batch_size,
             max_len=max_len,
             n_heads=cfg.n_heads,
@@ -151,6 +160,19 @@ class FoxLM(nn.Module):
             token_shift=cfg.pro,
             dtype=dtype or weight.dtype,
             device=torch.device(device) if device is not None else weight.device,
+        )
+        if not evict:
+            return KVCache.allocate(n_layers=cfg.n_layers, **shape)
+        if not cfg.pro:
+            raise ValueError(
+                f"evict=True needs a static logit bound from QK-norm (variant 'fox_pro'), not {cfg.variant!r}: a bound "
+                "derived from the data can grow with new keys, so a key pruned now could be needed later"
+            )
+        if cfg.attn_log_eps is None:
+            raise ValueError("evict=True needs ACP (config.acp=True): exact attention never prunes a key")
+        bounds = [block.attn.qk_bound() for block in self.blocks]
+        return PagedKVCache.allocate_paged(
+            bounds=bounds, log_eps=cfg.attn_log_eps, pool_blocks=pool_blocks, pool_fraction=pool_fraction, **shape
         )
 
     def _forward_cached(self, input_ids: Tensor, cache: KVCache, cu_seqlens: Tensor | None, run: RunBlock) -> Tensor:
@@ -161,6 +183,8 @@ class FoxLM(nn.Module):
             raise ValueError(f"input_ids has batch size {B} but the cache has {cache.batch_size}")
         if T > 1 and (longest := int(cache.lengths.max())) + T > cache.max_len:
             raise ValueError(f"input_ids: {T} more tokens after {longest} exceed the cache's max_len ({cache.max_len})")
+        if isinstance(cache, PagedKVCache) and (T > 1 or cache.auto_prepare):
+            cache.prepare(T)  # free what ACP passed, hold the blocks the new tokens go to (host reads)
         pos = cache.lengths[:, None].long() + torch.arange(T, device=input_ids.device)
         x = self.embed(input_ids)
         for block, layer in zip(self.blocks, cache.layers, strict=True):

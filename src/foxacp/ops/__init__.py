@@ -3,6 +3,7 @@
 from .acp import DEFAULT_LOG_EPS, AcpPlan, AcpStats
 from .attention import forgetting_attention
 from .kvcache import forgetting_attention_with_kvcache
+from .paged import forgetting_attention_with_paged_kvcache
 from .search import make_plan, prepare_search
 from .validate import set_value_checks
 
@@ -12,6 +13,7 @@ __all__ = [
     "DEFAULT_LOG_EPS",
     "forgetting_attention",
     "forgetting_attention_with_kvcache",
+    "forgetting_attention_with_paged_kvcache",
     "make_plan",
     "prepare_search",
     "set_value_checks",

@@ -37,3 +37,30 @@ def decode_attention_op(
 @decode_attention_op.register_fake
 def _decode_attention_fake(q, k_cache, v_cache, c_cache, cache_seqlens, u, log_eps, sm_scale, block_n):
     return q.new_empty(q.shape)
+
+
+@torch.library.custom_op("foxacp::paged_decode_attention", mutates_args=())
+def paged_decode_attention_op(
+    q: Tensor,
+    k_pool: Tensor,
+    v_pool: Tensor,
+    c_pool: Tensor,
+    block_table: Tensor,
+    block_start: Tensor,
+    cache_seqlens: Tensor,
+    delta: Tensor | None,
+    max_len: int,
+    kv_heads: int,
+    sm_scale: float,
+) -> Tensor:
+    """``triton_paged.paged_decode_attention`` on validated inputs; delta None keeps every resident key."""
+    from .triton_paged import paged_decode_attention  # imported lazily: Triton compiles on first use
+
+    B, Tq, Hq, D = q.shape
+    problem = CacheProblem(B, Tq, max_len, Hq, kv_heads, D, sm_scale)
+    return paged_decode_attention(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem)
+
+
+@paged_decode_attention_op.register_fake
+def _paged_decode_attention_fake(q, *args):
+    return q.new_empty(q.shape)

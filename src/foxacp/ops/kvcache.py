@@ -153,12 +153,14 @@ def cache_attention_torch(
     cache_seqlens: Tensor,
     delta: Tensor | None,
     problem: CacheProblem,
+    resident: Tensor | None = None,
 ) -> Tensor:
     """The PyTorch twin of the decode kernel: dense scores over the whole cache, masked.
 
     Computes in float32 (float64 for float64 inputs); the decay c_q - c_k is a float32 difference, as in the
     kernel (float64 for float64 inputs). Keys past each sequence's length are never used (their values may
-    be garbage). Returns (B, Tq, Hq, D) in q's dtype.
+    be garbage), nor keys where ``resident`` (B, Tmax, Hq) bool is False (evicted from a paged cache; their
+    k, v must be finite). Returns (B, Tq, Hq, D) in q's dtype.
     """
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
     B, Tq, Hq, _ = q.shape
@@ -168,6 +170,8 @@ def cache_attention_torch(
     keep = (keys[None, None, :] <= pos[:, :, None])[..., None].expand(-1, -1, -1, Hq)  # (B, Tq, Tmax, Hq)
     if delta is not None:
         keep = keep & kept_blocks(c_cache, cache_seqlens, delta, Tq)[:, :, keys // DECODE_BLOCK, :]
+    if resident is not None:
+        keep = keep & resident[:, None]
     c = c_cache.to(dt)
     c_q = c.gather(1, pos[:, :, None].expand(-1, -1, Hq))
     decay = c_q[:, :, None, :] - c[:, None, :, :]  # (B, Tq, Tmax, Hq)

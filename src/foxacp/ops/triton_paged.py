@@ -1,0 +1,138 @@
+"""Split-KV Triton kernel for ``forgetting_attention_with_paged_kvcache``: the decode kernel over a block table.
+
+The grid and the work split are those of triton_decode.py's split kernel (one program per GQA group, row
+chunk and split; its partials merge in the same combine kernel). Two things differ. Each key block is found
+through the block table, one pool block of 64 contiguous rows per (sequence, KV head). And the shared range
+starts at the group's resident start instead of a searched ACP start: the cache frees, between steps,
+the blocks every row of the group prunes, so the few resident blocks a row still prunes (at most those of
+the last few steps) are masked per row inside the loop, from the block's last c, as the search would.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .triton_decode import LOG2E, MAX_ROWS, NUM_STAGES, NUM_WARPS, _combine_kernel, num_splits
+from .validate import CacheProblem
+
+
+# fmt: off
+@triton.jit
+def _paged_split_kernel(Q, K, V, C, Table, Start, Lens, Delta, Out, Part_ml, Part_acc,
+                        stride_qb, stride_qt, stride_qh, stride_kp, stride_kn, stride_vp, stride_vn,
+                        stride_cp, stride_cn, stride_tb, stride_th, qk_scale, max_len,
+                        HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
+                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        NUM_SPLITS: tl.constexpr, ACP: tl.constexpr, PRECISION: tl.constexpr):
+    b = tl.program_id(0) // HKV
+    kvh = tl.program_id(0) % HKV
+    split = tl.program_id(1)
+    r = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = r < TQ * GROUP
+    i = r // GROUP
+    g = r % GROUP  # the query head's column in the group's c blocks
+    h = kvh * GROUP + g
+    L = tl.minimum(tl.maximum(tl.load(Lens + b), TQ), max_len)  # valid lengths pass; others stay in bounds
+    pos = L - TQ + i
+    Tb = Table + b.to(tl.int64) * stride_tb + kvh * stride_th
+    q_blk = tl.load(Tb + pos // BLOCK_N, mask=row_ok, other=0).to(tl.int64)
+    c_q = tl.load(C + q_blk * stride_cp + (pos % BLOCK_N) * stride_cn + g, mask=row_ok, other=0.0)
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + i[:, None] * stride_qt + h[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    if ACP:
+        delta = tl.load(Delta + h, mask=row_ok, other=0.0)
+
+    num_blocks = tl.cdiv(L, BLOCK_N)
+    lo = tl.minimum(tl.load(Start + b * HKV + kvh), num_blocks - 1)
+    per_split = tl.cdiv(num_blocks - lo, NUM_SPLITS)
+    start = lo + split * per_split
+    stop = tl.minimum(start + per_split, num_blocks)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    nn = tl.arange(0, BLOCK_N)
+    for blk in range(start, stop):
+        phys = tl.load(Tb + blk).to(tl.int64)
+        n = blk * BLOCK_N + nn
+        cached = n < L  # past the length the block holds stale keys of an earlier owner, or garbage
+        k = tl.load(K + phys * stride_kp + nn[:, None] * stride_kn + d[None, :], mask=cached[:, None], other=0.0)
+        v = tl.load(V + phys * stride_vp + nn[:, None] * stride_vn + d[None, :], mask=cached[:, None], other=0.0)
+        keep = (n[None, :] <= pos[:, None]) & row_ok[:, None]
+        if ACP:
+            # The row keeps the block when its largest decay (to the block's last cached key) is >= delta.
+            last = tl.minimum(BLOCK_N, L - blk * BLOCK_N) - 1
+            c_end = tl.load(C + phys * stride_cp + last * stride_cn + g, mask=row_ok, other=0.0)
+            keep = keep & ((c_q - c_end) >= delta)[:, None]
+        c_k = tl.load(C + phys * stride_cp + nn[None, :] * stride_cn + g[:, None], mask=keep, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + (c_q[:, None] - c_k) * LOG2E
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing kept yet: no -inf - -inf
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
+    if NUM_SPLITS == 1:
+        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
+                 mask=row_ok[:, None])
+    else:
+        part = row * NUM_SPLITS + split
+        tl.store(Part_ml + part * 2, m_i, mask=row_ok)
+        tl.store(Part_ml + part * 2 + 1, l_i, mask=row_ok)
+        tl.store(Part_acc + part[:, None].to(tl.int64) * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
+
+
+# fmt: on
+def paged_decode_attention(
+    q: Tensor,
+    k_pool: Tensor,
+    v_pool: Tensor,
+    c_pool: Tensor,
+    block_table: Tensor,
+    block_start: Tensor,
+    cache_seqlens: Tensor,
+    delta: Tensor | None,
+    problem: CacheProblem,
+    splits: int | None = None,
+) -> Tensor:
+    """Run the paged split kernel and the combine kernel; inputs as validated by ``paged.check_paged_inputs``.
+
+    delta: (Hq,) float32 on the device (``paged.paged_threshold``), or None for no pruning.
+    Returns (B, Tq, Hq, D) in q's dtype.
+    """
+    B, Tq, Hq, D = q.shape
+    Hkv, group, block_n = problem.kv_heads, problem.group, k_pool.shape[1]
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    rows = Tq * group
+    block_m = max(16, min(MAX_ROWS, triton.next_power_of_2(rows)))
+    chunks = triton.cdiv(rows, block_m)
+    splits = splits or num_splits(B * Hkv * chunks, problem.max_len, q.device, block_n)
+    out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
+    part_ml = part_acc = out  # unused with one split
+    if splits > 1:
+        part_ml = torch.empty(B * Tq * Hq * splits * 2, dtype=torch.float32, device=q.device)
+        part_acc = torch.empty(B * Tq * Hq * splits, D, dtype=torch.float32, device=q.device)
+    start = block_start.contiguous()
+    _paged_split_kernel[(B * Hkv, splits, chunks)](
+        q, k_pool, v_pool, c_pool, block_table, start, cache_seqlens.contiguous(),
+        delta if delta is not None else out, out, part_ml, part_acc,
+        *q.stride()[:3], *k_pool.stride()[:2], *v_pool.stride()[:2], *c_pool.stride()[:2],
+        *block_table.stride()[:2], qk_scale=problem.sm_scale * 1.4426950408889634, max_len=problem.max_len,
+        HQ=Hq, HKV=Hkv, TQ=Tq, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
+        ACP=delta is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )  # fmt: skip
+    if splits > 1:
+        _combine_kernel[(B * Tq * Hq,)](
+            part_ml, part_acc, out, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), HEAD_DIM=D
+        )
+    return out
