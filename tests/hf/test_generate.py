@@ -134,23 +134,6 @@ def test_what_the_cache_refuses(pair):
         FoxCache(hf)
 
 
-def test_a_streamer_sees_the_prompt_then_every_new_token(pair):
-    lm, hf = pair
-    seen = []
-
-    class Collect(transformers.generation.streamers.BaseStreamer):
-        def put(self, value):
-            seen.append(value.clone())
-
-        def end(self):
-            seen.append(None)
-
-    prompt = torch.randint(0, 64, (1, 4))
-    out = hf.generate(prompt, max_new_tokens=5, do_sample=False, streamer=Collect())
-    assert seen[-1] is None and torch.equal(seen[0].flatten(), prompt[0])
-    assert torch.equal(torch.cat([t.flatten() for t in seen[1:-1]]), out[0, 4:])
-
-
 def test_the_generate_benchmark_runs_and_both_paths_agree_on_the_cpu(capsys):
     from foxacp.hf.bench import main
 

@@ -162,6 +162,7 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         if self._static_cache is None or not self._static_cache.fits(rows, length):
             self._static_cache = None  # its buffers go before the new ones are allocated
             self._static_cache = FoxStaticCache(self.model, rows, length)
+        self._static_cache.reset()
         model_kwargs[CACHE_FIELD] = self._static_cache
         return None
 
