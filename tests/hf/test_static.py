@@ -70,7 +70,7 @@ def test_a_compiled_static_step_fullgraph_gives_the_same_tokens(pair):
     expected = hf.generate(prompt, max_new_tokens=18, do_sample=False)
     torch._dynamo.reset()
     cache = FoxStaticCache(lm, 2, 23)
-    cache.compile_step(backend="eager", fullgraph=True)  # fullgraph: a graph break would raise
+    cache.compile_step({"backend": "eager", "fullgraph": True})  # fullgraph: a graph break would raise
     out = hf.generate(prompt, max_new_tokens=18, do_sample=False, **{CACHE_FIELD: cache})
     assert torch.equal(out, expected)
 
@@ -84,6 +84,8 @@ def test_generate_compiles_the_static_step_through_its_compile_config(pair):
     out = hf.generate(prompt, max_new_tokens=10, do_sample=False, cache_implementation="static", compile_config=config)
     assert hf._static_cache.compile_options == config.to_dict()
     assert torch.equal(out[0], foxacp.generate(lm, prompt, 10)[0])
+    hf.generate(prompt, max_new_tokens=10, do_sample=False, cache_implementation="static", disable_compile=True)
+    assert hf._static_cache.compile_options is None  # the same cache, no longer compiled
 
 
 @CACHES

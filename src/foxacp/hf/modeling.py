@@ -162,26 +162,24 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         if self._static_cache is None or not self._static_cache.fits(rows, length):
             self._static_cache = None  # its buffers go before the new ones are allocated
             self._static_cache = FoxStaticCache(self.model, rows, length)
-        self._static_cache.reset()
-        model_kwargs[CACHE_FIELD] = self._static_cache
+        cache = self._static_cache
+        cache.reset()
+        model_kwargs[CACHE_FIELD] = cache
+        # Where transformers would compile the forward (a compileable cache on an accelerator, unless disabled),
+        # the cache compiles its one-token step instead (see get_compiled_call).
+        compiles = self._valid_auto_compile_criteria(model_kwargs, generation_config)
+        config = generation_config.compile_config or self._default_compile_config()
+        cache.compile_step(config.to_dict() if compiles else None)
         return None
 
     def get_compiled_call(self, compile_config: CompileConfig | None) -> Callable:
-        """What generate calls for decode steps when it compiles (a compileable cache, on CUDA by default): the
-        forward itself, with a FoxStaticCache's one-token step compiled by compile_config's torch.compile options.
+        """What generate calls for decode steps when it compiles: the forward itself, uncompiled.
 
-        transformers' own version compiles the whole forward; here the host-side part of a step (mask checks,
-        the length count, the periodic gate rebase) stays eager and only the step the GPU runs is compiled.
+        transformers' own version compiles the whole forward. Here the host-side part of a step (mask checks, the
+        length count, the periodic gate rebase) stays eager and only the step the GPU runs is compiled, by the
+        FoxStaticCache that _prepare_cache_for_generation set up with compile_config's options.
         """
-        options = (compile_config or self._default_compile_config()).to_dict()
-
-        def call(**inputs) -> CausalLMOutputWithPast:
-            cache = inputs.get(CACHE_FIELD)
-            if isinstance(cache, FoxStaticCache):
-                cache.compile_step(**options)
-            return self(**inputs)
-
-        return call
+        return self.__call__
 
     def get_input_embeddings(self) -> torch.nn.Embedding:
         return self.model.embed

@@ -5,7 +5,7 @@ KVCache is allocated once for (batch size, max_length) and reused by later gener
 Its one-token step is foxacp.generate's ``decode_one_token`` (no sampling: it returns the logits): index writes at
 each row's length, the decode op, no host reads and no data-dependent Python control flow, so on CUDA it is
 captured once in a CUDA graph over the cache's buffers and replayed, and it can run through ``torch.compile``
-(``compile_step``; generate calls it through ``get_compiled_call``). The host-side work stays outside the step:
+(``compile_step``: generate sets it where transformers would compile). The host-side work stays outside the step:
 the attention-mask checks, the length count and the gate rebase every REBASE_EVERY steps.
 """
 
@@ -74,15 +74,17 @@ class FoxStaticCache(FoxCache):
         self.kv.reset()
         self.seen = self.steps = 0
 
-    def compile_step(self, **options) -> None:
-        """Run the one-token step through ``torch.compile(**options)`` (backend, fullgraph, dynamic, mode, ...).
+    def compile_step(self, options: dict | None) -> None:
+        """Run the one-token step through ``torch.compile(**options)`` (backend, fullgraph, dynamic, mode, ...), or
+        eagerly with None (the default).
 
         A mode that adds CUDA graphs is mapped to its mode without them (WITHOUT_CUDAGRAPHS): with cuda_graph
-        the cache captures the compiled step itself. The step is rebuilt when the options change.
+        the cache captures the compiled step itself. The step is rebuilt (and captured again) when this changes.
         """
-        options = dict(options)
-        if self.cuda_graph and options.get("mode") in WITHOUT_CUDAGRAPHS:
-            options["mode"] = WITHOUT_CUDAGRAPHS[options["mode"]]
+        if options is not None:
+            options = dict(options)
+            if self.cuda_graph and options.get("mode") in WITHOUT_CUDAGRAPHS:
+                options["mode"] = WITHOUT_CUDAGRAPHS[options["mode"]]
         if options != self.compile_options:
             self.compile_options, self._step = options, None
 
