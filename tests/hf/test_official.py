@@ -160,6 +160,29 @@ def test_official_layout_gives_the_logits_of_their_equations(tmp_path, pro, shar
         torch.testing.assert_close(pruned(ids).double(), expected, rtol=1e-5, atol=5e-5)
 
 
+def test_the_qk_norm_eps_survives_save_pretrained_and_from_pretrained(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from foxacp.hf import FoxForCausalLM
+
+    config, weights = official_config(True, False), official_weights(True, False)
+    # Gains near 0 make the norms' eps matter: 1e-5 against norm_eps 1e-6 moves the logits well past the tolerance.
+    weights = {k: (v * 1e-3 if k.endswith(("proj.linear.weight", "q_proj.weight")) else v) for k, v in weights.items()}
+    path = write_checkpoint(tmp_path / "ckpt", config, weights)
+    ids = torch.randint(0, V, (1, 19), generator=torch.Generator().manual_seed(4))
+    expected = reference_logits(config, weights, ids)
+    model = load_official(path, acp=False)
+    assert (model.config.qk_norm_eps, model.config.norm_eps) == (1e-5, 1e-6)
+    FoxForCausalLM.from_foxlm(model).save_pretrained(tmp_path / "hf")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits.double(), expected, rtol=1e-5, atol=5e-5)
+        other = FoxForCausalLM.from_foxlm(load_official(path, acp=False, qk_norm_eps=None)).eval()
+        assert not torch.allclose(other(ids).logits.double(), expected, rtol=1e-5, atol=5e-5)
+    with pytest.raises(ValueError, match="qk_norm_eps"):
+        official_model_config(config, qk_norm_eps=0.0)
+
+
 def test_unknown_and_missing_keys_and_wrong_shapes_are_named(tmp_path):
     config, good = official_config(True), official_weights(True, False)
     extra = dict(good, **{"model.layers.0.attn.rotary.inv_freq": torch.zeros(16)})

@@ -4,8 +4,11 @@ transformers sees one sequence length for the whole batch: the padded prompt plu
 (``seen``). foxacp's KVCache holds each row's real tokens only, at its own length, so left padding never
 enters a forget gate or a token shift. Each layer of the Cache is a FoxCacheLayer over foxacp's LayerCache
 (keys and values, the cumulative log gate c and its float64 running total, the token-shift rows).
-The buffers grow by doubling when a call would overflow them (a copy, rare); transformers' static-cache
-compilation is not supported (``is_compileable`` is False): foxacp.generate has the CUDA-graph decode step.
+A FoxCache allocates at its first forward and grows by doubling when a call would overflow it (a copy, rare);
+FoxStaticCache (static.py) is the fixed-size one that ``cache_implementation="static"`` builds.
+
+What the host does per call (decode steps read nothing back, as in foxacp.generate): the gates are rebased
+every REBASE_EVERY decode steps, at the same steps as foxacp.generate, so both give the same numbers.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from foxacp.infer.generate import CHECK_EVERY
 from foxacp.model import FoxLM
 from foxacp.model.cache import KVCache, LayerCache
 from foxacp.ops import set_value_checks
 
-# Tokens between rebases of the cached gates (a host read each), as in foxacp.generate.
-REBASE_EVERY = 16
+# Decode steps between rebases of the cached gates (a host read each): foxacp.generate's schedule.
+REBASE_EVERY = CHECK_EVERY
 # Room left after the first call, so that a short generation never reallocates.
 HEADROOM = 256
 
@@ -57,7 +61,7 @@ class FoxCacheLayer(CacheLayerMixin):
         return self.owner.seen
 
     def get_max_length(self) -> int:
-        return -1
+        return self.owner.max_cache_len
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         raise NotImplementedError("beam search is not supported by FoxCache")
@@ -66,16 +70,21 @@ class FoxCacheLayer(CacheLayerMixin):
 class FoxCache(Cache):
     """transformers Cache over a foxacp KVCache for ``model`` (a FoxLM), allocated at the first forward.
 
-    ``kv``: the KVCache (None until then); ``seen``: the tokens transformers has fed per row, padding included.
+    ``kv``: the KVCache (None until then); ``seen``: the tokens transformers has fed per row, padding included;
+    ``steps``: the calls since the prefill.
     """
+
+    layer_class = FoxCacheLayer
+    max_cache_len = -1  # no fixed size
 
     def __init__(self, model: FoxLM) -> None:
         if not isinstance(model, FoxLM):
             raise TypeError(f"model must be a FoxLM, got {type(model).__name__}")
-        super().__init__(layers=[FoxCacheLayer(self, i) for i in range(model.config.n_layers)])
+        super().__init__(layers=[self.layer_class(self, i) for i in range(model.config.n_layers)])
         self.model = model
         self.kv: KVCache | None = None
         self.seen = 0
+        self.steps = 0
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
@@ -90,11 +99,13 @@ class FoxCache(Cache):
         """Feed the next tokens input_ids (B, T) -> their logits (B, T, V).
 
         The first call takes the prompts, left-padded where attention_mask (B, T) is 0 (logits there are 0);
-        later calls take every row's next T tokens, with attention_mask (B, seen + T) or None.
+        later calls take every row's next T tokens, with attention_mask (B, seen + T) or None (generate passes
+        None after the prompts: its new columns are all ones, and checking them would be a host read per step).
 
         Raises:
             ValueError: a mask of the wrong shape, not 0/1, padded other than on the left of the prompts,
-                a row of padding only, or a batch size that differs from the first call's.
+                a row of padding only, a batch size that differs from the first call's, or (FoxStaticCache)
+                more tokens than it holds.
         """
         B, T = input_ids.shape
         if attention_mask is not None:
@@ -103,27 +114,36 @@ class FoxCache(Cache):
                 raise ValueError(
                     f"attention_mask must be (B, cached + new) {(B, self.seen + T)}, not {tuple(attention_mask.shape)}"
                 )
-        if self.kv is None:
+        if self.seen == 0:
             return self._prefill(input_ids, attention_mask)
         if self.kv.batch_size != B:
             raise ValueError(f"input_ids has batch size {B} but the cache was started with {self.kv.batch_size}")
-        # Only the new columns matter now (the prompt's were checked by the prefill): one host read per step.
         if attention_mask is not None and bool((attention_mask[:, self.seen :] != 1).any()):
             raise ValueError("attention_mask: only the prompts may be padded (on the left); new tokens take 1")
         self._reserve(T)
+        if (self.steps + 1) % REBASE_EVERY == 0:
+            self.kv.rebase()
         # After the prefill the cache holds only what the model wrote, so the ops' gate value checks (a host
         # read per layer and step) have nothing left to find, as in foxacp.generate.
         checks = set_value_checks(False)
         try:
-            logits = self.model(input_ids, cache=self.kv)
+            logits = self._decode(input_ids)
         finally:
             set_value_checks(checks)
-        self._advance(T)
+        self.seen += T
+        self.steps += 1
         return logits
+
+    def _decode(self, input_ids: Tensor) -> Tensor:
+        """The tokens after the prefill, through FoxLM's cached forward (FoxStaticCache: a fixed-shape step)."""
+        return self.model(input_ids, cache=self.kv)
+
+    def _allocate(self, batch_size: int, prompt_len: int) -> KVCache:
+        return self.model.new_cache(batch_size, prompt_len + HEADROOM)
 
     def _prefill(self, input_ids: Tensor, mask: Tensor | None) -> Tensor:
         B, T = input_ids.shape
-        self.kv = self.model.new_cache(B, T + HEADROOM)
+        self.kv = self._allocate(B, T)
         if mask is not None and bool(((mask != 0) & (mask != 1)).any()):
             raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
         if mask is None or bool(mask.all()):
@@ -140,13 +160,8 @@ class FoxCache(Cache):
                 if logits is None:
                     logits = row.new_zeros(B, T, row.shape[-1])
                 logits[b, keep] = row
-        self._advance(T)
+        self.seen = T
         return logits
-
-    def _advance(self, n: int) -> None:
-        before, self.seen = self.seen, self.seen + n
-        if self.seen // REBASE_EVERY != before // REBASE_EVERY:
-            self.kv.rebase()
 
     def _reserve(self, n: int) -> None:
         """Grow the buffers (doubling) so that every row has room for n more tokens."""

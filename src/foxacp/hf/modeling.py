@@ -9,11 +9,12 @@ sequence with document offsets, so pad tokens never enter a forget gate or a tok
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import CompileConfig, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -22,6 +23,7 @@ from foxacp.model import FoxLM
 
 from .cache import FoxCache
 from .config import FoxConfig
+from .static import FoxStaticCache
 
 # The output field (and forward argument) that carries the cache: renamed from past_key_values in transformers 5.
 CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -92,12 +94,16 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
     -> CausalLMOutputWithPast with logits (B, T, V) float and, with labels, the mean next-token cross entropy
     (labels shifted inside, -100 ignored, as in transformers' causal LMs). With use_cache (generate's default)
     the state lives in a FoxCache (foxacp's decoding cache) returned in the output and fed back; with
-    use_cache=False every step recomputes the whole sequence.
+    use_cache=False every step recomputes the whole sequence. generate(..., cache_implementation="static") uses a
+    FoxStaticCache instead (fixed size, the one-token step replayed as a CUDA graph on CUDA and compiled where
+    transformers compiles); the model keeps it and reuses it for later calls of the same batch size and a
+    length that fits, so a cache returned by one generate call is emptied by the next static one.
     """
 
     def __init__(self, config: FoxConfig) -> None:
         super().__init__(config)
         self.model = FoxLM(config.to_model_config())
+        self._static_cache: FoxStaticCache | None = None
         self.post_init()
 
     @classmethod
@@ -125,6 +131,56 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         # FoX's state (cumulative gates, token-shift rows) is not a key/value pair per layer.
         return False
 
+    def _prepare_cache_for_generation(
+        self,
+        generation_config: GenerationConfig,
+        model_kwargs: dict,
+        generation_mode,
+        batch_size: int,
+        max_cache_length: int,
+    ) -> None:
+        """generate's cache, in model_kwargs: a FoxCache, or a FoxStaticCache of max_cache_length tokens per row for
+        cache_implementation="static" (the model's last one when it fits). A cache passed in or use_cache=False
+        go through transformers' own checks.
+
+        Raises:
+            ValueError: another cache_implementation (quantized, offloaded, sliding window: not FoX's state).
+        """
+        args = (generation_config, model_kwargs, generation_mode, batch_size, max_cache_length)
+        if model_kwargs.get(CACHE_FIELD) is not None or generation_config.use_cache is False:
+            return super()._prepare_cache_for_generation(*args)
+        implementation = generation_config.cache_implementation
+        if implementation in (None, "dynamic"):
+            model_kwargs[CACHE_FIELD] = FoxCache(self.model)
+            return None
+        if implementation != "static":
+            raise ValueError(
+                f"cache_implementation={implementation!r} is not supported by FoxForCausalLM: use 'dynamic' or 'static'"
+            )
+        rows = max(generation_config.num_beams or 1, generation_config.num_return_sequences or 1) * batch_size
+        length = max(max_cache_length, getattr(generation_config, "max_cache_len", None) or 0)
+        if self._static_cache is None or not self._static_cache.fits(rows, length):
+            self._static_cache = None  # its buffers go before the new ones are allocated
+            self._static_cache = FoxStaticCache(self.model, rows, length)
+        cache = self._static_cache
+        cache.reset()
+        model_kwargs[CACHE_FIELD] = cache
+        # Where transformers would compile the forward (a compileable cache on an accelerator, unless disabled),
+        # the cache compiles its one-token step instead (see get_compiled_call).
+        compiles = self._valid_auto_compile_criteria(model_kwargs, generation_config)
+        config = generation_config.compile_config or self._default_compile_config()
+        cache.compile_step(config.to_dict() if compiles else None)
+        return None
+
+    def get_compiled_call(self, compile_config: CompileConfig | None) -> Callable:
+        """What generate calls for decode steps when it compiles: the forward itself, uncompiled.
+
+        transformers' own version compiles the whole forward. Here the host-side part of a step (mask checks, the
+        length count, the periodic gate rebase) stays eager and only the step the GPU runs is compiled, by the
+        FoxStaticCache that _prepare_cache_for_generation set up with compile_config's options.
+        """
+        return self.__call__
+
     def get_input_embeddings(self) -> torch.nn.Embedding:
         return self.model.embed
 
@@ -140,9 +196,11 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         if not use_cache:
             return {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         cache = FoxCache(self.model) if cache is None else cache
+        seen = cache.get_seq_length()
         return {
-            "input_ids": input_ids[:, cache.get_seq_length() :],
-            "attention_mask": attention_mask,
+            "input_ids": input_ids[:, seen:],
+            # After the prompts generate only appends ones to the mask: passing it would cost a host read per step.
+            "attention_mask": attention_mask if seen == 0 else None,
             "use_cache": True,
             CACHE_FIELD: cache,
         }

@@ -36,7 +36,7 @@ from torch import Tensor
 from foxacp.model import FoxLM, ModelConfig, mlp_hidden
 
 MODEL_TYPE = "forgetting_transformer-project_fox"
-# Their QK-norm modules keep their own default eps whatever config.norm_eps says.
+# Their QK-norm modules keep their own default eps whatever config.norm_eps says: ModelConfig.qk_norm_eps.
 QK_NORM_EPS = 1e-5
 PRO_FLAGS = ("use_k_shift", "use_v_shift", "qk_norm", "use_output_gate", "use_output_norm")
 
@@ -83,6 +83,8 @@ def official_model_config(config: dict, **overrides) -> ModelConfig:
         variant=variant,
         norm_eps=config.get("norm_eps", 1e-6),
     )
+    if variant == "fox_pro":
+        fields["qk_norm_eps"] = QK_NORM_EPS
     if config.get("log_pruning_tolerance") is not None:
         fields["log_eps"] = config["log_pruning_tolerance"]
     hidden = _intermediate_size(config)
@@ -222,8 +224,8 @@ def load_official(path: str | Path, **overrides) -> FoxLM:
     """A FoxLM (eval mode, float32 on the CPU) holding an official FoX checkpoint: a local directory or a hub name
     such as zhixuan-lin/fox-pro-760m-longcrawl64-48b. overrides go to the ModelConfig (acp, log_eps, attn_backend).
 
-    The QK-norm modules get their eps (1e-5, where the rest use config norm_eps) on this instance; ModelConfig
-    has one norm_eps, so a model saved from here and loaded again uses norm_eps there too.
+    Their QK-norm modules keep their own eps (1e-5) whatever config norm_eps says (the other norms use it): the
+    ModelConfig carries both (qk_norm_eps, norm_eps), so a model saved from here loads back with the same eps.
 
     Raises:
         OfficialCheckpointError: an unsupported config, or weights that do not fit it (see convert_official_state).
@@ -234,7 +236,4 @@ def load_official(path: str | Path, **overrides) -> FoxLM:
     weights = convert_official_state(state, cfg, shared_qk_norm=shared, tied=bool(config.get("tie_word_embeddings")))
     model = FoxLM(cfg)
     model.load_state_dict({k: v.float() for k, v in weights.items()})
-    if cfg.pro:
-        for block in model.blocks:
-            block.attn.q_norm.eps = block.attn.k_norm.eps = QK_NORM_EPS
     return model.eval()

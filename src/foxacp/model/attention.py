@@ -48,8 +48,9 @@ class ForgettingAttention(nn.Module):
         if cfg.pro:
             self.k_shift = TokenShift(d, hkv)
             self.v_shift = TokenShift(d, hkv)
-            self.q_norm = HeadRMSNorm(hq, hd, cfg.norm_eps)
-            self.k_norm = HeadRMSNorm(hkv, hd, cfg.norm_eps)
+            qk_eps = cfg.norm_eps if cfg.qk_norm_eps is None else cfg.qk_norm_eps
+            self.q_norm = HeadRMSNorm(hq, hd, qk_eps)
+            self.k_norm = HeadRMSNorm(hkv, hd, qk_eps)
             self.o_norm = HeadRMSNorm(hq, hd, cfg.norm_eps)
             self.wg = nn.Linear(d, hq * hd, bias=False)
         self.last_stats: AcpStats | None = None

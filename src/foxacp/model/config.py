@@ -26,6 +26,8 @@ class ModelConfig:
     fgate_bias_init: initial forget-gate bias b_f. 0 (the papers' "biases 0") gives f = sigmoid(W_f x),
         about 0.5 at init (fast forgetting, so ACP prunes a lot early in training); a positive value
         such as 5 starts with slow forgetting (f ~ 0.99).
+    qk_norm_eps: eps of the QK-norm (fox_pro); None uses norm_eps. The official FoX checkpoints need 1e-5 there
+        while their other norms use their config's norm_eps (foxacp.hf.official).
     qk_bound_safety: factor on the static QK-norm logit bound that covers bf16 rounding of q and k.
     record_acp_stats: keep each layer's ``AcpStats`` from the last forward (see ``FoxLM.acp_stats``).
     attn_backend: backend of ``forgetting_attention``: None (auto), "triton", "torch", "reference".
@@ -33,7 +35,8 @@ class ModelConfig:
 
     Raises:
         ValueError: unknown variant or backend, non-positive sizes, d_model not divisible by n_heads,
-            n_heads not a multiple of n_kv_heads, odd head_dim with RoPE, a non-negative log_eps.
+            n_heads not a multiple of n_kv_heads, odd head_dim with RoPE, a non-negative log_eps, a non-positive
+            qk_norm_eps.
     """
 
     vocab_size: int = 32768
@@ -46,6 +49,7 @@ class ModelConfig:
     acp: bool = True
     log_eps: float = DEFAULT_LOG_EPS
     norm_eps: float = 1e-5
+    qk_norm_eps: float | None = None  # None: norm_eps
     rope_base: float = 10000.0
     init_std: float = 0.02
     fgate_bias_init: float = 0.0
@@ -69,6 +73,8 @@ class ModelConfig:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
         if not self.log_eps < 0:
             raise ValueError(f"log_eps must be negative, got {self.log_eps}")
+        if self.qk_norm_eps is not None and not self.qk_norm_eps > 0:
+            raise ValueError(f"qk_norm_eps must be positive or None, got {self.qk_norm_eps}")
         if self.mlp_ratio is not None and self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
 

@@ -1,0 +1,116 @@
+"""FoxStaticCache: a FoxCache of fixed size whose one-token step has fixed shapes and reads nothing back.
+
+``generate(..., cache_implementation="static")`` builds one (FoxForCausalLM._prepare_cache_for_generation): the
+KVCache is allocated once for (batch size, max_length) and reused by later generate calls of the same shapes.
+Its one-token step is foxacp.generate's ``decode_one_token`` (no sampling: it returns the logits): index writes at
+each row's length, the decode op, no host reads and no data-dependent Python control flow, so on CUDA it is
+captured once in a CUDA graph over the cache's buffers and replayed, and it can run through ``torch.compile``
+(``compile_step``: generate sets it where transformers would compile). The host-side work stays outside the step:
+the attention-mask checks, the length count and the gate rebase every REBASE_EVERY steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from foxacp.infer.generate import decode_one_token
+from foxacp.infer.graph import CUDAGraphStep
+from foxacp.model import FoxLM
+from foxacp.model.cache import KVCache
+
+from .cache import FoxCache, FoxCacheLayer
+
+# torch.compile modes whose CUDA graphs the cache's own graph replaces (a capture cannot nest in another).
+WITHOUT_CUDAGRAPHS = {"reduce-overhead": None, "max-autotune": "max-autotune-no-cudagraphs"}
+
+
+class FoxStaticCacheLayer(FoxCacheLayer):
+    """A layer of a FoxStaticCache: fixed-size buffers, so transformers may compile the step that uses them."""
+
+    is_compileable = True
+
+
+def _logits(logits: Tensor) -> Tensor:
+    """decode_one_token's sampler for a step that returns the logits (B, V) float32 themselves."""
+    return logits
+
+
+class FoxStaticCache(FoxCache):
+    """A FoxCache over one preallocated KVCache of ``batch_size`` rows and ``max_cache_len`` tokens per row.
+
+    cuda_graph: replay the one-token step as a CUDA graph (default: when the model is on CUDA). The step is
+    captured at the first one-token call and stays valid for the cache's life (``reset`` keeps the buffers).
+
+    Raises:
+        TypeError: model is not a FoxLM.
+        ValueError: a non-positive batch_size or max_cache_len, a CUDA graph off CUDA.
+    """
+
+    layer_class = FoxStaticCacheLayer
+
+    def __init__(self, model: FoxLM, batch_size: int, max_cache_len: int, *, cuda_graph: bool | None = None) -> None:
+        super().__init__(model)
+        self.kv = model.new_cache(batch_size, max_cache_len)
+        self.max_cache_len = max_cache_len
+        device = model.embed.weight.device
+        self.cuda_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+        if self.cuda_graph and device.type != "cuda":
+            raise ValueError(f"cuda_graph needs a model on a CUDA device, not {device}")
+        self.compile_options: dict | None = None
+        self._step: Callable[[Tensor], Tensor] | None = None
+
+    def fits(self, batch_size: int, max_cache_len: int) -> bool:
+        """Whether a generation of batch_size rows of up to max_cache_len tokens can reuse this cache."""
+        weight, k = self.model.embed.weight, self.kv.layers[0].k
+        same_place = (weight.device, weight.dtype) == (k.device, k.dtype)
+        return same_place and batch_size == self.kv.batch_size and max_cache_len <= self.max_cache_len
+
+    def reset(self) -> None:
+        """Empty the cache for the next generation (the buffers, and so a captured step, stay)."""
+        self.kv.reset()
+        self.seen = self.steps = 0
+
+    def compile_step(self, options: dict | None) -> None:
+        """Run the one-token step through ``torch.compile(**options)`` (backend, fullgraph, dynamic, mode, ...), or
+        eagerly with None (the default).
+
+        A mode that adds CUDA graphs is mapped to its mode without them (WITHOUT_CUDAGRAPHS): with cuda_graph
+        the cache captures the compiled step itself. The step is rebuilt (and captured again) when this changes.
+        """
+        if options is not None:
+            options = dict(options)
+            if self.cuda_graph and options.get("mode") in WITHOUT_CUDAGRAPHS:
+                options["mode"] = WITHOUT_CUDAGRAPHS[options["mode"]]
+        if options != self.compile_options:
+            self.compile_options, self._step = options, None
+
+    def _allocate(self, batch_size: int, prompt_len: int) -> KVCache:
+        if batch_size != self.kv.batch_size:
+            raise ValueError(f"input_ids has batch size {batch_size} but the static cache has {self.kv.batch_size}")
+        self.reset()
+        self._reserve(prompt_len)
+        return self.kv
+
+    def _reserve(self, n: int) -> None:
+        if self.seen + n > self.max_cache_len:
+            raise ValueError(
+                f"input_ids: {n} more tokens after {self.seen} exceed the static cache's {self.max_cache_len}"
+            )
+
+    def _decode(self, input_ids: Tensor) -> Tensor:
+        if input_ids.shape[1] != 1:  # a chunk after the prompt: FoxLM's cached forward, as in FoxCache
+            return super()._decode(input_ids)
+        if self._step is None:
+            self._step = self._build_step(input_ids[:, 0])
+        return self._step(input_ids[:, 0])[:, None].clone()  # the graph's output buffer is reused by the next step
+
+    def _build_step(self, example: Tensor) -> Callable[[Tensor], Tensor]:
+        one_token = decode_one_token
+        if self.compile_options is not None:
+            one_token = torch.compile(decode_one_token, **self.compile_options)
+        step = functools.partial(one_token, self.model, self.kv, sampler=_logits)
+        return CUDAGraphStep(step, self.kv, example, None) if self.cuda_graph else step
