@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from foxacp.ops.linear_ce import linear_cross_entropy
+
 from .attention import ForgettingAttention
 from .cache import KVCache, LayerCache
 from .config import ModelConfig, mlp_hidden
@@ -90,8 +92,10 @@ class FoxLM(nn.Module):
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
         cache: KVCache | None = None,
+        labels: Tensor | None = None,
+        ignore_index: int = -100,
     ) -> Tensor:
-        """input_ids (B, T) int64 -> logits (B, T, vocab_size).
+        """input_ids (B, T) int64 -> logits (B, T, vocab_size), or with ``labels`` the per-token losses.
 
         cu_seqlens: int32 (N+1,) document offsets over the B*T flattened tokens (0 ... B*T); attention,
         token shift and RoPE then restart at every document and run across row ends. max_seqlen: the
@@ -99,6 +103,10 @@ class FoxLM(nn.Module):
         cache: a ``new_cache`` of batch size B; input_ids are then each sequence's next T tokens: they are
         appended to the cache (T = 1 to decode, any T to prefill, in one call or in chunks) and the logits
         are those of the new tokens, as the full forward over the whole sequence would give them.
+        labels: int64 (B, T) next tokens: returns the cross-entropy (B, T) float32 of every token instead of the
+        logits, 0 where the label is ``ignore_index``, through ``foxacp.ops.linear_ce`` (the head and the loss
+        in chunks: the (B, T, V) logits never exist). It runs inside forward so that a sharded head (FSDP)
+        is gathered for it like every other layer.
 
         Raises:
             ValueError: a cache together with cu_seqlens, a cache of another batch size, or (T > 1, checked
@@ -107,11 +115,15 @@ class FoxLM(nn.Module):
         """
         B, T = input_ids.shape
         if cache is not None:
+            if labels is not None:
+                raise ValueError("labels cannot be combined with a cache: losses are for training and evaluation")
             return self._forward_cached(input_ids, cache, cu_seqlens)
         pos = doc_positions(B, T, cu_seqlens, input_ids.device)
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, pos, cu_seqlens, max_seqlen)
+        if labels is not None:
+            return linear_cross_entropy(self.norm(x), self.lm_head.weight, labels, ignore_index=ignore_index)
         return self.lm_head(self.norm(x))
 
     def new_cache(
