@@ -20,6 +20,7 @@ def test_micro_batch_keeps_the_presets_tokens():
 
 
 def test_runs_resumes_and_writes_the_table(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the PyTorch paths: the interpreter is slow here
     gates = torch.nn.functional.logsigmoid(torch.randn(2, 1, 40, 3) + 3.0)
     torch.save(gates, tmp_path / "gates.pt")
     args = [*ARGS, "--gates", str(tmp_path / "gates.pt"), "--out", str(tmp_path / "out")]
