@@ -1,7 +1,10 @@
 """Where a training step's time goes: torch.profiler over a few steps of the trainer's own pieces.
 
     PYTHONPATH=src python experiments/046-train-step-profile/run.py --preset 125M --seq-len 16384 \
-        --micro-batch 2 --vocab 50304 [--compile] [--acp] [--out DIR]
+        --micro-batch 2 --vocab 50304 [--compile] [--acp] [--loss chunked|full] [--out DIR]
+
+--loss chunked (default): the trainer's loss, FoxLM(labels=...) through foxacp.ops.linear_ce; --loss full: the
+logits (B, T, V) then F.cross_entropy over a float32 copy, as the trainer did before experiment 047.
 
 Prints the CUDA kernels grouped by what they do (attention, matmul, cross-entropy, norm, elementwise,
 optimizer) and the top kernels, and writes profile.json under --out.
@@ -17,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from foxacp.eval.loss import token_losses
@@ -49,6 +53,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=50304)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--acp", action="store_true")
+    p.add_argument("--loss", choices=["chunked", "full"], default="chunked")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -64,9 +69,15 @@ def main() -> None:
     ids = torch.randint(0, a.vocab, (B, T), device="cuda")
     batch = {"input_ids": ids, "labels": torch.roll(ids, -1, 1)}
 
+    def losses():
+        if a.loss == "chunked":
+            return token_losses(model, batch)
+        logits = model(batch["input_ids"]).flatten(0, 1).float()
+        return F.cross_entropy(logits, batch["labels"].flatten(), reduction="none")
+
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = token_losses(model, batch).mean()
+            loss = losses().mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -100,7 +111,7 @@ def main() -> None:
     total = sum(per.values())
     tok = B * T / dt
     print(
-        f"\n{a.preset} T={T} B={B} vocab={a.vocab} compile={a.compile} acp={a.acp}: "
+        f"\n{a.preset} T={T} B={B} vocab={a.vocab} compile={a.compile} acp={a.acp} loss={a.loss}: "
         f"{dt * 1e3:.1f} ms/step, {tok / 1e3:.1f}k tok/s, kernels {total / 1e3:.1f} ms"
     )
     for g, us in sorted(per.items(), key=lambda x: -x[1]):
@@ -110,7 +121,7 @@ def main() -> None:
         print(f"    {us / 1e3:7.2f} ms x{n:<4d} [{group(name)}] {name}")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        tag = f"{a.preset}-{T}-{'acp' if a.acp else 'exact'}-{'compiled' if a.compile else 'eager'}-v{a.vocab}"
+        tag = f"{a.preset}-{T}-{'acp' if a.acp else 'exact'}-{'compiled' if a.compile else 'eager'}-v{a.vocab}-{a.loss}"
         rec = {
             "args": vars(a) | {"out": str(a.out)},
             "ms_per_step": dt * 1e3,

@@ -155,3 +155,27 @@ def test_meta_init_then_materialise():
     assert abs(model.embed.weight.std().item() - cfg.init_std) < 0.002
     assert abs(attn.wq.weight.std().item() - cfg.init_std) < 0.002
     assert torch.isfinite(model(ids(1, 16))).all()
+
+
+def test_labels_give_the_per_token_losses_of_the_logits_and_their_gradients():
+    """forward(labels=...) (the chunked head + loss) against cross-entropy over forward's logits, in float64."""
+    torch.manual_seed(4)
+    cfg = tiny(vocab_size=70)
+    model = FoxLM(cfg).double()
+    x, y = ids(2, 19, vocab=70, seed=1), ids(2, 19, vocab=70, seed=2)
+    y[1, :5] = -100
+
+    def grads(loss):
+        model.zero_grad()
+        loss.sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    logits = model(x)
+    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(2, 19)
+    got = model(x, labels=y)
+    assert got.shape == (2, 19) and (got[1, :5] == 0).all()
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads(got), grads(ref), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="labels"):
+        model(x, cache=model.new_cache(2, 32), labels=y)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import pytest
+import torch
 from torch import nn
 
 from foxacp.model import MODEL_PRESETS, FoxLM, ModelConfig
@@ -194,3 +195,19 @@ def test_a_malformed_config_file_names_itself(tmp_path):
     path.write_text('{"lr": -1}')
     with pytest.raises(ConfigError, match="lr must be a finite number > 0"):
         TrainConfig.load(path)
+
+
+def test_compile_is_auto_by_default_and_on_only_on_cuda():
+    from foxacp.train.distributed import compile_wanted
+
+    cfg = preset_config("tiny")
+    assert cfg.compile == "auto"
+    assert parse_overrides(cfg, ["compile=auto"]).compile == "auto"
+    assert parse_overrides(cfg, ["compile=false"]).compile is False
+    assert compile_wanted("auto", torch.device("cpu")) is False
+    assert compile_wanted("auto", torch.device("cuda", 0)) is True
+    assert compile_wanted(True, torch.device("cpu")) is True
+    with pytest.raises(ConfigError, match="compile must be true, false or auto"):
+        TrainConfig(compile="yes")
+    with pytest.raises(ValueError, match="compile"):
+        compile_wanted("yes", torch.device("cpu"))

@@ -115,3 +115,21 @@ def test_resume_logs_changed_settings_and_refuses_another_preset(small_config, t
     with pytest.raises(ConfigError, match="keeps its preset"):
         train(dataclasses.replace(more, preset="125M", steps=4), resume=cfg.run_dir)
     assert (cfg.run_dir / "config.json").read_text() == config
+
+
+def test_failed_compilation_falls_back_to_eager_with_one_message(small_config, tmp_path, monkeypatch, capsys):
+    """A compiler that fails at the first step (simulated by a backend that raises): the run says so once, logs
+    it, and trains exactly as an eager run does."""
+    from foxacp.train import distributed
+
+    def failing_backend(gm, example_inputs):
+        raise RuntimeError("simulated compiler failure")
+
+    monkeypatch.setattr(distributed, "compile_block", lambda block: block.compile(backend=failing_backend))
+    train(eager := small_config("steps=3", "compile=false", out=tmp_path / "eager"))
+    train(fallback := small_config("steps=3", "compile=true", out=tmp_path / "fallback"))
+    assert train_losses(fallback.run_dir) == train_losses(eager.run_dir)
+    records = [r for r in read_log(fallback.run_dir) if r["kind"] == "compile_fallback"]
+    assert len(records) == 1 and records[0]["step"] == 0 and "simulated compiler failure" in records[0]["error"]
+    assert capsys.readouterr().out.count("torch.compile failed at the first step") == 1
+    assert not any(r["kind"] == "compile_fallback" for r in read_log(eager.run_dir))

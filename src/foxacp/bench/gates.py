@@ -86,13 +86,12 @@ def synthetic_log_fgate(
     return log_f.to(device=device, dtype=torch.float32)
 
 
-def load_log_fgate(path: str | Path, layer: int | None = None) -> torch.Tensor:
-    """Load recorded log forget gates and pick one layer.
+def load_log_fgate_layers(path: str | Path) -> torch.Tensor:
+    """Load recorded log forget gates of every layer: float32 (layers, B, T, H) (a 3-d file is one layer).
 
-    The file holds a tensor shaped (layers, B, T, H) or (B, T, H): a .pt file with a tensor or a dict
-    with one tensor (or a key among GATE_KEYS), or a .safetensors file likewise. `layer` selects the layer
-    of a 4-d tensor (default 0; negative counts from the end). Returns float32 (B, T, H).
-    Raises ValueError on a bad rank, layer, key, or on values that are not finite and <= 0.
+    The file holds a tensor shaped (layers, B, T, H) or (B, T, H): a .pt file with a tensor or a dict with one
+    tensor (or a key among GATE_KEYS), or a .safetensors file likewise. Raises ValueError on a bad rank or key,
+    or on values that are not finite and <= 0.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -109,16 +108,26 @@ def load_log_fgate(path: str | Path, layer: int | None = None) -> torch.Tensor:
     if not isinstance(obj, torch.Tensor):
         raise ValueError(f"{path}: expected a tensor, got {type(obj).__name__}")
     gates = obj.detach().to(torch.float32)
-    if gates.dim() == 4:
-        layer = 0 if layer is None else layer
-        if not -gates.shape[0] <= layer < gates.shape[0]:
-            raise ValueError(f"{path}: layer {layer} out of range for {gates.shape[0]} layers")
-        gates = gates[layer]
-    elif gates.dim() != 3:
+    if gates.dim() == 3:
+        gates = gates[None]
+    elif gates.dim() != 4:
         raise ValueError(f"{path}: expected (layers, B, T, H) or (B, T, H), got {tuple(gates.shape)}")
     if not bool(torch.isfinite(gates).all()) or bool((gates > 0).any()):
         raise ValueError(f"{path}: log forget gates must be finite and <= 0")
     return gates
+
+
+def load_log_fgate(path: str | Path, layer: int | None = None) -> torch.Tensor:
+    """Load recorded log forget gates (see :func:`load_log_fgate_layers`) and pick one layer.
+
+    `layer` selects the layer of a 4-d tensor (default 0; negative counts from the end). Returns float32
+    (B, T, H). Raises ValueError on a bad rank, layer, key, or on values that are not finite and <= 0.
+    """
+    gates = load_log_fgate_layers(path)
+    layer = 0 if layer is None else layer
+    if not -gates.shape[0] <= layer < gates.shape[0]:
+        raise ValueError(f"{path}: layer {layer} out of range for {gates.shape[0]} layers")
+    return gates[layer]
 
 
 def fit_log_fgate(gates: torch.Tensor, batch: int, seqlen: int, heads: int) -> torch.Tensor:

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foxacp.data import IGNORE_INDEX, Batch
@@ -17,12 +16,16 @@ def token_losses(model: nn.Module, batch: Batch) -> Tensor:
     """Per-token cross-entropy (B, T) float32 of ``model`` on ``batch``, 0 where the label is IGNORE_INDEX.
 
     ``batch`` holds "input_ids" and "labels" int64 (B, T) and optionally "cu_seqlens"/"max_seqlen"
-    (packed documents), on the model's device.
+    (packed documents), on the model's device. The model computes the losses itself (``FoxLM.forward`` with
+    labels: the LM head and cross-entropy in chunks, float32 log-sum-exp, no full float32 logits).
     """
-    logits = model(batch["input_ids"], cu_seqlens=batch.get("cu_seqlens"), max_seqlen=batch.get("max_seqlen"))
-    labels = batch["labels"]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
-    return loss.view(labels.shape)
+    return model(
+        batch["input_ids"],
+        cu_seqlens=batch.get("cu_seqlens"),
+        max_seqlen=batch.get("max_seqlen"),
+        labels=batch["labels"],
+        ignore_index=IGNORE_INDEX,
+    )
 
 
 def position_buckets(loss_sum: Tensor, count: Tensor, buckets: int) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from foxacp.ops.linear_ce import linear_cross_entropy
+
 from .attention import ForgettingAttention
 from .cache import KVCache, LayerCache
 from .config import ModelConfig, mlp_hidden
@@ -101,8 +103,10 @@ class FoxLM(nn.Module):
         max_seqlen: int | None = None,
         cache: KVCache | None = None,
         run_block: RunBlock | None = None,
+        labels: Tensor | None = None,
+        ignore_index: int = -100,
     ) -> Tensor:
-        """input_ids (B, T) int64 -> logits (B, T, vocab_size).
+        """input_ids (B, T) int64 -> logits (B, T, vocab_size), or with ``labels`` the per-token losses.
 
         cu_seqlens: int32 (N+1,) document offsets over the B*T flattened tokens (0 ... B*T); attention,
         token shift and RoPE then restart at every document and run across row ends. max_seqlen: the
@@ -113,6 +117,10 @@ class FoxLM(nn.Module):
         run_block: with a cache, each block runs as run_block(block, x, pos, layer_cache) instead of
             block(x, pos, cache=layer_cache); ``generate(compile=True)`` passes ``run_block`` compiled by
             torch.compile, which traces one block once and replays that graph for every layer.
+        labels: int64 (B, T) next tokens: returns the cross-entropy (B, T) float32 of every token instead of the
+        logits, 0 where the label is ``ignore_index``, through ``foxacp.ops.linear_ce`` (the head and the loss
+        in chunks: the (B, T, V) logits never exist). It runs inside forward so that a sharded head (FSDP)
+        is gathered for it like every other layer.
 
         Raises:
             ValueError: a cache together with cu_seqlens, a cache of another batch size, or (T > 1, checked
@@ -121,11 +129,15 @@ class FoxLM(nn.Module):
         """
         B, T = input_ids.shape
         if cache is not None:
+            if labels is not None:
+                raise ValueError("labels cannot be combined with a cache: losses are for training and evaluation")
             return self._forward_cached(input_ids, cache, cu_seqlens, run_block or block_step)
         pos = doc_positions(B, T, cu_seqlens, input_ids.device)
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, pos, cu_seqlens, max_seqlen)
+        if labels is not None:
+            return linear_cross_entropy(self.norm(x), self.lm_head.weight, labels, ignore_index=ignore_index)
         return self.lm_head(self.norm(x))
 
     def new_cache(

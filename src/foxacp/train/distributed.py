@@ -101,6 +101,28 @@ def gather_objects(obj, d: Dist) -> list | None:
     return out
 
 
+def compile_wanted(setting: bool | str, device: torch.device) -> bool:
+    """TrainConfig.compile on ``device``: "auto" compiles on CUDA only (on the CPU compilation costs more than
+    it saves in short runs and needs a C++ toolchain). Raises ValueError for another setting."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if not isinstance(setting, bool):
+        raise ValueError(f"compile must be true, false or auto, got {setting!r}")
+    return setting
+
+
+def compile_block(block: nn.Module) -> None:
+    """Compile one block in place (``nn.Module.compile``: state-dict keys unchanged)."""
+    block.compile()
+
+
+def uncompile(model: nn.Module) -> None:
+    """Make every block of ``model`` run eagerly again after ``compile_block``: nn.Module keeps the compiled
+    callable in ``_compiled_call_impl`` and calls the eager one while it is None."""
+    for block in model.blocks:
+        block._compiled_call_impl = None
+
+
 def parallelize(
     model: nn.Module,
     d: Dist,
@@ -126,7 +148,7 @@ def parallelize(
             blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
     if compile:
         for block in blocks:
-            block.compile()
+            compile_block(block)
     if d.distributed:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

@@ -33,7 +33,17 @@ from foxacp.ops import set_value_checks
 
 from .checkpoint import CheckpointError, load_checkpoint, read_meta, resolve_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, build_model_config
-from .distributed import Dist, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed, parallelize
+from .distributed import (
+    Dist,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup,
+    compile_wanted,
+    init_distributed,
+    parallelize,
+    uncompile,
+)
 from .metrics import AcpMeter, MetricsLogger, acp_summary, peak_flops
 from .optim import build_optimizer, lr_at, set_lr
 from .rundir import RunDirError, RunLock, prepare_run_dir
@@ -194,6 +204,7 @@ class Session:
     say: Callable[[str], None]
     n_params: int
     peak: float | None  # per-device peak FLOP/s for MFU, None when unknown
+    compiled: bool  # the blocks are compiled (until a failed compilation falls back to eager)
     stop: StopRequest = field(default_factory=StopRequest)
     step: int = 0
     tokens: int = 0
@@ -301,11 +312,12 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    compiled = compile_wanted(cfg.compile, d.device)
     parallelize(
         model,
         d,
         activation_checkpointing=cfg.activation_checkpointing,
-        compile=cfg.compile,
+        compile=compiled,
         param_dtype=torch.bfloat16 if bf16 else None,
     )
     # Without FSDP, bf16 comes from autocast; with FSDP, from its MixedPrecisionPolicy.
@@ -325,6 +337,7 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
         say=tqdm.write if d.is_main else (lambda *_: None),
         n_params=n_params,
         peak=peak_flops(d.device, cfg.peak_tflops)[0],
+        compiled=compiled,
     )
     resumed_from = _resume(s, resume) if resume is not None else None
     _log_start(s, resumed_from, changes)
@@ -380,14 +393,13 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
     all_reduce_sum(n_targets, d)
     lr = lr_at(s.tokens + cfg.global_batch_tokens, cfg)
     set_lr(s.optimizer, lr)
-    step_loss = torch.zeros((), dtype=torch.float64, device=d.device)
-    for mb in micro:
-        mb = to_device(mb, d.device)
-        with s.autocast:
-            loss_sum = token_losses(s.model, mb).sum()
-        meter.add(s.model.acp_stats())
-        (loss_sum * (d.world_size / n_targets)).backward()
-        step_loss += loss_sum.detach()
+    try:
+        step_loss = _forward_backward(s, micro, n_targets, meter)
+    except Exception as e:  # the eager retry re-raises whatever is not the compiler's
+        if not (s.compiled and s.step == first_step and not d.distributed):
+            raise
+        _fall_back_to_eager(s, e, meter)
+        step_loss = _forward_backward(s, micro, n_targets, meter)
     # grad_clip 0 means no clipping: an infinite bound leaves the gradients as they are and gives the norm.
     grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip or math.inf)
     r = _reduce_step(s, step_loss, n_targets, grad_norm, lr)
@@ -400,6 +412,33 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
     if s.step == first_step + 1:
         set_value_checks(False)  # the gates were checked once; later checks would sync every layer
     return r
+
+
+def _forward_backward(s: Session, micro: list[Batch], n_targets: Tensor, meter: AcpMeter) -> Tensor:
+    """Accumulate the gradients of the micro-batches; return the summed loss (float64, on the device)."""
+    step_loss = torch.zeros((), dtype=torch.float64, device=s.d.device)
+    for mb in micro:
+        mb = to_device(mb, s.d.device)
+        with s.autocast:
+            loss_sum = token_losses(s.model, mb).sum()
+        meter.add(s.model.acp_stats())
+        (loss_sum * (s.d.world_size / n_targets)).backward()
+        step_loss += loss_sum.detach()
+    return step_loss
+
+
+def _fall_back_to_eager(s: Session, error: Exception, meter: AcpMeter) -> None:
+    """After compilation failed in the first step: say so once, log it, and make the blocks eager again, with
+    the step's partial gradients and ACP counts dropped (the caller runs the step again). Only a single process
+    falls back: ranks that disagreed would wait on each other's collectives."""
+    what = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+    s.say(f"torch.compile failed at the first step ({what}); training continues without it (set compile=false to skip)")
+    s.logger.log({"kind": "compile_fallback", "step": s.step, "error": what})
+    uncompile(s.model)
+    torch.compiler.reset()
+    s.optimizer.zero_grad(set_to_none=True)
+    meter.reset()
+    s.compiled = False
 
 
 def _reduce_step(s: Session, step_loss: Tensor, n_targets: Tensor, grad_norm: Tensor, lr: float) -> StepResult:

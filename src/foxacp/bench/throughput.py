@@ -1,0 +1,351 @@
+"""Training throughput, exact vs ACP, the paper's table: tokens/s, attention's share, peak memory, MFU.
+
+    python -m foxacp.bench.throughput [--quick] [--presets 125M 360M 760M] [--contexts 4096 8192 16384]
+        [--gates-regimes init recorded --gates FILE] [--vocab 50304] [--tokens-per-step N] [--out DIR]
+
+One configuration = (model preset, context, exact | acp, gate regime). Each runs what `foxacp train` runs
+with its defaults (the preset's TrainConfig: compile "auto", bf16 autocast, activation checkpointing as the
+preset sets it, AdamW, gradient clipping, the chunked head + loss) on random tokens: ``--warmup`` steps
+(compilation included), then ``--steps`` timed steps (CUDA events around each, the median kept: a step is
+tens to hundreds of milliseconds of many kernels, so each is timed whole), then one step under the profiler
+for the attention kernels' share of the step. Micro-batches hold the preset's tokens at 4k (125M: 8 x 4k,
+2 x 16k); a step is ``--tokens-per-step`` tokens (default: one micro-batch; the paper's 0.5M-token steps
+only spread the optimizer over more micro-batches, ~1% of a step here).
+
+Gate regimes: "init", the model's own gates at initialisation (what early training sees); "recorded", the
+log forget gates of a file (``--gates``: (layers, B, T, H), e.g. ``foxacp export-gates`` of a trained model),
+layer l taking the file's layer l mod its layer count, tiled to the batch (see bench/gates.py), in place of
+the computed gates' values (their gradient path is kept, so the backward does the same work).
+
+Results: one JSON line per configuration appended to ``throughput.jsonl`` in the output folder (a
+configuration already there is skipped: the run resumes), then throughput.md and throughput.json with ACP's
+gain next to the paper's. ``--quick``: 125M and 760M at 4k and 16k, init gates (8 configurations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from foxacp.eval import token_losses
+from foxacp.io import atomic_write, read_jsonl
+from foxacp.model import FoxLM, flops_per_token
+from foxacp.ops import set_value_checks
+from foxacp.train.config import build_model_config, preset_config
+from foxacp.train.distributed import Dist, compile_wanted, parallelize
+from foxacp.train.metrics import AcpMeter, acp_summary, peak_flops
+from foxacp.train.optim import build_optimizer
+
+from .gates import fit_log_fgate, load_log_fgate_layers
+from .report import environment
+from .results import RESULTS_ROOT, device_tag, result_dir
+
+# The ACP paper's training-throughput gains (method.md: +12% at 4k, +24% at 8k, +43-45% at 16k; 125M at 16k
+# +45%, 760M at 16k +43% as issue 24 quotes it). 360M is not given separately: it takes 760M's figures.
+PAPER_GAIN = {
+    "125M": {4096: 0.12, 8192: 0.24, 16384: 0.45},
+    "360M": {4096: 0.12, 8192: 0.24, 16384: 0.43},
+    "760M": {4096: 0.12, 8192: 0.24, 16384: 0.43},
+}
+# The op's Triton kernels (forward, backward, gate scan and gradient, ACP bound, tables and tile plan).
+ATTENTION_KERNELS = ("fwd_kernel", "dq_kernel", "dkdv_kernel", "gate_scan_kernel", "gate_grad_kernel",
+                     "qc_table_kernel", "max_norm_kernel", "tile_plan_kernel")  # fmt: skip
+QUICK = dict(presets=["125M", "760M"], contexts=[4096, 16384], modes=["exact", "acp"], regimes=["init"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One row of the table."""
+
+    preset: str
+    context: int
+    mode: str  # "exact" | "acp"
+    regime: str  # "init" | "recorded"
+
+    @property
+    def key(self) -> str:
+        return f"{self.preset}/{self.context}/{self.mode}/{self.regime}"
+
+
+def micro_batch_size(preset: str, context: int) -> int:
+    """The preset's micro-batch at 4k scaled to keep its tokens at ``context`` (at least one sequence)."""
+    return max(1, preset_config(preset).micro_batch_size * preset_config(preset).seq_len // context)
+
+
+def use_recorded_gates(model: FoxLM, gates: Tensor, batch: int, context: int) -> None:
+    """Make every layer's attention see recorded gate values: gates (layers, B0, T0, H0) float32, layer l
+    takes gates[l mod layers] tiled to (batch, context, n_heads). The computed gates' gradient path stays
+    (value: recorded; gradient: the computed gates'), so forward and backward do the work they do in training."""
+    n = gates.shape[0]
+    for i, block in enumerate(model.blocks):
+        attn = block.attn
+        fixed = fit_log_fgate(gates[i % n], batch, context, model.config.n_heads).to(model.embed.weight.device)
+        computed = attn.log_fgate
+
+        def recorded(x: Tensor, computed: Callable = computed, fixed: Tensor = fixed) -> Tensor:
+            own = computed(x)
+            return fixed + (own - own.detach())
+
+        attn.log_fgate = recorded
+
+
+def _attention_ms(step: Callable[[], None]) -> float:
+    """Device milliseconds of the attention kernels in one profiled ``step``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    total_us = 0.0
+    for e in prof.key_averages():
+        if e.key in ATTENTION_KERNELS:
+            total_us += getattr(e, "device_time_total", 0.0) or getattr(e, "cuda_time_total", 0.0)
+    return total_us / 1e3
+
+
+def measure(c: Config, args: argparse.Namespace, gates: Tensor | None) -> dict[str, Any]:
+    """Build the model of ``c`` as `foxacp train` would, train ``args.warmup + args.steps`` steps on random
+    tokens, and return its record (see the module docstring)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tcfg = dataclasses.replace(
+        preset_config(c.preset),
+        seq_len=c.context,
+        model_overrides={"acp": c.mode == "acp", "vocab_size": args.vocab},
+    )
+    mcfg = build_model_config(tcfg)
+    mb = args.micro_batch or micro_batch_size(c.preset, c.context)
+    accum = max(1, (args.tokens_per_step or mb * c.context) // (mb * c.context))
+    compiled = compile_wanted(tcfg.compile, device)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = FoxLM(mcfg)
+    if gates is not None:
+        use_recorded_gates(model, gates, mb, c.context)
+    bf16 = device.type == "cuda"
+    parallelize(
+        model,
+        Dist(0, 1, 0, device, distributed=False),
+        activation_checkpointing=tcfg.activation_checkpointing,
+        compile=compiled,
+        param_dtype=None,
+    )
+    opt = build_optimizer(model, tcfg)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    gen = torch.Generator(device=device).manual_seed(1)
+    ids = torch.randint(0, args.vocab, (accum, mb, c.context + 1), device=device, generator=gen)
+    meter = AcpMeter()
+
+    def step() -> None:
+        for i in range(accum):
+            with autocast:
+                loss = token_losses(model, {"input_ids": ids[i, :, :-1], "labels": ids[i, :, 1:]}).sum()
+            meter.add(model.acp_stats())
+            (loss / (accum * mb * c.context)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    step()
+    set_value_checks(False)  # as the trainer does after its first step
+    for _ in range(args.warmup - 1):
+        step()
+    sync()
+    warmup_s = time.perf_counter() - t0
+    meter.reset()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    step_s = statistics.median(times)
+    tokens = accum * mb * c.context
+    acp = acp_summary(meter.visited, meter.causal) if meter.visited is not None else {"attn_fraction": 1.0}
+    peak = peak_flops(device)[0]
+    tps = tokens / step_s
+    rec = {
+        "key": c.key,
+        **dataclasses.asdict(c),
+        "gates": "init" if gates is None else f"recorded:{Path(args.gates).name}",
+        "vocab": args.vocab,
+        "micro_batch": mb,
+        "accum": accum,
+        "tokens_per_step": tokens,
+        "compile": compiled,
+        "activation_checkpointing": tcfg.activation_checkpointing,
+        "warmup_s": warmup_s,
+        "step_ms": step_s * 1e3,
+        "step_ms_all": [round(t * 1e3, 2) for t in times],
+        "tokens_per_s": tps,
+        "acp_saving": acp.get("acp_saving"),
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "mfu": tps * flops_per_token(mcfg, c.context, acp["attn_fraction"]) / peak if peak else None,
+        "mfu_dense_equiv": tps * flops_per_token(mcfg, c.context) / peak if peak else None,
+    }
+    if device.type == "cuda":
+        rec["attention_ms"] = _attention_ms(step)
+        rec["attention_share"] = rec["attention_ms"] / rec["step_ms"]
+    return rec
+
+
+def _free() -> None:
+    gc.collect()
+    torch.compiler.reset()  # each configuration compiles afresh (no recompile limits across them)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def gains(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ACP over exact for every (preset, context, regime) with both: tokens/s ratio - 1, and the paper's."""
+    by = {r["key"]: r for r in rows if "tokens_per_s" in r}
+    out = []
+    for r in rows:
+        if r.get("mode") != "acp" or r["key"] not in by:
+            continue
+        exact = by.get(Config(r["preset"], r["context"], "exact", r["regime"]).key)
+        if exact is None:
+            continue
+        out.append(
+            {
+                "preset": r["preset"],
+                "context": r["context"],
+                "regime": r["regime"],
+                "gain": r["tokens_per_s"] / exact["tokens_per_s"] - 1.0,
+                "paper_gain": PAPER_GAIN.get(r["preset"], {}).get(r["context"]),
+            }
+        )
+    return out
+
+
+def _f(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"# Training throughput, exact vs ACP ({meta['device']})",
+        "",
+        f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}, {meta['date']}. Settings of "
+        "`foxacp train` (compile auto, bf16, the preset's activation checkpointing); random tokens, vocabulary "
+        f"{meta['vocab']}; median of {meta['steps']} timed steps after {meta['warmup']} warm-up steps. MFU counts the "
+        "attention tiles visited; 'dense-eq.' counts all causal tiles.",
+        "",
+        "| preset | context | mode | gates | tokens/step | tok/s | ms/step | attention share | ACP saving | "
+        "peak GiB | MFU | MFU dense-eq. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['preset']} | {r['context']} | {r['mode']} | {r['regime']} | error: {r['error'][:80]} |")
+            continue
+        lines.append(
+            f"| {r['preset']} | {r['context']} | {r['mode']} | {r['gates']} | {r['tokens_per_step']} | "
+            f"{r['tokens_per_s'] / 1e3:.1f}k | {r['step_ms']:.1f} | {_f(r.get('attention_share'), '.0%')} | "
+            f"{_f(r.get('acp_saving'), '.1%')} | {_f(r.get('peak_mem_gib'), '.1f')} | {_f(r.get('mfu'), '.1%')} | "
+            f"{_f(r.get('mfu_dense_equiv'), '.1%')} |"
+        )
+    lines += ["", "| preset | context | gates | ACP gain | paper |", "|---|---|---|---|---|"]
+    for g in gains(rows):
+        lines.append(
+            f"| {g['preset']} | {g['context']} | {g['regime']} | {g['gain']:+.0%} | {_f(g['paper_gain'], '+.0%')} |"
+        )
+    lines += ["", "Paper gains: method.md (+12% 4k, +24% 8k, +43-45% 16k); 360M takes 760M's figures."]
+    return "\n".join(lines) + "\n"
+
+
+def configs(args: argparse.Namespace) -> list[Config]:
+    return [
+        Config(p, t, m, g) for g in args.gates_regimes for p in args.presets for t in args.contexts for m in args.modes
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="125M and 760M at 4k and 16k, exact and ACP, init gates")
+    p.add_argument("--presets", nargs="+", default=["125M", "360M", "760M"])
+    p.add_argument("--contexts", nargs="+", type=int, default=[4096, 8192, 16384])
+    p.add_argument("--modes", nargs="+", choices=["exact", "acp"], default=["exact", "acp"])
+    p.add_argument("--gates-regimes", nargs="+", choices=["init", "recorded"], default=["init", "recorded"])
+    p.add_argument("--gates", type=Path, help="recorded log forget gates (layers, B, T, H) for the recorded regime")
+    p.add_argument("--vocab", type=int, default=50304, help="vocabulary (50304: a GPT-2-size BPE)")
+    p.add_argument("--tokens-per-step", type=int, default=None, help="default: one micro-batch")
+    p.add_argument("--micro-batch", type=int, default=None, help="sequences per micro-batch (default: the preset's)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation included)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is kept)")
+    p.add_argument("--deadline-s", type=float, default=None, help="start no configuration after this many s")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: a result set under results/)")
+    args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, "gates_regimes" if k == "regimes" else k, v)
+    if "recorded" in args.gates_regimes and args.gates is None:
+        args.gates_regimes = [g for g in args.gates_regimes if g != "recorded"]
+        print("no --gates file: the recorded regime is skipped")
+    if args.warmup < 1 or args.steps < 1:
+        p.error("--warmup and --steps must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    meta = environment(Path(__file__).resolve().parents[3])
+    meta.update(vocab=args.vocab, warmup=args.warmup, steps=args.steps, quick=args.quick)
+    out = args.out or result_dir(
+        "throughput-quick" if args.quick else "throughput",
+        date=meta["date"],
+        commit=meta["commit"],
+        device=device_tag(meta["device"]),
+        root=RESULTS_ROOT,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "throughput.jsonl"
+    done = {r["key"]: r for _, r in read_jsonl(log, skip_malformed=True)} if log.exists() else {}
+    if done:
+        print(f"{log}: {len(done)} configurations already measured are skipped")
+    gates = load_log_fgate_layers(args.gates) if args.gates is not None else None
+    start = time.perf_counter()
+    for c in configs(args):
+        if c.key in done:
+            continue
+        if args.deadline_s is not None and time.perf_counter() - start > args.deadline_s:
+            print(f"deadline: {c.key} and later left for the next run")
+            break
+        _free()
+        try:
+            rec = measure(c, args, gates if c.regime == "recorded" else None)
+        except torch.OutOfMemoryError as e:
+            rec = {"key": c.key, **dataclasses.asdict(c), "error": f"out of memory: {str(e).splitlines()[0]}"}
+        done[c.key] = rec
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        if "error" in rec:
+            print(f"{c.key}: {rec['error']}")
+        else:
+            print(f"{c.key}: {rec['tokens_per_s'] / 1e3:.1f}k tok/s, {rec['step_ms']:.1f} ms/step")
+    wanted = {c.key for c in configs(args)}
+    rows = [r for k, r in done.items() if k in wanted]
+    meta["written"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    atomic_write(out / "throughput.json", json.dumps({"meta": meta, "rows": rows, "gains": gains(rows)}, indent=1))
+    text = markdown(rows, meta)
+    atomic_write(out / "throughput.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

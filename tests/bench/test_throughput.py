@@ -1,0 +1,73 @@
+"""The throughput table on CPU with the tiny preset: records, resuming, recorded gates, ACP gains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from foxacp.bench import throughput
+from foxacp.bench.throughput import Config, gains, micro_batch_size, use_recorded_gates
+from foxacp.model import FoxLM, ModelConfig
+
+ARGS = ["--presets", "tiny", "--contexts", "48", "--micro-batch", "1", "--vocab", "80", "--warmup", "1", "--steps", "1"]
+
+
+def test_micro_batch_keeps_the_presets_tokens():
+    assert micro_batch_size("125M", 4096) == 8 and micro_batch_size("125M", 16384) == 2
+    assert micro_batch_size("760M", 16384) == 1 and micro_batch_size("760M", 65536) == 1
+
+
+def test_runs_resumes_and_writes_the_table(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the PyTorch paths: the interpreter is slow here
+    gates = torch.nn.functional.logsigmoid(torch.randn(2, 1, 40, 3) + 3.0)
+    torch.save(gates, tmp_path / "gates.pt")
+    args = [*ARGS, "--gates", str(tmp_path / "gates.pt"), "--out", str(tmp_path / "out")]
+    assert throughput.main(args) == 0
+    lines = (tmp_path / "out" / "throughput.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert sorted(r["key"] for r in recs) == sorted(
+        f"tiny/48/{m}/{g}" for m in ("exact", "acp") for g in ("init", "recorded")
+    )
+    for r in recs:
+        assert r["tokens_per_step"] == 48 and r["tokens_per_s"] > 0 and r["compile"] is False
+        assert r["gates"] == ("init" if r["regime"] == "init" else "recorded:gates.pt")
+        assert 0.0 <= r["acp_saving"] <= 1.0 and (r["mode"] == "acp" or r["acp_saving"] == 0.0)
+    summary = json.loads((tmp_path / "out" / "throughput.json").read_text())
+    assert len(summary["rows"]) == 4 and len(summary["gains"]) == 2
+    assert "| tiny | 48 | acp | recorded:gates.pt |" in (tmp_path / "out" / "throughput.md").read_text()
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a configuration already measured ran again")
+
+    monkeypatch.setattr(throughput, "measure", must_not_run)
+    assert throughput.main(args) == 0
+    assert (tmp_path / "out" / "throughput.jsonl").read_text().splitlines() == lines
+
+
+def test_recorded_gates_replace_the_values_and_keep_the_gradient():
+    torch.manual_seed(0)
+    model = FoxLM(ModelConfig(vocab_size=40, n_layers=3, d_model=32, n_heads=2, attn_backend="torch"))
+    gates = -torch.rand(2, 1, 5, 1)  # 2 layers, 5 steps, 1 head: tiled to 3 layers, 12 steps, 2 heads
+    use_recorded_gates(model, gates, batch=2, context=12)
+    ids = torch.randint(0, 40, (2, 12))
+    seen = model.forget_gates(ids)
+    for layer in range(3):
+        want = gates[layer % 2, 0, :, 0].repeat(3)[:12]
+        assert torch.equal(seen[layer], want[None, :, None].expand(2, 12, 2))
+    model(ids).sum().backward()
+    assert all(block.attn.fgate.weight.grad.abs().sum() > 0 for block in model.blocks)
+
+
+def test_gains_pair_acp_with_exact_and_the_paper():
+    rows = [
+        {"key": Config("125M", 16384, "exact", "init").key, "preset": "125M", "context": 16384, "mode": "exact",
+         "regime": "init", "tokens_per_s": 100.0},
+        {"key": Config("125M", 16384, "acp", "init").key, "preset": "125M", "context": 16384, "mode": "acp",
+         "regime": "init", "tokens_per_s": 150.0},
+        {"key": Config("125M", 4096, "acp", "init").key, "preset": "125M", "context": 4096, "mode": "acp",
+         "regime": "init", "tokens_per_s": 150.0},
+    ]  # fmt: skip
+    (g,) = gains(rows)
+    assert g["gain"] == pytest.approx(0.5) and g["paper_gain"] == 0.45 and g["context"] == 16384
