@@ -128,7 +128,7 @@ def test_validation():
 def test_gpu_kernel_against_float64(dtype):
     B, Tq, Tmax, Hq, Hkv, D = 3, 2, 3000, 8, 2, 64
     q, k, v, c, lens, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, [3000, 1234, 65], gate_mean=-2.0, seed=5)
-    kp, vp, cp, table, start = paginate(k, v, c, lens, [[20, 3], [0, 19], [0, 1]])
+    kp, vp, cp, table, start = paginate(k, v, c, lens, [[20, 3], [0, 19], [0, 0]])
     cuda = [t.cuda() for t in (kp.to(dtype), vp.to(dtype), cp, table, start, lens)]
     q = q.to(dtype).cuda()
     out = forgetting_attention_with_paged_kvcache(q, *cuda, qk_bound=4.0, log_eps=-6.0)

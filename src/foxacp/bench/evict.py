@@ -168,6 +168,8 @@ def batch_rows(model: FoxLM, args: argparse.Namespace, context: int, mem: dict) 
         if device.type == "cuda":
             row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         rows.append(row)
+        for block in model.blocks:  # the gate closures hold the cache: drop them so that its memory is freed
+            del block.attn.log_fgate
         del cache, table
         gc.collect()
         if device.type == "cuda":
