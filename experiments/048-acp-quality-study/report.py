@@ -76,10 +76,12 @@ def key_numbers(res: Path) -> dict[str, Any]:
         },
         "passkey_same_answer_acp_vs_exact": acp["comparison"]["passkey_same_answer"],
         "analyze_total_saving": an["total_saving"],
-        "zeroshot": {task: {"split": t["split"], "chance": t["chance"], "documents": t["documents"]}
-                     | {f"acc_{n}": zs[n][task]["acc"] for n, _ in RUNS}
-                     | {f"acc_per_char_{n}": zs[n][task]["acc_per_char"] for n, _ in RUNS}
-                     for task, t in zs["acp"].items()},
+        "zeroshot": {
+            task: {"split": t["split"], "chance": t["chance"], "documents": t["documents"]}
+            | {f"acc_{n}": zs[n][task]["acc"] for n, _ in RUNS}
+            | {f"acc_per_char_{n}": zs[n][task]["acc_per_char"] for n, _ in RUNS}
+            for task, t in zs["acp"].items()
+        },
     }
 
 
@@ -89,7 +91,10 @@ def _f(x: Any, spec: str = ".4f") -> str:
 
 def tables(k: dict[str, Any]) -> str:
     """Markdown tables of :func:`key_numbers`."""
-    lines = ["| run | params | steps | tokens | train loss | val loss | tokens/s | ACP saving (train) |", "|---" * 8 + "|"]
+    lines = [
+        "| run | params | steps | tokens | train loss | val loss | tokens/s | ACP saving (train) |",
+        "|---" * 8 + "|",
+    ]
     for name, t in k["training"].items():
         lines.append(
             f"| {name} | {_f(t['n_params'] and t['n_params'] / 1e6, '.1f')}M | {t['final_step']} | "
@@ -128,7 +133,9 @@ def make(source: Path, root: Path) -> Path:
         k = key_numbers(res)
         meta = k["meta"]
         date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        out = result_dir("acp-quality-study", date=date, commit=meta["commit"], device=device_tag(meta["device"]), root=root)
+        out = result_dir(
+            "acp-quality-study", date=date, commit=meta["commit"], device=device_tag(meta["device"]), root=root
+        )
         out.mkdir(parents=True, exist_ok=True)
         for src, name in COPIED.items():
             if (res / src).exists():

@@ -7,7 +7,7 @@
 # a second call continues a training run that timed out (--resume) and skips what is done.
 # Every knob is an environment variable (defaults: the H200 study; README.md has the CPU dry run).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=src TQDM_DISABLE=1
+export PYTHONUNBUFFERED=1 PYTHONPATH=src
 PY=${PY:-python3}
 DATA=${DATA:-data/study}                  # made by prepare.sh: tokenizer.json, tokens/, heldout/, tasks.jsonl
 TASKS=${TASKS:-$DATA/tasks.jsonl}
@@ -34,11 +34,12 @@ mkdir -p "$RES" "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0))s] $*"; }
+quiet() { tr '\r' '\n' | grep -v -i -e warn -e '%|' | tail -n "$1"; }  # last $1 lines, no progress bars
 
 train() {  # $1: run name, $2: model.acp
   local run=$RUNS/$1 resume=()
   [ -f "$run/done" ] && { stamp "train $1: done before"; return; }
-  [ -d "$run/checkpoints" ] && resume=(--resume)
+  [ -e "$run/checkpoints/latest" ] && resume=(--resume)
   stamp "train $1 (acp=$2) ${resume[*]}"
   timeout -s TERM -k 60 "$TRAIN_S" $PY -m foxacp.cli train --preset 125M --out "$run" "${resume[@]}" \
     --data "tokens:$DATA/tokens" --tokenizer "hf:$DATA/tokenizer.json" --set \
@@ -47,7 +48,7 @@ train() {  # $1: run name, $2: model.acp
     warmup_tokens=$((TOKENS / 10)) lr="$LR" min_lr_ratio=0.1 passkey_fraction="$PASSKEY" seed=0 \
     eval_every="$EVAL_EVERY" eval_batches=4 ckpt_every="$CKPT_EVERY" ckpt_keep=1 log_every=5 \
     device="$DEVICE" compile="$COMPILE" progress=false tensorboard=false cache_dir="$RUNS/cache" \
-    2>&1 | grep -v -i warn | tail -n 25
+    2>&1 | quiet 25
   local rc=${PIPESTATUS[0]}
   stamp "train $1: exit $rc"
   [ "$rc" -eq 0 ] && touch "$run/done"
@@ -59,25 +60,25 @@ evaluate() {  # $1: run name, then extra arguments of foxacp eval
   [ -f "$RUNS/$name/done" ] && [ -f "$RES/eval-$name/eval.json" ] && return
   stamp "eval $name"
   $PY -m foxacp.cli eval "$RUNS/$name" --data "$DATA/heldout" --out "$RES/eval-$name" --max-len "$MAXLEN" \
-    --passkey-lengths $PK_LENGTHS --trials "$TRIALS" --dtype "$EVAL_DTYPE" --device "$DEVICE" "$@" 2>&1 | tail -n 4
+    --passkey-lengths $PK_LENGTHS --trials "$TRIALS" --dtype "$EVAL_DTYPE" --device "$DEVICE" "$@" 2>&1 | quiet 4
   stamp "zero-shot $name"
   $PY -m foxacp.eval.zeroshot score "$RUNS/$name" --tasks "$TASKS" --out "$RES/zeroshot-$name" \
-    --device "$DEVICE" --dtype "$EVAL_DTYPE" --batch-size "$ZS_BATCH" 2>&1 | tail -n 12
+    --device "$DEVICE" --dtype "$EVAL_DTYPE" --batch-size "$ZS_BATCH" 2>&1 | quiet 12
 }
 
 train acp true
 train exact false
 for name in acp exact; do
-  [ -d "$RUNS/$name/checkpoints" ] || { stamp "no checkpoint of $name"; exit 1; }
+  [ -e "$RUNS/$name/checkpoints/latest" ] || { stamp "no checkpoint of $name"; exit 1; }
   cp "$RUNS/$name/log.jsonl" "$RES/log-$name.jsonl"
 done
 evaluate acp --compare-exact
 evaluate exact
 stamp "analyze acp"
 $PY -m foxacp.cli analyze "$RUNS/acp" --data "$DATA/heldout" --out "$RES/analyze-acp" --dtype "$EVAL_DTYPE" \
-  --device "$DEVICE" 2>&1 | tail -n 2
+  --device "$DEVICE" 2>&1 | quiet 2
 stamp "export-gates acp"
-$PY -m foxacp.cli export-gates "$RUNS/acp" --out "$RES/gates-acp.safetensors" --device "$DEVICE" 2>&1 | tail -n 1
+$PY -m foxacp.cli export-gates "$RUNS/acp" --out "$RES/gates-acp.safetensors" --device "$DEVICE" 2>&1 | quiet 1
 tar czf "$OUT/study.tar.gz" -C "$RES" .
 stamp "wrote $OUT/study.tar.gz ($(du -h "$OUT/study.tar.gz" | cut -f1))"
 $PY experiments/048-acp-quality-study/report.py summary "$RES"

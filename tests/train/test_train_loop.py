@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -115,3 +116,22 @@ def test_resume_logs_changed_settings_and_refuses_another_preset(small_config, t
     with pytest.raises(ConfigError, match="keeps its preset"):
         train(dataclasses.replace(more, preset="125M", steps=4), resume=cfg.run_dir)
     assert (cfg.run_dir / "config.json").read_text() == config
+
+
+def test_passkey_fraction_mixes_passkey_rows_into_training(small_config, monkeypatch):
+    import foxacp.train.loop as loop
+
+    drawn = []
+
+    class Counting(loop.PasskeyMixer):
+        def __next__(self):
+            drawn.append(self.fraction)
+            return super().__next__()
+
+    monkeypatch.setattr(loop, "PasskeyMixer", Counting)
+    cfg = small_config(
+        "passkey_fraction=0.25", "seq_len=512", "global_batch_tokens=2048", "micro_batch_size=2", "steps=2"
+    )
+    summary = train(cfg)
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    assert drawn == [0.25, 0.25]

