@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--root", type=Path, default=RESULTS_ROOT)
     args = p.parse_args(argv)
     if args.command == "summary":
-        sys.stdout.write(tables(key_numbers(args.res)))
+        try:
+            sys.stdout.write(tables(key_numbers(args.res)))
+        except FileNotFoundError as e:  # a stage failed or ran out of time: say what is missing
+            print(f"incomplete study: {e}")
     else:
         print(make(args.source, args.root))
     return 0

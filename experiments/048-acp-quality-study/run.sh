@@ -29,19 +29,30 @@ PK_LENGTHS=${PK_LENGTHS:-"1024 2048 4096 8192 16384"}   # multiples of 256: neve
 TRIALS=${TRIALS:-4}
 EVAL_DTYPE=${EVAL_DTYPE:-bfloat16}
 ZS_BATCH=${ZS_BATCH:-64}
+BUDGET_S=${BUDGET_S:-525}                 # the whole call: training gets what the evaluations do not need
+EVAL_RESERVE_S=${EVAL_RESERVE_S:-150}     # kept for the evaluations when the training time is shared out
 RES=$RUNS/results
 mkdir -p "$RES" "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0))s] $*"; }
+left() { echo $((t0 + BUDGET_S - SECONDS)); }
 quiet() { tr '\r' '\n' | grep -v -i -e warn -e '%|' | tail -n "$1"; }  # last $1 lines, no progress bars
+pack() {
+  tar czf "$OUT/study.tar.gz" -C "$RES" .
+  stamp "wrote $OUT/study.tar.gz ($(du -h "$OUT/study.tar.gz" | cut -f1))"
+}
+trap pack EXIT  # whatever is done comes back, also when a stage fails or time runs out
 
-train() {  # $1: run name, $2: model.acp
-  local run=$RUNS/$1 resume=()
+train() {  # $1: run name, $2: model.acp, $3: training runs still to go (this one included)
+  local run=$RUNS/$1 resume=() limit
   [ -f "$run/done" ] && { stamp "train $1: done before"; return; }
   [ -e "$run/checkpoints/latest" ] && resume=(--resume)
-  stamp "train $1 (acp=$2) ${resume[*]}"
-  timeout -s TERM -k 60 "$TRAIN_S" $PY -m foxacp.cli train --preset 125M --out "$run" "${resume[@]}" \
+  limit=$((($(left) - EVAL_RESERVE_S) / $3))
+  [ "$limit" -gt "$TRAIN_S" ] && limit=$TRAIN_S
+  [ "$limit" -lt 30 ] && { stamp "train $1: no time left"; return; }
+  stamp "train $1 (acp=$2) ${resume[*]} for at most ${limit}s"
+  timeout -s TERM -k 60 "$limit" $PY -m foxacp.cli train --preset 125M --out "$run" "${resume[@]}" \
     --data "tokens:$DATA/tokens" --tokenizer "hf:$DATA/tokenizer.json" --set \
     model.acp="$2" model.n_layers="$LAYERS" model.d_model="$DMODEL" model.n_heads="$HEADS" \
     seq_len="$SEQ" global_batch_tokens="$BATCH_TOKENS" micro_batch_size="$MICRO" max_tokens="$TOKENS" \
@@ -52,33 +63,35 @@ train() {  # $1: run name, $2: model.acp
   local rc=${PIPESTATUS[0]}
   stamp "train $1: exit $rc"
   [ "$rc" -eq 0 ] && touch "$run/done"
+  [ -f "$run/log.jsonl" ] && cp "$run/log.jsonl" "$RES/log-$1.jsonl"
 }
 
-evaluate() {  # $1: run name, then extra arguments of foxacp eval
-  local name=$1
-  shift
-  [ -f "$RUNS/$name/done" ] && [ -f "$RES/eval-$name/eval.json" ] && return
-  stamp "eval $name"
-  $PY -m foxacp.cli eval "$RUNS/$name" --data "$DATA/heldout" --out "$RES/eval-$name" --max-len "$MAXLEN" \
-    --passkey-lengths $PK_LENGTHS --trials "$TRIALS" --dtype "$EVAL_DTYPE" --device "$DEVICE" "$@" 2>&1 | quiet 4
-  stamp "zero-shot $name"
-  $PY -m foxacp.eval.zeroshot score "$RUNS/$name" --tasks "$TASKS" --out "$RES/zeroshot-$name" \
-    --device "$DEVICE" --dtype "$EVAL_DTYPE" --batch-size "$ZS_BATCH" 2>&1 | quiet 12
+stage() {  # $1: output that marks it done, $2: what; then the command (run with the time left, less 20 s to pack)
+  local done=$1 what=$2 limit=$(($(left) - 20))
+  shift 2
+  [ -f "$RUNS/acp/done" ] && [ -f "$RUNS/exact/done" ] && [ -e "$done" ] && { stamp "$what: done before"; return; }
+  [ "$limit" -lt 10 ] && { stamp "$what: no time left"; return; }
+  stamp "$what"
+  timeout -k 10 "$limit" "$@" 2>&1 | quiet 12
 }
 
-train acp true
-train exact false
+train acp true 2
+train exact false 1
 for name in acp exact; do
   [ -e "$RUNS/$name/checkpoints/latest" ] || { stamp "no checkpoint of $name"; exit 1; }
-  cp "$RUNS/$name/log.jsonl" "$RES/log-$name.jsonl"
 done
-evaluate acp --compare-exact
-evaluate exact
-stamp "analyze acp"
-$PY -m foxacp.cli analyze "$RUNS/acp" --data "$DATA/heldout" --out "$RES/analyze-acp" --dtype "$EVAL_DTYPE" \
-  --device "$DEVICE" 2>&1 | quiet 2
-stamp "export-gates acp"
-$PY -m foxacp.cli export-gates "$RUNS/acp" --out "$RES/gates-acp.safetensors" --device "$DEVICE" 2>&1 | quiet 1
-tar czf "$OUT/study.tar.gz" -C "$RES" .
-stamp "wrote $OUT/study.tar.gz ($(du -h "$OUT/study.tar.gz" | cut -f1))"
+common=(--data "$DATA/heldout" --dtype "$EVAL_DTYPE" --device "$DEVICE")
+passkey=(--max-len "$MAXLEN" --passkey-lengths $PK_LENGTHS --trials "$TRIALS")
+stage "$RES/eval-acp/eval.json" "eval acp (and exactly)" \
+  $PY -m foxacp.cli eval "$RUNS/acp" --out "$RES/eval-acp" "${common[@]}" "${passkey[@]}" --compare-exact
+stage "$RES/eval-exact/eval.json" "eval exact" \
+  $PY -m foxacp.cli eval "$RUNS/exact" --out "$RES/eval-exact" "${common[@]}" "${passkey[@]}"
+stage "$RES/analyze-acp/analyze.json" "analyze acp" \
+  $PY -m foxacp.cli analyze "$RUNS/acp" --out "$RES/analyze-acp" "${common[@]}"
+stage "$RES/gates-acp.safetensors" "export-gates acp" \
+  $PY -m foxacp.cli export-gates "$RUNS/acp" --out "$RES/gates-acp.safetensors" --device "$DEVICE"
+for name in acp exact; do
+  stage "$RES/zeroshot-$name/zeroshot.json" "zero-shot $name" $PY -m foxacp.eval.zeroshot score "$RUNS/$name" \
+    --tasks "$TASKS" --out "$RES/zeroshot-$name" --device "$DEVICE" --dtype "$EVAL_DTYPE" --batch-size "$ZS_BATCH"
+done
 $PY experiments/048-acp-quality-study/report.py summary "$RES"

