@@ -15,7 +15,8 @@ RUNS=${RUNS:-runs/048}
 OUT=${OUT:-$RUNS/out}
 DEVICE=${DEVICE:-cuda}
 TOKENS=${TOKENS:-40000000}                # training tokens per run (the budget)
-TRAIN_S=${TRAIN_S:-180}                   # wall limit per training run: SIGTERM checkpoints and stops it
+TRAIN_S=${TRAIN_S:-165}                   # wall limit per training run: SIGTERM checkpoints and stops it
+PARALLEL=${PARALLEL:-0}                   # 1: two GPUs, the two runs (and their evaluations) side by side
 SEQ=${SEQ:-4096}
 BATCH_TOKENS=${BATCH_TOKENS:-262144}      # 64 rows of 4k per optimizer step
 MICRO=${MICRO:-16}
@@ -30,7 +31,7 @@ TRIALS=${TRIALS:-4}
 EVAL_DTYPE=${EVAL_DTYPE:-bfloat16}
 ZS_BATCH=${ZS_BATCH:-64}
 BUDGET_S=${BUDGET_S:-525}                 # the whole call: training gets what the evaluations do not need
-EVAL_RESERVE_S=${EVAL_RESERVE_S:-150}     # kept for the evaluations when the training time is shared out
+EVAL_RESERVE_S=${EVAL_RESERVE_S:-180}     # kept for the evaluations when the training time is shared out
 RES=$RUNS/results
 mkdir -p "$RES" "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
@@ -75,23 +76,49 @@ stage() {  # $1: output that marks it done, $2: what; then the command (run with
   timeout -k 10 "$limit" "$@" 2>&1 | quiet 12
 }
 
-train acp true 2
-train exact false 1
-for name in acp exact; do
-  [ -e "$RUNS/$name/checkpoints/latest" ] || { stamp "no checkpoint of $name"; exit 1; }
-done
 common=(--data "$DATA/heldout" --dtype "$EVAL_DTYPE" --device "$DEVICE")
 passkey=(--max-len "$MAXLEN" --passkey-lengths $PK_LENGTHS --trials "$TRIALS")
-stage "$RES/eval-acp/eval.json" "eval acp (and exactly)" \
-  $PY -m foxacp.cli eval "$RUNS/acp" --out "$RES/eval-acp" "${common[@]}" "${passkey[@]}" --compare-exact
-stage "$RES/eval-exact/eval.json" "eval exact" \
-  $PY -m foxacp.cli eval "$RUNS/exact" --out "$RES/eval-exact" "${common[@]}" "${passkey[@]}"
-stage "$RES/analyze-acp/analyze.json" "analyze acp" \
-  $PY -m foxacp.cli analyze "$RUNS/acp" --out "$RES/analyze-acp" "${common[@]}"
-stage "$RES/gates-acp.safetensors" "export-gates acp" \
-  $PY -m foxacp.cli export-gates "$RUNS/acp" --out "$RES/gates-acp.safetensors" --device "$DEVICE"
-for name in acp exact; do
-  stage "$RES/zeroshot-$name/zeroshot.json" "zero-shot $name" $PY -m foxacp.eval.zeroshot score "$RUNS/$name" \
-    --tasks "$TASKS" --out "$RES/zeroshot-$name" --device "$DEVICE" --dtype "$EVAL_DTYPE" --batch-size "$ZS_BATCH"
-done
+eval_run() {  # $1: run name, then extra arguments of foxacp eval
+  local name=$1
+  shift
+  stage "$RES/eval-$name/eval.json" "eval $name $*" \
+    $PY -m foxacp.cli eval "$RUNS/$name" --out "$RES/eval-$name" "${common[@]}" "${passkey[@]}" "$@"
+}
+zero_shot() {  # $1: run name
+  stage "$RES/zeroshot-$1/zeroshot.json" "zero-shot $1" $PY -m foxacp.eval.zeroshot score "$RUNS/$1" \
+    --tasks "$TASKS" --out "$RES/zeroshot-$1" --device "$DEVICE" --dtype "$EVAL_DTYPE" --batch-size "$ZS_BATCH"
+}
+analyze_and_gates() {
+  stage "$RES/analyze-acp/analyze.json" "analyze acp" \
+    $PY -m foxacp.cli analyze "$RUNS/acp" --out "$RES/analyze-acp" "${common[@]}"
+  stage "$RES/gates-acp.safetensors" "export-gates acp" \
+    $PY -m foxacp.cli export-gates "$RUNS/acp" --out "$RES/gates-acp.safetensors" --device "$DEVICE"
+}
+have_checkpoints() {
+  for name in acp exact; do
+    [ -e "$RUNS/$name/checkpoints/latest" ] || { stamp "no checkpoint of $name"; return 1; }
+  done
+}
+
+if [ "$PARALLEL" = 1 ]; then  # two GPUs: one run on each, then the evaluations of each run beside each other
+  # `wait` names its jobs: a bare one would also wait for the tee that logs this script.
+  CUDA_VISIBLE_DEVICES=0 train acp true 1 &
+  first=$!
+  CUDA_VISIBLE_DEVICES=1 train exact false 1 &
+  wait $first $!
+  have_checkpoints || exit 1
+  (export CUDA_VISIBLE_DEVICES=0; eval_run acp --compare-exact; analyze_and_gates; zero_shot acp) &
+  first=$!
+  (export CUDA_VISIBLE_DEVICES=1; eval_run exact; zero_shot exact) &
+  wait $first $!
+else
+  train acp true 2
+  train exact false 1
+  have_checkpoints || exit 1
+  eval_run acp --compare-exact
+  eval_run exact
+  analyze_and_gates
+  zero_shot acp
+  zero_shot exact
+fi
 $PY experiments/048-acp-quality-study/report.py summary "$RES"
