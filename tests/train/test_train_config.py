@@ -169,6 +169,8 @@ def test_weight_decay_on_weights_and_embeddings_only():
         ("cache_dir=", "cache_dir must be a folder path"),
         ("out=", "out must be a folder path or none"),
         ("model=", "model must be the name of a model preset"),
+        ("passkey_fraction=1", r"passkey_fraction must be a number in \[0, 1\)"),
+        ("passkey_fraction=-0.01", "passkey_fraction must be a number in"),
     ],
 )
 def test_every_bad_field_value_is_refused_in_one_line_naming_it(item, message):

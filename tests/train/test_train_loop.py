@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -133,3 +134,22 @@ def test_failed_compilation_falls_back_to_eager_with_one_message(small_config, t
     assert len(records) == 1 and records[0]["step"] == 0 and "simulated compiler failure" in records[0]["error"]
     assert capsys.readouterr().out.count("torch.compile failed at the first step") == 1
     assert not any(r["kind"] == "compile_fallback" for r in read_log(eager.run_dir))
+
+
+def test_passkey_fraction_mixes_passkey_rows_into_training(small_config, monkeypatch):
+    import foxacp.train.loop as loop
+
+    drawn = []
+
+    class Counting(loop.PasskeyMixer):
+        def __next__(self):
+            drawn.append(self.fraction)
+            return super().__next__()
+
+    monkeypatch.setattr(loop, "PasskeyMixer", Counting)
+    cfg = small_config(
+        "passkey_fraction=0.25", "seq_len=512", "global_batch_tokens=2048", "micro_batch_size=2", "steps=2"
+    )
+    summary = train(cfg)
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    assert drawn == [0.25, 0.25]

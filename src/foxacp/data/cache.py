@@ -105,6 +105,25 @@ def prepare_tokens(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, *, pro
     return TokenCache(path, *(_load_split(path, s, meta["dtype"]) for s in SPLITS))
 
 
+def open_token_cache(path: Path, tokenizer: Tokenizer) -> TokenCache:
+    """Memory-map a complete token cache folder written by :func:`prepare_tokens` (or a copy of one, moved to
+    another machine without its corpus): the "tokens:PATH" corpus of ``make_datasets``.
+
+    Raises:
+        ValueError: ``path`` holds no complete cache (no meta.json), or one made with another tokenizer (its
+            ``name`` or vocabulary size differ from ``tokenizer``'s).
+    """
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{path} is not a complete token cache (no readable meta.json)") from None
+    for key, value in (("tokenizer", tokenizer.name), ("vocab_size", tokenizer.vocab_size)):
+        if meta.get(key) != value:
+            raise ValueError(f"token cache {path} was made with {key} {meta.get(key)!r}, the tokenizer has {value!r}")
+    return TokenCache(path, *(_load_split(path, s, meta["dtype"]) for s in SPLITS))
+
+
 def _is_complete(path: Path, meta: dict) -> bool:
     try:
         saved = json.loads((path / "meta.json").read_text())

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from foxacp.data.batches import Batch, BatchLoader, validation_batches
-from foxacp.data.cache import TokenCache, prepare_tokens
+from foxacp.data.cache import TokenCache, open_token_cache, prepare_tokens
 from foxacp.data.corpus import load_corpus
 from foxacp.data.tokenizer import Tokenizer, build_tokenizer
+
+TOKENS_PREFIX = "tokens:"  # corpus spec of a ready token cache folder (cache.open_token_cache)
 
 
 class Datasets(NamedTuple):
@@ -24,10 +26,15 @@ def prepare_data(
 ) -> tuple[Tokenizer, TokenCache]:
     """Load the corpus, build (or load the cached) tokenizer and tokenize both splits into the cache (once).
 
-    Arguments as in :func:`make_datasets`. Raises ValueError for a bad corpus or tokenizer spec or an empty
-    corpus.
+    Arguments as in :func:`make_datasets`; a "tokens:PATH" corpus is the token cache folder PATH (made by
+    prepare_tokens, copied anywhere; ``max_bytes`` does not apply), read without its texts. Raises ValueError
+    for a bad corpus or tokenizer spec, an empty corpus, or a token cache of another tokenizer.
     """
     cache_dir = Path(cache_dir).expanduser()
+    if corpus.startswith(TOKENS_PREFIX):
+        # A cache made elsewhere (it travels without its texts); it must be of this very tokenizer.
+        tok = build_tokenizer(tokenizer, cache_dir=cache_dir)
+        return tok, open_token_cache(Path(corpus[len(TOKENS_PREFIX) :]).expanduser(), tok)
     docs = load_corpus(corpus, max_bytes=max_bytes)
     tok = build_tokenizer(tokenizer, corpus=docs, cache_dir=cache_dir)
     return tok, prepare_tokens(docs, tok, cache_dir, progress=progress)
@@ -52,7 +59,8 @@ def make_datasets(
     """Load the corpus, build the tokenizer, tokenize into the cache (once) and make the batches.
 
     Args:
-        corpus: corpus spec ("stdlib", "PATH[#FIELD]", "hf:NAME_OR_PATH[@CONFIG][:SPLIT][#FIELD]").
+        corpus: corpus spec ("stdlib", "PATH[#FIELD]", "hf:NAME_OR_PATH[@CONFIG][:SPLIT][#FIELD]"), or
+            "tokens:PATH", a token cache folder (see prepare_data).
         tokenizer: tokenizer spec ("byte", "bpe:N", "hf:NAME_OR_PATH").
         cache_dir: root of the tokenizer and token caches.
         seq_len: T, tokens per row.

@@ -26,14 +26,18 @@ class FoxScorer:
 
     ``max_len``: the most tokens one forward sees (longer inputs keep their last ``max_len`` tokens for
     ``loglikelihood``; ``loglikelihood_rolling`` scores them in windows). An empty context starts from EOS.
+    ``batch_size``: ``loglikelihood`` requests per forward.
     """
 
-    def __init__(self, model: FoxLM, tokenizer: Tokenizer, *, max_len: int) -> None:
+    def __init__(self, model: FoxLM, tokenizer: Tokenizer, *, max_len: int, batch_size: int = 1) -> None:
         if not isinstance(max_len, int) or max_len < 2:
             raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_len = max_len
+        self.batch_size = batch_size
         self.device = model.embed.weight.device
 
     @torch.no_grad()
@@ -44,19 +48,38 @@ class FoxScorer:
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """Per (context, continuation): sum of log p of the continuation's tokens given the context, and whether
-        greedy decoding would have produced exactly those tokens. Raises ValueError for an empty continuation."""
-        out = []
+        greedy decoding would have produced exactly those tokens. Requests run ``batch_size`` at a time, longest
+        first, right-padded (a causal model's scores of a sequence do not depend on what follows it). Raises
+        ValueError for an empty continuation."""
+        seqs = []
         for context, continuation in requests:
             cont = self.tokenizer.encode(continuation)
             if not cont:
                 raise ValueError(f"the continuation {continuation!r} encodes to no tokens")
             ctx = self.tokenizer.encode(context) or [self.tokenizer.eos_id]
-            ids = (ctx + cont)[-(self.max_len + 1) :]
-            logp = self._logprobs(ids)[-len(cont) :]
-            target = torch.tensor(cont, device=logp.device)
-            score = logp.gather(-1, target[:, None]).sum().item()
-            out.append((score, bool((logp.argmax(-1) == target).all())))
+            seqs.append(((ctx + cont)[-(self.max_len + 1) :], len(cont)))
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
+        for start in range(0, len(order), self.batch_size):
+            group = order[start : start + self.batch_size]
+            logps = self._batch_logprobs([seqs[i][0] for i in group])
+            for logp, i in zip(logps, group, strict=True):
+                ids, n = seqs[i]
+                logp = logp[len(ids) - 1 - n : len(ids) - 1]
+                target = torch.tensor(ids[-n:], device=logp.device)
+                score = logp.gather(-1, target[:, None]).sum().item()
+                out[i] = (score, bool((logp.argmax(-1) == target).all()))
         return out
+
+    @torch.no_grad()
+    def _batch_logprobs(self, seqs: list[list[int]]) -> Tensor:
+        """:meth:`_logprobs` of several sequences at once: (len(seqs), longest - 1, vocab), right-padded with EOS
+        (rows past a sequence's own length are padding)."""
+        width = max(map(len, seqs)) - 1
+        x = torch.full((len(seqs), width), self.tokenizer.eos_id, dtype=torch.long)
+        for row, ids in zip(x, seqs, strict=True):
+            row[: len(ids) - 1] = torch.tensor(ids[:-1])
+        return F.log_softmax(self.model(x.to(self.device)).float(), -1)
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         """Per text: log p of all its tokens, the first given EOS. Texts longer than ``max_len`` are scored in

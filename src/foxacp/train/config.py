@@ -46,6 +46,8 @@ class TrainConfig:
     cache_dir: str = "~/.cache/foxacp"  # tokenizer and token caches
     seq_len: int = 256
     pack: bool = False  # pack documents into rows with cu_seqlens (attention restarts per document)
+    # share of training rows replaced by synthetic passkey sequences (foxacp.train.passkey_mix; needs pack=false)
+    passkey_fraction: float = 0.0
     # batch and length
     global_batch_tokens: int = 4096
     micro_batch_size: int = 16
@@ -166,6 +168,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cache_dir": (_text, "a folder path"),
     "seq_len": (lambda v: _int(v) and v >= 1, "a positive integer"),
     "pack": (lambda v: isinstance(v, bool), "true or false"),
+    "passkey_fraction": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
     "global_batch_tokens": (lambda v: _int(v) and v >= 1, "a positive integer"),
     "micro_batch_size": (lambda v: _int(v) and v >= 1, "a positive integer"),
     "steps": (lambda v: v is None or (_int(v) and v >= 1), "a positive integer or none"),

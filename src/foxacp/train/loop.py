@@ -46,6 +46,7 @@ from .distributed import (
 )
 from .metrics import AcpMeter, MetricsLogger, acp_summary, peak_flops
 from .optim import build_optimizer, lr_at, set_lr
+from .passkey_mix import PasskeyMixer
 from .rundir import RunDirError, RunLock, prepare_run_dir
 from .stop import DivergedError, StopRequest
 
@@ -80,7 +81,8 @@ def make_data(cfg: TrainConfig, d: Dist):
 
     The train loader's batch is the whole global batch (``global_batch_tokens / seq_len`` rows), so the
     data order does not depend on the world size; the validation set is the first ``eval_batches``
-    batches of ``world_size * micro_batch_size`` held-out windows. Rank 0 builds the token cache first.
+    batches of ``world_size * micro_batch_size`` held-out windows. Rank 0 builds the token cache first. With
+    ``passkey_fraction`` the train loader is a PasskeyMixer over it.
     """
     if not d.is_main:
         barrier(d)
@@ -100,6 +102,9 @@ def make_data(cfg: TrainConfig, d: Dist):
     )
     if d.is_main:
         barrier(d)
+    if cfg.passkey_fraction > 0:
+        mixer = PasskeyMixer(data.train, data.tokenizer, fraction=cfg.passkey_fraction, seed=cfg.seed)
+        data = data._replace(train=mixer)
     return data
 
 
@@ -196,7 +201,7 @@ class Session:
     mcfg: Any
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    loader: BatchLoader
+    loader: BatchLoader | PasskeyMixer
     val_batches: list[Batch]
     autocast: contextlib.AbstractContextManager
     accum: int
