@@ -1,4 +1,4 @@
-"""Ground truth for tests and on-device checks: random inputs, error measures and float64 references.
+"""Ground truth for tests and on-device checks: random inputs, error measures, float64 references, an op counter.
 
 Used by the test suite and by `foxacp.bench` alike, so both compare the kernels against the same thing:
 the dense reference backend run in float64 on the kernels' own input values (the gates stay float32, as
@@ -7,6 +7,7 @@ the op takes them).
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import foxacp
 
@@ -192,3 +194,23 @@ def check_huge(T: int = 2**21 + 1000, H: int = 16, D: int = 64, window: int = 40
     errs = [rel_err(o[:, T - window :], o_ref[:, w])]
     errs += [rel_err(a.grad[:, lo:][:, w], b[:, w]) for a, b in zip(leaves, grads_ref, strict=True)]
     return Case("bfloat16", D, f"1x{T}/{T} (>2^31 elements)", f"{H}/{H}", -10.0, *errs, stats.flop_saving, seconds)
+
+
+# The aten ops that read a tensor back to the host (a synchronisation).
+HOST_READS = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero", "aten::equal"}
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the aten ops dispatched while active, by schema name (a CUDA graph replay counts as none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func._schema.name] += 1
+        return func(*args, **(kwargs or {}))
+
+    def host_reads(self) -> int:
+        """How many of the counted ops read back to the host."""
+        return sum(self.ops[name] for name in HOST_READS)

@@ -4,14 +4,12 @@ what it refuses; sampling (top-k, top-p, a seed) and a streamer on both caches."
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import foxacp
 from foxacp.model import FoxLM
+from foxacp.testing import HOST_READS, CountOps
 
 transformers = pytest.importorskip("transformers")
 from foxacp.hf import FoxForCausalLM, FoxStaticCache  # noqa: E402
@@ -20,18 +18,6 @@ from foxacp.hf.modeling import CACHE_FIELD  # noqa: E402
 from .test_generate import left_pad  # noqa: E402
 
 CACHES = pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
-# The aten ops that read a tensor back to the host.
-HOST_READS = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero", "aten::equal"}
-
-
-class CountOps(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: collections.Counter = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[func._schema.name] += 1
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture(params=["fox_pro", "fox"])

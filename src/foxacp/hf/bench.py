@@ -19,7 +19,6 @@ one flag per step to stop). With --out, a result set
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 import time
@@ -27,31 +26,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import foxacp
 from foxacp.bench.report import environment
 from foxacp.bench.results import device_tag, result_dir
 from foxacp.model import FoxLM, ModelConfig
+from foxacp.testing import HOST_READS, CountOps
 
 from .modeling import FoxForCausalLM
 
 PATHS = ("foxacp", "dynamic", "static", "static-compile")
-# The aten ops that read a tensor back to the host.
-HOST_READS = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero", "aten::equal"}
 REPO = Path(__file__).resolve().parents[3]
-
-
-class CountOps(TorchDispatchMode):
-    """Counts the aten ops dispatched while active (a CUDA graph replay counts as none)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: collections.Counter = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[func._schema.name] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def _timed(fn: Callable[[int], torch.Tensor], n: int, device: torch.device) -> tuple[torch.Tensor, float]:

@@ -58,6 +58,36 @@ def _first_kept_block(Cb, c_q, delta, h, row_ok, L, stride_ct, stride_ch, BLOCK_
 
 
 @triton.jit
+def _attend_block(q, k, v, c_q, c_k, keep, m_i, l_i, acc, qk_scale, PRECISION: tl.constexpr):
+    """One key block's online-softmax update of the rows' (max, sum, output), scores in log2 units."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + (c_q[:, None] - c_k) * LOG2E
+    s = tl.where(keep, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing kept yet: no -inf - -inf
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS: tl.constexpr,
+                HEAD_DIM: tl.constexpr):
+    """The rows' output (one split), or their partial (max, sum, output) for the combine kernel."""
+    d = tl.arange(0, HEAD_DIM)
+    if NUM_SPLITS == 1:
+        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
+                 mask=row_ok[:, None])
+    else:
+        part = row * NUM_SPLITS + split
+        tl.store(Part_ml + part * 2, m_i, mask=row_ok)
+        tl.store(Part_ml + part * 2 + 1, l_i, mask=row_ok)
+        tl.store(Part_acc + part[:, None].to(tl.int64) * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
+
+
+@triton.jit
 def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
                   stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                   stride_cb, stride_ct, stride_ch, stride_ub, stride_uh, qk_scale, max_len,
@@ -109,26 +139,10 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
         v = tl.load(Vb + n[:, None] * stride_vt + d[None, :], mask=cached[:, None], other=0.0)
         keep = (n[None, :] <= pos[:, None]) & (row_ok & (blk >= row_lo))[:, None]
         c_k = tl.load(Cb + n[None, :] * stride_ct + h[:, None] * stride_ch, mask=keep, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + (c_q[:, None] - c_k) * LOG2E
-        s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing kept yet: no -inf - -inf
-        p = tl.math.exp2(s - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = _attend_block(q, k, v, c_q, c_k, keep, m_i, l_i, acc, qk_scale, PRECISION)
 
     row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
-    if NUM_SPLITS == 1:
-        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-        tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
-                 mask=row_ok[:, None])
-    else:
-        part = row * NUM_SPLITS + split
-        tl.store(Part_ml + part * 2, m_i, mask=row_ok)
-        tl.store(Part_ml + part * 2 + 1, l_i, mask=row_ok)
-        tl.store(Part_acc + part[:, None].to(tl.int64) * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
+    _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS, HEAD_DIM)
 
 
 @triton.jit

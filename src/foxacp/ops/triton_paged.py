@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .triton_decode import LOG2E, MAX_ROWS, NUM_STAGES, NUM_WARPS, _combine_kernel, num_splits
+from .triton_decode import MAX_ROWS, NUM_STAGES, NUM_WARPS, _attend_block, _combine_kernel, _store_rows, num_splits
 from .validate import CacheProblem
 
 
@@ -69,26 +69,10 @@ def _paged_split_kernel(Q, K, V, C, Table, Start, Lens, Delta, Out, Part_ml, Par
             c_end = tl.load(C + phys * stride_cp + last * stride_cn + g, mask=row_ok, other=0.0)
             keep = keep & ((c_q - c_end) >= delta)[:, None]
         c_k = tl.load(C + phys * stride_cp + nn[None, :] * stride_cn + g[:, None], mask=keep, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + (c_q[:, None] - c_k) * LOG2E
-        s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing kept yet: no -inf - -inf
-        p = tl.math.exp2(s - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = _attend_block(q, k, v, c_q, c_k, keep, m_i, l_i, acc, qk_scale, PRECISION)
 
     row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
-    if NUM_SPLITS == 1:
-        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-        tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
-                 mask=row_ok[:, None])
-    else:
-        part = row * NUM_SPLITS + split
-        tl.store(Part_ml + part * 2, m_i, mask=row_ok)
-        tl.store(Part_ml + part * 2 + 1, l_i, mask=row_ok)
-        tl.store(Part_acc + part[:, None].to(tl.int64) * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
+    _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS, HEAD_DIM)
 
 
 # fmt: on
