@@ -30,7 +30,7 @@ def main() -> None:
     set_value_checks(False)
     model = build_model(a.preset, torch.bfloat16, torch.device("cuda"))
     cache = model.new_cache(a.batch, a.context + 64)
-    with torch.no_grad():
+    with torch.no_grad(), model.fused_projections():
         ids = torch.randint(0, model.config.vocab_size, (a.batch, a.context), device="cuda")
         model(ids, cache=cache)
         tok = ids[:, -1]

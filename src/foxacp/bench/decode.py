@@ -26,6 +26,7 @@ tiny preset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -196,13 +197,15 @@ def run_case(model: FoxLM, args: argparse.Namespace, batch: int, context: int, b
             compiled = functools.partial(step, run_block=compiled_block_step())
             variants.append(("compiled" + ("+graph" if device.type == "cuda" else ""), compiled, device.type == "cuda"))
         for name, fn, graph in variants:
-            if graph:
-                fn = CUDAGraphStep(fn, cache, first, None)
-            else:
-                time_decode(fn, first, 2, device)  # warm-up: Triton compiles, the allocator settles
-            cache.restore(saved)
-            s = time_decode(fn, first, args.steps, device)
-            cache.restore(saved)
+            # The compiled rows decode as generate(compile=True) does: projections fused into one GEMM per block.
+            with model.fused_projections() if name.startswith("compiled") else contextlib.nullcontext():
+                if graph:
+                    fn = CUDAGraphStep(fn, cache, first, None)
+                else:
+                    time_decode(fn, first, 2, device)  # warm-up: Triton compiles, the allocator settles
+                cache.restore(saved)
+                s = time_decode(fn, first, args.steps, device)
+                cache.restore(saved)
             rows.append(
                 dict(
                     base,

@@ -7,6 +7,7 @@ once in a CUDA graph (all layers and the sampling) and replayed. The host looks 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 
@@ -163,7 +164,9 @@ def generate(
         cuda_graph: capture the one-token step in a CUDA graph (default: on CUDA devices).
         compile: run each block of the one-token step through ``torch.compile`` (fuses its many small ops,
             which a CUDA graph alone still launches one by one; one block is compiled per batch size and
-            cache length, in seconds, and reused for every layer and later calls).
+            cache length, in seconds, and reused for every layer and later calls), with each block's
+            projections of x as one GEMM (``FoxLM.fused_projections``: a stacked copy of those weights,
+            most of the model's, held while decoding).
         callback: called with each step's tokens (B,) int64 on the device (for streaming; reading them
             synchronises).
         evict: decode with the evicting cache (``model.new_cache(..., evict=True)``: FoX Pro with ACP only),
@@ -215,11 +218,12 @@ def generate(
     # cache per layer and token) have nothing left to find.
     checks = set_value_checks(False)
     try:
-        run_block = compiled_block_step() if compile else None
-        step = functools.partial(decode_one_token, model, cache, sampler=sampler, run_block=run_block)
-        if cuda_graph and max_new_tokens > 1:
-            step = CUDAGraphStep(step, cache, first, generator)
-        new = decode_n_tokens(step, cache, first, max_new_tokens, eos_token_id=eos_token_id, callback=callback)
+        with model.fused_projections() if compile else contextlib.nullcontext():
+            run_block = compiled_block_step() if compile else None
+            step = functools.partial(decode_one_token, model, cache, sampler=sampler, run_block=run_block)
+            if cuda_graph and max_new_tokens > 1:
+                step = CUDAGraphStep(step, cache, first, generator)
+            new = decode_n_tokens(step, cache, first, max_new_tokens, eos_token_id=eos_token_id, callback=callback)
     finally:
         set_value_checks(checks)
     new = new.cpu()

@@ -54,6 +54,19 @@ class ForgettingAttention(nn.Module):
             self.o_norm = HeadRMSNorm(hq, hd, cfg.norm_eps)
             self.wg = nn.Linear(d, hq * hd, bias=False)
         self.last_stats: AcpStats | None = None
+        self.fused_in: Tensor | None = None  # the stacked weights of ``projections`` (``FoxLM.fused_projections``)
+
+    def projections(self) -> list[nn.Linear]:
+        """The bias-free projections of x, in the order a fused weight stacks them: W_q, W_k, W_v, and for
+        FoX Pro W_g and the token shifts' W_a (k, then v)."""
+        pro = [self.wg, self.k_shift.proj, self.v_shift.proj] if self.cfg.pro else []
+        return [self.wq, self.wk, self.wv, *pro]
+
+    def _project(self, x: Tensor) -> list[Tensor]:
+        """x (B, T, d) -> the outputs of ``projections``: one GEMM on the fused weight when set, else one each."""
+        if self.fused_in is None:
+            return [proj(x) for proj in self.projections()]
+        return list(F.linear(x, self.fused_in).split([p.out_features for p in self.projections()], dim=-1))
 
     def log_fgate(self, x: Tensor) -> Tensor:
         """log f = logsigmoid(W_f x + b_f) in fp32 (zeros for the transformer). x (B, T, d) -> (B, T, Hq)."""
@@ -95,14 +108,16 @@ class ForgettingAttention(nn.Module):
         if cu_seqlens is not None:
             x, pos = x.reshape(1, B * T, d), pos.reshape(1, B * T)
         b, t = x.shape[:2]
-        q = self.wq(x).view(b, t, cfg.n_heads, cfg.head_dim)
-        k = self.wk(x).view(b, t, cfg.kv_heads, cfg.head_dim)
-        v = self.wv(x).view(b, t, cfg.kv_heads, cfg.head_dim)
+        q, k, v, *pro = self._project(x)
+        q = q.view(b, t, cfg.n_heads, cfg.head_dim)
+        k = k.view(b, t, cfg.kv_heads, cfg.head_dim)
+        v = v.view(b, t, cfg.kv_heads, cfg.head_dim)
         qk_bound = None
         if cfg.pro:
+            g, a_k, a_v = pro
             k_before, v_before = (None, None) if cache is None else (cache.shift_k, cache.shift_v)
             k_last, v_last = k[:, -1], v[:, -1]
-            k, v = self.k_shift(x, k, pos, k_before), self.v_shift(x, v, pos, v_before)
+            k, v = self.k_shift(x, k, pos, k_before, a_k), self.v_shift(x, v, pos, v_before, a_v)
             if cache is not None:  # the next call's shift needs this call's last rows, before the shift
                 cache.shift_k.copy_(k_last)
                 cache.shift_v.copy_(v_last)
@@ -128,7 +143,7 @@ class ForgettingAttention(nn.Module):
         if cfg.record_acp_stats:
             o, self.last_stats = o
         if cfg.pro:
-            o = self.o_norm(o) * torch.sigmoid(self.wg(x)).view_as(o)
+            o = self.o_norm(o) * torch.sigmoid(g).view_as(o)
         return self.wo(o.reshape(b, t, -1)).view(B, T, d)
 
 

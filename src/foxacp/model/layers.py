@@ -53,9 +53,14 @@ class SwiGLU(nn.Module):
         self.w_gate = nn.Linear(d_model, hidden, bias=False)
         self.w_up = nn.Linear(d_model, hidden, bias=False)
         self.w_down = nn.Linear(hidden, d_model, bias=False)
+        self.fused_in: Tensor | None = None  # [W_gate; W_up] while ``FoxLM.fused_projections`` is active
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        if self.fused_in is not None:
+            gate, up = F.linear(x, self.fused_in).chunk(2, dim=-1)
+        else:
+            gate, up = self.w_gate(x), self.w_up(x)
+        return self.w_down(F.silu(gate) * up)
 
 
 class TokenShift(nn.Module):
@@ -69,12 +74,15 @@ class TokenShift(nn.Module):
         super().__init__()
         self.proj = nn.Linear(d_model, n_heads, bias=False)
 
-    def forward(self, x: Tensor, y: Tensor, pos: Tensor, before: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, y: Tensor, pos: Tensor, before: Tensor | None = None, logits: Tensor | None = None
+    ) -> Tensor:
         """x (B, T, d_model), y (B, T, H, D), pos (B, T) position in document -> (B, T, H, D).
 
         before (B, H, D): the y row preceding y[:, 0] (a decoding cache's shift state); None means zeros.
+        logits (B, T, H): W_a x where the caller computed it already (a fused projection); None computes it.
         """
-        a = torch.sigmoid(self.proj(x)).unsqueeze(-1)
+        a = torch.sigmoid(self.proj(x) if logits is None else logits).unsqueeze(-1)
         if before is None:
             prev = F.pad(y[:, :-1], (0, 0, 0, 0, 1, 0))
         else:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -203,6 +204,22 @@ class FoxLM(nn.Module):
             x = run(block, x, pos, layer)
         cache.lengths.add_(T)
         return self.lm_head(self.norm(x))
+
+    @contextlib.contextmanager
+    def fused_projections(self) -> Iterator[None]:
+        """Within it, each block computes its projections of x as one GEMM with a stacked copy of their weights
+        (W_q, W_k, W_v, W_g, the token shifts' W_a; the MLP's W_gate and W_up): a decode step is bound by its
+        many small GEMMs (experiment 049). The copies are made on entry and dropped on exit, so they never
+        go stale; no gradient flows through them (``generate`` decodes inside it).
+        """
+        for block in self.blocks:
+            block.attn.fused_in = torch.cat([p.weight for p in block.attn.projections()]).detach()
+            block.mlp.fused_in = torch.cat([block.mlp.w_gate.weight, block.mlp.w_up.weight]).detach()
+        try:
+            yield
+        finally:
+            for block in self.blocks:
+                block.attn.fused_in = block.mlp.fused_in = None
 
     def acp_stats(self) -> list[AcpStats | None]:
         """Per layer, the AcpStats of the last forward (None unless config.record_acp_stats)."""
