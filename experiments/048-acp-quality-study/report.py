@@ -75,6 +75,7 @@ def key_numbers(res: Path) -> dict[str, Any]:
             "exact model": ev["exact"]["passkey"]["overall"],
         },
         "passkey_same_answer_acp_vs_exact": acp["comparison"]["passkey_same_answer"],
+        "passkey_same_answer_evict_vs_acp": acp.get("evict_comparison", {}).get("passkey_same_answer"),
         "analyze_total_saving": an["total_saving"],
         "zeroshot": {
             task: {"split": t["split"], "chance": t["chance"], "documents": t["documents"]}
@@ -108,7 +109,13 @@ def tables(k: dict[str, Any]) -> str:
         "",
         f"ACP model, ACP vs exact inference: max |loss difference| per position "
         f"{k['max_abs_loss_difference_acp_vs_exact']:.2e}, same passkey answer in "
-        f"{100 * k['passkey_same_answer_acp_vs_exact']:.0f}% of prompts; ACP skips "
+        f"{100 * k['passkey_same_answer_acp_vs_exact']:.0f}% of prompts"
+        + (
+            ""
+            if k["passkey_same_answer_evict_vs_acp"] is None
+            else f" (with the evicting cache, ACP's answer in {100 * k['passkey_same_answer_evict_vs_acp']:.0f}%)"
+        )
+        + "; ACP skips "
         f"{100 * k['analyze_total_saving']:.1f}% of causal tiles on the analysed document.",
         "",
         "| task | split | docs | chance | acc ACP model | acc exact model | acc/char ACP | acc/char exact |",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ACP vs exact on real text (issue 23), in one device call: train a FoX Pro model twice (ACP on / off, same seed
-# and data), then per-position loss and passkey (foxacp eval, --compare-exact on the ACP model), foxacp analyze,
-# export-gates and zero-shot multiple choice on both. Everything lands in $OUT/study.tar.gz (+ $OUT/run.log).
+# and data), then per-position loss and passkey (foxacp eval; --compare-exact and --compare-evict on the ACP
+# model), foxacp analyze, export-gates and zero-shot multiple choice on both. Everything lands in $OUT/study.tar.gz (+ $OUT/run.log).
 #
 # Resumable: runs and evaluations live in $RUNS (gitignored runs/, kept by a warm device machine between calls);
 # a second call continues a training run that timed out (--resume) and skips what is done.
@@ -107,7 +107,7 @@ if [ "$PARALLEL" = 1 ]; then  # two GPUs: one run on each, then the evaluations 
   CUDA_VISIBLE_DEVICES=1 train exact false 1 &
   wait $first $!
   have_checkpoints || exit 1
-  (export CUDA_VISIBLE_DEVICES=0; eval_run acp --compare-exact; analyze_and_gates; zero_shot acp) &
+  (export CUDA_VISIBLE_DEVICES=0; eval_run acp --compare-exact --compare-evict; analyze_and_gates; zero_shot acp) &
   first=$!
   (export CUDA_VISIBLE_DEVICES=1; eval_run exact; zero_shot exact) &
   wait $first $!
@@ -115,7 +115,7 @@ else
   train acp true 2
   train exact false 1
   have_checkpoints || exit 1
-  eval_run acp --compare-exact
+  eval_run acp --compare-exact --compare-evict
   eval_run exact
   analyze_and_gates
   zero_shot acp

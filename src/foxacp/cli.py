@@ -242,6 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         max_len=args.max_len,
         compare_exact=args.compare_exact,
+        compare_evict=args.compare_evict,
         passkey_lengths=args.passkey_lengths,
         depths=args.depths,
         trials=args.trials,
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     ev.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     ev.add_argument("--compare-exact", action="store_true", help="also run exactly (ACP off), side by side")
+    ev.add_argument("--compare-evict", action="store_true", help="also answer the passkeys with the evicting cache")
     ev.add_argument("--passkey-lengths", type=int, nargs="+", default=None, help="prompt lengths in tokens")
     ev.add_argument("--depths", type=float, nargs="+", default=list(DEPTHS), help="key depths in [0, 1]")
     ev.add_argument("--trials", type=int, default=4, help="passkey prompts per (length, depth)")

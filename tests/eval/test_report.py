@@ -85,10 +85,10 @@ def test_eval_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_path
     data = sorted(corpus_dir.glob("*.py"))[0]
     cmd = ["eval", str(tiny_run), "--data", str(data), "--out", str(out), "--max-len", "300", "--device", "cpu"]
     pk = ["--passkey-lengths", "200", "260", "--depths", "0", "1", "--trials", "2", "--digits", "3"]
-    assert main([*cmd, *pk, "--compare-exact"]) == 0
+    assert main([*cmd, *pk, "--compare-exact", "--compare-evict"]) == 0
     assert "eval.json" in capsys.readouterr().out
     rec = json.loads((out / "eval.json").read_text())
-    assert {"meta", "per_position", "passkey", "exact", "comparison"} <= set(rec)
+    assert {"meta", "per_position", "passkey", "exact", "comparison", "evict", "evict_comparison"} <= set(rec)
     meta = rec["meta"]
     assert meta["model"] == str(tiny_run.resolve()) and meta["data"] == str(data.resolve())
     assert meta["device"].startswith("cpu") and meta["commit"] and meta["training_context"] == 128
@@ -105,7 +105,12 @@ def test_eval_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_path
         assert cmp["loss_difference"][t] == pytest.approx(pos["loss_by_position"][t] - exact[t], abs=1e-12)
     assert rec["meta"]["acp"] and rec["meta"]["log_eps"] == -10.0 and len(rec["exact"]["passkey"]["trials"]) == 8
     assert cmp["passkey_same_answer"] == pytest.approx(1.0)
-    for png in ("loss_by_position.png", "prefix_loss.png", "passkey.png", "passkey_exact.png", "loss_difference.png"):
+    # Eviction frees only what ACP already skips: the same answer on every trial.
+    evicted = rec["evict"]["passkey"]["trials"]
+    assert [t["key"] for t in evicted] == [t["key"] for t in grid["trials"]]
+    assert rec["evict_comparison"]["passkey_same_answer"] == pytest.approx(1.0)
+    pngs = ("loss_by_position.png", "prefix_loss.png", "passkey.png", "passkey_exact.png", "loss_difference.png")
+    for png in (*pngs, "passkey_evict.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

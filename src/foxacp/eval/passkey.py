@@ -118,16 +118,20 @@ def greedy_answers(
     digits: int,
     batch_size: int = 8,
     progress: bool = True,
+    evict: bool = False,
 ) -> list[str]:
     """The model's greedy continuation (``digits`` + 4 tokens, decoded to text) of every trial's prompt, with
-    ``foxacp.generate`` and its decoding cache, ``batch_size`` prompts at a time."""
+    ``foxacp.generate`` and its decoding cache (evicting with ``evict``), ``batch_size`` prompts at a time."""
     from foxacp.infer import generate
 
     answers: list[str] = []
     bar = tqdm(total=len(trials), desc="passkey", unit="prompt", disable=not progress)
     for start in range(0, len(trials), batch_size):
         batch = [t.prompt for t in trials[start : start + batch_size]]
-        outs = generate(model, batch, digits + 4, temperature=0.0, eos_token_id=tokenizer.eos_id, seed=0)
+        # A pool as large as a full cache: the comparison is about answers, and a model that forgets slowly
+        # would exhaust the default (half) pool.
+        pool = {"evict": True, "pool_fraction": 1.0} if evict else {}
+        outs = generate(model, batch, digits + 4, temperature=0.0, eos_token_id=tokenizer.eos_id, seed=0, **pool)
         answers += [tokenizer.decode(o[len(p) :].tolist()) for o, p in zip(outs, batch, strict=True)]
         bar.update(len(batch))
     bar.close()

@@ -6,6 +6,7 @@ record = run_eval("runs/125m", "held_out/", "eval_out/", compare_exact=True)   #
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,7 @@ def run_eval(
     dtype: str = "float32",
     max_len: int | None = None,
     compare_exact: bool = False,
+    compare_evict: bool = False,
     passkey_lengths: Sequence[int] | None = None,
     depths: Sequence[float] = DEPTHS,
     trials: int = 4,
@@ -101,13 +103,16 @@ def run_eval(
         data: a text file (one document) or a folder of text files (held-out long documents).
         max_len: positions scored per document (default 4x the training context).
         compare_exact: also run the same weights exactly (ACP off) and record both and their difference.
+        compare_evict: also answer the passkey trials with the evicting cache (FoX Pro with ACP; the loss by
+            position is a full forward, which eviction does not change) and compare the answers one by one.
         passkey_lengths: prompt lengths in tokens (default 1/4, 1/2, 1 and 2 training contexts, those <= max_len).
         depths: key depths in [0, 1]; trials: prompts per (length, depth); digits: key length; seed: key draws.
         filler: a text file for the haystack (default: built-in filler).
         window: moving-average window of the position plots (default max_len // 50, at least 1).
 
     Returns the record written to eval.json: {"meta", "per_position", "passkey", and with compare_exact
-    "exact": {"per_position", "passkey"}, "comparison": {"loss_difference", "passkey_agreement", ...}}.
+    "exact": {"per_position", "passkey"}, "comparison": {"loss_difference", "passkey_agreement", ...}}, and with
+    compare_evict "evict": {"passkey"}, "evict_comparison": {"passkey_same_answer", "passkey_accuracy"}.
 
     Raises:
         FileNotFoundError: ``data`` or ``filler`` does not exist.
@@ -162,6 +167,10 @@ def run_eval(
     if compare_exact:
         record["exact"] = evaluate_one(exact_twin(model))
         record["comparison"] = compare(record, record["exact"])
+    if compare_evict:
+        answer = functools.partial(greedy_answers, model, tokenizer, digits=digits, progress=progress, evict=True)
+        record["evict"] = {"passkey": {"seed": seed, "digits": digits, **run_passkey(answer, passkey)}}
+        record["evict_comparison"] = compare_passkey(record["passkey"], record["evict"]["passkey"], "evict")
     _write_plots(record, out, window)
     atomic_write(out / "eval.json", json.dumps(record, indent=1))
     return record
@@ -172,14 +181,20 @@ def compare(pruned: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
     the overall loss difference, and the share of passkey trials where both gave the same answer."""
     a, b = pruned["per_position"]["loss_by_position"], exact["per_position"]["loss_by_position"]
     diff = [None if x is None or y is None else x - y for x, y in zip(a, b, strict=True)]
-    ta, tb = pruned["passkey"]["trials"], exact["passkey"]["trials"]
-    same = [x["answer"] == y["answer"] for x, y in zip(ta, tb, strict=True)]
     return {
         "loss_difference": diff,
         "max_abs_loss_difference": max((abs(d) for d in diff if d is not None), default=0.0),
         "mean_loss_difference": pruned["per_position"]["loss"] - exact["per_position"]["loss"],
+        **compare_passkey(pruned["passkey"], exact["passkey"], "exact"),
+    }
+
+
+def compare_passkey(base: dict[str, Any], other: dict[str, Any], name: str) -> dict[str, Any]:
+    """The share of passkey trials where ``other`` gave ``base``'s answer, and both accuracies ("acp", name)."""
+    same = [x["answer"] == y["answer"] for x, y in zip(base["trials"], other["trials"], strict=True)]
+    return {
         "passkey_same_answer": sum(same) / len(same),
-        "passkey_accuracy": {"acp": pruned["passkey"]["overall"], "exact": exact["passkey"]["overall"]},
+        "passkey_accuracy": {"acp": base["overall"], name: other["overall"]},
     }
 
 
@@ -204,6 +219,13 @@ def _write_plots(record: dict[str, Any], out: Path, window: int) -> None:
             ylabel=ylabel,
         )
     plot_passkey_heatmap(out / "passkey.png", record["passkey"], train_len=train_len, title=f"passkey\n{names}")
+    if "evict" in record:
+        plot_passkey_heatmap(
+            out / "passkey_evict.png",
+            record["evict"]["passkey"],
+            train_len=train_len,
+            title=f"passkey, evicting\n{names}",
+        )
     if "exact" in record:
         plot_passkey_heatmap(
             out / "passkey_exact.png", record["exact"]["passkey"], train_len=train_len, title=f"passkey, exact\n{names}"
