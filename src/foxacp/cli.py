@@ -279,6 +279,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     print(f"wrote {Path(args.out) / 'analyze.json'}: {rec['tokens']} tokens, log eps {rec['log_eps']}")
     print(f"  ACP skips {100 * rec['total_saving']:.1f}% of causal tiles ({rec['tile'][0]}x{rec['tile'][1]})")
+    if (t := rec["search_time"]) is not None:
+        share = f"{100 * t['total_share_forward']:.1f}% of the forward, {100 * t['total_share_fwd_bwd']:.1f}%"
+        print(f"  the boundary search takes {share} of forward + backward")
     return 0
 
 

@@ -11,6 +11,7 @@ import torch
 from foxacp.cli import main
 from foxacp.eval.analyze import _picked_heads
 from foxacp.eval.pruning import attention_inputs, head_savings, layer_plan, total_saving
+from foxacp.eval.search_time import search_share
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.ops.config import kernel_config
 from tests.eval.test_report import tiny_run  # noqa: F401  (fixture)
@@ -92,10 +93,26 @@ def test_analyze_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_p
     assert rec["log_eps_sweep"]["log_eps"][0] == -1.0 and rec["log_eps_sweep"]["log_eps"][-1] == -20.0
     assert len(rec["log_eps_sweep"]["per_layer"]) == 2 and rec["tile_sweep"]["tiles"][0] == 1
     assert rec["meta"]["model"] == str(tiny_run.resolve()) and rec["meta"]["commit"]
-    assert rec["meta"]["dtype"] == "bfloat16"
+    assert rec["meta"]["dtype"] == "bfloat16" and rec["search_time"] is None  # timed on CUDA only
     for png in ("decay_maps.png", "head_saving.png", "saving_vs_log_eps.png", "saving_vs_tile.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*cmd[:2], "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main([*cmd, "--tile", "0"]) == 2
     assert "tile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["fox_pro", "fox"])
+def test_search_share_times_the_search_the_forward_and_the_backward_of_every_layer(variant):
+    layers = attention_inputs(_model(variant, 1), torch.randint(0, 64, (1, 90)))
+    ran = []
+
+    def bench(fn):  # runs each timed function once (they must work) and returns a fixed time per kind
+        out = fn()
+        ran.append(type(out).__name__)
+        return {0: 1.0, 1: 4.0, 2: 10.0}[(len(ran) - 1) % 3]
+
+    rec = search_share(layers, log_eps=-10.0, dtype=torch.float32, bench=bench)
+    assert ran == ["AcpPlan", "Tensor", "NoneType"] * len(layers)  # search, forward, forward + backward
+    assert rec["search_ms"] == [1.0, 1.0] and rec["forward_ms"] == [4.0, 4.0] and rec["fwd_bwd_ms"] == [10.0, 10.0]
+    assert rec["share_forward"] == [0.25, 0.25] and rec["total_share_fwd_bwd"] == pytest.approx(0.1)

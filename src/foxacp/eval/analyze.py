@@ -21,7 +21,8 @@ from foxacp.ops.config import kernel_config
 from .long_loss import read_documents
 from .plot import pyplot
 from .pruning import LayerInputs, attention_inputs, head_savings, layer_plan, total_saving
-from .report import load_model_and_tokenizer, provenance
+from .report import DTYPES, load_model_and_tokenizer, provenance
+from .search_time import search_share
 
 LOG_EPS_SWEEP = tuple(float(-e) for e in range(1, 21))  # log eps from -1 to -20
 TILE_SWEEP = (1, 16, 32, 64, 128, 256)  # 1: the element-level limit of pruning
@@ -67,7 +68,8 @@ def run_analyze(
 
     Returns the record: {"meta", "tokens", "log_eps", "tile", "head_saving": [L][Hq], "layer_saving": [L],
     "total_saving", "log_eps_sweep": {"log_eps", "total", "per_layer"}, "tile_sweep": {"tiles", "total"},
-    "decay_map_heads": [[layer, head]]}.
+    "decay_map_heads": [[layer, head]], "search_time": on CUDA the boundary search's time and share of the
+    attention per layer (``search_time.search_share``), else None}.
 
     Raises:
         FileNotFoundError: ``data`` does not exist.  CheckpointError: no usable checkpoint at ``path``.
@@ -102,6 +104,8 @@ def run_analyze(
         total_saving(layers, log_eps=log_eps, tile=t) for t in tqdm(tile_sweep, desc="tile sweep", disable=not progress)
     ]
     heads = _picked_heads(saving, heads_per_layer, max_layers)
+    # Timing means something on a GPU only (the CPU runs the kernels through an interpreter).
+    timing = search_share(layers, log_eps=log_eps, dtype=DTYPES[dtype]) if dev.type == "cuda" else None
     record = {
         "meta": {**provenance(path, data, dev), "training_context": train_len, "variant": cfg.variant, "dtype": dtype},
         "tokens": len(ids),
@@ -118,6 +122,7 @@ def run_analyze(
         },
         "tile_sweep": {"tiles": list(tile_sweep), "total": tile_totals},
         "decay_map_heads": [list(p) for p in heads],
+        "search_time": timing,
     }
     _plots(record, layers, out)
     atomic_write(out / "analyze.json", json.dumps(record, indent=1))
