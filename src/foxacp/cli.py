@@ -203,10 +203,16 @@ def stream_generate(model, tokenizer, prompt: str, *, out=None, **sampling) -> s
     return text
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _device(args: argparse.Namespace) -> str:
+    """--device, or CUDA when there is one."""
     import torch
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+
+    device = _device(args)
     model, tokenizer = load_for_generation(args.run_dir, device)
     report: dict = {}
     stream_generate(
@@ -229,11 +235,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
 
     from foxacp.eval.report import run_eval
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(args)
     rec = run_eval(
         args.path,
         args.data,
@@ -261,11 +266,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    import torch
 
     from foxacp.eval.analyze import run_analyze
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(args)
     rec = run_analyze(
         args.path,
         args.data,

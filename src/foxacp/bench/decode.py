@@ -33,7 +33,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -68,8 +68,10 @@ def set_acp(model: FoxLM, acp: bool, *, record_stats: bool = False) -> None:
         block.attn.cfg = cfg
 
 
-def use_gate_table(model: FoxLM, table: Tensor, cache: KVCache) -> None:
-    """Make every layer take its log forget gates from table (B, Tmax, Hq) at each new token's position."""
+@contextlib.contextmanager
+def gates_from_table(model: FoxLM, table: Tensor, cache: KVCache) -> Iterator[None]:
+    """Within it, every layer takes its log forget gates from table (B, Tmax, Hq) at each new token's position
+    in ``cache``; on exit the layers compute their own again (and hold neither the table nor the cache)."""
 
     def log_fgate(x: Tensor) -> Tensor:
         pos = cache.lengths[:, None].long() + torch.arange(x.shape[1], device=x.device)
@@ -77,6 +79,11 @@ def use_gate_table(model: FoxLM, table: Tensor, cache: KVCache) -> None:
 
     for block in model.blocks:
         block.attn.log_fgate = log_fgate
+    try:
+        yield
+    finally:
+        for block in model.blocks:
+            del block.attn.log_fgate
 
 
 def gate_table(args: argparse.Namespace, batch: int, context: int, length: int, heads: int, device) -> Tensor:
@@ -166,7 +173,16 @@ def run_case(model: FoxLM, args: argparse.Namespace, batch: int, context: int, b
     if device.type == "cuda" and need > 0.9 * torch.cuda.mem_get_info(device)[0]:
         return [dict(base, mode=m, skipped=f"cache of {need / 2**30:.1f} GiB does not fit") for m in ("exact", "acp")]
     cache = model.new_cache(batch, length)
-    use_gate_table(model, gate_table(args, batch, context, length, cfg.n_heads, device), cache)
+    with gates_from_table(model, gate_table(args, batch, context, length, cfg.n_heads, device), cache):
+        return _timed_rows(model, args, cache, context, bandwidth, base)
+
+
+def _timed_rows(
+    model: FoxLM, args: argparse.Namespace, cache: KVCache, context: int, bandwidth: float, base: dict
+) -> list[dict]:
+    """Prefill and the timed decode variants of one case, exact then ACP, from ``cache`` (empty)."""
+    device, cfg, batch = model.embed.weight.device, model.config, cache.batch_size
+    kv_elem = model.embed.weight.element_size()
     gen = torch.Generator(device=device).manual_seed(0)
     prompts = torch.randint(cfg.vocab_size, (batch, context), device=device, generator=gen)
     greedy = functools.partial(sample, temperature=0.0)

@@ -43,7 +43,7 @@ from foxacp.model.paged import PagedKVCache
 from foxacp.ops import set_value_checks
 from foxacp.ops.paged import forgetting_attention_with_paged_kvcache
 
-from .decode import DTYPES, REPO, build_model, gate_table, sync, time_decode, use_gate_table
+from .decode import DTYPES, REPO, build_model, gate_table, gates_from_table, sync, time_decode
 from .report import environment
 
 TARGETS = {"held_16k": 0.35, "held_64k": 0.15, "batch_ratio": 3.0, "speed_ratio": 2.0}
@@ -160,16 +160,14 @@ def batch_rows(model: FoxLM, args: argparse.Namespace, context: int, mem: dict) 
             pool = int(budget // (cfg.n_layers * block_bytes))
             cache = model.new_cache(batch, max_len, evict=True, pool_blocks=pool)
         table = gate_table(args, batch, context, max_len, cfg.n_heads, device)
-        use_gate_table(model, table, cache)
-        fill(model, cache, table, context, args.chunk)
-        row["tokens_per_s"] = timed_steps(model, cache, args.steps)
+        with gates_from_table(model, table, cache):
+            fill(model, cache, table, context, args.chunk)
+            row["tokens_per_s"] = timed_steps(model, cache, args.steps)
         if isinstance(cache, PagedKVCache):
             row["held_fraction"] = cache.memory_report()["fraction_held"]
         if device.type == "cuda":
             row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         rows.append(row)
-        for block in model.blocks:  # the gate closures hold the cache: drop them so that its memory is freed
-            del block.attn.log_fgate
         del cache, table
         gc.collect()
         if device.type == "cuda":

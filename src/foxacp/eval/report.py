@@ -148,10 +148,13 @@ def run_eval(
         tokenizer, lengths=lengths, depths=depths, trials=trials, seed=seed, digits=digits, filler=filler_text
     )
 
+    def passkey_record(m: FoxLM, evict: bool = False) -> dict[str, Any]:
+        answer = functools.partial(greedy_answers, m, tokenizer, digits=digits, progress=progress, evict=evict)
+        return {"seed": seed, "digits": digits, "trials_per_cell": trials, **run_passkey(answer, passkey)}
+
     def evaluate_one(m: FoxLM) -> dict[str, Any]:
         pos = loss_by_position(m, token_docs, max_len=max_len, progress=progress)
-        pk = run_passkey(lambda ts: greedy_answers(m, tokenizer, ts, digits=digits, progress=progress), passkey)
-        return {"per_position": pos, "passkey": {"seed": seed, "digits": digits, "trials_per_cell": trials, **pk}}
+        return {"per_position": pos, "passkey": passkey_record(m)}
 
     meta = provenance(path, data, model.embed.weight.device)
     meta.update(
@@ -168,8 +171,7 @@ def run_eval(
         record["exact"] = evaluate_one(exact_twin(model))
         record["comparison"] = compare(record, record["exact"])
     if compare_evict:
-        answer = functools.partial(greedy_answers, model, tokenizer, digits=digits, progress=progress, evict=True)
-        record["evict"] = {"passkey": {"seed": seed, "digits": digits, **run_passkey(answer, passkey)}}
+        record["evict"] = {"passkey": passkey_record(model, evict=True)}
         record["evict_comparison"] = compare_passkey(record["passkey"], record["evict"]["passkey"], "evict")
     _write_plots(record, out, window)
     atomic_write(out / "eval.json", json.dumps(record, indent=1))

@@ -248,9 +248,8 @@ def forgetting_attention_with_kvcache(
     if log_eps is not None and (backend == "torch" or return_stats):
         delta = cache_threshold(u, cache_seqlens, problem, log_eps)
     if backend == "triton":
-        eps = 0.0 if log_eps is None else float(log_eps)
-        args = (c_cache, cache_seqlens, u, eps, problem.sm_scale, DECODE_BLOCK)
-        o = decode_attention_op(q, k_cache, v_cache, *args)
+        eps = 0.0 if log_eps is None else float(log_eps)  # unused when u is None (exact)
+        o = decode_attention_op(q, k_cache, v_cache, c_cache, cache_seqlens, u, eps, problem.sm_scale, DECODE_BLOCK)
     else:
         o = cache_attention_torch(q, k_cache, v_cache, c_cache, cache_seqlens, delta, problem)
     return o if not return_stats else (o, cache_stats(c_cache, cache_seqlens, delta, problem.q_len))
