@@ -71,8 +71,18 @@ def _summary(payload: object) -> tuple[str | None, str]:
             + f"; T {contexts[0]}-{contexts[-1]}; B {', '.join(map(str, batches))}"
         )
         return meta.get("date"), text
+    if rows and "tokens_per_s" in rows[0] and "regime" in rows[0]:  # training throughput
+        presets = sorted({r["preset"] for r in rows}, key=lambda p: float(p.rstrip("M")))
+        contexts = sorted({r["context"] for r in rows})
+        regimes = sorted({r["regime"] for r in rows})
+        text = f"{meta.get('device', '?')}, {', '.join(presets)}; T {contexts[0]}-{contexts[-1]}; gates "
+        return meta.get("date"), text + f"{', '.join(regimes)}: {len(rows)} rows"
     if rows:  # decode end to end
         return meta.get("date"), f"{meta.get('device', '?')}, {meta.get('preset', '')}: {len(rows)} rows"
+    if "memory" in payload and "batch" in payload:  # KV eviction
+        return meta.get("date"), f"{meta.get('device', '?')}, {meta.get('preset', '')}, gates {meta.get('gates', '?')}"
+    if "held_out_loss" in payload:  # ACP quality study
+        return meta.get("date"), f"{meta.get('device', '?')}: a model trained with ACP and exactly, evaluated both ways"
     if "cases" in payload:  # correctness with meta
         return meta.get("date"), f"{meta.get('device', '?')}: {len(payload['cases'])} cases against float64"
     return meta.get("date"), str(payload.get("title", ""))  # training
@@ -84,9 +94,10 @@ def read_set(folder: Path) -> ResultSet:
     if m is None:
         raise ValueError(f"{folder}: not a result set name (<YYYY-MM-DD>-<commit7>-<what>-<device>)")
     timestamp, summary = None, ""
-    for js in sorted(folder.glob("*.json")):
+    for js in sorted(folder.glob("*.json")):  # the first JSON that gives a summary
         timestamp, summary = _summary(json.loads(js.read_text()))
-        break
+        if summary:
+            break
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     return ResultSet(folder, m["date"], m["commit"], m["what"], m["device"], timestamp or m["date"], summary, files)
 
