@@ -7,6 +7,9 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # triton.language's own @jit helpers take the mode at import: import it now, so that a test that unsets the
+    # variable for a while (to time the PyTorch paths) cannot make it import in compiled mode.
+    import triton.language  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -71,3 +71,32 @@ def test_gains_pair_acp_with_exact_and_the_paper():
     ]  # fmt: skip
     (g,) = gains(rows)
     assert g["gain"] == pytest.approx(0.5) and g["paper_gain"] == 0.45 and g["context"] == 16384
+
+
+def test_modes_share_a_model_and_alternate_round_by_round(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    seen = []
+    real = throughput.set_acp
+
+    def spy(model, acp, **kw):
+        seen.append("acp" if acp else "exact")
+        real(model, acp, **kw)
+
+    monkeypatch.setattr(throughput, "set_acp", spy)
+    args = [*ARGS, "--rounds", "2", "--steps", "2", "--gates-regimes", "init", "--out", str(tmp_path)]
+    assert throughput.main(args) == 0
+    # warm-up of each mode, then two rounds of both in turn (the profiled step runs on CUDA only)
+    assert seen == ["exact", "acp"] * 3
+    recs = [json.loads(x) for x in (tmp_path / "throughput.jsonl").read_text().splitlines()]
+    assert [r["mode"] for r in recs] == ["exact", "acp"]
+    for r in recs:
+        assert r["rounds"] == 2 and len(r["step_ms_all"]) == 4
+    assert "| tiny | 48 | exact | init | 48 |" in (tmp_path / "throughput.md").read_text()
+
+
+def test_pairs_group_modes_by_preset_context_and_regime():
+    cs = [Config("125M", t, m, g) for g in ("init", "recorded") for t in (4096, 8192) for m in ("exact", "acp")]
+    groups = throughput.pairs(cs)
+    assert [[c.mode for c in g] for g in groups] == [["exact", "acp"]] * 4
+    assert [(g[0].context, g[0].regime) for g in groups] == [(4096, "init"), (8192, "init"), (4096, "recorded"),
+                                                             (8192, "recorded")]  # fmt: skip

@@ -5,12 +5,13 @@
 
 One configuration = (model preset, context, exact | acp, gate regime). Each runs what `foxacp train` runs
 with its defaults (the preset's TrainConfig: compile "auto", bf16 autocast, activation checkpointing as the
-preset sets it, AdamW, gradient clipping, the chunked head + loss) on random tokens: ``--warmup`` steps
-(compilation included), then ``--steps`` timed steps (CUDA events around each, the median kept: a step is
-tens to hundreds of milliseconds of many kernels, so each is timed whole), then one step under the profiler
-for the attention kernels' share of the step. Micro-batches hold the preset's tokens at 4k (125M: 8 x 4k,
-2 x 16k); a step is ``--tokens-per-step`` tokens (default: one micro-batch; the paper's 0.5M-token steps
-only spread the optimizer over more micro-batches, ~1% of a step here).
+preset sets it, AdamW, gradient clipping, the chunked head + loss) on random tokens. Exact and ACP of one
+(preset, context, regime) share one model: ``--warmup`` steps of each (compilation included), then
+``--rounds`` rounds of ``--steps`` timed steps of each mode in turn (each step timed whole, synchronised; the
+median of all kept), so that the clock drift of a power-capped GPU hits both modes alike; then one step of
+each under the profiler for the attention kernels' share of the step. Micro-batches hold the preset's tokens
+at 4k (125M: 8 x 4k, 2 x 16k); a step is ``--tokens-per-step`` tokens (default: one micro-batch; the paper's
+0.5M-token steps only spread the optimizer over more micro-batches, ~1% of a step here).
 
 Gate regimes: "init", the model's own gates at initialisation (what early training sees); "recorded", the
 log forget gates of a file (``--gates``: (layers, B, T, H), e.g. ``foxacp export-gates`` of a trained model),
@@ -47,6 +48,7 @@ from foxacp.train.distributed import Dist, compile_wanted, parallelize
 from foxacp.train.metrics import AcpMeter, acp_summary, peak_flops
 from foxacp.train.optim import build_optimizer
 
+from .decode import set_acp
 from .gates import fit_log_fgate, load_log_fgate_layers
 from .report import environment
 from .results import RESULTS_ROOT, device_tag, result_dir
@@ -114,24 +116,28 @@ def _attention_ms(step: Callable[[], None]) -> float:
     return total_us / 1e3
 
 
-def measure(c: Config, args: argparse.Namespace, gates: Tensor | None) -> dict[str, Any]:
-    """Build the model of ``c`` as `foxacp train` would, train ``args.warmup + args.steps`` steps on random
-    tokens, and return its record (see the module docstring)."""
+def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None) -> list[dict[str, Any]]:
+    """Measure the configurations ``cs``, which differ only in their mode, on one model built as `foxacp train`
+    would; one record per configuration (see the module docstring).
+
+    Each mode is warmed up (and compiled) first; then ``args.rounds`` rounds time ``args.steps`` steps of every
+    mode in turn, so that the GPU's clock under its power cap drifts over the modes alike (experiments/040)."""
+    c0 = cs[0]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tcfg = dataclasses.replace(
-        preset_config(c.preset),
-        seq_len=c.context,
-        model_overrides={"acp": c.mode == "acp", "vocab_size": args.vocab},
+        preset_config(c0.preset),
+        seq_len=c0.context,
+        model_overrides={"acp": c0.mode == "acp", "vocab_size": args.vocab},
     )
     mcfg = build_model_config(tcfg)
-    mb = args.micro_batch or micro_batch_size(c.preset, c.context)
-    accum = max(1, (args.tokens_per_step or mb * c.context) // (mb * c.context))
+    mb = args.micro_batch or micro_batch_size(c0.preset, c0.context)
+    accum = max(1, (args.tokens_per_step or mb * c0.context) // (mb * c0.context))
     compiled = compile_wanted(tcfg.compile, device)
     torch.manual_seed(0)
     with torch.device(device):
         model = FoxLM(mcfg)
     if gates is not None:
-        use_recorded_gates(model, gates, mb, c.context)
+        use_recorded_gates(model, gates, mb, c0.context)
     bf16 = device.type == "cuda"
     parallelize(
         model,
@@ -143,64 +149,81 @@ def measure(c: Config, args: argparse.Namespace, gates: Tensor | None) -> dict[s
     opt = build_optimizer(model, tcfg)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     gen = torch.Generator(device=device).manual_seed(1)
-    ids = torch.randint(0, args.vocab, (accum, mb, c.context + 1), device=device, generator=gen)
-    meter = AcpMeter()
+    ids = torch.randint(0, args.vocab, (accum, mb, c0.context + 1), device=device, generator=gen)
+    meters = {c.mode: AcpMeter() for c in cs}
 
-    def step() -> None:
+    def step(meter: AcpMeter) -> None:
         for i in range(accum):
             with autocast:
                 loss = token_losses(model, {"input_ids": ids[i, :, :-1], "labels": ids[i, :, 1:]}).sum()
             meter.add(model.acp_stats())
-            (loss / (accum * mb * c.context)).backward()
+            (loss / (accum * mb * c0.context)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def use(c: Config) -> None:
+        set_acp(model, c.mode == "acp", record_stats=True)
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t0 = time.perf_counter()
-    step()
-    set_value_checks(False)  # as the trainer does after its first step
-    for _ in range(args.warmup - 1):
-        step()
-    sync()
-    warmup_s = time.perf_counter() - t0
-    meter.reset()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        step()
+    warmup_s = {}
+    for c in cs:
+        use(c)
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            step(meters[c.mode])
+            set_value_checks(False)  # as the trainer does after its first step
         sync()
-        times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
-    tokens = accum * mb * c.context
-    acp = acp_summary(meter.visited, meter.causal) if meter.visited is not None else {"attn_fraction": 1.0}
+        warmup_s[c.mode] = time.perf_counter() - t0
+        meters[c.mode].reset()
+    times: dict[str, list[float]] = {c.mode: [] for c in cs}
+    peak_mem: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for c in cs:
+            use(c)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            for _ in range(args.steps):
+                t = time.perf_counter()
+                step(meters[c.mode])
+                sync()
+                times[c.mode].append(time.perf_counter() - t)
+            if device.type == "cuda":
+                peak_mem[c.mode] = max(peak_mem.get(c.mode, 0.0), torch.cuda.max_memory_allocated() / 2**30)
+    tokens = accum * mb * c0.context
     peak = peak_flops(device)[0]
-    tps = tokens / step_s
-    rec = {
-        "key": c.key,
-        **dataclasses.asdict(c),
-        "gates": "init" if gates is None else f"recorded:{Path(args.gates).name}",
-        "vocab": args.vocab,
-        "micro_batch": mb,
-        "accum": accum,
-        "tokens_per_step": tokens,
-        "compile": compiled,
-        "activation_checkpointing": tcfg.activation_checkpointing,
-        "warmup_s": warmup_s,
-        "step_ms": step_s * 1e3,
-        "step_ms_all": [round(t * 1e3, 2) for t in times],
-        "tokens_per_s": tps,
-        "acp_saving": acp.get("acp_saving"),
-        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
-        "mfu": tps * flops_per_token(mcfg, c.context, acp["attn_fraction"]) / peak if peak else None,
-        "mfu_dense_equiv": tps * flops_per_token(mcfg, c.context) / peak if peak else None,
-    }
-    if device.type == "cuda":
-        rec["attention_ms"] = _attention_ms(step)
-        rec["attention_share"] = rec["attention_ms"] / rec["step_ms"]
-    return rec
+    recs = []
+    for c in cs:
+        meter = meters[c.mode]
+        step_s = statistics.median(times[c.mode])
+        acp = acp_summary(meter.visited, meter.causal) if meter.visited is not None else {"attn_fraction": 1.0}
+        tps = tokens / step_s
+        rec = {
+            "key": c.key,
+            **dataclasses.asdict(c),
+            "gates": "init" if gates is None else f"recorded:{Path(args.gates).name}",
+            "vocab": args.vocab,
+            "micro_batch": mb,
+            "accum": accum,
+            "tokens_per_step": tokens,
+            "compile": compiled,
+            "activation_checkpointing": tcfg.activation_checkpointing,
+            "warmup_s": warmup_s[c.mode],
+            "rounds": args.rounds,
+            "step_ms": step_s * 1e3,
+            "step_ms_all": [round(t * 1e3, 2) for t in times[c.mode]],
+            "tokens_per_s": tps,
+            "acp_saving": acp.get("acp_saving"),
+            "peak_mem_gib": peak_mem.get(c.mode),
+            "mfu": tps * flops_per_token(mcfg, c.context, acp["attn_fraction"]) / peak if peak else None,
+            "mfu_dense_equiv": tps * flops_per_token(mcfg, c.context) / peak if peak else None,
+        }
+        if device.type == "cuda":
+            use(c)
+            rec["attention_ms"] = _attention_ms(lambda: step(AcpMeter()))
+            rec["attention_share"] = rec["attention_ms"] / rec["step_ms"]
+        recs.append(rec)
+    return recs
 
 
 def _free() -> None:
@@ -242,12 +265,13 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}, {meta['date']}. Settings of "
         "`foxacp train` (compile auto, bf16, the preset's activation checkpointing); random tokens, vocabulary "
-        f"{meta['vocab']}; median of {meta['steps']} timed steps after {meta['warmup']} warm-up steps. MFU counts the "
+        f"{meta['vocab']}; median of {meta.get('rounds', 1)} x {meta['steps']} timed steps after {meta['warmup']} "
+        "warm-up steps, the modes of a (preset, context, gates) interleaved round by round. MFU counts the "
         "attention tiles visited; 'dense-eq.' counts all causal tiles.",
         "",
-        "| preset | context | mode | gates | tokens/step | tok/s | ms/step | attention share | ACP saving | "
-        "peak GiB | MFU | MFU dense-eq. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | context | mode | gates | tokens/step | tok/s | ms/step | steps min-max | attention share | "
+        "ACP saving | peak GiB | MFU | MFU dense-eq. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
@@ -255,7 +279,9 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {r['preset']} | {r['context']} | {r['mode']} | {r['gates']} | {r['tokens_per_step']} | "
-            f"{r['tokens_per_s'] / 1e3:.1f}k | {r['step_ms']:.1f} | {_f(r.get('attention_share'), '.0%')} | "
+            f"{r['tokens_per_s'] / 1e3:.1f}k | {r['step_ms']:.1f} | "
+            f"{min(r['step_ms_all']):.0f}-{max(r['step_ms_all']):.0f} | "
+            f"{_f(r.get('attention_share'), '.0%')} | "
             f"{_f(r.get('acp_saving'), '.1%')} | {_f(r.get('peak_mem_gib'), '.1f')} | {_f(r.get('mfu'), '.1%')} | "
             f"{_f(r.get('mfu_dense_equiv'), '.1%')} |"
         )
@@ -274,6 +300,14 @@ def configs(args: argparse.Namespace) -> list[Config]:
     ]
 
 
+def pairs(cs: Sequence[Config]) -> list[list[Config]]:
+    """``cs`` grouped by (preset, context, regime), in first-seen order: the modes measured side by side."""
+    groups: dict[tuple[str, int, str], list[Config]] = {}
+    for c in cs:
+        groups.setdefault((c.preset, c.context, c.regime), []).append(c)
+    return list(groups.values())
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="125M and 760M at 4k and 16k, exact and ACP, init gates")
@@ -286,7 +320,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens-per-step", type=int, default=None, help="default: one micro-batch")
     p.add_argument("--micro-batch", type=int, default=None, help="sequences per micro-batch (default: the preset's)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation included)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is kept)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps of each mode per round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over the modes (the median of all steps is kept)")
     p.add_argument("--deadline-s", type=float, default=None, help="start no configuration after this many s")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: a result set under results/)")
     args = p.parse_args(argv)
@@ -296,15 +331,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if "recorded" in args.gates_regimes and args.gates is None:
         args.gates_regimes = [g for g in args.gates_regimes if g != "recorded"]
         print("no --gates file: the recorded regime is skipped")
-    if args.warmup < 1 or args.steps < 1:
-        p.error("--warmup and --steps must be at least 1")
+    if min(args.warmup, args.steps, args.rounds) < 1:
+        p.error("--warmup, --steps and --rounds must be at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     meta = environment(Path(__file__).resolve().parents[3])
-    meta.update(vocab=args.vocab, warmup=args.warmup, steps=args.steps, quick=args.quick)
+    meta.update(vocab=args.vocab, warmup=args.warmup, steps=args.steps, rounds=args.rounds, quick=args.quick)
     out = args.out or result_dir(
         "throughput-quick" if args.quick else "throughput",
         date=meta["date"],
@@ -319,24 +354,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{log}: {len(done)} configurations already measured are skipped")
     gates = load_log_fgate_layers(args.gates) if args.gates is not None else None
     start = time.perf_counter()
-    for c in configs(args):
-        if c.key in done:
+    for group in pairs(configs(args)):
+        todo = [c for c in group if c.key not in done]
+        if not todo:
             continue
         if args.deadline_s is not None and time.perf_counter() - start > args.deadline_s:
-            print(f"deadline: {c.key} and later left for the next run")
+            print(f"deadline: {todo[0].key} and later left for the next run")
             break
         _free()
         try:
-            rec = measure(c, args, gates if c.regime == "recorded" else None)
+            recs = measure(todo, args, gates if todo[0].regime == "recorded" else None)
         except torch.OutOfMemoryError as e:
-            rec = {"key": c.key, **dataclasses.asdict(c), "error": f"out of memory: {str(e).splitlines()[0]}"}
-        done[c.key] = rec
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-        if "error" in rec:
-            print(f"{c.key}: {rec['error']}")
-        else:
-            print(f"{c.key}: {rec['tokens_per_s'] / 1e3:.1f}k tok/s, {rec['step_ms']:.1f} ms/step")
+            error = f"out of memory: {str(e).splitlines()[0]}"
+            recs = [{"key": c.key, **dataclasses.asdict(c), "error": error} for c in todo]
+        for rec in recs:
+            done[rec["key"]] = rec
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+            if "error" in rec:
+                print(f"{rec['key']}: {rec['error']}")
+            else:
+                print(f"{rec['key']}: {rec['tokens_per_s'] / 1e3:.1f}k tok/s, {rec['step_ms']:.1f} ms/step")
     wanted = {c.key for c in configs(args)}
     rows = [r for k, r in done.items() if k in wanted]
     meta["written"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

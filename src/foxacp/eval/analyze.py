@@ -157,9 +157,9 @@ def _plots(record: dict[str, Any], layers: list[LayerInputs], out: Path) -> None
             ax = axes[r][c]
             ax.set_visible(True)
             # Above the diagonal (-inf) becomes NaN, drawn blank.
-            d = layers[layer].decay(head)[::step, ::step].clamp_min(-60).float()
+            d = layers[layer].decay(head)[::step, ::step].clamp_min(-60).float().cpu()
             d = d.masked_fill(torch.ones_like(d, dtype=torch.bool).triu(1), math.nan)
-            im = ax.imshow(d.cpu().numpy(), cmap="viridis", vmin=-60, vmax=0, extent=(0, T, T, 0), interpolation="nearest")
+            im = ax.imshow(d.numpy(), cmap="viridis", vmin=-60, vmax=0, extent=(0, T, T, 0), interpolation="nearest")
             kv_lo = layer_plan(layers[layer], log_eps=record["log_eps"], tile=(tm, tn)).kv_lo[0, head].tolist()
             xs, ys = [], []
             for m, lo in enumerate(kv_lo):
