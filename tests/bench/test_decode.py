@@ -2,7 +2,10 @@
 
 import json
 
-from foxacp.bench.decode import main, step_bytes
+import pytest
+import torch
+
+from foxacp.bench.decode import build_model, gate_table, gates_from_table, main, parse_args, step_bytes
 from foxacp.model import FoxLM, ModelConfig
 from tests.train.conftest import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
@@ -31,3 +34,123 @@ def test_step_bytes_counts_weights_and_kept_cache():
     kept = [1.0, 0.5, 0.25, 0.0]
     assert step_bytes(model, 3, 100, kept, 2) == weights + 3 * 100 * per_token * sum(kept)
     assert step_bytes(model, 3, 100, [0.0] * 4, 2) == weights
+
+
+# Recorded gates of 2 layers x 2 rows, one constant per (layer, row): GATES[l][r].
+GATES = [[-5.0, -2.0], [-0.01, -0.5]]
+
+
+def gates_file(path):
+    """A (2, 2, 8, 2) gates file holding GATES (time and heads are tiled to the benchmark's shape)."""
+    torch.save(torch.tensor(GATES)[:, :, None, None].expand(2, 2, 8, 2).clone(), path)
+    return str(path)
+
+
+def cached_gate_steps(cache, n):
+    """Per layer, the gate of each row between its first n cached positions: (layers, B, n - 1, Hq)."""
+    return torch.stack([layer.c[:, :n].diff(dim=1) for layer in cache.layers])
+
+
+def expected_steps(layers, batch, file_layer=None):
+    """(layers, batch) the gate model layer l, row b must see: GATES[l mod 2 or file_layer][b mod 2]."""
+    return torch.tensor([[GATES[l % 2 if file_layer is None else file_layer][b % 2] for b in range(batch)]
+                         for l in range(layers)])  # fmt: skip
+
+
+def run_prefill_and_step(args, batch=3, context=20):
+    """A tiny model's prefill of ``context`` tokens and one decode step under the file's gate table."""
+    model = build_model("tiny", torch.float32, torch.device("cpu"), "torch")
+    cfg = model.config
+    table = gate_table(args, batch, context, context + 4, cfg.n_heads, torch.device("cpu"))
+    cache = model.new_cache(batch, context + 4)
+    prompts = torch.randint(cfg.vocab_size, (batch, context), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), gates_from_table(model, table, cache):
+        model(prompts, cache=cache)
+        model(prompts[:, -1:], cache=cache)
+    return table, cached_gate_steps(cache, context + 1)
+
+
+def test_model_layer_reads_file_layer_l_mod_n_and_row_b_mod_batch(tmp_path):
+    args = parse_args(["--preset", "tiny", "--gates", gates_file(tmp_path / "g.pt")])
+    assert args.gates_label == "file:g.pt (layer l <- l mod 2)"
+    table, steps = run_prefill_and_step(args, batch=3)
+    assert table.shape == (2, 2, 24, 4)  # the file's layers and batch: no per-sequence copy
+    want = expected_steps(4, 3)[:, :, None, None].expand_as(steps)
+    assert torch.allclose(steps, want, atol=1e-5)  # prefill and the decode step alike
+    assert gate_table(args, 560, 20, 24, 4, torch.device("cpu")).shape == (2, 2, 24, 4)
+    assert gate_table(args, 1, 20, 24, 4, torch.device("cpu")).shape == (2, 1, 24, 4)  # batch cropped
+
+
+def test_gates_layer_gives_every_model_layer_one_file_layer(tmp_path):
+    path = gates_file(tmp_path / "g.pt")
+    args = parse_args(["--preset", "tiny", "--gates", path, "--gates-layer", "1"])
+    assert args.gates_label == "file:g.pt layer 1"
+    assert parse_args(["--gates", path, "--gates-layer", "-2"]).gates_label == "file:g.pt layer 0"
+    with pytest.raises(ValueError, match="out of range"):
+        parse_args(["--gates", path, "--gates-layer", "2"])
+    table, steps = run_prefill_and_step(args, batch=3)
+    assert table.shape == (1, 2, 24, 4)
+    want = expected_steps(4, 3, file_layer=1)[:, :, None, None].expand_as(steps)
+    assert torch.allclose(steps, want, atol=1e-5)
+
+
+def test_synthetic_table_is_one_layer_with_a_row_per_sequence():
+    args = parse_args(["--preset", "tiny"])
+    assert args.gates_label == "synthetic" and args.recorded is None
+    table = gate_table(args, 3, 20, 24, 4, torch.device("cpu"))
+    assert table.shape == (1, 3, 24, 4)
+    assert not torch.equal(table[0, 0], table[0, 1])  # each row its own noise
+
+
+def test_gates_from_table_restores_the_layers_own_gates(tmp_path):
+    model = build_model("tiny", torch.float32, torch.device("cpu"), "torch")
+    args = parse_args(["--gates", gates_file(tmp_path / "g.pt")])
+    table = gate_table(args, 2, 8, 8, model.config.n_heads, torch.device("cpu"))
+    cache = model.new_cache(2, 8)
+    x = torch.randn(2, 3, model.config.d_model)
+    own = [block.attn.log_fgate(x) for block in model.blocks]
+    with pytest.raises(RuntimeError, match="inside"), gates_from_table(model, table, cache):
+        inside = [block.attn.log_fgate(x) for block in model.blocks]
+        raise RuntimeError("inside")
+    assert torch.allclose(inside[3], torch.tensor(GATES[1])[:, None, None].expand(2, 3, 4))
+    for block, gates in zip(model.blocks, own, strict=True):
+        assert "log_fgate" not in vars(block.attn)
+        assert torch.equal(block.attn.log_fgate(x), gates) and not torch.equal(gates, inside[0])
+
+
+def test_file_gates_label_reaches_the_results(tmp_path):
+    out = tmp_path / "res"
+    args = ["--preset", "tiny", "--batch", "3", "--contexts", "40", "--steps", "2", "--bandwidth", "10"]
+    args += ["--attn-backend", "torch", "--gates", gates_file(tmp_path / "g.pt")]
+    assert main([*args, "--out", str(out)]) == 0
+    result = json.loads((out / "decode-e2e.json").read_text())
+    assert result["meta"]["gates"] == "file:g.pt (layer l <- l mod 2)"
+    assert {r["gates"] for r in result["rows"]} == {"file:g.pt (layer l <- l mod 2)"}
+    assert "file:g.pt (layer l <- l mod 2) gates" in (out / "decode-e2e.md").read_text()
+
+
+def test_compiled_block_step_is_one_graph_for_every_layer_under_file_gates(tmp_path):
+    """Each layer reads its own file layer, yet torch.compile traces one block graph for all of them."""
+    import torch._dynamo
+
+    from foxacp.model.lm import block_step
+
+    model = build_model("tiny", torch.float32, torch.device("cpu"), "torch")
+    args = parse_args(["--gates", gates_file(tmp_path / "g.pt")])
+    table = gate_table(args, 3, 16, 20, model.config.n_heads, torch.device("cpu"))
+    cache = model.new_cache(3, 20)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    torch._dynamo.reset()
+    run_block = torch.compile(block_step, backend=backend, fullgraph=True, dynamic=False)
+    with torch.no_grad(), gates_from_table(model, table, cache):
+        model(torch.zeros(3, 16, dtype=torch.long), cache=cache)
+        for _ in range(2):
+            model(torch.zeros(3, 1, dtype=torch.long), cache=cache, run_block=run_block)
+    assert len(graphs) == 1
+    steps = cached_gate_steps(cache, 18)
+    assert torch.allclose(steps, expected_steps(4, 3)[:, :, None, None].expand_as(steps), atol=1e-5)

@@ -6,9 +6,11 @@
 The weights are random (N(0, 0.02), QK-norm gains 1): decoding speed does not depend on their values, and
 the static ACP bound is then U = 1.02 sqrt(D), as for the attention benchmark. The forget gates are not the
 random model's own (logsigmoid of a random projection, about -0.7 per token, would let ACP prune almost
-everything) but one table indexed by position, shared by every layer: the synthetic profile of
-``foxacp.bench.gates`` calibrated to the prompt length (label "synthetic"), or gates recorded from a
-trained model (``--gates FILE``, one layer, tiled to the shape; label "file:NAME").
+everything) but read from a table by position: the synthetic profile of ``foxacp.bench.gates`` calibrated to
+the prompt length, shared by every layer (label "synthetic"), or gates recorded from a trained model
+(``--gates FILE`` of n layers, time and heads tiled): model layer l reads file layer l mod n (label
+"file:NAME (layer l <- l mod n)"), or with ``--gates-layer L`` every layer reads file layer L (label
+"file:NAME layer L"); sequence b reads the file's row b mod (its batch).
 
 For each batch size and prompt length: one prefill per mode (exact, then ACP) in chunks of ``--prefill-chunk``
 tokens per row (timed), then ``--steps`` greedy one-token steps timed eagerly, replayed as one CUDA graph,
@@ -46,7 +48,7 @@ from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.cache import KVCache
 from foxacp.ops import set_value_checks
 
-from .gates import fit_log_fgate, load_log_fgate, synthetic_log_fgate
+from .gates import fit_log_fgate, load_log_fgate_layers, synthetic_log_fgate
 from .report import environment
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -68,16 +70,32 @@ def set_acp(model: FoxLM, acp: bool, *, record_stats: bool = False) -> None:
         block.attn.cfg = cfg
 
 
+def layer_gates(gates: Tensor, rows: Tensor, pos: Tensor) -> Tensor:
+    """Log forget gates (B, n, H) at positions pos (B, n) int64 from one layer's table gates (Bt, L, H) =
+    table[l mod n_src], sequence b reading its row rows[b] (``table_rows``)."""
+    # An index read of the needed positions only: a (B, L, H) copy per call would not fit at large batches.
+    return gates[rows[:, None], pos]
+
+
+def table_rows(table: Tensor, batch: int) -> Tensor:
+    """(batch,) int64 on the table's device: the table row b mod Bt that sequence b reads."""
+    return torch.arange(batch, device=table.device) % table.shape[1]
+
+
 @contextlib.contextmanager
 def gates_from_table(model: FoxLM, table: Tensor, cache: KVCache) -> Iterator[None]:
-    """Within it, every layer takes its log forget gates from table (B, Tmax, Hq) at each new token's position
-    in ``cache``; on exit the layers compute their own again (and hold neither the table nor the cache)."""
+    """Within it, layer l takes its log forget gates from table (n_src, Bt, Tmax, Hq) at each new token's
+    position in ``cache`` (table[l mod n_src], row b mod Bt: ``layer_gates``); on exit the layers compute
+    their own again (and hold neither the table nor the cache)."""
+    if table.dim() != 4:
+        raise ValueError(f"expected a table (n_src, Bt, Tmax, Hq), got {tuple(table.shape)}")
+    rows = table_rows(table, cache.batch_size)
+    for i, block in enumerate(model.blocks):
+        # The layer's view is an argument, not an index: torch.compile traces one graph for every layer.
+        def log_fgate(x: Tensor, gates: Tensor = table[i % table.shape[0]]) -> Tensor:
+            pos = cache.lengths[:, None].long() + torch.arange(x.shape[1], device=x.device)
+            return layer_gates(gates, rows, pos)
 
-    def log_fgate(x: Tensor) -> Tensor:
-        pos = cache.lengths[:, None].long() + torch.arange(x.shape[1], device=x.device)
-        return table.gather(1, pos[:, :, None].expand(-1, -1, table.shape[2]))
-
-    for block in model.blocks:
         block.attn.log_fgate = log_fgate
     try:
         yield
@@ -86,13 +104,35 @@ def gates_from_table(model: FoxLM, table: Tensor, cache: KVCache) -> Iterator[No
             del block.attn.log_fgate
 
 
-def gate_table(args: argparse.Namespace, batch: int, context: int, length: int, heads: int, device) -> Tensor:
-    """(batch, length, heads) float32 log forget gates on device: synthetic (calibrated to context) or the file's."""
+def resolve_gates(args: argparse.Namespace) -> None:
+    """Set ``args.recorded`` (the file's gates (n, B0, T0, H) float32 on the CPU, n = 1 with --gates-layer; None
+    for the synthetic profile) and ``args.gates_label``, which names the layer mapping. Raises ValueError on a
+    bad file or layer."""
     if args.gates is None:
+        args.recorded, args.gates_label = None, "synthetic"
+        return
+    gates, name, layer = load_log_fgate_layers(args.gates), Path(args.gates).name, args.gates_layer
+    n = gates.shape[0]
+    if layer is None:
+        args.recorded, args.gates_label = gates, f"file:{name} (layer l <- l mod {n})"
+    elif -n <= layer < n:
+        args.recorded, args.gates_label = gates[layer][None], f"file:{name} layer {layer % n}"
+    else:
+        raise ValueError(f"{args.gates}: layer {layer} out of range for {n} layers")
+
+
+def gate_table(args: argparse.Namespace, batch: int, context: int, length: int, heads: int, device) -> Tensor:
+    """(n_src, Bt, length, heads) float32 log forget gates on device, read through ``layer_gates``.
+
+    Synthetic (calibrated to context): n_src = 1, Bt = batch (each row its own noise). Recorded
+    (``args.recorded`` from ``resolve_gates``): its layers, its batch cropped to ``batch``, time and heads tiled.
+    """
+    if args.recorded is None:
         # The profile scales its windows with the sequence length it is given: calibrate it to the prompt.
         gates = synthetic_log_fgate(batch, context, heads)
-        return fit_log_fgate(gates, batch, length, heads).to(device)
-    return fit_log_fgate(load_log_fgate(args.gates, args.gates_layer), batch, length, heads).to(device)
+        return fit_log_fgate(gates, batch, length, heads)[None].to(device)
+    rows = min(batch, args.recorded.shape[1])
+    return torch.stack([fit_log_fgate(g, rows, length, heads) for g in args.recorded]).to(device)
 
 
 def sync(device: torch.device) -> None:
@@ -277,7 +317,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="timed decode steps (default 128; --quick 32)")
     p.add_argument("--prefill-chunk", type=int, default=None, help="tokens per row per prefill call (default all)")
     p.add_argument("--gates", default=None, help="recorded log forget gates (.pt/.safetensors); default synthetic")
-    p.add_argument("--gates-layer", type=int, default=None, help="layer of a 4-d gates file (default 0)")
+    p.add_argument(
+        "--gates-layer", type=int, default=None, help="one file layer for every model layer (default: l mod layers)"
+    )
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="default cuda when available")
     p.add_argument("--attn-backend", choices=("triton", "torch"), default=None, help="default: auto")
@@ -289,7 +331,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.contexts = args.contexts or ([4096, 16384] if args.quick else [4096, 16384, 65536])
     args.steps = args.steps or (32 if args.quick else 128)
-    args.gates_label = "synthetic" if args.gates is None else f"file:{Path(args.gates).name}"
+    resolve_gates(args)
     return args
 
 

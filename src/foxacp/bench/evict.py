@@ -2,11 +2,13 @@
 
     python -m foxacp.bench.evict --out DIR     # 760M bf16, contexts 16k and 64k, 100 GB (~2-4 min on an H200)
 
-Random weights (QK-norm gains 1: U = 1.02 sqrt(D)) and the synthetic gate profile of ``foxacp.bench.gates``
-calibrated to each context (label "synthetic"; ``--gates FILE`` takes recorded ones), one table shared by
-every layer, as in ``foxacp.bench.decode``. The prompt is not run through the model: each layer's cache is
-filled directly (random K and V, the table's gates) in chunks of ``--chunk`` tokens, with eviction between
-chunks as a chunked prefill does; speed and memory do not depend on the K and V values.
+Random weights (QK-norm gains 1: U = 1.02 sqrt(D)) and the gate table of ``foxacp.bench.decode``: the
+synthetic profile of ``foxacp.bench.gates`` calibrated to each context, shared by every layer (label
+"synthetic"), or ``--gates FILE`` of n layers read by model layer l at file layer l mod n (or at
+``--gates-layer L`` for every layer), sequence b at file row b mod (its batch). The prompt is not run through the
+model: each layer's cache is filled directly (random K and V, that layer's gates) in chunks of ``--chunk``
+tokens, with eviction between chunks as a chunked prefill does; speed and memory do not depend on the K and V
+values.
 
 1. Check: the paged Triton kernel against its float64 PyTorch twin on the filled 16k cache (max abs error).
 2. Memory, per context (2 sequences): blocks held once the prompt is in (the decode-time state) and at the
@@ -43,14 +45,26 @@ from foxacp.model.paged import PagedKVCache
 from foxacp.ops import set_value_checks
 from foxacp.ops.paged import forgetting_attention_with_paged_kvcache
 
-from .decode import DTYPES, REPO, build_model, gate_table, gates_from_table, sync, time_decode
+from .decode import (
+    DTYPES,
+    REPO,
+    build_model,
+    gate_table,
+    gates_from_table,
+    layer_gates,
+    resolve_gates,
+    sync,
+    table_rows,
+    time_decode,
+)
 from .report import environment
 
 TARGETS = {"held_16k": 0.35, "held_64k": 0.15, "batch_ratio": 3.0, "speed_ratio": 2.0}
 
 
 def fill(model: FoxLM, cache: KVCache, table: Tensor, context: int, chunk: int) -> int:
-    """Write ``context`` tokens into every layer (random K and V, the table's gates), ``chunk`` at a time.
+    """Write ``context`` tokens into every layer, ``chunk`` at a time: random K and V, and the gates of table
+    (n_src, Bt, max_len, Hq) that layer l, row b reads (table[l mod n_src], row b mod Bt: ``layer_gates``).
 
     A paged cache evicts before each chunk (``prepare``) and once more at the end (the decode-time state).
     Returns the peak of blocks held by one sequence (summed over layers; 0 for a full cache).
@@ -59,6 +73,7 @@ def fill(model: FoxLM, cache: KVCache, table: Tensor, context: int, chunk: int) 
     gen = torch.Generator(device=table.device).manual_seed(0)
     shape = (2, B, chunk, cfg.kv_heads, cfg.head_dim)
     kv = torch.randn(shape, generator=gen, device=table.device).to(cache.layers[0].k.dtype)
+    rows = table_rows(table, B)
     peak = 0
     for start in range(0, context, chunk):
         n = min(chunk, context - start)
@@ -66,8 +81,9 @@ def fill(model: FoxLM, cache: KVCache, table: Tensor, context: int, chunk: int) 
             cache.prepare(n)
             peak = max(peak, int(sum(layer.held().sum(1) for layer in cache.layers).max()))
         pos = start + torch.arange(n, device=table.device).expand(B, n)
-        for layer in cache.layers:
-            layer.write(pos, kv[0, :, :n], kv[1, :, :n], table[:, start : start + n], rebase_at=REBASE_AT)
+        for i, layer in enumerate(cache.layers):
+            gates = layer_gates(table[i % table.shape[0]], rows, pos)
+            layer.write(pos, kv[0, :, :n], kv[1, :, :n], gates, rebase_at=REBASE_AT)
         cache.lengths.add_(n)
     if isinstance(cache, PagedKVCache):
         cache.prepare(CHECK_EVERY)
@@ -230,14 +246,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=32, help="timed decode steps")
     p.add_argument("--chunk", type=int, default=1024, help="tokens per fill chunk (eviction between chunks)")
     p.add_argument("--gates", default=None, help="recorded log forget gates (.pt/.safetensors); default synthetic")
-    p.add_argument("--gates-layer", type=int, default=None, help="layer of a 4-d gates file (default 0)")
+    p.add_argument(
+        "--gates-layer", type=int, default=None, help="one file layer for every model layer (default: l mod layers)"
+    )
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="default cuda when available")
     p.add_argument("--attn-backend", choices=("triton", "torch"), default=None, help="default: auto")
     p.add_argument("--out", type=Path, required=True, help="results folder")
     args = p.parse_args(argv)
     args.contexts = sorted(int(x) for x in args.contexts.split(","))
-    args.gates_label = "synthetic" if args.gates is None else f"file:{Path(args.gates).name}"
+    resolve_gates(args)
     return args
 
 

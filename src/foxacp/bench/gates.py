@@ -20,10 +20,12 @@ max_window_factor is the calibration knob: with it, ACP (eps = e^-10) prunes thi
 
 (more pruning at longer context, as in the ACP paper; tests/bench/test_gates.py checks the 4k-16k range.)
 
-Recorded gates (`load_log_fgate` + `fit_log_fgate`): a tensor of log forget gates shaped (layers, B, T, H)
-or (B, T, H), e.g. from `FoxLM.forget_gates`, stored as .pt (a tensor, or a dict holding one) or
-.safetensors; one layer is taken, then batch, time and heads are tiled (repeated) or cropped to the
-benchmark shape.
+Recorded gates (`load_log_fgate_layers` / `load_log_fgate` + `fit_log_fgate`): a tensor of log forget gates
+shaped (layers, B, T, H) or (B, T, H), e.g. from `FoxLM.forget_gates`, stored as .pt (a tensor, or a dict
+holding one) or .safetensors; the attention benchmarks take one layer, the model benchmarks (throughput,
+decode, evict) give model layer l the file's layer l mod layers (decode and evict: one chosen layer with
+--gates-layer), and batch, time and heads are tiled (repeated) or cropped to the benchmark shape (decode and
+evict keep the file's batch, cropped, and let sequence b read row b mod B).
 """
 
 from __future__ import annotations
