@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +22,21 @@ import foxacp
 
 # Pass thresholds by norm, relative to float64 (bf16 operands land between 1e-3 and 1e-2).
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+
+def counting_block_step() -> tuple[Callable, list]:
+    """(run_block, graphs): ``model.lm.block_step`` compiled afresh (full graph, static shapes) with a backend
+    that runs each traced graph eagerly and appends it to ``graphs``, to count what torch.compile traces."""
+    from foxacp.model.lm import block_step
+
+    graphs: list = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    torch._dynamo.reset()
+    return torch.compile(block_step, backend=backend, fullgraph=True, dynamic=False), graphs
 
 
 def make_inputs(

@@ -7,6 +7,7 @@ import torch
 
 from foxacp.bench.decode import build_model, gate_table, gates_from_table, main, parse_args, step_bytes
 from foxacp.model import FoxLM, ModelConfig
+from foxacp.testing import counting_block_step
 from tests.train.conftest import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 
@@ -131,22 +132,11 @@ def test_file_gates_label_reaches_the_results(tmp_path):
 
 def test_compiled_block_step_is_one_graph_for_every_layer_under_file_gates(tmp_path):
     """Each layer reads its own file layer, yet torch.compile traces one block graph for all of them."""
-    import torch._dynamo
-
-    from foxacp.model.lm import block_step
-
     model = build_model("tiny", torch.float32, torch.device("cpu"), "torch")
     args = parse_args(["--gates", gates_file(tmp_path / "g.pt")])
     table = gate_table(args, 3, 16, 20, model.config.n_heads, torch.device("cpu"))
     cache = model.new_cache(3, 20)
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm
-
-    torch._dynamo.reset()
-    run_block = torch.compile(block_step, backend=backend, fullgraph=True, dynamic=False)
+    run_block, graphs = counting_block_step()
     with torch.no_grad(), gates_from_table(model, table, cache):
         model(torch.zeros(3, 16, dtype=torch.long), cache=cache)
         for _ in range(2):

@@ -4,11 +4,10 @@ the interpreter; the test backend runs the traced graph as it is (no C compiler 
 
 import pytest
 import torch
-import torch._dynamo
 
 from foxacp.model import FoxLM, ModelConfig
-from foxacp.model.lm import block_step
 from foxacp.ops import set_value_checks
+from foxacp.testing import counting_block_step
 
 
 @pytest.mark.parametrize("evict", [False, True])
@@ -19,14 +18,7 @@ def test_compiled_blocks_are_one_graph_and_match_eager(evict):
     model = FoxLM(cfg).eval()
     eager_cache, compiled_cache = model.new_cache(2, 80, evict=evict), model.new_cache(2, 80, evict=evict)
     prompts = torch.randint(64, (2, 37))
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm
-
-    torch._dynamo.reset()
-    run_block = torch.compile(block_step, backend=backend, fullgraph=True, dynamic=False)
+    run_block, graphs = counting_block_step()
     previous = set_value_checks(False)
     try:
         with torch.no_grad():

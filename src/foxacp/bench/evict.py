@@ -102,11 +102,15 @@ def kernel_check(cache: PagedKVCache, heads: int) -> float:
     return float((out.double() - ref).abs().max())
 
 
-def memory_row(model: FoxLM, args: argparse.Namespace, context: int) -> tuple[dict, PagedKVCache]:
-    """Blocks held at decode time and at the fill's peak, for 2 sequences of ``context`` tokens."""
+def memory_row(
+    model: FoxLM, args: argparse.Namespace, context: int, pool_fraction: float = 1.0
+) -> tuple[dict, PagedKVCache]:
+    """Blocks held at decode time and at the fill's peak, for 2 sequences of ``context`` tokens, in a pool of
+    ``pool_fraction`` of the full cache per layer (a smaller one fits a large context in host memory; it raises
+    ``CachePoolExhausted`` rather than measure wrongly when the peak does not fit)."""
     device, cfg = model.embed.weight.device, model.config
     B = 2
-    cache = model.new_cache(B, context + args.steps + 2 * CHECK_EVERY, evict=True, pool_fraction=1.0)
+    cache = model.new_cache(B, context + args.steps + 2 * CHECK_EVERY, evict=True, pool_fraction=pool_fraction)
     table = gate_table(args, B, context, cache.max_len, cfg.n_heads, device)
     sync(device)
     began = time.perf_counter()
