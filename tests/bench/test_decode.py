@@ -144,3 +144,19 @@ def test_compiled_block_step_is_one_graph_for_every_layer_under_file_gates(tmp_p
     assert len(graphs) == 1
     steps = cached_gate_steps(cache, 18)
     assert torch.allclose(steps, expected_steps(4, 3)[:, :, None, None].expand_as(steps), atol=1e-5)
+
+
+def test_compile_mode_reaches_torch_compile_and_the_record(monkeypatch):
+    from foxacp.infer import graph
+
+    seen = []
+    monkeypatch.setattr(graph.torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    graph.compiled_block_step.cache_clear()
+    try:
+        assert graph.compiled_block_step("max-autotune-no-cudagraphs") is graph.block_step
+        assert graph.compiled_block_step("max-autotune-no-cudagraphs") is graph.block_step  # cached per mode
+        graph.compiled_block_step()
+    finally:
+        graph.compiled_block_step.cache_clear()
+    assert seen == [dict(dynamic=False, mode="max-autotune-no-cudagraphs"), dict(dynamic=False, mode=None)]
+    assert parse_args(["--compile", "--compile-mode", "max-autotune"]).compile_mode == "max-autotune"

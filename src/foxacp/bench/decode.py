@@ -250,7 +250,7 @@ def _timed_rows(
         if device.type == "cuda" and not args.no_graphs:
             variants.append(("graph", step, True))
         if args.compile:
-            compiled = functools.partial(step, run_block=compiled_block_step())
+            compiled = functools.partial(step, run_block=compiled_block_step(args.compile_mode))
             variants.append(("compiled" + ("+graph" if device.type == "cuda" else ""), compiled, device.type == "cuda"))
         for name, fn, graph in variants:
             # The compiled rows decode as generate(compile=True) does: projections fused into one GEMM per block.
@@ -326,6 +326,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bandwidth", type=float, default=None, help="GB/s for the roofline (default: measured copy)")
     p.add_argument("--no-graphs", action="store_true", help="no CUDA-graph rows")
     p.add_argument("--compile", action="store_true", help="add rows of the torch.compile'd step (in a graph)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode of those rows (max-autotune-no-cudagraphs)")
     p.add_argument("--quick", action="store_true", help="prompts of 4k and 16k, 32 timed steps")
     p.add_argument("--out", type=Path, default=None, help="results folder")
     args = p.parse_args(argv)
@@ -356,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gates": args.gates_label,
         "bandwidth_gb_s": bandwidth / 1e9,
         "weights": "random",
+        "compile_mode": args.compile_mode,
     }
     out = args.out or _default_out(meta)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = (
         f"{meta['preset']} {meta['dtype']}, random weights, {meta['gates']} gates, {meta['device']}, "
         f"commit {meta['commit']}; roofline at {meta['bandwidth_gb_s']:.0f} GB/s"
+        + (f"; compiled rows in mode {args.compile_mode}" if args.compile and args.compile_mode else "")
     )
     (out / "decode-e2e.md").write_text(f"# Decoding end to end\n\n{note}\n\n{table(rows)}\n")
     print(f"\nresults in {out}\n{note}\n\n{table(rows)}")

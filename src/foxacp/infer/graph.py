@@ -61,8 +61,9 @@ class CUDAGraphStep:
 
 
 @functools.cache
-def compiled_block_step() -> RunBlock:
+def compiled_block_step(mode: str | None = None) -> RunBlock:
     """``block_step`` through torch.compile: one graph per shape, traced from one block and replayed for every
     layer (the layers differ only in their weights, which are the graph's inputs), so compiling costs one
-    block's time whatever the depth. Shared by every caller, so its compiled graphs are reused."""
-    return torch.compile(block_step, dynamic=False)
+    block's time whatever the depth. Shared by every caller of a ``mode`` (torch.compile's: None, or e.g.
+    "max-autotune-no-cudagraphs" to autotune the small GEMMs), so its compiled graphs are reused."""
+    return torch.compile(block_step, dynamic=False, mode=mode)
