@@ -75,18 +75,20 @@ def test_gains_pair_acp_with_exact_and_the_paper():
 
 def test_modes_share_a_model_and_alternate_round_by_round(tmp_path, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    seen = []
-    real = throughput.set_acp
+    seen, configs = [], set()
+    real = throughput.use_config
 
-    def spy(model, acp, **kw):
-        seen.append("acp" if acp else "exact")
-        real(model, acp, **kw)
+    def spy(model, cfg):
+        seen.append("acp" if cfg.acp else "exact")
+        configs.add(id(cfg))
+        real(model, cfg)
 
-    monkeypatch.setattr(throughput, "set_acp", spy)
+    monkeypatch.setattr(throughput, "use_config", spy)
     args = [*ARGS, "--rounds", "2", "--steps", "2", "--gates-regimes", "init", "--out", str(tmp_path)]
     assert throughput.main(args) == 0
     # warm-up of each mode, then two rounds of both in turn (the profiled step runs on CUDA only)
     assert seen == ["exact", "acp"] * 3
+    assert len(configs) == 2  # the same two config objects every round (no recompiles on a new object)
     recs = [json.loads(x) for x in (tmp_path / "throughput.jsonl").read_text().splitlines()]
     assert [r["mode"] for r in recs] == ["exact", "acp"]
     for r in recs:

@@ -64,7 +64,11 @@ def build_model(preset: str, dtype: torch.dtype, device: torch.device, backend: 
 
 def set_acp(model: FoxLM, acp: bool, *, record_stats: bool = False) -> None:
     """Switch ACP (and the stats record) on every layer of model in place."""
-    cfg = dataclasses.replace(model.config, acp=acp, record_acp_stats=record_stats)
+    use_config(model, dataclasses.replace(model.config, acp=acp, record_acp_stats=record_stats))
+
+
+def use_config(model: FoxLM, cfg: ModelConfig) -> None:
+    """Make ``cfg`` the config of model and of every layer's attention (for its runtime fields: acp, stats, backend)."""
     model.config = cfg
     for block in model.blocks:
         block.attn.cfg = cfg

@@ -48,7 +48,7 @@ from foxacp.train.distributed import Dist, compile_wanted, parallelize
 from foxacp.train.metrics import AcpMeter, acp_summary, peak_flops
 from foxacp.train.optim import build_optimizer
 
-from .decode import set_acp
+from .decode import use_config
 from .gates import fit_log_fgate, load_log_fgate_layers
 from .report import environment
 from .results import RESULTS_ROOT, device_tag, result_dir
@@ -162,8 +162,11 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    # One config object per mode, made once: compiled blocks then see the same two objects round after round.
+    cfgs = {c.mode: dataclasses.replace(model.config, acp=c.mode == "acp", record_acp_stats=True) for c in cs}
+
     def use(c: Config) -> None:
-        set_acp(model, c.mode == "acp", record_stats=True)
+        use_config(model, cfgs[c.mode])
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     warmup_s = {}
