@@ -95,3 +95,20 @@ def test_run_shape_checks_times_and_skips(monkeypatch):
     assert exact.ref_rel_err < 1e-2 and acp.ref_rel_err < 1e-2 and acp.saving > 0
     assert exact.hbm_share == exact.floor_ms / 0.5 and acp.kv_bytes < exact.kv_bytes
     assert cudnn.status == "skipped" and "RuntimeError" in cudnn.note  # no cuDNN attention on the CPU
+
+
+def test_uniform_profile_gives_every_head_the_target_saving():
+    T, Hq, Hkv, D, target = 2048, 4, 2, 32, 0.6
+    lens = torch.tensor([T], dtype=torch.int32)
+    spread = bench.fit_profile(T, Hq, Hkv, D, target, "cpu")
+    uniform = bench.fit_profile(T, Hq, Hkv, D, target, "cpu", uniform=True)
+    assert uniform.min_window == uniform.max_window_factor * T
+    saving = {}
+    for name, profile in (("spread", spread), ("uniform", uniform)):
+        c = bench._rebased_c(bench.synthetic_log_fgate(1, T, Hq, profile), lens)
+        per_head = [bench._saving(c[:, :, h : h + 1], lens, math.sqrt(D), D, 1) for h in range(Hq)]
+        saving[name] = (bench._saving(c, lens, math.sqrt(D), D, Hkv), per_head)
+    for total, _ in saving.values():
+        assert abs(total - target) < 0.05
+    assert max(saving["uniform"][1]) - min(saving["uniform"][1]) < 0.05  # every head alike
+    assert max(saving["spread"][1]) - min(saving["spread"][1]) > 0.5  # from nearly all pruned to none

@@ -10,8 +10,10 @@ static ACP bound U = sqrt(D) is passed as qk_bound, as a model with QK-norm does
 
 Gates: the synthetic profile of `foxacp.bench.gates` (per-head forgetting rates, log-uniform windows), its
 ``max_window_factor`` fitted per (shape, context) so that ACP prunes ``--target-saving`` (70%) of the
-(query, key block) pairs, labelled "synthetic"; or gates recorded from a model (``--gates FILE``, labelled
-"recorded"). c is rebased to each sequence's last key, as the model's cache keeps it.
+(query, key block) pairs, labelled "synthetic spread"; with ``--profile uniform`` every head has the same
+window (the same saving, evenly over the heads: splits of equal work, a check on the kernel's balance); or
+gates recorded from a model (``--gates FILE``, labelled "recorded"). c is rebased to each sequence's last key,
+as the model's cache keeps it.
 
 Rows: foxacp-exact and foxacp-acp (``forgetting_attention_with_kvcache``), sdpa-cudnn and sdpa-flash
 (``F.scaled_dot_product_attention`` on contiguous (B, H, T, D) copies of K and V, one query, GQA through
@@ -131,22 +133,30 @@ def _saving(c: Tensor, lens: Tensor, qk_bound: float, head_dim: int, heads_kv: i
     return cache_stats(c, lens, cache_threshold(u, lens, problem, LOG_EPS), 1).flop_saving
 
 
-def fit_profile(context: int, heads_q: int, heads_kv: int, head_dim: int, target: float, device) -> GateProfile:
+def fit_profile(
+    context: int, heads_q: int, heads_kv: int, head_dim: int, target: float, device, *, uniform: bool = False
+) -> GateProfile:
     """The synthetic profile whose max_window_factor makes ACP prune ``target`` of one sequence's blocks.
 
     Fewer pruned blocks as the factor grows (slower forgetting): a bisection on its log, on fixed noise.
+    ``uniform``: every head gets the same window (min_window = the max window), the same saving spread evenly
+    over the heads instead of from 16-token windows to unpruned heads.
     """
     lens = torch.tensor([context], dtype=torch.int32, device=device)
+
+    def profile(log_factor: float) -> GateProfile:
+        factor = math.exp(log_factor)
+        return GateProfile(max_window_factor=factor, min_window=factor * context if uniform else 16.0)
+
     lo, hi = math.log(1e-3), math.log(1e3)
     for _ in range(24):
         mid = (lo + hi) / 2
-        profile = GateProfile(max_window_factor=math.exp(mid))
-        c = _rebased_c(synthetic_log_fgate(1, context, heads_q, profile, device=device), lens)
+        c = _rebased_c(synthetic_log_fgate(1, context, heads_q, profile(mid), device=device), lens)
         if _saving(c, lens, math.sqrt(head_dim), head_dim, heads_kv) > target:
             lo = mid
         else:
             hi = mid
-    return GateProfile(max_window_factor=math.exp((lo + hi) / 2))
+    return profile((lo + hi) / 2)
 
 
 def make_cache(
@@ -382,6 +392,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gates", default=None, help="recorded log forget gates (see foxacp.bench.gates)")
     p.add_argument("--layer", type=int, default=None, help="layer of a 4-d gates file")
     p.add_argument("--target-saving", type=float, default=0.7, help="share the synthetic profile is fitted to")
+    p.add_argument(
+        "--profile", choices=("spread", "uniform"), default="spread",
+        help="synthetic windows log-uniform over the heads (spread) or one window for every head (uniform)",
+    )  # fmt: skip
     p.add_argument("--splits", type=_ints, default=None, help="time foxacp at these splits (a sweep)")
     p.add_argument("--stages", type=_ints, default=None, help="time foxacp at these pipeline depths (a sweep)")
     p.add_argument("--warmup", type=int, default=1000, help="do_bench warm-up per timing, ms")
@@ -416,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "copy_bandwidth_GBps": round(bandwidth / 1e9, 1),
         "log_eps": LOG_EPS,
         "qk_bound": "sqrt(head_dim) (unit-RMS q and k rows)",
-        "gates": args.gates or f"synthetic, fitted to {args.target_saving:.0%} saving per (shape, context)",
+        "gates": args.gates
+        or f"synthetic {args.profile}, fitted to {args.target_saving:.0%} saving per (shape, context)",
         "warmup_ms": args.warmup,
         "rep_ms": args.rep,
         "kernel variants": [v[0] or "default" for v in args.variants],
@@ -430,9 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for heads_q, heads_kv, head_dim in args.configs:
             for context in args.contexts:
                 if recorded is None:
-                    profile = fit_profile(context, heads_q, heads_kv, head_dim, args.target_saving, device)
+                    profile = fit_profile(context, heads_q, heads_kv, head_dim, args.target_saving, device,
+                                          uniform=args.profile == "uniform")  # fmt: skip
                     gates = synthetic_log_fgate(2, context, heads_q, profile, device=device)
-                    label = f"synthetic (max_window_factor {profile.max_window_factor:.3g})"
+                    label = f"synthetic {args.profile} (max_window_factor {profile.max_window_factor:.3g})"
                 else:
                     gates, label = recorded, f"recorded ({args.gates})"
                 for batch in args.batches:
