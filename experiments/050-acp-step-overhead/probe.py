@@ -3,20 +3,18 @@
     PYTHONPATH=src python experiments/050-acp-step-overhead/probe.py --preset 360M --context 4096 [--out DIR]
 
 Runs the throughput benchmark's measurement (exact and ACP on one model, interleaved) with dynamo's counters
-reset, then profiles one step of each mode and prints, per mode: graph breaks, recompiles and graphs compiled,
-the step's device time split into attention kernels and the rest, and the 15 largest non-attention kernels.
+reset, keeping every kernel of the step it profiles per mode, and prints: graph breaks, recompiles and graphs
+compiled, and per mode the step's device time split into attention kernels and the rest, with the largest
+non-attention kernels.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
-import torch
 from torch._dynamo.utils import counters
-from torch.profiler import ProfilerActivity, profile
 
 from foxacp.bench import throughput
 from foxacp.bench.throughput import ATTENTION_KERNELS, Config
@@ -29,37 +27,31 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("."))
     a = p.parse_args()
     args = throughput.parse_args(["--presets", a.preset, "--contexts", str(a.context), "--rounds", "2"])
-    counters.clear()
     cs = [Config(a.preset, a.context, m, "init") for m in ("exact", "acp")]
-    recs = throughput.measure(cs, args, None)
+    # measure() profiles one step of each mode, in the order of cs, through _attention_ms: the spy keeps every
+    # kernel of that step and returns the attention kernels' time as the original does.
+    kernels, modes = {}, iter(c.mode for c in cs)
+
+    def spy(step) -> float:
+        per = throughput.kernel_ms(step)
+        attn = sum(v for k, v in per.items() if k in ATTENTION_KERNELS)
+        rest = sorted(((v, k[:100]) for k, v in per.items() if k not in ATTENTION_KERNELS), reverse=True)
+        kernels[next(modes)] = {"attention_ms": attn, "other_ms": sum(v for v, _ in rest), "top": rest[:15]}
+        return attn
+
+    counters.clear()
+    original, throughput._attention_ms = throughput._attention_ms, spy
+    try:
+        recs = throughput.measure(cs, args, None)
+    finally:
+        throughput._attention_ms = original
     report = {
         "rows": [{k: r.get(k) for k in ("key", "step_ms", "step_ms_all", "attention_ms")} for r in recs],
         "graph_breaks": {str(k)[:160]: v for k, v in counters["graph_break"].items()},
         "recompiles": {str(k)[:160]: v for k, v in counters["recompiles"].items()},
         "stats": dict(counters["stats"]),
+        "kernels": kernels,
     }
-    # One more step per mode under the profiler, through the benchmark's own step (a small wrapper of measure).
-    kernels = {}
-    for c in cs:
-        per: dict[str, float] = defaultdict(float)
-        orig = throughput._attention_ms
-
-        def spy(step, per=per):
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                step()
-                torch.cuda.synchronize()
-            for e in prof.key_averages():
-                per[e.key[:100]] += getattr(e, "device_time_total", 0.0) / 1e3
-            return orig(step)
-
-        throughput._attention_ms = spy
-        args1 = throughput.parse_args(["--presets", a.preset, "--contexts", str(a.context), "--rounds", "1"])
-        throughput.measure([c], args1, None)
-        throughput._attention_ms = orig
-        attn = sum(v for k, v in per.items() if k in ATTENTION_KERNELS)
-        rest = sorted(((v, k) for k, v in per.items() if k not in ATTENTION_KERNELS), reverse=True)
-        kernels[c.mode] = {"attention_ms": attn, "other_ms": sum(v for v, _ in rest), "top": rest[:15]}
-    report["kernels"] = kernels
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"probe-{a.preset}-{a.context}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("rows", "stats")}, indent=1))

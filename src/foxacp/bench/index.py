@@ -72,7 +72,7 @@ def _summary(payload: object) -> tuple[str | None, str]:
         )
         return meta.get("date"), text
     if rows and "tokens_per_s" in rows[0] and "regime" in rows[0]:  # training throughput
-        presets = sorted({r["preset"] for r in rows}, key=lambda p: float(p.rstrip("M")))
+        presets = list(dict.fromkeys(r["preset"] for r in rows))  # in the table's order
         contexts = sorted({r["context"] for r in rows})
         regimes = sorted({r["regime"] for r in rows})
         text = f"{meta.get('device', '?')}, {', '.join(presets)}; T {contexts[0]}-{contexts[-1]}; gates "

@@ -102,18 +102,22 @@ def use_recorded_gates(model: FoxLM, gates: Tensor, batch: int, context: int) ->
         attn.log_fgate = recorded
 
 
-def _attention_ms(step: Callable[[], None]) -> float:
-    """Device milliseconds of the attention kernels in one profiled ``step``."""
+def kernel_ms(step: Callable[[], None]) -> dict[str, float]:
+    """Device milliseconds per kernel name in one profiled ``step`` (CUDA)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
-    total_us = 0.0
-    for e in prof.key_averages():
-        if e.key in ATTENTION_KERNELS:
-            total_us += getattr(e, "device_time_total", 0.0) or getattr(e, "cuda_time_total", 0.0)
-    return total_us / 1e3
+    return {
+        e.key: (getattr(e, "device_time_total", 0.0) or getattr(e, "cuda_time_total", 0.0)) / 1e3
+        for e in prof.key_averages()
+    }
+
+
+def _attention_ms(step: Callable[[], None]) -> float:
+    """Device milliseconds of the attention kernels in one profiled ``step``."""
+    return sum(ms for name, ms in kernel_ms(step).items() if name in ATTENTION_KERNELS)
 
 
 def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None) -> list[dict[str, Any]]:
