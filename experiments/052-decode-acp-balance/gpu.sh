@@ -1,9 +1,11 @@
-# One device call (~5 min): decode attention with the spread and the uniform synthetic profile, B 1 and 8, 16k
-# and 64k, both head shapes (foxacp exact and ACP, cuDNN for scale); results copied under $OUT/b.
+# One device call (~7 min): decode attention with the spread and the uniform synthetic profile, B 1 and 8, 16k
+# and 64k, both head shapes; foxacp exact and ACP with the even and the balanced split schedule, cuDNN for scale.
+# Results copied under $OUT/b.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 for profile in spread uniform; do
-  timeout 140 python3 -m foxacp.bench.decode_attention --batches 1,8 --contexts 16k,64k --profile $profile \
-    --rows foxacp-exact,foxacp-acp,sdpa-cudnn --warmup 200 --rep 100 --out $OUT/b/$profile 2>&1 | grep -v -i warn | tail -20
+  timeout 240 python3 -m foxacp.bench.decode_attention --batches 1,8 --contexts 16k,64k --profile $profile \
+    --schedules even,balanced --rows foxacp-exact,foxacp-acp,sdpa-cudnn --warmup 200 --rep 100 \
+    --out $OUT/b/$profile 2>&1 | grep -v -i warn | tail -24
 done
 cd $OUT && tar czf b.tar.gz b && rm -rf b

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
+import pytest
 import torch
 
 from foxacp.bench import decode_attention as bench
@@ -78,9 +80,16 @@ def test_results_files_and_derived_ratios(tmp_path):
 def test_quick_arguments():
     args = bench.parse_args(["--quick", "--configs", "32/8x128"])
     assert args.batches == [1, 8] and args.contexts == [16384, 65536] and args.configs == [(32, 8, 128)]
-    assert args.warmup <= 200 and args.variants == [("", None, None)]
+    assert args.warmup <= 200 and args.variants == [("", {})]
     sweep = bench.parse_args(["--splits", "8,16", "--stages", "2"]).variants
-    assert sweep == [("splits=8 stages=2", 8, 2), ("splits=16 stages=2", 16, 2)]
+    assert sweep == [
+        ("splits=8 stages=2", {"splits": 8, "stages": 2}),
+        ("splits=16 stages=2", {"splits": 16, "stages": 2}),
+    ]
+    schedules = bench.parse_args(["--schedules", "even,balanced"]).variants
+    assert [label for label, _ in schedules] == ["schedule=even", "schedule=balanced"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--schedules", "fast"])
     assert bench.parse_args(["--contexts", "4k,100"]).contexts == [4096, 100]
 
 
@@ -95,6 +104,17 @@ def test_run_shape_checks_times_and_skips(monkeypatch):
     assert exact.ref_rel_err < 1e-2 and acp.ref_rel_err < 1e-2 and acp.saving > 0
     assert exact.hbm_share == exact.floor_ms / 0.5 and acp.kv_bytes < exact.kv_bytes
     assert cudnn.status == "skipped" and "RuntimeError" in cudnn.note  # no cuDNN attention on the CPU
+
+
+def test_run_shape_checks_every_kernel_variant(monkeypatch):
+    cache, _ = _cache(B=2, T=300)
+    half = {n: getattr(cache, n).half() for n in ("q", "k", "v")}  # the interpreter takes no bf16
+    cache = dataclasses.replace(cache, **half)
+    monkeypatch.setattr(bench, "graphed", lambda fn: fn)
+    variants = bench.variants([2], [None], ["even", "balanced"])
+    rows = bench.run_shape(cache, ["foxacp-acp"], 1e12, lambda fn: (fn(), 0.5)[1], variants)
+    assert [r.variant for r in rows] == ["splits=2 schedule=even", "splits=2 schedule=balanced"]
+    assert all(r.status == "ok" and r.ref_rel_err < 1e-2 for r in rows)
 
 
 def test_uniform_profile_gives_every_head_the_target_saving():

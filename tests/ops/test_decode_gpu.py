@@ -50,7 +50,9 @@ def float64_outputs(q, k, v, c, lens, log_eps, qk_bound):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("Hq,Hkv,D", [(24, 24, 64), (32, 8, 128)])
 @pytest.mark.parametrize("Tq", [1, 4])
-def test_kernel_against_float64(dtype, Hq, Hkv, D, Tq):
+@pytest.mark.parametrize("schedule", ["even", "balanced"])
+def test_kernel_against_float64(dtype, Hq, Hkv, D, Tq, schedule, monkeypatch):
+    monkeypatch.setattr("foxacp.ops.triton_decode.SCHEDULE", schedule)
     B, Tmax = 3, 17000
     lens = [17000, 4100, Tq]
     q, k, v, c, lens = gpu_cache(B, Tq, Tmax, Hq, Hkv, D, lens, dtype)
@@ -68,7 +70,9 @@ def test_kernel_against_float64(dtype, Hq, Hkv, D, Tq):
             assert (masked - exact).abs().max().item() <= 2 * math.exp(-10) * v_max
 
 
-def test_cuda_graph_replay_equals_eager():
+@pytest.mark.parametrize("schedule", ["even", "balanced"])
+def test_cuda_graph_replay_equals_eager(schedule, monkeypatch):
+    monkeypatch.setattr("foxacp.ops.triton_decode.SCHEDULE", schedule)
     B, Tmax, Hq, Hkv, D = 2, 8192, 32, 8, 128
     q, k, v, c, lens = gpu_cache(B, 1, Tmax, Hq, Hkv, D, [5000, 8000], torch.bfloat16)
     lens -= 1  # the step below appends one token to each sequence

@@ -251,8 +251,9 @@ TRITON_CASES = [
 ]
 
 
-def _triton(q, k, v, c, lens, log_eps, qk_bound=None, splits=None):
-    """The kernel with a chosen number of splits; also the thresholds (B, Hq) float32 (None when exact)."""
+def _triton(q, k, v, c, lens, log_eps, qk_bound=None, splits=None, schedule=None):
+    """The kernel with a chosen number of splits and schedule; also the thresholds (B, Hq) float32 (None when
+    exact)."""
     from foxacp.ops.kvcache import cache_threshold, check_cache_inputs, logit_bound
     from foxacp.ops.triton_decode import decode_attention
 
@@ -261,17 +262,18 @@ def _triton(q, k, v, c, lens, log_eps, qk_bound=None, splits=None):
     if log_eps is not None:
         u = logit_bound(q, k, lens, problem, qk_bound)
         acp, delta = (u, log_eps), cache_threshold(u, lens, problem, log_eps)
-    return decode_attention(q, k, v, c, lens, acp, problem, DECODE_BLOCK, splits), delta
+    return decode_attention(q, k, v, c, lens, acp, problem, DECODE_BLOCK, splits, schedule=schedule), delta
 
 
 @pytest.mark.parametrize("B,Tq,Tmax,Hq,Hkv,D,lens,splits,dtype", TRITON_CASES)
 @pytest.mark.parametrize("log_eps", [None, math.log(0.9)])
-def test_triton_matches_twin_and_float64(B, Tq, Tmax, Hq, Hkv, D, lens, splits, dtype, log_eps):
+@pytest.mark.parametrize("schedule", ["even", "balanced"])
+def test_triton_matches_twin_and_float64(B, Tq, Tmax, Hq, Hkv, D, lens, splits, dtype, log_eps, schedule):
     q, k, v, c, lens, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, lens, dtype=dtype, gate_mean=2.0, seed=Tmax)
     # Large logits and a false bound of 0 make the pruned blocks carry visible weight: the ACP masks of the
     # kernel, the twin and the reference must then agree block for block.
     q = q * 4
-    o, delta = _triton(q, k, v, c, lens, log_eps, qk_bound=0.0, splits=splits)
+    o, delta = _triton(q, k, v, c, lens, log_eps, qk_bound=0.0, splits=splits, schedule=schedule)
     assert o.dtype == dtype and o.shape == q.shape
     twin = attend(q, k, v, c, lens, log_eps=log_eps, qk_bound=0.0)
     first_key = None if delta is None else acp_first_key(c, lens, Tq, delta)
@@ -294,12 +296,13 @@ def test_triton_through_the_public_function(qk_bound):
     assert stats.flop_saving > 0
 
 
-def test_triton_splits_wholly_pruned_and_pruned_blocks_never_read():
+@pytest.mark.parametrize("schedule", ["even", "balanced"])
+def test_triton_splits_wholly_pruned_and_pruned_blocks_never_read(schedule):
     # One row per program (Tq 1, no GQA): blocks before the row's start are never loaded, so NaN there cannot
     # reach the output. 16 splits share the few kept blocks: most splits get none and write neutral partials.
     B, Tmax, H, D = 2, 640, 2, 32
     q, k, v, c, lens, _ = make_cache(B, 1, Tmax, H, H, D, [640, 600], gate_mean=-2.0)
-    clean, delta = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16)
+    clean, delta = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16, schedule=schedule)
     kept_starts = []
     for b in range(B):
         for h in range(H):
@@ -308,24 +311,26 @@ def test_triton_splits_wholly_pruned_and_pruned_blocks_never_read():
             k[b, :start, h] = math.nan
             v[b, :start, h] = math.nan
     assert max(kept_starts) >= 8 * DECODE_BLOCK  # every row prunes most of its blocks
-    o, _ = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16)
+    o, _ = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=16, schedule=schedule)
     torch.testing.assert_close(o, clean, atol=0, rtol=0)
     first_key = acp_first_key(c, lens, 1, delta)
     torch.testing.assert_close(o.double(), dense_float64(q, k, v, c, lens, first_key=first_key), atol=1e-5, rtol=1e-5)
 
 
-def test_triton_strided_cache_read_in_place():
+@pytest.mark.parametrize("schedule", ["even", "balanced"])
+def test_triton_strided_cache_read_in_place(schedule):
     q, k, v, c, lens, _ = make_cache(2, 3, 130, 4, 2, 32, [130, 64])
-    o, _ = _triton(q, k, v, c, lens, None, splits=2)
+    o, _ = _triton(q, k, v, c, lens, None, splits=2, schedule=schedule)
     big = torch.full((2, 130, 4, 32), math.nan)  # a cache with room for more heads, of which we use two
     big[:, :, 1::2] = k
     c_t = c.transpose(1, 2).contiguous().transpose(1, 2)
-    o_strided, _ = _triton(q, k=big[:, :, 1::2], v=v, c=c_t, lens=lens, log_eps=None, splits=2)
+    o_strided, _ = _triton(q, k=big[:, :, 1::2], v=v, c=c_t, lens=lens, log_eps=None, splits=2, schedule=schedule)
     torch.testing.assert_close(o_strided, o, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("Tmax,lens", [(4500, [4500, 1000, 70]), (262200, [262200, 70000, 4200])])
-def test_triton_start_search_over_two_and_three_levels(Tmax, lens):
+@pytest.mark.parametrize("schedule", ["even", "balanced"])
+def test_triton_start_search_over_two_and_three_levels(Tmax, lens, schedule):
     # 71 blocks take a 2-level search, 4097 blocks a 3-level one. Heads forget fast enough that a few blocks
     # are kept; the kernel and the twin must agree, with large logits and a false bound of 0 (see above).
     B, Hq, Hkv, D = 3, 4, 2, 16
@@ -336,7 +341,34 @@ def test_triton_start_search_over_two_and_three_levels(Tmax, lens):
     rates = torch.tensor([0.05, 0.1, 0.2, 0.4])
     c = (-rates * torch.rand(B, Tmax, Hq, generator=gen) * 2).double().cumsum(1).float()
     lens = torch.tensor(lens, dtype=torch.int32)
-    o, delta = _triton(q, k, v, c, lens, -0.1, qk_bound=0.0, splits=3)
+    o, delta = _triton(q, k, v, c, lens, -0.1, qk_bound=0.0, splits=3, schedule=schedule)
     twin, stats = attend(q, k, v, c, lens, log_eps=-0.1, qk_bound=0.0, return_stats=True)
     assert stats.flop_saving > 0.9
     torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)
+
+
+def test_triton_balanced_schedule_gives_the_long_group_many_splits():
+    # One head keeps its whole 12k-key cache, the other a few blocks: the balanced schedule hands nearly all of
+    # 40 programs to the first, whose row then merges more partials than one combine step takes (32).
+    from foxacp.ops.triton_balance import COMBINE_SPLITS
+
+    B, Tmax, H, D = 1, 12000, 2, 16
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(B, 1, H, D, generator=gen)
+    k, v = (torch.randn(B, Tmax, H, D, generator=gen) for _ in range(2))
+    rates = torch.tensor([0.0, 1.0])  # head 0 never forgets, head 1 forgets at once
+    c = (-rates * torch.rand(B, Tmax, H, generator=gen)).double().cumsum(1).float()
+    lens = torch.tensor([Tmax], dtype=torch.int32)
+    splits = 20  # x 2 groups = 40 programs
+    assert 2 * splits > COMBINE_SPLITS + 2
+    o, _ = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=splits, schedule="balanced")
+    even, _ = _triton(q, k, v, c, lens, -10.0, qk_bound=1.0, splits=splits, schedule="even")
+    twin = attend(q, k, v, c, lens, log_eps=-10.0, qk_bound=1.0)
+    torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(o, even, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_schedule_is_refused():
+    q, k, v, c, lens, _ = make_cache(1, 1, 64, 2, 2, 16, [64])
+    with pytest.raises(ValueError, match="schedule"):
+        _triton(q, k, v, c, lens, None, schedule="fast")

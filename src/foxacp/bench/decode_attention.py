@@ -40,6 +40,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -195,8 +196,9 @@ def kv_bytes_read(cache: Cache, log_eps: float | None) -> tuple[int, float]:
     return nbytes, cache_stats(cache.c, cache.lens, delta, 1).flop_saving
 
 
-def check_foxacp(cache: Cache, log_eps: float | None) -> float:
-    """Worst relative error (by norm) of the kernel against float64 on the first and last sequences.
+def check_foxacp(cache: Cache, log_eps: float | None, step: Callable[[], Tensor] | None = None) -> float:
+    """Worst relative error (by norm) of the kernel (``step``'s output; default the public function) against
+    float64 on the first and last sequences.
 
     Exact: against exact float64 attention. ACP: against float64 on the same mask, and against exact float64
     within the ACP bound (2 eps max|v| per element). Raises AssertionError with the numbers on failure.
@@ -205,9 +207,12 @@ def check_foxacp(cache: Cache, log_eps: float | None) -> float:
     from foxacp.ops.kvcache import CacheProblem, cache_attention_torch, cache_threshold
 
     B, T, Hq, Hkv, D = cache.shape
-    o = forgetting_attention_with_kvcache(
-        cache.q, cache.k, cache.v, cache.c, cache.lens, log_eps=log_eps, qk_bound=cache.qk_bound
-    )
+    if step is None:
+        o = forgetting_attention_with_kvcache(
+            cache.q, cache.k, cache.v, cache.c, cache.lens, log_eps=log_eps, qk_bound=cache.qk_bound
+        )
+    else:
+        o = step()
     worst = 0.0
     for b in sorted({0, B - 1}):
         sl = slice(b, b + 1)
@@ -230,12 +235,15 @@ def check_foxacp(cache: Cache, log_eps: float | None) -> float:
     return worst
 
 
-def foxacp_step(cache: Cache, log_eps: float | None, splits: int | None, stages: int | None) -> Callable[[], Tensor]:
-    """One decode attention call; with ``splits`` or ``stages``, the kernel at those settings (sweeps)."""
+Variant = tuple[str, dict[str, Any]]  # (label, kernel settings: splits, stages, schedule); ("", {}) the defaults
+
+
+def foxacp_step(cache: Cache, log_eps: float | None, settings: dict[str, Any]) -> Callable[[], Tensor]:
+    """One decode attention call; with ``settings`` (splits, stages, schedule), the kernel at those (sweeps)."""
     from foxacp import forgetting_attention_with_kvcache
 
     c = cache
-    if splits is None and stages is None:
+    if not settings:
         return lambda: forgetting_attention_with_kvcache(
             c.q, c.k, c.v, c.c, c.lens, log_eps=log_eps, qk_bound=c.qk_bound
         )
@@ -244,16 +252,22 @@ def foxacp_step(cache: Cache, log_eps: float | None, splits: int | None, stages:
 
     problem = check_cache_inputs(c.q, c.k, c.v, c.c, c.lens, None, log_eps, "triton")
     acp = None if log_eps is None else (logit_bound(c.q, c.k, c.lens, problem, c.qk_bound), log_eps)
-    return lambda: decode_attention(c.q, c.k, c.v, c.c, c.lens, acp, problem, DECODE_BLOCK, splits, stages)
+    splits, stages, schedule = (settings.get(k) for k in ("splits", "stages", "schedule"))
+    return lambda: decode_attention(
+        c.q, c.k, c.v, c.c, c.lens, acp, problem, DECODE_BLOCK, splits, stages, schedule=schedule
+    )
 
 
-def variants(splits: Sequence[int | None], stages: Sequence[int | None]) -> list[tuple[str, int | None, int | None]]:
-    """(label, splits, stages) for every combination; the label is "" for the kernel's own choice."""
+def variants(
+    splits: Sequence[int | None], stages: Sequence[int | None], schedules: Sequence[str | None] = (None,)
+) -> list[Variant]:
+    """(label, settings) for every combination; label "" and no settings for the kernel's own choice."""
     out = []
     for sp in splits:
         for st in stages:
-            label = " ".join(f"{k}={v}" for k, v in (("splits", sp), ("stages", st)) if v is not None)
-            out.append((label, sp, st))
+            for sc in schedules:
+                settings = {k: v for k, v in (("splits", sp), ("stages", st), ("schedule", sc)) if v is not None}
+                out.append((" ".join(f"{k}={v}" for k, v in settings.items()), settings))
     return out
 
 
@@ -289,21 +303,20 @@ def run_shape(
     rows: Sequence[str],
     bandwidth: float,
     timer: Callable[[Callable[[], object]], float],
-    kernel_variants: Sequence[tuple[str, int | None, int | None]] = (("", None, None),),
+    kernel_variants: Sequence[Variant] = (("", {}),),
 ) -> list[Row]:
-    """Check and time every row at one shape (foxacp rows once per kernel variant)."""
+    """Check and time every row at one shape (foxacp rows once per kernel variant, each checked)."""
     B, T, Hq, Hkv, D = cache.shape
     out = []
-    jobs = [(name, v) for name in rows for v in (kernel_variants if name.startswith("foxacp") else [("", None, None)])]
-    for name, (label, splits, stages) in jobs:
+    jobs = [(name, v) for name in rows for v in (kernel_variants if name.startswith("foxacp") else [("", {})])]
+    for name, (label, settings) in jobs:
         row = Row(name, label, Hq, Hkv, D, B, T, note=f"gates: {cache.gates}")
         try:
             if name.startswith("foxacp"):
                 log_eps = LOG_EPS if name == "foxacp-acp" else None
                 row.kv_bytes, row.saving = kv_bytes_read(cache, log_eps)
-                if not label:  # the check covers the kernel's code; variants change only its launch
-                    row.ref_rel_err = check_foxacp(cache, log_eps)
-                fn = foxacp_step(cache, log_eps, splits, stages)
+                fn = foxacp_step(cache, log_eps, settings)
+                row.ref_rel_err = check_foxacp(cache, log_eps, fn)
             else:
                 fn, row.kv_bytes, note = sdpa_step(cache, name)
                 row.note = "; ".join(filter(None, (row.note, note)))
@@ -398,6 +411,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--splits", type=_ints, default=None, help="time foxacp at these splits (a sweep)")
     p.add_argument("--stages", type=_ints, default=None, help="time foxacp at these pipeline depths (a sweep)")
+    p.add_argument(
+        "--schedules", default=None, help="time foxacp with these split schedules, comma-separated (even, balanced)"
+    )
     p.add_argument("--warmup", type=int, default=1000, help="do_bench warm-up per timing, ms")
     p.add_argument("--rep", type=int, default=300, help="do_bench measuring time per timing, ms")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<date>-<commit>-...)")
@@ -410,7 +426,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.contexts = args.contexts or list(CONTEXTS)
     args.configs = [tuple(int(x) for x in re.split(r"[/x]", c)) for c in args.configs.split(",") if c]
     args.rows = [r for r in args.rows.split(",") if r]
-    args.variants = variants(args.splits or [None], args.stages or [None])
+    from foxacp.ops.triton_decode import SCHEDULES
+
+    schedules = [x for x in (args.schedules or "").split(",") if x] or [None]
+    if bad := set(schedules) - {None, *SCHEDULES}:
+        p.error(f"unknown schedules {sorted(bad)}: choose from {', '.join(SCHEDULES)}")
+    args.variants = variants(args.splits or [None], args.stages or [None], schedules)
     return args
 
 

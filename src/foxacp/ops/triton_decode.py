@@ -32,6 +32,10 @@ FANOUT = 64  # candidates per level of the start search; 2 levels cover 4096 blo
 # Launch shape of the split kernel. Not yet measured (designed for an H200: 3 stages of a 64-key K and V block
 # fit 2-4 programs per multiprocessor); `python -m foxacp.bench.decode_attention --splits/--stages` sweeps them.
 NUM_WARPS, NUM_STAGES = 4, 3
+# How a group's splits are sized: "even" (every group the same number) or "balanced" (in proportion to its kept
+# blocks, triton_balance.py). Even until experiment 052 times balanced on a GPU.
+SCHEDULE = "even"
+SCHEDULES = ("even", "balanced")
 
 
 # fmt: off
@@ -88,17 +92,11 @@ def _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_S
 
 
 @triton.jit
-def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
-                  stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                  stride_cb, stride_ct, stride_ch, stride_ub, stride_uh, qk_scale, max_len,
-                  HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
-                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                  ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr, STRIDE0: tl.constexpr,
-                  PRECISION: tl.constexpr):
-    b = tl.program_id(0) // HKV
-    kvh = tl.program_id(0) % HKV
-    split = tl.program_id(1)
-    r = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+def _group_rows(Q, C, Lens, b, kvh, chunk, stride_qb, stride_qt, stride_qh, stride_cb, stride_ct, stride_ch,
+                max_len, TQ: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """The rows (query i, head h) of row chunk ``chunk`` of a GQA group: their mask, query and head indices,
+    the sequence's length L, their positions, the sequence's c base, their c at their positions, and q."""
+    r = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = r < TQ * GROUP
     i = r // GROUP
     h = kvh * GROUP + r % GROUP
@@ -110,8 +108,14 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(Q + b64 * stride_qb + i[:, None] * stride_qt + h[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None], other=0.0)
+    return row_ok, i, h, L, pos, Cb, c_q, q
 
-    num_blocks = tl.cdiv(L, BLOCK_N)
+
+@triton.jit
+def _row_starts(Cb, U, LogEps, b, h, c_q, row_ok, L, stride_ct, stride_ch, stride_ub, stride_uh, ACP: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr,
+                STRIDE0: tl.constexpr):
+    """Each row's first kept block: the ACP start, or 0 when exact."""
     if ACP:
         # acp.threshold's float64 expression, in the same order, rounded to float32 as the twin rounds it.
         u = tl.load(U + b * stride_ub + h * stride_uh, mask=row_ok, other=0.0)
@@ -120,15 +124,16 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
                                    STRIDE0, BLOCK_M)
     else:
         row_lo = tl.zeros([BLOCK_M], dtype=tl.int32)
-    lo = tl.min(tl.where(row_ok, row_lo, num_blocks), axis=0)
-    # The kept blocks, shared evenly: with ACP every split still gets work, until there are fewer kept blocks
-    # than splits (the rest exit at once with a neutral partial).
-    per_split = tl.cdiv(num_blocks - lo, NUM_SPLITS)
-    start = lo + split * per_split
-    stop = tl.minimum(start + per_split, num_blocks)
+    return row_lo
 
-    Kb = K + b64 * stride_kb + kvh * stride_kh
-    Vb = V + b64 * stride_vb + kvh * stride_vh
+
+@triton.jit
+def _attend_range(q, Kb, Vb, Cb, c_q, h, pos, row_ok, row_lo, L, start, stop, stride_kt, stride_vt, stride_ct,
+                  stride_ch, qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  PRECISION: tl.constexpr):
+    """The rows' (max, sum, unnormalised output) over key blocks [start, stop), each row masking the blocks
+    before its own start and the keys after its position."""
+    d = tl.arange(0, HEAD_DIM)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -140,7 +145,36 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
         keep = (n[None, :] <= pos[:, None]) & (row_ok & (blk >= row_lo))[:, None]
         c_k = tl.load(Cb + n[None, :] * stride_ct + h[:, None] * stride_ch, mask=keep, other=0.0)
         m_i, l_i, acc = _attend_block(q, k, v, c_q, c_k, keep, m_i, l_i, acc, qk_scale, PRECISION)
+    return m_i, l_i, acc
 
+
+@triton.jit
+def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
+                  stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                  stride_cb, stride_ct, stride_ch, stride_ub, stride_uh, qk_scale, max_len,
+                  HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
+                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                  ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr, STRIDE0: tl.constexpr,
+                  PRECISION: tl.constexpr):
+    b = tl.program_id(0) // HKV
+    kvh = tl.program_id(0) % HKV
+    split = tl.program_id(1)
+    row_ok, i, h, L, pos, Cb, c_q, q = _group_rows(Q, C, Lens, b, kvh, tl.program_id(2), stride_qb, stride_qt,
+                                                   stride_qh, stride_cb, stride_ct, stride_ch, max_len, TQ, GROUP,
+                                                   HEAD_DIM, BLOCK_M)
+    row_lo = _row_starts(Cb, U, LogEps, b, h, c_q, row_ok, L, stride_ct, stride_ch, stride_ub, stride_uh, ACP,
+                         BLOCK_M, BLOCK_N, FANOUT, LEVELS, STRIDE0)
+    num_blocks = tl.cdiv(L, BLOCK_N)
+    lo = tl.min(tl.where(row_ok, row_lo, num_blocks), axis=0)
+    # The kept blocks, shared evenly: with ACP every split still gets work, until there are fewer kept blocks
+    # than splits (the rest exit at once with a neutral partial).
+    per_split = tl.cdiv(num_blocks - lo, NUM_SPLITS)
+    start = lo + split * per_split
+    stop = tl.minimum(start + per_split, num_blocks)
+    b64 = b.to(tl.int64)
+    m_i, l_i, acc = _attend_range(q, K + b64 * stride_kb + kvh * stride_kh, V + b64 * stride_vb + kvh * stride_vh,
+                                  Cb, c_q, h, pos, row_ok, row_lo, L, start, stop, stride_kt, stride_vt, stride_ct,
+                                  stride_ch, qk_scale, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION)
     row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
     _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS, HEAD_DIM)
 
@@ -205,6 +239,7 @@ def decode_attention(
     block_n: int,
     splits: int | None = None,
     num_stages: int | None = None,
+    schedule: str | None = None,
 ) -> Tensor:
     """Run the split and combine kernels; inputs as validated by ``kvcache.check_cache_inputs``.
 
@@ -214,6 +249,8 @@ def decode_attention(
         block_n: keys per block (the ACP block grid).
         splits: splits per (sequence, KV head, row chunk); None picks ``num_splits`` (benchmarks sweep it).
         num_stages: software pipeline depth of the key loop; None takes ``NUM_STAGES``.
+        schedule: "even" or "balanced" (the same grid of splits x groups programs, shared out by kept blocks);
+            None takes ``SCHEDULE``.
     Returns:
         (B, Tq, Hq, D) in q's dtype.
     """
@@ -225,6 +262,16 @@ def decode_attention(
     block_m = max(16, min(MAX_ROWS, triton.next_power_of_2(rows)))
     chunks = triton.cdiv(rows, block_m)
     splits = splits or num_splits(B * Hkv * chunks, Tmax, q.device, block_n)
+    schedule = schedule or SCHEDULE
+    if schedule not in SCHEDULES:
+        raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "balanced" and splits > 1:
+        from .triton_balance import balanced_decode_attention  # it imports this module's pieces
+
+        programs = B * Hkv * chunks * splits
+        return balanced_decode_attention(
+            q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, block_n, block_m, programs, num_stages
+        )
     fanout, levels, stride0 = _search_shape(triton.cdiv(Tmax, block_n))
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
     part_ml = part_acc = out  # unused with one split
