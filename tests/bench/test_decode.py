@@ -27,6 +27,21 @@ def test_tiny_run_writes_rows(tmp_path, capsys):
     assert "tokens/s" in capsys.readouterr().out.splitlines()[-len(rows) - 2]
 
 
+def test_schedule_holds_during_the_run_and_reaches_the_record(tmp_path, monkeypatch):
+    # Which kernel a schedule runs is tested in tests/ops/test_kvcache.py; here, that the flag sets it for the
+    # run only.
+    from foxacp.bench import decode
+    from foxacp.ops import triton_decode
+
+    seen = []
+    real = decode.run_case
+    monkeypatch.setattr(decode, "run_case", lambda *a: seen.append(triton_decode.SCHEDULE) or real(*a))
+    args = ["--preset", "tiny", "--batch", "1", "--contexts", "70", "--steps", "2", "--bandwidth", "10"]
+    assert main([*args, "--attn-backend", "torch", "--schedule", "balanced", "--out", str(tmp_path)]) == 0
+    assert seen == ["balanced"] and triton_decode.SCHEDULE == "even"
+    assert json.loads((tmp_path / "decode-e2e.json").read_text())["meta"]["decode_schedule"] == "balanced"
+
+
 def test_step_bytes_counts_weights_and_kept_cache():
     model = FoxLM(ModelConfig.from_preset("tiny"))
     weights = sum(p.numel() * 4 for n, p in model.named_parameters() if n != "embed.weight")

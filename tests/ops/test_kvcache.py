@@ -372,3 +372,7 @@ def test_unknown_schedule_is_refused():
     q, k, v, c, lens, _ = make_cache(1, 1, 64, 2, 2, 16, [64])
     with pytest.raises(ValueError, match="schedule"):
         _triton(q, k, v, c, lens, None, schedule="fast")
+    from foxacp.ops.triton_decode import use_schedule
+
+    with pytest.raises(ValueError, match="schedule"), use_schedule("fast"):
+        pass

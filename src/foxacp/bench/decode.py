@@ -331,6 +331,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-graphs", action="store_true", help="no CUDA-graph rows")
     p.add_argument("--compile", action="store_true", help="add rows of the torch.compile'd step (in a graph)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode of those rows (max-autotune-no-cudagraphs)")
+    p.add_argument(
+        "--schedule", choices=("even", "balanced"), default=None,
+        help="split schedule of the decode kernel (default: the kernel's own, ops.triton_decode.SCHEDULE)",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="prompts of 4k and 16k, 32 timed steps")
     p.add_argument("--out", type=Path, default=None, help="results folder")
     args = p.parse_args(argv)
@@ -362,11 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bandwidth_gb_s": bandwidth / 1e9,
         "weights": "random",
         "compile_mode": args.compile_mode,
+        "decode_schedule": args.schedule or "default",
     }
     out = args.out or _default_out(meta)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    with torch.no_grad():
+    from foxacp.ops.triton_decode import use_schedule
+
+    with torch.no_grad(), use_schedule(args.schedule):
         for batch in args.batch:
             for context in args.contexts:
                 rows += run_case(model, args, batch, context, bandwidth)
@@ -377,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{meta['preset']} {meta['dtype']}, random weights, {meta['gates']} gates, {meta['device']}, "
         f"commit {meta['commit']}; roofline at {meta['bandwidth_gb_s']:.0f} GB/s"
         + (f"; compiled rows in mode {args.compile_mode}" if args.compile and args.compile_mode else "")
+        + (f"; {args.schedule} split schedule" if args.schedule else "")
     )
     (out / "decode-e2e.md").write_text(f"# Decoding end to end\n\n{note}\n\n{table(rows)}\n")
     print(f"\nresults in {out}\n{note}\n\n{table(rows)}")

@@ -13,7 +13,9 @@ a decode step captures in a CUDA graph.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 import triton
@@ -36,6 +38,19 @@ NUM_WARPS, NUM_STAGES = 4, 3
 # blocks, triton_balance.py). Even until experiment 052 times balanced on a GPU.
 SCHEDULE = "even"
 SCHEDULES = ("even", "balanced")
+
+
+@contextlib.contextmanager
+def use_schedule(name: str | None) -> Iterator[None]:
+    """Within the block, decode calls that name no schedule take ``name`` (None leaves the default)."""
+    global SCHEDULE
+    if name is not None and name not in SCHEDULES:
+        raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {name!r}")
+    previous, SCHEDULE = SCHEDULE, name or SCHEDULE
+    try:
+        yield
+    finally:
+        SCHEDULE = previous
 
 
 # fmt: off
