@@ -13,8 +13,9 @@ from tests.train.conftest import one_thread  # noqa: F401  (autouse: tiny models
 def test_tiny_run_writes_rows(tmp_path, capsys):
     out = tmp_path / "evict"
     args = ["--preset", "tiny", "--contexts", "300,600", "--budget-gb", "0.02", "--steps", "3", "--chunk", "128"]
-    assert main([*args, "--attn-backend", "torch", "--out", str(out)]) == 0
+    assert main([*args, "--attn-backend", "torch", "--schedule", "balanced", "--out", str(out)]) == 0
     result = json.loads((out / "evict.json").read_text())
+    assert result["meta"]["decode_schedule"] == "balanced"
     assert [r["context"] for r in result["memory"]] == [300, 600]
     for r in result["memory"]:
         assert 0 < r["held_fraction"] < 1 and r["held_fraction"] <= r["peak_fraction"]

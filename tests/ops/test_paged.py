@@ -54,16 +54,27 @@ CASES = [  # B, Tq, Tmax, Hq, Hkv, D, lens, starts (per row, per KV head)
 ]
 
 
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+# The Triton kernel with its own number of splits and the even schedule, and with 3 splits per group shared
+# out by the balanced schedule; the PyTorch twin.
+KERNELS = [("triton", "even", None), ("triton", "balanced", 3), ("torch", None, None)]
+
+
+@pytest.mark.parametrize("backend,schedule,splits", KERNELS)
 @pytest.mark.parametrize("B,Tq,Tmax,Hq,Hkv,D,lens,starts", CASES)
 @pytest.mark.parametrize("log_eps", [None, -3.0])
-def test_paged_matches_float64(backend, B, Tq, Tmax, Hq, Hkv, D, lens, starts, log_eps):
+def test_paged_matches_float64(backend, schedule, splits, B, Tq, Tmax, Hq, Hkv, D, lens, starts, log_eps, monkeypatch):
+    from foxacp.ops import triton_paged
+    from foxacp.ops.triton_decode import use_schedule
+
+    if splits:
+        monkeypatch.setattr(triton_paged, "num_splits", lambda *a: splits)
     q, k, v, c, lens_t, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, lens, gate_mean=-1.0)
     kp, vp, cp, table, start = paginate(k, v, c, lens_t, starts)
     u, max_len = 1.5, Tmax + 50  # max_len > Tmax: L_max of the threshold is the caller's
-    out = forgetting_attention_with_paged_kvcache(
-        q, kp, vp, cp, table, start, lens_t, qk_bound=u, max_seqlen=max_len, log_eps=log_eps, backend=backend
-    )
+    with use_schedule(schedule):
+        out = forgetting_attention_with_paged_kvcache(
+            q, kp, vp, cp, table, start, lens_t, qk_bound=u, max_seqlen=max_len, log_eps=log_eps, backend=backend
+        )
     group = Hq // Hkv
     delta = None if log_eps is None else threshold(u, Hq, max_len, log_eps)[None].expand(B, Hq)
     acp = None if log_eps is None else acp_first_key(c, lens_t, Tq, delta)
@@ -125,13 +136,17 @@ def test_validation():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_kernel_against_float64(dtype):
+@pytest.mark.parametrize("schedule", ["even", "balanced"])
+def test_gpu_kernel_against_float64(dtype, schedule):
+    from foxacp.ops.triton_decode import use_schedule
+
     B, Tq, Tmax, Hq, Hkv, D = 3, 2, 3000, 8, 2, 64
     q, k, v, c, lens, _ = make_cache(B, Tq, Tmax, Hq, Hkv, D, [3000, 1234, 65], gate_mean=-2.0, seed=5)
     kp, vp, cp, table, start = paginate(k, v, c, lens, [[20, 3], [0, 19], [0, 0]])
     cuda = [t.cuda() for t in (kp.to(dtype), vp.to(dtype), cp, table, start, lens)]
     q = q.to(dtype).cuda()
-    out = forgetting_attention_with_paged_kvcache(q, *cuda, qk_bound=4.0, log_eps=-6.0)
+    with use_schedule(schedule):
+        out = forgetting_attention_with_paged_kvcache(q, *cuda, qk_bound=4.0, log_eps=-6.0)
     pools = [t.double() if t.dtype == dtype else t for t in cuda]  # the same rounded values, in float64
     ref = forgetting_attention_with_paged_kvcache(q.double(), *pools, qk_bound=4.0, log_eps=-6.0, backend="torch")
     torch.testing.assert_close(out.double(), ref, atol=1e-2, rtol=0)  # the output's own rounding

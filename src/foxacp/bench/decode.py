@@ -313,6 +313,14 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def add_schedule_argument(p: argparse.ArgumentParser) -> None:
+    """--schedule: the decode kernels' split schedule for the run (``ops.triton_decode.use_schedule``)."""
+    p.add_argument(
+        "--schedule", choices=("even", "balanced"), default=None,
+        help="split schedule of the decode kernels (default: the kernels' own, ops.triton_decode.SCHEDULE)",
+    )  # fmt: skip
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m foxacp.bench.decode", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="760M", help="model preset (random weights)")
@@ -331,10 +339,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-graphs", action="store_true", help="no CUDA-graph rows")
     p.add_argument("--compile", action="store_true", help="add rows of the torch.compile'd step (in a graph)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode of those rows (max-autotune-no-cudagraphs)")
-    p.add_argument(
-        "--schedule", choices=("even", "balanced"), default=None,
-        help="split schedule of the decode kernel (default: the kernel's own, ops.triton_decode.SCHEDULE)",
-    )  # fmt: skip
+    add_schedule_argument(p)
     p.add_argument("--quick", action="store_true", help="prompts of 4k and 16k, 32 timed steps")
     p.add_argument("--out", type=Path, default=None, help="results folder")
     args = p.parse_args(argv)

@@ -48,6 +48,7 @@ from foxacp.ops.paged import forgetting_attention_with_paged_kvcache
 from .decode import (
     DTYPES,
     REPO,
+    add_schedule_argument,
     build_model,
     gate_table,
     gates_from_table,
@@ -256,6 +257,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default=None, help="default cuda when available")
     p.add_argument("--attn-backend", choices=("triton", "torch"), default=None, help="default: auto")
+    add_schedule_argument(p)
     p.add_argument("--out", type=Path, required=True, help="results folder")
     args = p.parse_args(argv)
     args.contexts = sorted(int(x) for x in args.contexts.split(","))
@@ -271,10 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = build_model(args.preset, dtype, device, args.attn_backend)
     meta = environment(REPO) | {"preset": args.preset, "dtype": str(dtype).removeprefix("torch."),
                                 "gates": args.gates_label, "steps": args.steps, "chunk": args.chunk,
-                                "weights": "random"}  # fmt: skip
+                                "weights": "random", "decode_schedule": args.schedule or "default"}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     mem_rows = []
-    with torch.no_grad():
+    from foxacp.ops.triton_decode import use_schedule
+
+    with torch.no_grad(), use_schedule(args.schedule):
         for context in args.contexts:
             row, cache = memory_row(model, args, context)
             if context == args.contexts[0]:

@@ -108,17 +108,24 @@ def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part
                                       V + b64 * stride_vb + kvh * stride_vh, Cb, c_q, h, pos, row_ok, row_lo, L,
                                       start, stop, stride_kt, stride_vt, stride_ct, stride_ch, qk_scale, HEAD_DIM,
                                       BLOCK_M, BLOCK_N, PRECISION)
-        d = tl.arange(0, HEAD_DIM)
-        if n == 1:
-            o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-            tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
-                     mask=row_ok[:, None])
-        else:
-            # Partials by program: (PROGRAMS, BLOCK_M) slots whatever the groups' shares.
-            slot = p * BLOCK_M + tl.arange(0, BLOCK_M)
-            tl.store(Part_ml + slot * 2, m_i, mask=row_ok)
-            tl.store(Part_ml + slot * 2 + 1, l_i, mask=row_ok)
-            tl.store(Part_acc + slot[:, None].to(tl.int64) * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
+        _store_program_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, p, n, row_ok, HEAD_DIM, BLOCK_M)
+
+
+@triton.jit
+def _store_program_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, p, n, row_ok, HEAD_DIM: tl.constexpr,
+                        BLOCK_M: tl.constexpr):
+    """The rows' output when their group has one split (n == 1); else program p's partials, in its BLOCK_M
+    slots of the (PROGRAMS, BLOCK_M) partials whatever the groups' shares."""
+    d = tl.arange(0, HEAD_DIM)
+    if n == 1:
+        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
+                 mask=row_ok[:, None])
+    else:
+        slot = p * BLOCK_M + tl.arange(0, BLOCK_M)
+        tl.store(Part_ml + slot * 2, m_i, mask=row_ok)
+        tl.store(Part_ml + slot * 2 + 1, l_i, mask=row_ok)
+        tl.store(Part_acc + slot[:, None].to(tl.int64) * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
 
 
 @triton.jit
@@ -178,8 +185,7 @@ def balanced_decode_attention(
     Tmax, Hkv, group = k_cache.shape[1], problem.kv_heads, problem.group
     chunks = triton.cdiv(Tq * group, block_m)
     groups = B * Hkv * chunks
-    if programs < groups:
-        raise ValueError(f"the balanced schedule needs at least one program per group ({groups}), got {programs}")
+    share = share_args(groups, programs)
     fanout, levels, stride0 = _search_shape(triton.cdiv(Tmax, block_n))
     lens = cache_seqlens.contiguous()
     u, log_eps = acp if acp is not None else (_constant(0.0, (B, Hq), q.device), 0.0)
@@ -193,11 +199,8 @@ def balanced_decode_attention(
         max_len=Tmax, **shape, HEAD_DIM=D, BLOCK_N=block_n, ACP=acp is not None, FANOUT=fanout, LEVELS=levels,
         STRIDE0=stride0,
     )  # fmt: skip
-    share = dict(NUM_GROUPS=groups, GROUPS_PAD=triton.next_power_of_2(groups), PROGRAMS=programs,
-                 MIN_BLOCKS=MIN_BLOCKS_PER_SPLIT)  # fmt: skip
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
-    part_ml = torch.empty(programs * block_m * 2, dtype=torch.float32, device=q.device)
-    part_acc = torch.empty(programs * block_m, D, dtype=torch.float32, device=q.device)
+    part_ml, part_acc = partials(programs, block_m, D, q.device)
     _balanced_split_kernel[(programs,)](
         q, k_cache, v_cache, c_cache, lens, row_lo, lo, kept, out, part_ml, part_acc,
         *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(),
@@ -205,7 +208,27 @@ def balanced_decode_attention(
         BLOCK_N=block_n, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
     )  # fmt: skip
+    combine(kept, part_ml, part_acc, out, shape, share)
+    return out
+
+
+def share_args(groups: int, programs: int) -> dict[str, int]:
+    """The constants of ``_shares``: groups, their power-of-two padding, programs, blocks a split needs."""
+    if programs < groups:
+        raise ValueError(f"the balanced schedule needs at least one program per group ({groups}), got {programs}")
+    return dict(NUM_GROUPS=groups, GROUPS_PAD=triton.next_power_of_2(groups), PROGRAMS=programs,
+                MIN_BLOCKS=MIN_BLOCKS_PER_SPLIT)  # fmt: skip
+
+
+def partials(programs: int, block_m: int, head_dim: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Float32 buffers of the programs' partials: (max, sum) and the unnormalised output of BLOCK_M rows each."""
+    ml = torch.empty(programs * block_m * 2, dtype=torch.float32, device=device)
+    return ml, torch.empty(programs * block_m, head_dim, dtype=torch.float32, device=device)
+
+
+def combine(kept: Tensor, part_ml: Tensor, part_acc: Tensor, out: Tensor, shape: dict, share: dict) -> None:
+    """Merge the partials of every row whose group had more than one split into ``out`` (B, Tq, Hq, D)."""
+    B, Tq, Hq, D = out.shape
     _balanced_combine_kernel[(B * Tq * Hq,)](
         kept, part_ml, part_acc, out, **shape, **share, HEAD_DIM=D, SPLITS=COMBINE_SPLITS
     )  # fmt: skip
-    return out

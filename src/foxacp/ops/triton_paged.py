@@ -15,22 +15,29 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .triton_decode import MAX_ROWS, NUM_STAGES, NUM_WARPS, _attend_block, _combine_kernel, _store_rows, num_splits
+from . import triton_decode
+from .triton_balance import _at, _shares, _store_program_rows, combine, partials, share_args
+from .triton_decode import (
+    MAX_ROWS,
+    NUM_STAGES,
+    NUM_WARPS,
+    SCHEDULES,
+    _attend_block,
+    _combine_kernel,
+    _store_rows,
+    num_splits,
+)
 from .validate import CacheProblem
 
 
 # fmt: off
 @triton.jit
-def _paged_split_kernel(Q, K, V, C, Table, Start, Lens, Delta, Out, Part_ml, Part_acc,
-                        stride_qb, stride_qt, stride_qh, stride_kp, stride_kn, stride_vp, stride_vn,
-                        stride_cp, stride_cn, stride_tb, stride_th, qk_scale, max_len,
-                        HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
-                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        NUM_SPLITS: tl.constexpr, ACP: tl.constexpr, PRECISION: tl.constexpr):
-    b = tl.program_id(0) // HKV
-    kvh = tl.program_id(0) % HKV
-    split = tl.program_id(1)
-    r = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+def _paged_rows(Q, C, Table, Lens, b, kvh, chunk, stride_qb, stride_qt, stride_qh, stride_cp, stride_cn, stride_tb,
+                stride_th, max_len, TQ: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The rows of row chunk ``chunk`` of a GQA group (mask, query index, column in the group's c blocks, head),
+    the sequence's length L, the rows' positions, the group's block-table row, the rows' c and q."""
+    r = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = r < TQ * GROUP
     i = r // GROUP
     g = r % GROUP  # the query head's column in the group's c blocks
@@ -43,15 +50,17 @@ def _paged_split_kernel(Q, K, V, C, Table, Start, Lens, Delta, Out, Part_ml, Par
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(Q + b.to(tl.int64) * stride_qb + i[:, None] * stride_qt + h[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None], other=0.0)
+    return row_ok, i, g, h, L, pos, Tb, c_q, q
+
+
+@triton.jit
+def _paged_range(q, K, V, C, Delta, Tb, c_q, g, h, pos, row_ok, L, start, stop, stride_kp, stride_kn, stride_vp,
+                 stride_vn, stride_cp, stride_cn, qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, ACP: tl.constexpr, PRECISION: tl.constexpr):
+    """The rows' (max, sum, unnormalised output) over logical blocks [start, stop), found through the table."""
     if ACP:
         delta = tl.load(Delta + h, mask=row_ok, other=0.0)
-
-    num_blocks = tl.cdiv(L, BLOCK_N)
-    lo = tl.minimum(tl.load(Start + b * HKV + kvh), num_blocks - 1)
-    per_split = tl.cdiv(num_blocks - lo, NUM_SPLITS)
-    start = lo + split * per_split
-    stop = tl.minimum(start + per_split, num_blocks)
-
+    d = tl.arange(0, HEAD_DIM)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -70,9 +79,64 @@ def _paged_split_kernel(Q, K, V, C, Table, Start, Lens, Delta, Out, Part_ml, Par
             keep = keep & ((c_q - c_end) >= delta)[:, None]
         c_k = tl.load(C + phys * stride_cp + nn[None, :] * stride_cn + g[:, None], mask=keep, other=0.0)
         m_i, l_i, acc = _attend_block(q, k, v, c_q, c_k, keep, m_i, l_i, acc, qk_scale, PRECISION)
+    return m_i, l_i, acc
 
+
+@triton.jit
+def _paged_split_kernel(Q, K, V, C, Table, Start, Lens, Delta, Out, Part_ml, Part_acc,
+                        stride_qb, stride_qt, stride_qh, stride_kp, stride_kn, stride_vp, stride_vn,
+                        stride_cp, stride_cn, stride_tb, stride_th, qk_scale, max_len,
+                        HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
+                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        NUM_SPLITS: tl.constexpr, ACP: tl.constexpr, PRECISION: tl.constexpr):
+    b = tl.program_id(0) // HKV
+    kvh = tl.program_id(0) % HKV
+    split = tl.program_id(1)
+    row_ok, i, g, h, L, pos, Tb, c_q, q = _paged_rows(Q, C, Table, Lens, b, kvh, tl.program_id(2), stride_qb,
+                                                      stride_qt, stride_qh, stride_cp, stride_cn, stride_tb,
+                                                      stride_th, max_len, TQ, GROUP, HEAD_DIM, BLOCK_M, BLOCK_N)
+    num_blocks = tl.cdiv(L, BLOCK_N)
+    lo = tl.minimum(tl.load(Start + b * HKV + kvh), num_blocks - 1)
+    per_split = tl.cdiv(num_blocks - lo, NUM_SPLITS)
+    start = lo + split * per_split
+    stop = tl.minimum(start + per_split, num_blocks)
+    m_i, l_i, acc = _paged_range(q, K, V, C, Delta, Tb, c_q, g, h, pos, row_ok, L, start, stop, stride_kp,
+                                 stride_kn, stride_vp, stride_vn, stride_cp, stride_cn, qk_scale, HEAD_DIM, BLOCK_M,
+                                 BLOCK_N, ACP, PRECISION)
     row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
     _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS, HEAD_DIM)
+
+
+@triton.jit
+def _paged_balanced_kernel(Q, K, V, C, Table, Lens, Lo, Kept, Delta, Out, Part_ml, Part_acc,
+                           stride_qb, stride_qt, stride_qh, stride_kp, stride_kn, stride_vp, stride_vn,
+                           stride_cp, stride_cn, stride_tb, stride_th, qk_scale, max_len,
+                           HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
+                           CHUNKS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr, NUM_GROUPS: tl.constexpr, GROUPS_PAD: tl.constexpr,
+                           PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, ACP: tl.constexpr,
+                           PRECISION: tl.constexpr):
+    """The balanced schedule's split kernel (triton_balance.py) over the block table."""
+    p = tl.program_id(0)
+    splits, ends, kept = _shares(Kept, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
+    grp = tl.sum((ends <= p).to(tl.int32), axis=0)  # the group whose programs include p
+    if grp < NUM_GROUPS:
+        n = _at(splits, grp, GROUPS_PAD)
+        first = _at(ends, grp, GROUPS_PAD) - n
+        b = grp // (HKV * CHUNKS)
+        kvh = (grp // CHUNKS) % HKV
+        row_ok, i, g, h, L, pos, Tb, c_q, q = _paged_rows(Q, C, Table, Lens, b, kvh, grp % CHUNKS, stride_qb,
+                                                          stride_qt, stride_qh, stride_cp, stride_cn, stride_tb,
+                                                          stride_th, max_len, TQ, GROUP, HEAD_DIM, BLOCK_M,
+                                                          BLOCK_N)
+        per_split = tl.cdiv(_at(kept, grp, GROUPS_PAD), n)
+        start = tl.load(Lo + grp) + (p - first) * per_split
+        stop = tl.minimum(start + per_split, tl.cdiv(L, BLOCK_N))
+        m_i, l_i, acc = _paged_range(q, K, V, C, Delta, Tb, c_q, g, h, pos, row_ok, L, start, stop, stride_kp,
+                                     stride_kn, stride_vp, stride_vn, stride_cp, stride_cn, qk_scale, HEAD_DIM,
+                                     BLOCK_M, BLOCK_N, ACP, PRECISION)
+        _store_program_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, (b * TQ + i) * HQ + h, p, n, row_ok, HEAD_DIM,
+                            BLOCK_M)
 
 
 # fmt: on
@@ -87,12 +151,18 @@ def paged_decode_attention(
     delta: Tensor | None,
     problem: CacheProblem,
     splits: int | None = None,
+    schedule: str | None = None,
 ) -> Tensor:
     """Run the paged split kernel and the combine kernel; inputs as validated by ``paged.check_paged_inputs``.
 
     delta: (Hq,) float32 on the device (``paged.paged_threshold``), or None for no pruning.
+    splits: per group (default ``num_splits``); schedule: "even" or "balanced" (triton_balance.py: the same
+    number of programs, shared by resident blocks), default ``triton_decode.SCHEDULE``.
     Returns (B, Tq, Hq, D) in q's dtype.
     """
+    schedule = schedule or triton_decode.SCHEDULE  # read at call time: use_schedule may have set it
+    if schedule not in SCHEDULES:
+        raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {schedule!r}")
     B, Tq, Hq, D = q.shape
     Hkv, group, block_n = problem.kv_heads, problem.group, k_pool.shape[1]
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -101,6 +171,9 @@ def paged_decode_attention(
     chunks = triton.cdiv(rows, block_m)
     splits = splits or num_splits(B * Hkv * chunks, problem.max_len, q.device, block_n)
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
+    if schedule == "balanced" and splits > 1:
+        return _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem, out,
+                         block_m, B * Hkv * chunks * splits)  # fmt: skip
     part_ml = part_acc = out  # unused with one split
     if splits > 1:
         part_ml = torch.empty(B * Tq * Hq * splits * 2, dtype=torch.float32, device=q.device)
@@ -119,4 +192,30 @@ def paged_decode_attention(
         _combine_kernel[(B * Tq * Hq,)](
             part_ml, part_acc, out, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), HEAD_DIM=D
         )
+    return out
+
+
+def _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem, out, block_m,
+              programs):  # fmt: skip
+    """The balanced schedule: each group's resident blocks from the start pointers and lengths (a few small
+    ops on the device, no search: the cache already freed what every row prunes), then its split kernel and
+    the shared combine."""
+    B, Tq, Hq, D = q.shape
+    Hkv, group, block_n = problem.kv_heads, problem.group, k_pool.shape[1]
+    chunks = triton.cdiv(Tq * group, block_m)
+    share = share_args(B * Hkv * chunks, programs)
+    lens = cache_seqlens.contiguous()
+    blocks = (lens.clamp(Tq, problem.max_len) + block_n - 1) // block_n  # the kernel's cdiv(L, BLOCK_N)
+    lo = torch.minimum(block_start, blocks[:, None] - 1)
+    lo, kept = (x.to(torch.int32).repeat_interleave(chunks, dim=1).reshape(-1) for x in (lo, blocks[:, None] - lo))
+    part_ml, part_acc = partials(programs, block_m, D, q.device)
+    shape = dict(HQ=Hq, HKV=Hkv, TQ=Tq, GROUP=group, CHUNKS=chunks, BLOCK_M=block_m)
+    _paged_balanced_kernel[(programs,)](
+        q, k_pool, v_pool, c_pool, block_table, lens, lo, kept, delta if delta is not None else out, out,
+        part_ml, part_acc, *q.stride()[:3], *k_pool.stride()[:2], *v_pool.stride()[:2], *c_pool.stride()[:2],
+        *block_table.stride()[:2], qk_scale=problem.sm_scale * 1.4426950408889634, max_len=problem.max_len,
+        **shape, **share, HEAD_DIM=D, BLOCK_N=block_n, ACP=delta is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )  # fmt: skip
+    combine(kept, part_ml, part_acc, out, shape, share)
     return out
