@@ -262,6 +262,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         c = rec["comparison"]
         print(f"  ACP vs exact: max |loss difference| {c['max_abs_loss_difference']:.2e}")
         print(f"  same passkey answers in {100 * c['passkey_same_answer']:.0f}% of the prompts")
+    if "evict_comparison" in rec:
+        same = rec["evict_comparison"]["passkey_same_answer"]
+        held = rec["evict"]["passkey"]["memory"]["fraction_held_mean"]
+        print(f"  evicting cache: same passkey answers in {100 * same:.0f}% of the prompts, holding {100 * held:.1f}%")
+        print("    of a full cache at the end (mean over batches)")
     return 0
 
 

@@ -86,7 +86,8 @@ def test_eval_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_path
     cmd = ["eval", str(tiny_run), "--data", str(data), "--out", str(out), "--max-len", "300", "--device", "cpu"]
     pk = ["--passkey-lengths", "200", "260", "--depths", "0", "1", "--trials", "2", "--digits", "3"]
     assert main([*cmd, *pk, "--compare-exact", "--compare-evict"]) == 0
-    assert "eval.json" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "eval.json" in printed and "evicting cache: same passkey answers in 100%" in printed
     rec = json.loads((out / "eval.json").read_text())
     assert {"meta", "per_position", "passkey", "exact", "comparison", "evict", "evict_comparison"} <= set(rec)
     meta = rec["meta"]
@@ -109,6 +110,11 @@ def test_eval_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_path
     evicted = rec["evict"]["passkey"]["trials"]
     assert [t["key"] for t in evicted] == [t["key"] for t in grid["trials"]]
     assert rec["evict_comparison"]["passkey_same_answer"] == pytest.approx(1.0)
+    memory = rec["evict"]["passkey"]["memory"]
+    assert sum(b["prompts"] for b in memory["batches"]) == 8 and {200, 260} == {
+        n for b in memory["batches"] for n in b["lengths"]
+    }
+    assert 0 < memory["fraction_held_mean"] <= 1
     pngs = ("loss_by_position.png", "prefix_loss.png", "passkey.png", "passkey_exact.png", "loss_difference.png")
     for png in (*pngs, "passkey_evict.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -119,9 +119,13 @@ def greedy_answers(
     batch_size: int = 8,
     progress: bool = True,
     evict: bool = False,
+    memory: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """The model's greedy continuation (``digits`` + 4 tokens, decoded to text) of every trial's prompt, with
-    ``foxacp.generate`` and its decoding cache (evicting with ``evict``), ``batch_size`` prompts at a time."""
+    ``foxacp.generate`` and its decoding cache (evicting with ``evict``), ``batch_size`` prompts at a time.
+
+    With ``evict``, ``memory`` (a list) receives for each batch {"prompts", "lengths", "fraction_held"}: the
+    share of a full cache the evicting cache held at the end (so a comparison shows that eviction freed blocks)."""
     from foxacp.infer import generate
 
     answers: list[str] = []
@@ -130,8 +134,12 @@ def greedy_answers(
         batch = [t.prompt for t in trials[start : start + batch_size]]
         # A pool as large as a full cache: the comparison is about answers, and a model that forgets slowly
         # would exhaust the default (half) pool.
-        pool = {"evict": True, "pool_fraction": 1.0} if evict else {}
+        report: dict[str, Any] = {}
+        pool = {"evict": True, "pool_fraction": 1.0, "memory_report": report} if evict else {}
         outs = generate(model, batch, digits + 4, temperature=0.0, eos_token_id=tokenizer.eos_id, seed=0, **pool)
+        if evict and memory is not None:
+            lengths = sorted({len(p) for p in batch})
+            memory.append({"prompts": len(batch), "lengths": lengths, "fraction_held": report["fraction_held"]})
         answers += [tokenizer.decode(o[len(p) :].tolist()) for o, p in zip(outs, batch, strict=True)]
         bar.update(len(batch))
     bar.close()

@@ -112,7 +112,8 @@ def run_eval(
 
     Returns the record written to eval.json: {"meta", "per_position", "passkey", and with compare_exact
     "exact": {"per_position", "passkey"}, "comparison": {"loss_difference", "passkey_agreement", ...}}, and with
-    compare_evict "evict": {"passkey"}, "evict_comparison": {"passkey_same_answer", "passkey_accuracy"}.
+    compare_evict "evict": {"passkey" (with "memory": the share of a full cache held, per batch and mean)},
+    "evict_comparison": {"passkey_same_answer", "passkey_accuracy"}.
 
     Raises:
         FileNotFoundError: ``data`` or ``filler`` does not exist.
@@ -149,8 +150,15 @@ def run_eval(
     )
 
     def passkey_record(m: FoxLM, evict: bool = False) -> dict[str, Any]:
-        answer = functools.partial(greedy_answers, m, tokenizer, digits=digits, progress=progress, evict=evict)
-        return {"seed": seed, "digits": digits, "trials_per_cell": trials, **run_passkey(answer, passkey)}
+        memory: list[dict[str, Any]] = []
+        answer = functools.partial(
+            greedy_answers, m, tokenizer, digits=digits, progress=progress, evict=evict, memory=memory
+        )
+        record = {"seed": seed, "digits": digits, "trials_per_cell": trials, **run_passkey(answer, passkey)}
+        if evict:  # what the evicting cache held at the end of each batch, against a full cache
+            held = sum(b["fraction_held"] * b["prompts"] for b in memory) / sum(b["prompts"] for b in memory)
+            record["memory"] = {"fraction_held_mean": held, "batches": memory}
+        return record
 
     def evaluate_one(m: FoxLM) -> dict[str, Any]:
         pos = loss_by_position(m, token_docs, max_len=max_len, progress=progress)
