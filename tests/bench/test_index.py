@@ -83,3 +83,16 @@ def test_decode_result_sets_are_summarised(tmp_path):
     (folder / "decode_attention.json").write_text(json.dumps({"meta": {"device": "NVIDIA H200"}, "rows": rows}))
     s = read_set(folder)
     assert s.benchmark == "decode-attention-quick" and "32/8x128" in s.summary and "T 16384-65536" in s.summary
+
+
+def test_eval_result_sets_are_summarised(tmp_path):
+    import json
+
+    from foxacp.bench.index import read_set
+
+    folder = tmp_path / "2026-12-04-abcdef1-passkey-evict-cpu"
+    folder.mkdir()
+    record = {"meta": {"device": "cpu"}, "per_position": {}, "passkey": {"overall": 0.75}}
+    record |= {"exact": {"passkey": {"overall": 0.5}}, "evict": {"passkey": {"overall": 0.75}}}
+    (folder / "eval.json").write_text(json.dumps(record))
+    assert read_set(folder).summary == "cpu: foxacp eval, passkey 75%, exact 50%, evict 75%"

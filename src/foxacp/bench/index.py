@@ -45,8 +45,9 @@ class ResultSet:
     current: bool = False
 
 
-def _summary(payload: object) -> tuple[str | None, str]:
-    """(timestamp or None, summary) from a result JSON of any of the benchmarks."""
+def _summary(payload: object, evals: bool = False) -> tuple[str | None, str]:
+    """(timestamp or None, summary) from a result JSON of any of the benchmarks; a `foxacp eval` record only
+    with ``evals`` (a set that holds other records too, a study, is summarised by those)."""
     if isinstance(payload, list):  # correctness: a list of cases
         return None, f"{len(payload)} cases against float64"
     if not isinstance(payload, dict):
@@ -83,9 +84,25 @@ def _summary(payload: object) -> tuple[str | None, str]:
         return meta.get("date"), f"{meta.get('device', '?')}, {meta.get('preset', '')}, gates {meta.get('gates', '?')}"
     if "held_out_loss" in payload:  # ACP quality study
         return meta.get("date"), f"{meta.get('device', '?')}: a model trained with ACP and exactly, evaluated both ways"
+    if evals and "passkey" in payload and "per_position" in payload:  # foxacp eval
+        text = f"{meta.get('device', '?')}: foxacp eval, passkey {100 * payload['passkey']['overall']:.0f}%"
+        for name in ("exact", "evict"):
+            if name in payload:
+                text += f", {name} {100 * payload[name]['passkey']['overall']:.0f}%"
+        return meta.get("date"), text
     if "cases" in payload:  # correctness with meta
         return meta.get("date"), f"{meta.get('device', '?')}: {len(payload['cases'])} cases against float64"
     return meta.get("date"), str(payload.get("title", ""))  # training
+
+
+def _first_summary(payloads: Sequence[object]) -> tuple[str | None, str]:
+    """The summary of the first record that gives one, eval records after all others."""
+    for evals in (False, True):
+        for payload in payloads:
+            timestamp, summary = _summary(payload, evals)
+            if summary:
+                return timestamp, summary
+    return None, ""
 
 
 def read_set(folder: Path) -> ResultSet:
@@ -93,11 +110,7 @@ def read_set(folder: Path) -> ResultSet:
     m = SET_NAME.fullmatch(folder.name)
     if m is None:
         raise ValueError(f"{folder}: not a result set name (<YYYY-MM-DD>-<commit7>-<what>-<device>)")
-    timestamp, summary = None, ""
-    for js in sorted(folder.glob("*.json")):  # the first JSON that gives a summary
-        timestamp, summary = _summary(json.loads(js.read_text()))
-        if summary:
-            break
+    timestamp, summary = _first_summary([json.loads(js.read_text()) for js in sorted(folder.glob("*.json"))])
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     return ResultSet(folder, m["date"], m["commit"], m["what"], m["device"], timestamp or m["date"], summary, files)
 
