@@ -80,6 +80,17 @@ def _at(x, g, GROUPS_PAD: tl.constexpr):
 
 
 @triton.jit
+def _program_share(Kept, p, NUM_GROUPS: tl.constexpr, GROUPS_PAD: tl.constexpr, PROGRAMS: tl.constexpr,
+                   MIN_BLOCKS: tl.constexpr):
+    """Program p's group (NUM_GROUPS when p is past the last split), that group's splits, its first program,
+    and its kept blocks."""
+    splits, ends, kept = _shares(Kept, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
+    grp = tl.sum((ends <= p).to(tl.int32), axis=0)
+    n = _at(splits, grp, GROUPS_PAD)
+    return grp, n, _at(ends, grp, GROUPS_PAD) - n, _at(kept, grp, GROUPS_PAD)
+
+
+@triton.jit
 def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part_acc,
                            stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
                            stride_vh, stride_cb, stride_ct, stride_ch, qk_scale, max_len,
@@ -88,11 +99,8 @@ def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part
                            BLOCK_N: tl.constexpr, NUM_GROUPS: tl.constexpr, GROUPS_PAD: tl.constexpr,
                            PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, PRECISION: tl.constexpr):
     p = tl.program_id(0)
-    splits, ends, kept = _shares(Kept, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
-    g = tl.sum((ends <= p).to(tl.int32), axis=0)  # the group whose programs include p
+    g, n, first, kept = _program_share(Kept, p, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
     if g < NUM_GROUPS:
-        n = _at(splits, g, GROUPS_PAD)
-        first = _at(ends, g, GROUPS_PAD) - n
         b = g // (HKV * CHUNKS)
         kvh = (g // CHUNKS) % HKV
         row_ok, i, h, L, pos, Cb, c_q, q = _group_rows(Q, C, Lens, b, kvh, g % CHUNKS, stride_qb, stride_qt,
@@ -100,7 +108,7 @@ def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part
                                                        GROUP, HEAD_DIM, BLOCK_M)
         row = (b * TQ + i) * HQ + h
         row_lo = tl.load(RowLo + row, mask=row_ok, other=0)
-        per_split = tl.cdiv(_at(kept, g, GROUPS_PAD), n)
+        per_split = tl.cdiv(kept, n)
         start = tl.load(Lo + g) + (p - first) * per_split
         stop = tl.minimum(start + per_split, tl.cdiv(L, BLOCK_N))
         b64 = b.to(tl.int64)

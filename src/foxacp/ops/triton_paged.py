@@ -16,7 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from . import triton_decode
-from .triton_balance import _at, _shares, _store_program_rows, combine, partials, share_args
+from .triton_balance import _program_share, _store_program_rows, combine, partials, share_args
 from .triton_decode import (
     MAX_ROWS,
     NUM_STAGES,
@@ -118,18 +118,15 @@ def _paged_balanced_kernel(Q, K, V, C, Table, Lens, Lo, Kept, Delta, Out, Part_m
                            PRECISION: tl.constexpr):
     """The balanced schedule's split kernel (triton_balance.py) over the block table."""
     p = tl.program_id(0)
-    splits, ends, kept = _shares(Kept, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
-    grp = tl.sum((ends <= p).to(tl.int32), axis=0)  # the group whose programs include p
+    grp, n, first, kept = _program_share(Kept, p, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
     if grp < NUM_GROUPS:
-        n = _at(splits, grp, GROUPS_PAD)
-        first = _at(ends, grp, GROUPS_PAD) - n
         b = grp // (HKV * CHUNKS)
         kvh = (grp // CHUNKS) % HKV
         row_ok, i, g, h, L, pos, Tb, c_q, q = _paged_rows(Q, C, Table, Lens, b, kvh, grp % CHUNKS, stride_qb,
                                                           stride_qt, stride_qh, stride_cp, stride_cn, stride_tb,
                                                           stride_th, max_len, TQ, GROUP, HEAD_DIM, BLOCK_M,
                                                           BLOCK_N)
-        per_split = tl.cdiv(_at(kept, grp, GROUPS_PAD), n)
+        per_split = tl.cdiv(kept, n)
         start = tl.load(Lo + grp) + (p - first) * per_split
         stop = tl.minimum(start + per_split, tl.cdiv(L, BLOCK_N))
         m_i, l_i, acc = _paged_range(q, K, V, C, Delta, Tb, c_q, g, h, pos, row_ok, L, start, stop, stride_kp,
