@@ -368,6 +368,19 @@ def test_triton_balanced_schedule_gives_the_long_group_many_splits():
     torch.testing.assert_close(o, even, atol=1e-5, rtol=1e-5)
 
 
+def test_triton_balanced_schedule_at_a_batch_that_fills_the_gpu():
+    # 20 groups fill the interpreter's 4 x 4 program slots: the even schedule takes one split each, the balanced
+    # one still shares a GPU's worth of extra programs out by kept blocks (ragged lengths, ACP).
+    from foxacp.ops.triton_decode import balanced_programs
+
+    B, Hq, Hkv, D = 5, 8, 4, 16
+    assert balanced_programs(B * Hkv, 900, torch.device("cpu"), DECODE_BLOCK, None) > B * Hkv
+    q, k, v, c, lens, _ = make_cache(B, 1, 900, Hq, Hkv, D, [900, 1, 640, 65, 300], gate_mean=1.0, seed=9)
+    o, delta = _triton(q * 4, k, v, c, lens, -2.0, qk_bound=0.0, schedule="balanced")
+    twin = attend(q * 4, k, v, c, lens, log_eps=-2.0, qk_bound=0.0)
+    torch.testing.assert_close(o, twin, atol=1e-5, rtol=1e-5)
+
+
 def test_unknown_schedule_is_refused():
     q, k, v, c, lens, _ = make_cache(1, 1, 64, 2, 2, 16, [64])
     with pytest.raises(ValueError, match="schedule"):

@@ -54,9 +54,9 @@ CASES = [  # B, Tq, Tmax, Hq, Hkv, D, lens, starts (per row, per KV head)
 ]
 
 
-# The Triton kernel with its own number of splits and the even schedule, and with 3 splits per group shared
-# out by the balanced schedule; the PyTorch twin.
-KERNELS = [("triton", "even", None), ("triton", "balanced", 3), ("torch", None, None)]
+# The Triton kernel with the even schedule, and with the balanced one at its own grid and at 3 programs per
+# group; the PyTorch twin.
+KERNELS = [("triton", "even", None), ("triton", "balanced", None), ("triton", "balanced", 3), ("torch", None, None)]
 
 
 @pytest.mark.parametrize("backend,schedule,splits", KERNELS)

@@ -218,18 +218,29 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+def _sms(device: torch.device) -> int:
+    """Multiprocessors of ``device``; on the CPU (interpreter) 4, so that tests see several splits."""
+    if device.type == "cuda" and not interpreting():
+        return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return 4
+
+
 def num_splits(programs: int, max_len: int, device: torch.device, block_n: int) -> int:
     """Splits per (sequence, KV head, row chunk): enough programs to fill the GPU, from shapes alone.
 
-    ``programs`` is the grid without splits (B x Hkv x row chunks); on the CPU (interpreter) the GPU is
-    taken to have 4 multiprocessors, so tests see several splits.
+    ``programs`` is the grid without splits (B x Hkv x row chunks).
     """
-    if device.type == "cuda" and not interpreting():
-        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    else:
-        sms = 4
     most = max(1, triton.cdiv(max_len, block_n * MIN_BLOCKS_PER_SPLIT))
-    return max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, programs), most))
+    return max(1, min(triton.cdiv(PROGRAMS_PER_SM * _sms(device), programs), most))
+
+
+def balanced_programs(groups: int, max_len: int, device: torch.device, block_n: int, splits: int | None) -> int:
+    """The balanced schedule's grid: ``splits`` programs per group when given; else the even schedule's grid, and
+    at least a GPU's worth beyond one per group, so that long groups get more programs at any batch size."""
+    if splits:
+        return groups * splits
+    even = groups * num_splits(groups, max_len, device, block_n)
+    return max(even, groups + PROGRAMS_PER_SM * _sms(device))
 
 
 def _search_shape(max_blocks: int) -> tuple[int, int, int]:
@@ -262,7 +273,8 @@ def decode_attention(
         acp: None for exact attention, or (U, log_eps): the logit bound, (B, Hq) float64 (any strides), and
             the log tolerance; the kernel forms the threshold delta = -2U - log(L) + log_eps itself.
         block_n: keys per block (the ACP block grid).
-        splits: splits per (sequence, KV head, row chunk); None picks ``num_splits`` (benchmarks sweep it).
+        splits: splits per (sequence, KV head, row chunk); None picks ``num_splits`` (benchmarks sweep it), or
+            for the balanced schedule ``balanced_programs``.
         num_stages: software pipeline depth of the key loop; None takes ``NUM_STAGES``.
         schedule: "even" or "balanced" (the same grid of splits x groups programs, shared out by kept blocks);
             None takes ``SCHEDULE``.
@@ -276,17 +288,17 @@ def decode_attention(
     rows = Tq * group
     block_m = max(16, min(MAX_ROWS, triton.next_power_of_2(rows)))
     chunks = triton.cdiv(rows, block_m)
-    splits = splits or num_splits(B * Hkv * chunks, Tmax, q.device, block_n)
     schedule = schedule or SCHEDULE
     if schedule not in SCHEDULES:
         raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if schedule == "balanced" and splits > 1:
+    groups = B * Hkv * chunks
+    if schedule == "balanced" and (programs := balanced_programs(groups, Tmax, q.device, block_n, splits)) > groups:
         from .triton_balance import balanced_decode_attention  # it imports this module's pieces
 
-        programs = B * Hkv * chunks * splits
         return balanced_decode_attention(
             q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, block_n, block_m, programs, num_stages
         )
+    splits = splits or num_splits(groups, Tmax, q.device, block_n)
     fanout, levels, stride0 = _search_shape(triton.cdiv(Tmax, block_n))
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
     part_ml = part_acc = out  # unused with one split

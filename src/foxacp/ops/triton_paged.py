@@ -25,6 +25,7 @@ from .triton_decode import (
     _attend_block,
     _combine_kernel,
     _store_rows,
+    balanced_programs,
     num_splits,
 )
 from .validate import CacheProblem
@@ -153,8 +154,9 @@ def paged_decode_attention(
     """Run the paged split kernel and the combine kernel; inputs as validated by ``paged.check_paged_inputs``.
 
     delta: (Hq,) float32 on the device (``paged.paged_threshold``), or None for no pruning.
-    splits: per group (default ``num_splits``); schedule: "even" or "balanced" (triton_balance.py: the same
-    number of programs, shared by resident blocks), default ``triton_decode.SCHEDULE``.
+    splits: per group (default ``num_splits``, or ``balanced_programs`` for the balanced schedule); schedule:
+    "even" or "balanced" (triton_balance.py: the programs shared out by resident blocks), default
+    ``triton_decode.SCHEDULE``.
     Returns (B, Tq, Hq, D) in q's dtype.
     """
     schedule = schedule or triton_decode.SCHEDULE  # read at call time: use_schedule may have set it
@@ -166,11 +168,14 @@ def paged_decode_attention(
     rows = Tq * group
     block_m = max(16, min(MAX_ROWS, triton.next_power_of_2(rows)))
     chunks = triton.cdiv(rows, block_m)
-    splits = splits or num_splits(B * Hkv * chunks, problem.max_len, q.device, block_n)
+    groups = B * Hkv * chunks
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
-    if schedule == "balanced" and splits > 1:
-        return _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem, out,
-                         block_m, B * Hkv * chunks * splits)  # fmt: skip
+    if schedule == "balanced":
+        programs = balanced_programs(groups, problem.max_len, q.device, block_n, splits)
+        if programs > groups:
+            return _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem,
+                             out, block_m, programs)  # fmt: skip
+    splits = splits or num_splits(groups, problem.max_len, q.device, block_n)
     part_ml = part_acc = out  # unused with one split
     if splits > 1:
         part_ml = torch.empty(B * Tq * Hq * splits * 2, dtype=torch.float32, device=q.device)
