@@ -107,6 +107,16 @@ def test_sample_draws_from_the_cut_distribution():
     assert torch.bincount(hot, minlength=5)[0] / len(hot) > probs[0] + 0.1
 
 
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_a_tiny_temperature_is_near_greedy(top_k):
+    # Dividing first overflowed to inf - inf = NaN below ~1e-37, and argmax of NaN is token 0.
+    logits = torch.tensor([[-3.0, 5.0, 1.0, 4.9], [200.0, -1e4, 300.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    for temperature in (1e-6, 1e-30, 1e-38, 1e-45):
+        draws = sample(logits, temperature=temperature, top_k=top_k, generator=gen)
+        assert draws.tolist() == [1, 2], temperature
+
+
 @pytest.mark.parametrize(
     ("args", "kw", "match"),
     [

@@ -12,7 +12,7 @@ from foxacp.ops.config import interpreting
 from tests.train.conftest import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
 
-def tiny(variant: str, **kw) -> ModelConfig:
+def tiny(variant: str = "fox_pro", **kw) -> ModelConfig:
     kw = dict(vocab_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, attn_backend="torch") | kw
     return ModelConfig(variant=variant, **kw)
 
@@ -199,3 +199,28 @@ def test_restore_undoes_steps():
         assert cache.lengths.tolist() == [16]
         again = feed(model, cache, seq[:, 16:], [1])
     torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("evict", [False, True])
+def test_restore_after_a_rebase_in_between(evict):
+    # A forward of several tokens rebases by itself once |c| passes REBASE_AT (the stored c shift by an
+    # integer); a restore then must put the running totals in that frame, or every later decay is off by it.
+    kw = dict(variant="fox_pro", attn_backend="torch", fgate_bias_init=-1.0, acp=evict)
+    torch.manual_seed(0)
+    model = FoxLM(tiny(**kw)).eval()
+    seq = tokens(80, 9)[None]
+    with torch.no_grad():
+        full = model(seq)
+        cache = model.new_cache(1, 96, **({"evict": True, "pool_fraction": 1.0} if evict else {}))
+        if evict:
+            cache.freeing = False  # undoing steps needs every block (PagedKVCache.restore)
+        t = 0
+        while cache.layers[0].c_last.abs().max() < REBASE_AT - 8:  # one token at a time never rebases
+            model(seq[:, t : t + 1], cache=cache)
+            t += 1
+        saved = cache.snapshot()
+        model(seq[:, t : t + 8], cache=cache)  # eight (speculated) tokens in one forward: rebases
+        assert (cache.layers[0].shifted != 0).any()
+        cache.restore(saved)  # rejected
+        again = feed(model, cache, seq[:, t : t + 8], [1])
+    torch.testing.assert_close(again, full[:, t : t + 8], rtol=1e-4, atol=1e-4)

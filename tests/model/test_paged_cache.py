@@ -123,3 +123,27 @@ def test_eviction_needs_a_static_bound_and_acp():
         fast_forgetting(acp=False).new_cache(1, 64, evict=True)
     with pytest.raises(ValueError, match="pool_fraction"):
         fast_forgetting().new_cache(1, 64, evict=True, pool_fraction=1.5)
+
+
+def test_restore_refuses_after_eviction():
+    # Blocks freed after a snapshot may be reused: restoring would leave the restored queries without keys
+    # they still need, so it raises (changing nothing); with freeing off, restore undoes the steps.
+    model = fast_forgetting()
+    seq = prompts()[2][None]
+    with torch.no_grad():
+        full = model(seq)
+        for freeing in (True, False):
+            cache = model.new_cache(1, 256, evict=True, pool_fraction=1.0)
+            model(seq[:, :130], cache=cache)
+            cache.freeing = freeing
+            saved = cache.snapshot()
+            for t in range(130, 190):
+                model(seq[:, t : t + 1], cache=cache)
+            if freeing:
+                with pytest.raises(ValueError, match="evicted since"):
+                    cache.restore(saved)
+                assert cache.lengths.tolist() == [190]
+                continue
+            cache.restore(saved)
+            again = torch.cat([model(seq[:, t : t + 1], cache=cache) for t in range(130, 140)], 1)
+            torch.testing.assert_close(again, full[:, 130:140], rtol=1e-4, atol=1e-4)

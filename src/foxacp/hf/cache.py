@@ -173,7 +173,7 @@ class FoxCache(Cache):
         for old, new in zip(kv.layers, grown.layers, strict=True):
             for name in ("k", "v", "c"):
                 getattr(new, name)[:, : kv.max_len].copy_(getattr(old, name))
-            for name in ("c_last", "shift_k", "shift_v"):
+            for name in ("c_last", "shifted", "shift_k", "shift_v"):
                 if getattr(old, name) is not None:
                     getattr(new, name).copy_(getattr(old, name))
         grown.lengths.copy_(kv.lengths)

@@ -36,7 +36,10 @@ def sample(
     """
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # Shifted to a row maximum of 0 first: a tiny temperature then sends the others to -inf (near greedy), where
+    # dividing first would overflow to inf - inf = NaN.
+    logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, -torch.inf)

@@ -36,6 +36,7 @@ class LayerCache:
     k, v: (B, max_len, Hkv, D) keys (after token shift, QK-norm or RoPE) and values, in the model's dtype.
     c: (B, max_len, Hq) float32 cumulative log forget gate at each position, relative to the anchor.
     c_last: (B, Hq) float64 running c of the last cached position (0 for an empty sequence).
+    shifted: (B, Hq) float64 the total that rebases subtracted from the row's stored c (``restore`` uses it).
     shift_k, shift_v: (B, Hkv, D) the last projected k and v rows before the token shift (FoX Pro), else None.
     """
 
@@ -43,6 +44,7 @@ class LayerCache:
     v: Tensor
     c: Tensor
     c_last: Tensor
+    shifted: Tensor
     shift_k: Tensor | None
     shift_v: Tensor | None
 
@@ -51,7 +53,7 @@ class LayerCache:
         return LayerCache(*(None if t is None else t[start:stop] for t in self._tensors()))
 
     def _tensors(self) -> tuple[Tensor | None, ...]:
-        return (self.k, self.v, self.c, self.c_last, self.shift_k, self.shift_v)
+        return (self.k, self.v, self.c, self.c_last, self.shifted, self.shift_k, self.shift_v)
 
     def write(self, pos: Tensor, k: Tensor, v: Tensor, log_fgate: Tensor, *, rebase_at: float | None) -> None:
         """Store new keys, values and gates at positions pos (B, T) int64; k, v (B, T, Hkv, D); gates (B, T, Hq).
@@ -80,10 +82,14 @@ class LayerCache:
         target = self.c_last if target is None else target
         shift = torch.where(target.abs() > threshold, target.trunc(), 0.0)
         self.c.sub_(shift.to(torch.float32)[:, None, :])
-        last = (lengths.long() - 1).clamp(min=0)[:, None, None].expand(-1, 1, self.c.shape[2])
-        stored = self.c.gather(1, last)[:, 0].to(torch.float64)
+        self.shifted.add_(shift)
         moved = (shift != 0) & (lengths[:, None] > 0)
-        self.c_last.copy_(torch.where(moved, stored, self.c_last - shift))
+        self.c_last.copy_(torch.where(moved, self.last_c(lengths).to(torch.float64), self.c_last - shift))
+
+    def last_c(self, lengths: Tensor) -> Tensor:
+        """The stored float32 c of each row's last cached position: (B, Hq) (0 for an empty row)."""
+        last = (lengths.long() - 1).clamp(min=0)[:, None, None].expand(-1, 1, self.c.shape[2])
+        return torch.where(lengths[:, None] > 0, self.c.gather(1, last)[:, 0], 0.0)
 
 
 class KVCache:
@@ -128,6 +134,7 @@ class KVCache:
                 v=torch.zeros(kv, dtype=dtype, device=device),
                 c=torch.zeros(B, max_len, n_heads, dtype=torch.float32, device=device),
                 c_last=torch.zeros(B, n_heads, dtype=torch.float64, device=device),
+                shifted=torch.zeros(B, n_heads, dtype=torch.float64, device=device),
                 shift_k=shift(),
                 shift_v=shift(),
             )
@@ -166,14 +173,22 @@ class KVCache:
         """Copies of what a step changes besides the entries it writes past each row's length.
 
         ``restore`` of a snapshot undoes any steps taken since (their entries lie past the restored lengths,
-        where nothing reads them and the next step overwrites them); rebasing in between is not undone.
+        where nothing reads them and the next step overwrites them). A rebase in between (a forward of more
+        than one token may rebase by itself) stays: the stored c keep its shift, and the restored rows'
+        running totals are put in that frame.
         """
-        return [t.clone() for t in self._state()]
+        return [t.clone() for t in self._state()] + [layer.shifted.clone() for layer in self.layers]
 
     def restore(self, snapshot: list[Tensor]) -> None:
         """Go back to a ``snapshot`` of this cache."""
-        for t, s in zip(self._state(), snapshot, strict=True):
+        n = len(self.layers)
+        for t, s in zip(self._state(), snapshot[:-n], strict=True):
             t.copy_(s)
+        for layer, before in zip(self.layers, snapshot[-n:], strict=True):
+            # Where a rebase moved the anchor since, the running total restarts from the stored value of the
+            # restored last position, as the rebase itself does (c stays non-increasing).
+            moved = (layer.shifted != before) & (self.lengths[:, None] > 0)
+            layer.c_last.copy_(torch.where(moved, layer.last_c(self.lengths).to(torch.float64), layer.c_last))
 
     def _state(self) -> list[Tensor]:
         state = [self.lengths]
@@ -186,6 +201,7 @@ class KVCache:
         self.lengths.zero_()
         for layer in self.layers:
             layer.c_last.zero_()
+            layer.shifted.zero_()
             if layer.shift_k is not None:
                 layer.shift_k.zero_()
                 layer.shift_v.zero_()

@@ -86,8 +86,8 @@ class PagedLayerCache:
 
     table: (B, Hkv, blocks) int32 on the device and table_host its host copy: the pool block of each
     logical block. start, start_host: (B, Hkv) int32, the first held logical block. top: (B,) int64 host,
-    the logical blocks reserved so far (the same for every KV head of a row). c_last, shift_k, shift_v: as
-    in ``LayerCache``. u: (Hq,) the static bound; delta: (Hq,) float32 the fixed threshold (``paged_threshold``).
+    the logical blocks reserved so far (the same for every KV head of a row). c_last, shifted, shift_k,
+    shift_v: as in ``LayerCache``. u: (Hq,) the static bound; delta: (Hq,) float32 the fixed threshold (``paged_threshold``).
     """
 
     pool: BlockPool
@@ -98,6 +98,7 @@ class PagedLayerCache:
     start_host: Tensor
     top: Tensor
     c_last: Tensor
+    shifted: Tensor
     shift_k: Tensor | None
     shift_v: Tensor | None
     u: Tensor
@@ -151,6 +152,7 @@ class PagedLayerCache:
         by_owner = torch.zeros(self.pool.n_owners + 1, shift.shape[1] // Hkv, device=shift.device)
         by_owner[self.row0 * Hkv : (self.row0 + B) * Hkv] = shift.float().view(B * Hkv, -1)
         self.pool.c.sub_(by_owner[self.pool.owner][:, None, :])
+        self.shifted.add_(shift)
         stored = self.last_c(lengths).to(torch.float64)
         moved = (shift != 0) & (lengths[:, None] > 0)
         self.c_last.copy_(torch.where(moved, stored, self.c_last - shift))
@@ -222,7 +224,7 @@ class PagedLayerCache:
         return self.top[:, None] - self.start_host.long()
 
 
-_ROW_STATE = ("c_last", "shift_k", "shift_v")
+_ROW_STATE = ("c_last", "shifted", "shift_k", "shift_v")
 
 
 class PagedKVCache(KVCache):
@@ -301,6 +303,7 @@ class PagedKVCache(KVCache):
                     start_host=zeros(B, Hkv, dt=torch.int32, on="cpu"),
                     top=zeros(B, dt=torch.int64, on="cpu"),
                     c_last=zeros(B, n_heads, dt=torch.float64),
+                    shifted=zeros(B, n_heads, dt=torch.float64),
                     shift_k=zeros(B, Hkv, head_dim) if token_shift else None,
                     shift_v=zeros(B, Hkv, head_dim) if token_shift else None,
                     u=u.detach().to(device=device, dtype=torch.float32),
@@ -339,6 +342,26 @@ class PagedKVCache(KVCache):
                 layer.free_before(start)
         for layer in self.layers:
             layer.reserve(lengths, ahead)
+
+    def snapshot(self) -> list[Tensor]:
+        """``KVCache.snapshot``, and the start pointers: blocks freed after it cannot come back (see ``restore``)."""
+        return [*super().snapshot(), *(layer.start_host.clone() for layer in self.layers)]
+
+    def restore(self, snapshot: list[Tensor]) -> None:
+        """``KVCache.restore``; raises ValueError, changing nothing, when blocks were freed since the snapshot.
+
+        Freed blocks may have been reused, and the restored queries may still need them: undoing steps (e.g.
+        rejected speculated tokens) needs ``freeing = False`` (or no ``prepare``) between snapshot and restore.
+        """
+        n = len(self.layers)
+        moved = [i for i, (layer, s) in enumerate(zip(self.layers, snapshot[-n:], strict=True))
+                 if not torch.equal(layer.start_host, s)]  # fmt: skip
+        if moved:
+            raise ValueError(
+                f"cannot restore the snapshot: blocks were evicted since it was taken (layers {moved}); keep "
+                "cache.freeing = False while steps may be undone"
+            )
+        super().restore(snapshot[:-n])
 
     def reset(self) -> None:
         """Give every block back and empty every sequence."""
