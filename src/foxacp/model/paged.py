@@ -87,7 +87,8 @@ class PagedLayerCache:
     table: (B, Hkv, blocks) int32 on the device and table_host its host copy: the pool block of each
     logical block. start, start_host: (B, Hkv) int32, the first held logical block. top: (B,) int64 host,
     the logical blocks reserved so far (the same for every KV head of a row). c_last, shifted, shift_k,
-    shift_v: as in ``LayerCache``. u: (Hq,) the static bound; delta: (Hq,) float32 the fixed threshold (``paged_threshold``).
+    shift_v: as in ``LayerCache``. u: (Hq,) the static bound; delta: (Hq,) float32 the fixed threshold
+    (``paged_threshold``).
     """
 
     pool: BlockPool
