@@ -227,7 +227,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         compile=args.compile,
         evict=args.evict,
         pool_fraction=args.pool_fraction,
-        memory_report=report,
+        memory_report=report if args.evict else None,
     )
     if args.evict:
         sys.stderr.write(report["summary"] + "\n")

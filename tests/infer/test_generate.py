@@ -1,5 +1,6 @@
 """generate: greedy decoding is the full forward's argmax, EOS, seeded sampling, errors; the sampler."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,7 +113,7 @@ def test_a_tiny_temperature_is_near_greedy(top_k):
     # Dividing first overflowed to inf - inf = NaN below ~1e-37, and argmax of NaN is token 0.
     logits = torch.tensor([[-3.0, 5.0, 1.0, 4.9], [200.0, -1e4, 300.0, 0.0]])
     gen = torch.Generator().manual_seed(0)
-    for temperature in (1e-6, 1e-30, 1e-38, 1e-45):
+    for temperature in (1e-6, 1e-30, 1e-38, 1e-45, np.float32(1e-38)):
         draws = sample(logits, temperature=temperature, top_k=top_k, generator=gen)
         assert draws.tolist() == [1, 2], temperature
 
@@ -132,6 +133,10 @@ def test_a_tiny_temperature_is_near_greedy(top_k):
         (([[1]], 4), dict(top_p=1.5), "top_p"),
         (([[1]], 4), dict(prefill_chunk=0), "prefill_chunk"),
         (([[1]], 4), dict(cuda_graph=True), "CUDA"),
+        (([[1]], 4), dict(eos_token_id=64), "eos_token_id"),
+        (([[1]], 4), dict(eos_token_id=[1, 2]), "eos_token_id"),
+        (([[1]], 4), dict(pool_fraction=0.5), "evict=True"),
+        (([[1]], 4), dict(memory_report={}), "evict=True"),
     ],
 )
 def test_errors(args, kw, match):

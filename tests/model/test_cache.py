@@ -224,3 +224,17 @@ def test_restore_after_a_rebase_in_between(evict):
         cache.restore(saved)  # rejected
         again = feed(model, cache, seq[:, t : t + 8], [1])
     torch.testing.assert_close(again, full[:, t : t + 8], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("evict", [False, True])
+def test_a_step_past_max_len_is_refused(evict):
+    # One-token steps too (value checks on, the default): the full cache would index out of range, and the
+    # evicting one would write past the L_max its threshold assumes.
+    torch.manual_seed(0)
+    model = FoxLM(tiny(acp=True)).eval()
+    with torch.no_grad():
+        cache = model.new_cache(1, 70, **({"evict": True, "pool_fraction": 1.0} if evict else {}))
+        model(tokens(70, 3)[None], cache=cache)
+        with pytest.raises(ValueError, match="exceed the cache's max_len"):
+            model(tokens(1, 4)[None], cache=cache)
+    assert cache.lengths.tolist() == [70]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -184,10 +185,19 @@ def generate(
         TypeError: prompts of non-integer dtype.
     """
     check_sampling(temperature, top_k, top_p)
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if prefill_chunk is not None and (not isinstance(prefill_chunk, int) or prefill_chunk < 1):
         raise ValueError(f"prefill_chunk must be an int >= 1 or None, got {prefill_chunk!r}")
+    vocab = model.config.vocab_size
+    if eos_token_id is not None and (
+        not isinstance(eos_token_id, numbers.Integral)
+        or isinstance(eos_token_id, bool)
+        or not 0 <= eos_token_id < vocab
+    ):
+        raise ValueError(f"eos_token_id must be None or one token id in [0, {vocab}), got {eos_token_id!r}")
+    if not evict and (pool_fraction is not None or memory_report is not None):
+        raise ValueError("pool_fraction and memory_report are options of the evicting cache: pass evict=True")
     device = model.embed.weight.device
     rows = _as_prompts(prompts, model.config.vocab_size, device)
     longest = max(len(p) for p in rows)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from foxacp.ops.linear_ce import linear_cross_entropy
+from foxacp.ops.validate import value_checks_on
 
 from .attention import ForgettingAttention
 from .cache import KVCache, LayerCache
@@ -114,7 +115,10 @@ class FoxLM(nn.Module):
         longest document (optional, passed to the attention op).
         cache: a ``new_cache`` of batch size B; input_ids are then each sequence's next T tokens: they are
         appended to the cache (T = 1 to decode, any T to prefill, in one call or in chunks) and the logits
-        are those of the new tokens, as the full forward over the whole sequence would give them.
+        are those of the new tokens, as the full forward over the whole sequence would give them. A
+        one-token step never rebases the cache's gate totals (no host read): when decoding by hand over
+        thousands of tokens, call ``cache.rebase()`` now and then (every 16 tokens, as ``generate`` does)
+        to keep the decays as precise as a prefill's (model/cache.py).
         run_block: with a cache, each block runs as run_block(block, x, pos, layer_cache) instead of
             block(x, pos, cache=layer_cache); ``generate(compile=True)`` passes ``run_block`` compiled by
             torch.compile, which traces one block once and replays that graph for every layer.
@@ -124,9 +128,10 @@ class FoxLM(nn.Module):
         is gathered for it like every other layer.
 
         Raises:
-            ValueError: a cache together with cu_seqlens, a cache of another batch size, or (T > 1, checked
-                on the host) a sequence that would outgrow the cache. A one-token step is not checked, so
-                that it never reads back to the host: the caller keeps lengths below max_len.
+            ValueError: a cache together with cu_seqlens, a cache of another batch size, or a sequence that
+                would outgrow the cache (a host read; a one-token step skips it with value checks off, as in
+                a CUDA graph, under torch.compile and in ``generate``: the caller then keeps lengths below
+                max_len).
         """
         B, T = input_ids.shape
         if cache is not None:
@@ -194,9 +199,12 @@ class FoxLM(nn.Module):
             raise ValueError("cu_seqlens cannot be combined with a cache: give each sequence its own cache row")
         if cache.batch_size != B:
             raise ValueError(f"input_ids has batch size {B} but the cache has {cache.batch_size}")
-        if T > 1 and (longest := int(cache.lengths.max())) + T > cache.max_len:
+        paged_prepare = isinstance(cache, PagedKVCache) and (T > 1 or cache.auto_prepare)
+        # A host read: with value checks off (a CUDA graph, torch.compile, generate's steps) one-token steps skip it.
+        checked = T > 1 or paged_prepare or value_checks_on()
+        if checked and (longest := int(cache.lengths.max())) + T > cache.max_len:
             raise ValueError(f"input_ids: {T} more tokens after {longest} exceed the cache's max_len ({cache.max_len})")
-        if isinstance(cache, PagedKVCache) and (T > 1 or cache.auto_prepare):
+        if paged_prepare:
             cache.prepare(T)  # free what ACP passed, hold the blocks the new tokens go to (host reads)
         pos = cache.lengths[:, None].long() + torch.arange(T, device=input_ids.device)
         x = self.embed(input_ids)
