@@ -48,6 +48,10 @@ def test_static_generate_equals_the_dynamic_cache_and_foxacp_generate_and_reuses
     hf.generate(ids[:2], cache_implementation="static", **{**kw, "attention_mask": mask[:2]})
     assert hf._static_cache is not cache  # another batch size
     assert again.shape == (3, ids.shape[1] - 3 + 9)
+    cache = hf._static_cache
+    hf.double().float()  # new storage for every parameter: a captured step would read the old
+    moved = hf.generate(ids[:2], cache_implementation="static", **{**kw, "attention_mask": mask[:2]})
+    assert hf._static_cache is not cache and torch.equal(moved, dynamic[:2])
 
 
 def test_a_compiled_static_step_fullgraph_gives_the_same_tokens(pair):

@@ -34,6 +34,11 @@ class FoxStaticCacheLayer(FoxCacheLayer):
     is_compileable = True
 
 
+def _storage(model: FoxLM) -> tuple[int, ...]:
+    """Where the model's parameters and buffers live (their data pointers)."""
+    return tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
+
+
 def _logits(logits: Tensor) -> Tensor:
     """decode_one_token's sampler for a step that returns the logits (B, V) float32 themselves."""
     return logits
@@ -56,6 +61,7 @@ class FoxStaticCache(FoxCache):
         super().__init__(model)
         self.kv = model.new_cache(batch_size, max_cache_len)
         self.max_cache_len = max_cache_len
+        self._storage = _storage(model)
         device = model.embed.weight.device
         self.cuda_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
         if self.cuda_graph and device.type != "cuda":
@@ -64,9 +70,11 @@ class FoxStaticCache(FoxCache):
         self._step: Callable[[Tensor], Tensor] | None = None
 
     def fits(self, batch_size: int, max_cache_len: int) -> bool:
-        """Whether a generation of batch_size rows of up to max_cache_len tokens can reuse this cache."""
+        """Whether a generation of batch_size rows of up to max_cache_len tokens can reuse this cache: also that
+        the model's parameters and buffers still live where they did (a captured step reads them there; a
+        round trip such as ``.half().float()`` moves them)."""
         weight, k = self.model.embed.weight, self.kv.layers[0].k
-        same_place = (weight.device, weight.dtype) == (k.device, k.dtype)
+        same_place = (weight.device, weight.dtype) == (k.device, k.dtype) and _storage(self.model) == self._storage
         return same_place and batch_size == self.kv.batch_size and max_cache_len <= self.max_cache_len
 
     def reset(self) -> None:
