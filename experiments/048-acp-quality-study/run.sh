@@ -34,6 +34,7 @@ BUDGET_S=${BUDGET_S:-525}                 # the whole call: training gets what t
 EVAL_RESERVE_S=${EVAL_RESERVE_S:-180}     # kept for the evaluations when the training time is shared out
 RES=$RUNS/results
 mkdir -p "$RES" "$OUT"
+printf '{"passkey_fraction": %s, "tokens": %s, "seq_len": %s}\n' "$PASSKEY" "$TOKENS" "$SEQ" > "$RES/settings.json"
 exec > >(tee -a "$OUT/run.log") 2>&1
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0))s] $*"; }

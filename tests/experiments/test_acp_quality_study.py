@@ -77,5 +77,6 @@ def test_run_sh_then_report_on_cpu(tmp_path):
     assert out.name.endswith("-acp-quality-study-cpu")
     for name in ("README.md", "training.png", "loss_by_position.png", "passkey_exact_model.png", "head_saving.png"):
         assert (out / name).is_file(), name
+    assert "10% of training rows are synthetic passkey" in (out / "README.md").read_text()  # PASSKEY=0.1
     study = json.loads((out / "study.json").read_text())
     assert study["training"]["acp"]["final_step"] == 2 and study["zeroshot"]["piqa"]["documents"] == 1
