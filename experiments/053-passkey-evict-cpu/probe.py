@@ -1,6 +1,6 @@
 """A quick look at whether a run retrieves yet: greedy answers to 12 passkey prompts of 200 tokens.
 
-    PYTHONPATH=src python experiments/053-passkey-evict-cpu/probe.py runs/053/train
+PYTHONPATH=src python experiments/053-passkey-evict-cpu/probe.py runs/053/train
 """
 
 from __future__ import annotations
