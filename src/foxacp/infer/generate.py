@@ -86,7 +86,7 @@ def decode_n_tokens(
     for i in range(n):
         out[:, i] = tokens
         if callback is not None:
-            callback(tokens)
+            callback(out[:, i])  # not ``tokens``: a CUDA graph's output buffer, which the next step overwrites
         if eos_token_id is not None:
             done |= tokens == eos_token_id
         if i + 1 == n:
@@ -169,7 +169,7 @@ def generate(
             projections of x as one GEMM (``FoxLM.fused_projections``: a stacked copy of those weights,
             most of the model's, held while decoding).
         callback: called with each step's tokens (B,) int64 on the device (for streaming; reading them
-            synchronises).
+            synchronises); a view of the result, which later steps leave as it is.
         evict: decode with the evicting cache (``model.new_cache(..., evict=True)``: FoX Pro with ACP only),
             prefilling in chunks of ``prefill_chunk`` (default EVICT_PREFILL_CHUNK) with eviction between them.
         pool_fraction: the evicting cache's pool size (see ``PagedKVCache.allocate_paged``).
