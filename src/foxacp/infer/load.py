@@ -39,8 +39,9 @@ def load(
     folder, one checkpoint directory (``step_NNNNNN`` with meta.json; every file is checked against the
     sizes and sha256 sums in meta.json before the weights are read), or a Hugging Face directory written
     by ``foxacp.hf`` (``save_pretrained``, ``foxacp export-hf``; read without transformers). ``device``:
-    where the weights go (default CPU); ``dtype``: a floating dtype to cast the parameters to (default: as
-    saved, float32).
+    where the weights go (default CPU); ``dtype``: a floating dtype to cast the parameters to (default
+    float32 whatever was saved: training checkpoints hold float32, and a Hugging Face directory saved in bf16
+    is read up to float32; pass ``dtype=torch.bfloat16`` to keep it).
 
     Raises:
         CheckpointError: ``path`` is neither a run nor a checkpoint directory (the message says what was
