@@ -144,3 +144,21 @@ def test_errors(args, kw, match):
         foxacp.generate(model_of("fox"), *args, **kw)
     with pytest.raises(TypeError, match="integer"):
         foxacp.generate(model_of("fox"), [torch.ones(3)], 4)
+
+
+def test_callback_tokens_outlive_the_step_buffer():
+    # A CUDA-graph step returns the same output buffer every time; what the callback keeps must not change
+    # when later steps overwrite that buffer (here a CPU step that does the same).
+    from foxacp.infer.generate import decode_n_tokens
+
+    model = model_of("fox")
+    cache = model.new_cache(2, 8)
+    buffer = torch.zeros(2, dtype=torch.long)
+
+    def step(tokens):
+        buffer.copy_(tokens + 1)
+        return buffer
+
+    seen = []
+    out = decode_n_tokens(step, cache, torch.tensor([3, 7]), 5, callback=seen.append)
+    assert [t.tolist() for t in seen] == out.t().tolist() == [[3, 7], [4, 8], [5, 9], [6, 10], [7, 11]]
