@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from foxacp.data.pack import pack_corpus
+from tests.experiments import EXPERIMENTS
 
-EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "048-acp-quality-study"
+EXPERIMENT = EXPERIMENTS / "048-acp-quality-study"
 REPO = EXPERIMENT.parents[1]
 WORDS = ("the", "river", "runs", "to", "sea", "and", "a", "ship", "sails", "on", "it", "while", "wind", "grey", "water")
 

@@ -1,16 +1,13 @@
 """Smoke test of experiments/028-fewer-launches-per-call/kernel_times.py on the CPU (interpreted kernels, CPU
 profiler, tiny shapes); its measurements need a GPU: python experiments/028-fewer-launches-per-call/kernel_times.py."""
 
-import importlib.util
-from pathlib import Path
+from tests.experiments import EXPERIMENTS, load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "028-fewer-launches-per-call" / "kernel_times.py"
+SCRIPT = EXPERIMENTS / "028-fewer-launches-per-call" / "kernel_times.py"
 
 
 def test_kernel_times_profiles_every_mode_and_eps():
-    spec = importlib.util.spec_from_file_location("kernel_times", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     rows = module.main(["--device", "cpu", "--shapes", "2x16x70", "--tokens", "70", "--calls", "1"])
     assert [(r["mode"], r["log_eps"]) for r in rows] == [(m, e) for m in ("fwd", "fwdbwd") for e in (None, -10.0)]
     for r in rows:

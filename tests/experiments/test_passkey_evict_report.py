@@ -1,17 +1,10 @@
 """experiments/053-passkey-evict-cpu/report.py on a small made-up eval record: the set's files and tables."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "053-passkey-evict-cpu" / "report.py"
+from tests.experiments import EXPERIMENTS, load_script
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("report053", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = EXPERIMENTS / "053-passkey-evict-cpu" / "report.py"
 
 
 def _grid(answers):
@@ -23,7 +16,7 @@ def _grid(answers):
 
 
 def test_report_writes_the_set(tmp_path):
-    report = _load()
+    report = load_script(SCRIPT)
     run = tmp_path / "run"
     (run / "eval").mkdir(parents=True)
     (run / "train").mkdir()

@@ -1,22 +1,17 @@
 """Smoke test of experiments/026-backward-block-sweep/sweep.py on the CPU (Triton interpreter, tiny shapes,
 a fake timer); its timings need a GPU: python experiments/026-backward-block-sweep/sweep.py."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from foxacp.ops.config import kernel_config
+from tests.experiments import EXPERIMENTS, load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "026-backward-block-sweep" / "sweep.py"
+SCRIPT = EXPERIMENTS / "026-backward-block-sweep" / "sweep.py"
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_sweep_checks_times_and_skips(sweep):

@@ -1,16 +1,13 @@
 """Smoke test of experiments/047-train-speed/check_ce.py on the CPU (tiny sizes, float32); its bf16 check and
 timings need a GPU: OUT=DIR bash experiments/047-train-speed/run.sh."""
 
-import importlib.util
-from pathlib import Path
+from tests.experiments import EXPERIMENTS, load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "047-train-speed" / "check_ce.py"
+SCRIPT = EXPERIMENTS / "047-train-speed" / "check_ce.py"
 
 
 def test_check_ce_compares_both_paths_with_float64(tmp_path):
-    spec = importlib.util.spec_from_file_location("check_ce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     recs = module.main(["--rows", "150", "--d", "16", "--vocab", "70", "--device", "cpu", "--out", str(tmp_path)])
     (r,) = recs
     assert r["pass"] and r["vocab"] == 70 and (tmp_path / "ce_check.json").exists()

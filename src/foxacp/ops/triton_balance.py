@@ -24,7 +24,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .acp import _constant
 from .triton_decode import (
     MIN_BLOCKS_PER_SPLIT,
     NUM_STAGES,
@@ -33,6 +32,7 @@ from .triton_decode import (
     _group_rows,
     _row_starts,
     _search_shape,
+    threshold_args,
 )
 from .validate import CacheProblem
 
@@ -196,8 +196,7 @@ def balanced_decode_attention(
     share = share_args(groups, programs)
     fanout, levels, stride0 = _search_shape(triton.cdiv(Tmax, block_n))
     lens = cache_seqlens.contiguous()
-    u, log_eps = acp if acp is not None else (_constant(0.0, (B, Hq), q.device), 0.0)
-    log_eps_t = _constant(float(log_eps), (1, 1), q.device)  # a float64 in memory: a scalar argument is fp32
+    u, log_eps_t = threshold_args(acp, B, Hq, q.device)
     row_lo = torch.empty(B * Tq * Hq, dtype=torch.int32, device=q.device)
     lo = torch.empty(groups, dtype=torch.int32, device=q.device)
     kept = torch.empty(groups, dtype=torch.int32, device=q.device)

@@ -40,13 +40,20 @@ SCHEDULE = "even"
 SCHEDULES = ("even", "balanced")
 
 
+def resolve_schedule(name: str | None) -> str:
+    """``name``, or ``SCHEDULE`` (read at call time: ``use_schedule`` may have set it) for None; raises ValueError
+    for a name not in SCHEDULES."""
+    name = name or SCHEDULE
+    if name not in SCHEDULES:
+        raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {name!r}")
+    return name
+
+
 @contextlib.contextmanager
 def use_schedule(name: str | None) -> Iterator[None]:
     """Within the block, decode calls that name no schedule take ``name`` (None leaves the default)."""
     global SCHEDULE
-    if name is not None and name not in SCHEDULES:
-        raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {name!r}")
-    previous, SCHEDULE = SCHEDULE, name or SCHEDULE
+    previous, SCHEDULE = SCHEDULE, resolve_schedule(name)
     try:
         yield
     finally:
@@ -243,6 +250,13 @@ def balanced_programs(groups: int, max_len: int, device: torch.device, block_n: 
     return max(even, groups + PROGRAMS_PER_SM * _sms(device))
 
 
+def threshold_args(acp: tuple[Tensor, float] | None, B: int, Hq: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The kernels' U (B, Hq) float64 and log eps (1, 1) float64 (in memory: a scalar argument would be fp32);
+    zeros when exact (the kernels then never read them)."""
+    u, log_eps = acp if acp is not None else (_constant(0.0, (B, Hq), device), 0.0)
+    return u, _constant(float(log_eps), (1, 1), device)
+
+
 def _search_shape(max_blocks: int) -> tuple[int, int, int]:
     """(fanout, levels, first step) of the start search over up to ``max_blocks`` blocks."""
     levels = 1
@@ -288,11 +302,11 @@ def decode_attention(
     rows = Tq * group
     block_m = max(16, min(MAX_ROWS, triton.next_power_of_2(rows)))
     chunks = triton.cdiv(rows, block_m)
-    schedule = schedule or SCHEDULE
-    if schedule not in SCHEDULES:
-        raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {schedule!r}")
     groups = B * Hkv * chunks
-    if schedule == "balanced" and (programs := balanced_programs(groups, Tmax, q.device, block_n, splits)) > groups:
+    if (
+        resolve_schedule(schedule) == "balanced"
+        and (programs := balanced_programs(groups, Tmax, q.device, block_n, splits)) > groups
+    ):
         from .triton_balance import balanced_decode_attention  # it imports this module's pieces
 
         return balanced_decode_attention(
@@ -306,8 +320,7 @@ def decode_attention(
         part_ml = torch.empty(B * Tq * Hq * splits * 2, dtype=torch.float32, device=q.device)
         part_acc = torch.empty(B * Tq * Hq * splits, D, dtype=torch.float32, device=q.device)
     lens = cache_seqlens.contiguous()
-    u, log_eps = acp if acp is not None else (_constant(0.0, (B, Hq), q.device), 0.0)
-    log_eps_t = _constant(float(log_eps), (1, 1), q.device)  # a float64 in memory: a scalar argument is fp32
+    u, log_eps_t = threshold_args(acp, B, Hq, q.device)
     _split_kernel[(B * Hkv, splits, chunks)](
         q, k_cache, v_cache, c_cache, lens, u, log_eps_t, out, part_ml, part_acc,
         *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(), *u.stride(),

@@ -15,18 +15,17 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import triton_decode
 from .triton_balance import _program_share, _store_program_rows, combine, partials, share_args
 from .triton_decode import (
     MAX_ROWS,
     NUM_STAGES,
     NUM_WARPS,
-    SCHEDULES,
     _attend_block,
     _combine_kernel,
     _store_rows,
     balanced_programs,
     num_splits,
+    resolve_schedule,
 )
 from .validate import CacheProblem
 
@@ -159,9 +158,7 @@ def paged_decode_attention(
     ``triton_decode.SCHEDULE``.
     Returns (B, Tq, Hq, D) in q's dtype.
     """
-    schedule = schedule or triton_decode.SCHEDULE  # read at call time: use_schedule may have set it
-    if schedule not in SCHEDULES:
-        raise ValueError(f"decode schedule must be one of {SCHEDULES}, got {schedule!r}")
+    schedule = resolve_schedule(schedule)
     B, Tq, Hq, D = q.shape
     Hkv, group, block_n = problem.kv_heads, problem.group, k_pool.shape[1]
     q = q if q.stride(-1) == 1 else q.contiguous()
