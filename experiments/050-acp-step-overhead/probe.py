@@ -1,6 +1,6 @@
 """Why does an ACP training step spend more time outside the attention kernels than an exact one?
 
-    PYTHONPATH=src python experiments/050-acp-step-overhead/probe.py --preset 360M --context 4096 [--out DIR]
+    PYTHONPATH=src python experiments/050-acp-step-overhead/probe.py --preset 360M --context 4096 [--out DIR] [--traced]
 
 Runs the throughput benchmark's measurement (exact and ACP on one model, interleaved) with dynamo's counters
 reset, keeping every kernel of the step it profiles per mode, and prints: graph breaks, recompiles and graphs
@@ -18,6 +18,7 @@ from torch._dynamo.utils import counters
 
 from foxacp.bench import throughput
 from foxacp.bench.throughput import ATTENTION_KERNELS, Config
+from foxacp.ops import attention as op_attention
 
 
 def main() -> None:
@@ -25,7 +26,9 @@ def main() -> None:
     p.add_argument("--preset", default="360M")
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--out", type=Path, default=Path("."))
+    p.add_argument("--traced", action="store_true", help="let Dynamo trace into the op (before experiment 054)")
     a = p.parse_args()
+    op_attention.OPAQUE_WHEN_COMPILING = not a.traced
     args = throughput.parse_args(["--presets", a.preset, "--contexts", str(a.context), "--rounds", "2"])
     cs = [Config(a.preset, a.context, m, "init") for m in ("exact", "acp")]
     # measure() profiles one step of each mode, in the order of cs, through _attention_ms: the spy keeps every
@@ -53,7 +56,9 @@ def main() -> None:
         "kernels": kernels,
     }
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"probe-{a.preset}-{a.context}.json").write_text(json.dumps(report, indent=1))
+    path = "traced" if a.traced else "opaque"
+    report["op_under_compile"] = path
+    (a.out / f"probe-{a.preset}-{a.context}-{path}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("rows", "stats")}, indent=1))
     print("graph breaks:", sum(report["graph_breaks"].values()), "recompiles:", sum(report["recompiles"].values()))
     for mode, k in kernels.items():

@@ -7,7 +7,8 @@ The full grid (bf16/fp16, head dims 64/128, up to 16k tokens, 64k forward) is
 import pytest
 import torch
 
-from foxacp.testing import TOLERANCE, check, check_huge, check_long
+import foxacp
+from foxacp.testing import TOLERANCE, check, check_huge, check_long, float64_reference, make_inputs, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -103,3 +104,14 @@ def test_cuda_graph_capture(log_eps):
         assert all(torch.equal(a, b) for a, b in zip(captured, step(), strict=True))
     finally:
         foxacp.set_value_checks(previous)
+
+
+def test_fp32_goes_to_the_pytorch_path_not_tf32_kernels():
+    """fp32 on a GPU: the training kernels would round it to TF32, so backend=None takes the PyTorch path (fp32
+    accurate) and backend="triton" is refused."""
+    inputs = [t.cuda() for t in make_inputs(1, 300, 300, 2, 2, 64, dtype=torch.float32)]
+    o = foxacp.forgetting_attention(*inputs)
+    o_ref, _ = float64_reference(inputs, torch.zeros_like(o))
+    assert rel_err(o, o_ref) < 1e-5
+    with pytest.raises(TypeError, match="fp16 or bf16 on a GPU"):
+        foxacp.forgetting_attention(*inputs, backend="triton")

@@ -1,8 +1,9 @@
 """The kernels as torch.library custom ops, so that torch.compile treats each launch as one opaque call.
 
 Without this, Dynamo traces into the Python launchers (shape arithmetic, cached constant tensors, the Triton
-runtime) and breaks the graph around them; as an opaque op a compiled decode step is one graph whose small
-ops Inductor fuses around the attention kernel (experiment 049).
+runtime, tensor descriptors) and breaks the graph around them; as an opaque op a compiled decode step is one
+graph whose small ops Inductor fuses around the attention kernel (experiment 049), and a compiled training block
+is one graph forward and backward (experiment 054).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .validate import CacheProblem
+from .acp import AcpPlan
+from .config import KernelConfig, kernel_config
+from .validate import CacheProblem, Problem
 
 
 @torch.library.custom_op("foxacp::decode_attention", mutates_args=())
@@ -64,3 +67,138 @@ def paged_decode_attention_op(
 @paged_decode_attention_op.register_fake
 def _paged_decode_attention_fake(q, *args):
     return q.new_empty(q.shape)
+
+
+# The training op: ``forgetting_attention``'s Triton path as two custom ops (forward, backward) joined by
+# ``register_autograd``. The call's Problem travels as its tensors and numbers (``_problem`` rebuilds it).
+
+
+def _problem(q: Tensor, k: Tensor, cu_q: Tensor, cu_k: Tensor, sm_scale: float, max_q: int, max_k: int, uniform: bool):
+    B, _, Hq, D = q.shape
+    return Problem(B, cu_q.shape[0] - 1, Hq, k.shape[2], D, max_q, max_k, uniform, cu_q, cu_k, sm_scale)
+
+
+@torch.library.custom_op("foxacp::attention_fwd", mutates_args=())
+def attention_fwd_op(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_fgate: Tensor,
+    cu_q: Tensor,
+    cu_k: Tensor,
+    qk_bound: Tensor | None,
+    qk_bound_value: float | None,
+    log_eps: float | None,
+    sm_scale: float,
+    max_q: int,
+    max_k: int,
+    uniform: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The Triton forward on validated inputs -> o (B, Tq, Hq, D) and what the backward reads: lse (Hq, B*Tq)
+    float32, c_t (Hq, B*Tk) float64, KC (B*Tk, Hq, 16) fp16, and the plan's kv_lo (N, Hq, num_m) and q_hi
+    (N, Hq, num_n) int32 (both (0,) for exact attention). The bound is the tensor, else the float, else None
+    (derived from the data)."""
+    from .triton_gate import table_scale  # imported lazily: Triton compiles on first use
+    from .triton_op import _forward, packed, prepare
+
+    problem = _problem(q, k, cu_q, cu_k, sm_scale, max_q, max_k, uniform)
+    cfg, scale = kernel_config(q.device, problem.head_dim), table_scale(sm_scale)
+    bound = qk_bound if qk_bound is not None else qk_bound_value
+    c_t, kc, plan = prepare(q, k, log_fgate, problem, log_eps, bound, cfg, scale)
+    o, lse = _forward(*packed(q, k, v), c_t, kc, problem, plan, cfg, scale)
+    no_plan = torch.empty(0, dtype=torch.int32, device=q.device)
+    kv_lo, q_hi = (no_plan, no_plan.clone()) if plan is None else (plan.kv_lo, plan.q_hi)
+    return o.view(q.shape), lse, c_t, kc, kv_lo, q_hi
+
+
+@attention_fwd_op.register_fake
+def _attention_fwd_fake(q, k, v, log_fgate, cu_q, cu_k, qk_bound, qk_bound_value, log_eps, sm_scale, max_q, max_k,
+                        uniform):  # fmt: skip
+    from .triton_kernels import KC_COLS
+
+    (B, Tq, Hq, D), Tk, n = q.shape, k.shape[1], cu_q.shape[0] - 1
+    cfg = kernel_config(q.device, D)
+    plan_shapes = [(0,), (0,)]
+    if log_eps is not None:
+        plan_shapes = [(n, Hq, -(-max_q // cfg.tile_m)), (n, Hq, -(-max_k // cfg.tile_n))]
+    return (
+        q.new_empty(q.shape),
+        q.new_empty(Hq, B * Tq, dtype=torch.float32),
+        q.new_empty(Hq, B * Tk, dtype=torch.float64),
+        q.new_empty(B * Tk, Hq, KC_COLS.value, dtype=torch.float16),
+        *(q.new_empty(s, dtype=torch.int32) for s in plan_shapes),
+    )
+
+
+@torch.library.custom_op("foxacp::attention_bwd", mutates_args=())
+def attention_bwd_op(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_fgate: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    c_t: Tensor,
+    kc: Tensor,
+    kv_lo: Tensor,
+    q_hi: Tensor,
+    cu_q: Tensor,
+    cu_k: Tensor,
+    sm_scale: float,
+    max_q: int,
+    max_k: int,
+    uniform: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The Triton backward of ``attention_fwd_op`` -> dq, dk, dv, d log_fgate in their inputs' shapes."""
+    from .triton_gate import table_scale
+    from .triton_op import backward_unpacked, packed
+
+    problem = _problem(q, k, cu_q, cu_k, sm_scale, max_q, max_k, uniform)
+    cfg = kernel_config(q.device, problem.head_dim)
+    plan = None if kv_lo.numel() == 0 else AcpPlan(cfg.tile_m, cfg.tile_n, kv_lo, q_hi, problem)
+    gates = log_fgate.reshape(-1, problem.n_heads)
+    qp, kp, vp, op = packed(q, k, v, o)
+    grads = backward_unpacked(do, qp, kp, vp, gates, c_t, op, lse, kc, problem, plan, cfg, table_scale(sm_scale))
+    return tuple(g.view(t.shape) for g, t in zip(grads, (q, k, v, log_fgate), strict=True))
+
+
+@attention_bwd_op.register_fake
+def _attention_bwd_fake(do, q, k, v, log_fgate, *args):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), log_fgate.new_empty(log_fgate.shape)
+
+
+def _attention_setup(ctx, inputs, output) -> None:
+    q, k, v, log_fgate, cu_q, cu_k, _, _, _, sm_scale, max_q, max_k, uniform = inputs
+    o, lse, c_t, kc, kv_lo, q_hi = output
+    ctx.save_for_backward(q, k, v, log_fgate, o, lse, c_t, kc, kv_lo, q_hi, cu_q, cu_k)
+    ctx.numbers = sm_scale, max_q, max_k, uniform
+
+
+def _attention_backward(ctx, do, *_):
+    dq, dk, dv, dg = attention_bwd_op(do, *ctx.saved_tensors, *ctx.numbers)
+    return dq, dk, dv, dg, *([None] * 9)
+
+
+attention_fwd_op.register_autograd(_attention_backward, setup_context=_attention_setup)
+
+
+def opaque_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_fgate: Tensor,
+    problem: Problem,
+    log_eps: float | None,
+    qk_bound: float | Tensor | None,
+    cfg: KernelConfig,
+) -> tuple[Tensor, AcpPlan | None]:
+    """``forgetting_attention``'s Triton path as one custom op (validated inputs) -> o (B, Tq, Hq, D) and the
+    ACP plan (None for exact attention), for its statistics."""
+    tensor_bound = qk_bound if isinstance(qk_bound, Tensor) else None
+    value = None if qk_bound is None or tensor_bound is not None else float(qk_bound)
+    o, _, _, _, kv_lo, q_hi = attention_fwd_op(
+        q, k, v, log_fgate, problem.cu_q, problem.cu_k, tensor_bound, value, log_eps, problem.sm_scale,
+        problem.max_q, problem.max_k, problem.uniform,
+    )  # fmt: skip
+    return o, None if log_eps is None else AcpPlan(cfg.tile_m, cfg.tile_n, kv_lo, q_hi, problem)

@@ -18,7 +18,15 @@ from torch import Tensor
 
 from .acp import DEFAULT_LOG_EPS, AcpStats, qk_bound_from_arg, threshold
 from .custom_ops import decode_attention_op
-from .validate import CacheProblem, auto_backend, check_common, check_kv_shapes, value_checks_on
+from .validate import (
+    CacheProblem,
+    auto_backend,
+    check_common,
+    check_kv_shapes,
+    needs_grad,
+    refuse_grad,
+    value_checks_on,
+)
 
 DECODE_BLOCK = 64  # keys per ACP block of the decode op; the Triton kernel's key block is the same
 DECODE_BACKENDS = ("triton", "torch")
@@ -231,7 +239,8 @@ def forgetting_attention_with_kvcache(
             the whole cache: decoding should pass a bound).
         return_stats: also return ``AcpStats`` over (query row, key block) pairs (tile_m = 1).
         backend: None (auto: Triton on CUDA, and on CPU under TRITON_INTERPRET=1 for fp16/fp32 and the
-            Triton head dims; else PyTorch), "triton" or "torch".
+            Triton head dims; PyTorch otherwise and whenever autograd needs a gradient), "triton" (no
+            backward: refused when a gradient is needed) or "torch".
     Returns:
         o: (B, Tq, Hq, D) in q's dtype, or (o, stats) when ``return_stats``.
     Raises:
@@ -241,7 +250,9 @@ def forgetting_attention_with_kvcache(
     reads nothing back to the host and its launch grid depends only on the shapes: it captures in a CUDA
     graph.
     """
-    backend = auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
+    if backend is None and isinstance(q, Tensor):
+        backend = "torch" if needs_grad(q, k_cache, v_cache, c_cache) else auto_backend(q)
+    refuse_grad(backend, q, k_cache, v_cache, c_cache)
     problem = check_cache_inputs(q, k_cache, v_cache, c_cache, cache_seqlens, sm_scale, log_eps, backend)
     u = None if log_eps is None else logit_bound(q.detach(), k_cache.detach(), cache_seqlens, problem, qk_bound)
     delta = None

@@ -22,7 +22,7 @@ from torch import Tensor
 from .acp import DEFAULT_LOG_EPS
 from .custom_ops import paged_decode_attention_op
 from .kvcache import DECODE_BACKENDS, DECODE_BLOCK, cache_attention_torch
-from .validate import CacheProblem, auto_backend, check_common, value_checks_on
+from .validate import CacheProblem, auto_backend, check_common, needs_grad, refuse_grad, value_checks_on
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -110,8 +110,11 @@ def check_paged_inputs(
     if block_table.stride(-1) != 1:
         raise ValueError("block_table must be contiguous along its last dim")
     if isinstance(qk_bound, Tensor):
-        if qk_bound.numel() not in (1, Hq):
-            raise ValueError(f"qk_bound must be a float or hold 1 or Hq = {Hq} values, got {tuple(qk_bound.shape)}")
+        if tuple(qk_bound.shape) not in ((), (1,), (Hq,)):
+            raise ValueError(f"qk_bound must be a float or a tensor of shape (), (1,) or (Hq,) = ({Hq},), got "
+                             f"{tuple(qk_bound.shape)}")  # fmt: skip
+        if value_checks_on() and not bool(((qk_bound >= 0) & torch.isfinite(qk_bound)).all()):
+            raise ValueError("qk_bound must be finite and >= 0")
     elif not isinstance(qk_bound, (int, float)) or not qk_bound >= 0:
         raise TypeError(f"qk_bound must be a non-negative float or a tensor (a static bound), got {qk_bound!r}")
     sm_scale = check_common(q, Hq, Hkv, sm_scale, log_eps, backend, float64_backend="torch")
@@ -199,7 +202,8 @@ def forgetting_attention_with_paged_kvcache(
             with a bound that new keys cannot raise).
         max_seqlen: L_max of the threshold (default blocks * 64, the table's capacity).
         sm_scale: default 1 / sqrt(D). log_eps: log of the ACP tolerance; None keeps every resident key.
-        backend: None (auto: Triton on CUDA and under TRITON_INTERPRET=1, else PyTorch), "triton" or "torch".
+        backend: None (auto: Triton on CUDA and under TRITON_INTERPRET=1, PyTorch otherwise and whenever
+            autograd needs a gradient), "triton" (no backward) or "torch".
     Returns:
         (B, Tq, Hq, D) in q's dtype.
     Raises:
@@ -207,7 +211,9 @@ def forgetting_attention_with_paged_kvcache(
 
     With value checks off, nothing is read back to the host: a decode step captures in a CUDA graph.
     """
-    backend = auto_backend(q) if backend is None and isinstance(q, Tensor) else backend
+    if backend is None and isinstance(q, Tensor):
+        backend = "torch" if needs_grad(q, k_pool, v_pool, c_pool) else auto_backend(q)
+    refuse_grad(backend, q, k_pool, v_pool, c_pool)
     args = (q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens)
     problem = check_paged_inputs(*args, qk_bound, sm_scale, log_eps, backend)
     max_seqlen = problem.max_len if max_seqlen is None else max_seqlen

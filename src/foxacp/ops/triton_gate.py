@@ -34,6 +34,9 @@ _CHUNK = 1024  # rows per step of the scans (a multiple of every KC block): few 
 # A table value that saturates (at TABLE_LIMIT x S, in q.k units) still stands for a decay of at least this many
 # nats: weight e^-2048 = 0 in any float, for any |logit| < ~970. Every table part is <= 0, so saturation is safe.
 _TABLE_RANGE = 2048.0
+# The largest |sm_scale q.k| for which that holds with room to spare (a saturated weight stays below
+# e^-(2048 - 2 * 960) = e^-128 of the row's largest); ``forgetting_attention`` takes the PyTorch path beyond it.
+LOGIT_LIMIT = 960.0
 
 
 @functools.lru_cache(maxsize=64)  # one value per model in practice: no host arithmetic per call

@@ -11,7 +11,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from . import triton_kernels as kern
 from .acp import AcpPlan
 from .config import Blocks, KernelConfig, head_group
-from .triton_gate import gate_grad
+from .search import run_plan
+from .triton_gate import gate_grad, gate_scan
 from .validate import Problem
 
 _LOG2E = math.log2(math.e)
@@ -129,7 +130,7 @@ def _forward(
     cfg: KernelConfig,
     scale: float,
 ):
-    o = torch.empty_like(q)
+    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # contiguous: the compiled op's fake says so
     lse = torch.empty(problem.n_heads, q.shape[0], dtype=torch.float32, device=q.device)
     kv_lo, s_n, s_h = _plan_args(plan, "kv_lo", problem)
     b = cfg.fwd
@@ -181,7 +182,7 @@ def _backward(
 ):
     do = _tma_ready(do)
     delta = torch.empty(problem.n_heads, q.shape[0], dtype=torch.float32, device=q.device)  # written by dq_kernel
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))  # contiguous, as o
     dcq = torch.empty(problem.n_heads, q.shape[0], dtype=torch.float32, device=q.device)
     dck = torch.empty(problem.n_heads, k.shape[0], dtype=torch.float32, device=q.device)
     common = dict(
@@ -280,12 +281,44 @@ def _backward(
     return dq, dk, dv, gate_grad(dcq, dck, log_fgate, problem)
 
 
+def prepare(
+    q: Tensor,
+    k: Tensor,
+    log_fgate: Tensor,
+    problem: Problem,
+    log_eps: float | None,
+    qk_bound: float | Tensor | None,
+    cfg: KernelConfig,
+    scale: float,
+) -> tuple[Tensor, Tensor, AcpPlan | None]:
+    """What the kernels read besides q, k, v: the gate's scan (c_t, the key table KC; one launch) and, with
+    ``log_eps``, the ACP plan. Shapes as in ``triton_attention``."""
+    c_t, kc = gate_scan(log_fgate.detach().reshape(-1, problem.n_heads), problem, cfg.fwd.block_n, scale)
+    plan = None
+    if log_eps is not None:
+        qp, kp = (t.detach().reshape(-1, *t.shape[2:]) for t in (q, k))
+        plan = run_plan(qp, kp, c_t, problem, log_eps, qk_bound, cfg.tile_m, cfg.tile_n)
+    return c_t, kc, plan
+
+
+def packed(*ts: Tensor) -> list[Tensor]:
+    """(B, T, H, D) tensors as the kernels read them: (B * T, H, D), copied only where the bulk-copy engine
+    cannot read them in place (``_tma_ready``)."""
+    return [_tma_ready(t.reshape(-1, *t.shape[2:])) for t in ts]
+
+
+def backward_unpacked(do, q, k, v, log_fgate, c_t, o, lse, kc, problem, plan, cfg, scale) -> list[Tensor]:
+    """``_backward`` on packed q, k, v, o (B * T, H, D), gates (B * T, Hq) and dO in any (B, Tq, Hq, D)
+    layout -> dq, dk, dv (B * T, H, D) and the gates' gradient (B * T, Hq)."""
+    return _backward(do.reshape(o.shape), q, k, v, log_fgate, c_t, o, lse, kc, problem, plan, cfg, scale)
+
+
 class _TritonForgettingAttention(torch.autograd.Function):
     # Takes and returns the unpacked (B, T, H, D) tensors and packs them inside, so the autograd graph holds
     # this one node and no views around it.
     @staticmethod
     def forward(ctx, q, k, v, log_fgate, c_t, kc, problem, plan, cfg, scale):
-        qp, kp, vp = (_tma_ready(t.reshape(-1, *t.shape[2:])) for t in (q, k, v))
+        qp, kp, vp = packed(q, k, v)
         o, lse = _forward(qp, kp, vp, c_t, kc, problem, plan, cfg, scale)
         gp = log_fgate.detach().reshape(-1, problem.n_heads)
         ctx.save_for_backward(qp, kp, vp, gp, c_t, o, lse, kc)
@@ -296,8 +329,8 @@ class _TritonForgettingAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         qp, kp, vp, gp, c_t, o, lse, kc = ctx.saved_tensors
-        do = do.reshape(o.shape)
-        dq, dk, dv, dg = _backward(do, qp, kp, vp, gp, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg, ctx.scale)
+        saved = qp, kp, vp, gp, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg, ctx.scale
+        dq, dk, dv, dg = backward_unpacked(do, *saved)
         q_shape, k_shape, g_shape = ctx.shapes
         grads = dq.view(q_shape), dk.view(k_shape), dv.view(k_shape), dg.view(g_shape)
         return *grads, None, None, None, None, None, None

@@ -15,7 +15,8 @@ _value_checks = True
 
 
 def set_value_checks(enabled: bool) -> bool:
-    """Turn the check of gate values (<= 0, not NaN) on or off; it is on by default.
+    """Turn the checks of input values on or off; they are on by default: gates <= 0 and not NaN, and (Triton
+    training path) logits within the score tables' range (``forgetting_attention``'s ``backend``).
 
     Shapes, dtypes and devices are always checked. The value check reads the gates back to the host: on a
     GPU that is one synchronisation per call, which stops the host from running ahead of the device. Turn
@@ -119,13 +120,31 @@ def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> tuple[Ten
     return cu, offsets
 
 
-def auto_backend(q: Tensor) -> str:
-    """The backend ``backend=None`` picks: Triton on CUDA, and on the CPU under TRITON_INTERPRET=1 for fp16/fp32
-    and the head dims the kernels take; PyTorch otherwise."""
+def needs_grad(*tensors: Tensor) -> bool:
+    """Whether autograd will differentiate through a call on ``tensors`` (the decode kernels have no backward)."""
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def refuse_grad(backend: str, *tensors: Tensor) -> None:
+    """Raise ValueError when the Triton decode kernels would be asked for a gradient they do not have."""
+    if backend == "triton" and needs_grad(*tensors):
+        raise ValueError(
+            "the Triton decode kernels have no backward: call under torch.no_grad(), or pass backend='torch' "
+            "(or None, which picks it when a gradient is needed) to differentiate"
+        )
+
+
+def auto_backend(q: Tensor, *, fp32_on_gpu: bool = True) -> str:
+    """The backend ``backend=None`` picks: Triton where its kernels take q (the Triton head dims; on CUDA fp16
+    and bf16, and fp32 where ``fp32_on_gpu``; on the CPU under TRITON_INTERPRET=1, fp16 and fp32); PyTorch
+    otherwise."""
+    if q.shape[-1] not in TRITON_HEAD_DIMS:
+        return "torch"
     if q.device.type == "cuda":
-        return "triton"
-    triton_ok = interpreting() and q.dtype in (torch.float16, torch.float32) and q.shape[-1] in TRITON_HEAD_DIMS
-    return "triton" if triton_ok else "torch"
+        ok = q.dtype in (torch.float16, torch.bfloat16) or (fp32_on_gpu and q.dtype == torch.float32)
+    else:
+        ok = interpreting() and q.dtype in (torch.float16, torch.float32)
+    return "triton" if ok else "torch"
 
 
 def check_kv_shapes(q: Tensor, k: Tensor, v: Tensor, k_name: str, v_name: str) -> None:
@@ -145,6 +164,11 @@ def check_common(
     if Hq % Hkv:
         raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
     if backend == "triton":
+        if q.device.type != "cuda" and not interpreting():
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors (q is on {q.device}), or TRITON_INTERPRET=1 set before "
+                "foxacp is imported to run the kernels on the CPU; use backend='torch'"
+            )
         if D not in TRITON_HEAD_DIMS:
             raise ValueError(f"head dim {D} is not supported by the triton backend; use one of {TRITON_HEAD_DIMS}")
         if q.dtype == torch.float64:
@@ -208,6 +232,9 @@ def check_inputs(
     if min(B, Tq, Hq, Hkv, D) == 0:
         raise ValueError(f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}")
     sm_scale = check_common(q, Hq, Hkv, sm_scale, log_eps, backend, float64_backend="reference")
+    if backend == "triton" and q.is_cuda and q.dtype == torch.float32:
+        raise TypeError("the Triton training kernels take fp16 or bf16 on a GPU (their products would round fp32 "
+                        "to TF32); use backend='torch' for fp32")  # fmt: skip
 
     if value_checks_on():
         lo, hi = torch.aminmax(log_fgate.detach())
@@ -223,6 +250,8 @@ def check_inputs(
         raise ValueError(f"cu_seqlens needs packed inputs with batch size 1, got B={B}")
     if Tq != Tk:
         raise ValueError(f"cu_seqlens needs Tq == Tk, got {Tq} and {Tk}")
+    if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, (int, torch.SymInt))):
+        raise TypeError(f"max_seqlen must be an int, got {type(max_seqlen).__name__}")
     cu_seqlens, offsets = _check_cu_seqlens(cu_seqlens, Tk, q.device)
     longest = max(b - a for a, b in zip(offsets, offsets[1:], strict=False))
     if max_seqlen is None:
