@@ -47,14 +47,29 @@ def _run_dir_of(path: Path) -> Path:
     return path.parent.parent
 
 
+def _resumed_config(resume: Path):
+    """The TrainConfig a resume starts from: the one the checkpoint was written with (an older checkpoint's
+    own settings, not those of a later branch in config.json); a run's config.json when the checkpoint cannot
+    be read (the loop then reports why); None when there is neither."""
+    from foxacp.train import CheckpointError
+    from foxacp.train.checkpoint import read_meta, resolve_checkpoint
+    from foxacp.train.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(read_meta(resolve_checkpoint(resume), verify=False)["train_config"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        saved = _run_dir_of(resume) / "config.json"
+        return TrainConfig.load(saved) if saved.exists() else None
+
+
 def train_config_from_args(args: argparse.Namespace):
     """(TrainConfig, resume source or None) from the ``train`` arguments.
 
-    A resumed run starts from the config.json of the run it resumes; --preset may only name its preset
-    (the loop refuses another); --data, --tokenizer, --steps, --out and then every --set are applied on top
-    (the loop logs what changed).
+    A resumed run starts from the settings its checkpoint was written with (``_resumed_config``); --preset may
+    only name its preset (the loop refuses another); --data, --tokenizer, --steps, --out and then every --set
+    are applied on top (the loop logs what changed).
     """
-    from foxacp.train.config import TrainConfig, parse_overrides, preset_config
+    from foxacp.train.config import parse_overrides, preset_config
 
     resume = None
     base = None
@@ -65,9 +80,7 @@ def train_config_from_args(args: argparse.Namespace):
             resume = Path(args.out)
         else:
             raise SystemExit("foxacp train: --resume without a path needs --out RUN_DIR")
-        saved = _run_dir_of(resume) / "config.json"
-        if saved.exists():
-            base = TrainConfig.load(saved)
+        base = _resumed_config(resume)
     if base is None:
         base = preset_config(args.preset or "tiny")
     changes = {}

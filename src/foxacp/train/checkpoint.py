@@ -27,6 +27,7 @@ import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,42 @@ def checkpoint_root(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def step_dirs(root: Path) -> list[Path]:
+    """The checkpoint folders ``step_N`` directly in ``root``, oldest first (by N: names grow past 6 digits)."""
+    found = [p for p in Path(root).glob("step_*") if p.is_dir() and _CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+
+
+def branch_off(run_dir: Path, resumed: str | Path, step: int) -> Path | None:
+    """Make a run resumed from one of its own checkpoints (``resumed``, at ``step``) continue from there alone:
+    checkpoints of later steps (another branch of the run) move into ``checkpoints/abandoned-<time>/`` and
+    ``latest`` names the resumed one, so that a plain resume after a crash continues this branch and pruning
+    keeps its checkpoints. Nothing is deleted. Returns that folder, or None when nothing moved.
+
+    Raises CheckpointError for a checkpoint inside ``run_dir`` but not in its ``checkpoints/`` (such as an
+    abandoned one): continuing it in place would mix two branches; continue it into another run directory."""
+    root = checkpoint_root(run_dir)
+    resumed = Path(resumed).resolve()
+    if not resumed.is_relative_to(Path(run_dir).resolve()):
+        return None  # another run's checkpoint: prepare_run_dir left this directory without a run of its own
+    if resumed.parent != root.resolve():
+        raise CheckpointError(
+            f"checkpoint {resumed} lies in {run_dir} but outside its checkpoints/: resume from it into another --out"
+        )
+    later = [p for p in step_dirs(root) if int(p.name.removeprefix("step_")) > step]
+    if not later:
+        return None
+    atomic_write(root / LATEST, resumed.name + "\n")  # first: a crash below leaves this branch's pointer
+    dest = root / time.strftime("abandoned-%Y%m%d-%H%M%S")
+    while dest.exists():
+        dest = dest.with_name(dest.name + "x")
+    dest.mkdir()
+    for p in later:
+        os.replace(p, dest / p.name)
+    fsync_dir(root)
+    return dest
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -163,18 +200,16 @@ def save_checkpoint(
         with durable_file(tmp / META) as f:
             f.write(json.dumps(meta, indent=2).encode())
         fsync_dir(tmp)
-        if final.exists():  # the same step written again (e.g. a resumed run): swap, then drop the old
-            old = temp_path(final)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
+        if final.exists():
+            # A complete checkpoint of this step on this branch of the run (``branch_off`` moves other branches'
+            # aside) holds this state: it is kept. Swapping it for the new one could not be made atomic.
+            shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
         fsync_dir(root)
         atomic_write(root / LATEST, name + "\n")
         if keep > 0:
-            done = sorted(p for p in root.glob("step_*") if p.is_dir())
-            for p in done[:-keep]:
+            for p in step_dirs(root)[:-keep]:
                 if p != final:
                     shutil.rmtree(p)
     barrier(d)

@@ -31,7 +31,14 @@ from foxacp.eval import evaluate, token_losses
 from foxacp.model import FoxLM, flops_per_token
 from foxacp.ops import set_value_checks
 
-from .checkpoint import CheckpointError, load_checkpoint, read_meta, resolve_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    branch_off,
+    load_checkpoint,
+    read_meta,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .config import ConfigError, TrainConfig, build_model_config
 from .distributed import (
     Dist,
@@ -45,7 +52,7 @@ from .distributed import (
     uncompile,
 )
 from .metrics import AcpMeter, MetricsLogger, acp_summary, peak_flops
-from .optim import build_optimizer, lr_at, set_lr
+from .optim import apply_settings, build_optimizer, lr_at, set_lr
 from .passkey_mix import PasskeyMixer
 from .rundir import RunDirError, RunLock, prepare_run_dir
 from .stop import DivergedError, StopRequest
@@ -160,8 +167,9 @@ def _on_main(d: Dist, fn: Callable[[], Any]) -> Any:
 
 
 def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, d: Dist):
-    """Rank 0's start-up: validate what can be validated without data, lock and prepare the run directory,
-    then write config.json. Returns (the lock, the settings that differ from the resumed checkpoint's)."""
+    """Rank 0's start-up: validate what can be validated without data, lock and prepare the run directory.
+    Returns (the lock, the settings that differ from the resumed checkpoint's). config.json is written once the
+    run is set up (``_setup``): a resume refused there leaves the run's config as it was."""
     cfg.grad_accum_steps(d.world_size)
     build_model_config(cfg)
     changes = _resume_changes(cfg, resume) if resume is not None else {}
@@ -170,7 +178,6 @@ def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool,
     lock = RunLock.acquire(run_dir)
     try:
         prepare_run_dir(run_dir, resume=None if resume is None else Path(resume), overwrite=overwrite)
-        cfg.save(run_dir / "config.json")
     except BaseException:
         lock.release()
         raise
@@ -345,13 +352,22 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
         compiled=compiled,
     )
     resumed_from = _resume(s, resume) if resume is not None else None
+    _on_main(d, lambda: _settle_run_dir(s, resumed_from))
     _log_start(s, resumed_from, changes)
     return s
+
+
+def _settle_run_dir(s: Session, resumed_from: str | None) -> None:
+    """Rank 0, once the run is set up: move another branch's checkpoints aside, then write config.json."""
+    if resumed_from is not None and (abandoned := branch_off(s.cfg.run_dir, resumed_from, s.step)) is not None:
+        s.say(f"resumed from a checkpoint older than the run's newest: the newer ones moved to {abandoned}")
+    s.cfg.save(s.cfg.run_dir / "config.json")
 
 
 def _resume(s: Session, resume: str | Path) -> str:
     """Load the checkpoint into the session; return its directory."""
     state = load_checkpoint(resume, s.model, s.optimizer, model_config=s.mcfg, d=s.d)
+    apply_settings(s.optimizer, s.cfg)  # the load restored the checkpoint's hyperparameters with its state
     s.step, s.tokens = state["step"], state["tokens"]
     try:
         s.loader.load_state_dict(state["loader"])

@@ -110,6 +110,8 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fresh:
             self.path.unlink(missing_ok=True)
+        else:
+            _drop_torn_tail(self.path)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -134,6 +136,17 @@ class MetricsLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a log back to its last complete line: a crash mid-record leaves a torn line, which the next
+    record appended would otherwise join (and be lost with it)."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:

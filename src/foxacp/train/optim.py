@@ -38,6 +38,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
 
 
+def apply_settings(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    """Set ``cfg``'s betas, eps and weight decay (on the decayed group, the first of :func:`param_groups`) on an
+    optimizer whose loaded state dict brought a checkpoint's hyperparameters with it (a resume that changes them)."""
+    for group, decay in zip(optimizer.param_groups, (cfg.weight_decay, 0.0), strict=True):
+        group.update(betas=tuple(cfg.betas), eps=cfg.adam_eps, weight_decay=decay)
+
+
 def lr_at(tokens: int, cfg: TrainConfig) -> float:
     """Learning rate after ``tokens`` training tokens: linear warmup over ``warmup_tokens``, then cosine
     from ``lr`` to ``lr * min_lr_ratio`` at ``cfg.total_tokens`` (and flat after it).
