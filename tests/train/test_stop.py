@@ -97,3 +97,29 @@ def test_the_cli_reports_divergence_in_one_line(corpus_dir, cache_dir, tmp_path,
     assert main(["train", *args, "lr=1e30", "warmup_tokens=0", "steps=20"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("foxacp: error: ") and " at step " in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("when", ["last step", "last checkpoint"])
+def test_a_signal_as_the_run_completes_leaves_a_completed_run(small_config, monkeypatch, when):
+    """A signal that lands during the last step or its checkpoint: every step is done, so the run reports no
+    stop (the CLI then exits 0 and plots), and the log holds no stop record."""
+    import foxacp.train.loop as loop
+
+    cfg = small_config("steps=3")
+    real_step, real_checkpoint = loop._step, loop._checkpoint
+
+    def step(s, meter, first_step):
+        if when == "last step" and s.step == 2:
+            s.stop.signum = signal.SIGTERM
+        return real_step(s, meter, first_step)
+
+    def checkpoint(s, *args):
+        if when == "last checkpoint":
+            s.stop.signum = signal.SIGTERM
+        return real_checkpoint(s, *args)
+
+    monkeypatch.setattr(loop, "_step", step)
+    monkeypatch.setattr(loop, "_checkpoint", checkpoint)
+    summary = train(cfg)
+    assert summary["stopped_by"] is None and summary["steps"] == 3
+    assert not [r for r in read_log(cfg.run_dir) if r["kind"] == "stop"]

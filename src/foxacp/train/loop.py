@@ -290,7 +290,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
                     last_eval = _evaluate(s)
                 if (cfg.ckpt_every > 0 and s.step % cfg.ckpt_every == 0) or done or r.stop:
                     _checkpoint(s)
-            if r.stop:
+            if r.stop and not done:  # a signal during the last step: the run is complete, not stopped
                 s.logger.log({"kind": "stop", "step": s.step, "signal": s.stop.signal_name})
                 s.say(f"stopped by {s.stop.signal_name} at step {s.step}; resume with --resume --out {cfg.run_dir}")
                 break
@@ -308,7 +308,7 @@ def _train(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
         "acp_saving": last.get("acp_saving"),
         "eval_loss": last_eval["loss"] if last_eval else None,
         "n_params": s.n_params,
-        "stopped_by": s.stop.signal_name,
+        "stopped_by": s.stop.signal_name if s.step < total else None,
     }
 
 
