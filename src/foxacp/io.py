@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,3 +131,25 @@ def read_jsonl(path: Path, *, skip_malformed: bool = False) -> Iterator[tuple[in
                     continue
                 raise ValueError(f"{path}:{n}: malformed JSONL line ({reason})") from None
             yield n, value
+
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout this package runs from (src layout)
+
+
+def git_commit(repo: Path) -> str:
+    """`git rev-parse HEAD` of repo, with "-dirty" when the work tree has changes or files git does not know
+    (ignored files excepted); "unknown" without git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")

@@ -74,7 +74,8 @@ def test_results_files_and_derived_ratios(tmp_path):
     saved = json.loads(paths[0].read_text())
     assert [r["row"] for r in saved["rows"]] == [r.row for r in rows]
     assert "| 24/24x64 | 4096 | 1 | sdpa-flash | skipped |" in paths[1].read_text()
-    assert str(bench.out_dir_for(meta)) == "results/2026-12-04-abcdef123456-decode-attention-nvidia-h200"
+    assert str(bench.out_dir_for(meta)) == "results/2026-12-04-abcdef1-decode-attention-h200"
+    assert str(bench.out_dir_for(meta, quick=True)) == "results/2026-12-04-abcdef1-decode-attention-quick-h200"
 
 
 def test_quick_arguments():

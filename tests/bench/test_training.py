@@ -174,3 +174,11 @@ def test_cli(tmp_path, logs, capsys):
     assert main(args + ["--note", "n"]) == 0
     (folder,) = tmp_path.glob("*-training-cli-*")
     assert capsys.readouterr().out.split() == [str(folder / f"training.{ext}") for ext in ("png", "md", "json")]
+
+
+def test_a_set_is_named_by_the_commit_and_date_its_run_trained_at(tmp_path):
+    """The folder names the run's own start date and commit (from its start record), not the report's tree."""
+    from foxacp.bench.training import set_dir
+
+    log = _write(tmp_path / "a.jsonl", [{**_start(), "commit": "0123abc" + "9" * 33}, _train(1, 2.0, 1e5, 0.5)])
+    assert set_dir([log], "x", tmp_path).name == "2026-11-22-0123abc-training-x-h100"

@@ -131,7 +131,7 @@ def test_validation():
     call(0, q, "max_seqlen", max_seqlen=0)
     call(0, q, "backend must be", backend="cuda")
     call(0, q, "qk_bound must be a non-negative", TypeError, qk_bound=None)
-    call(0, q, "qk_bound must be a float or hold", qk_bound=torch.ones(3))
+    call(0, q, "qk_bound must be a float or a tensor of shape", qk_bound=torch.ones(3))
 
 
 @pytest.mark.gpu

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import foxacp
+from foxacp.io import REPO, git_commit
 from foxacp.train.loop import split_batch, train
 from foxacp.train.metrics import read_log
 
@@ -35,6 +36,8 @@ def test_tiny_model_learns_and_logs(small_config, tmp_path):
     assert len(evals[0]["position_loss"]) == 32 and evals[0]["bucket_size"] == 4  # 128 tokens
     assert (cfg.run_dir / "checkpoints" / "step_000030" / "model.safetensors").exists()
     assert json.loads((cfg.run_dir / "config.json").read_text())["steps"] == 30
+    start = records[0]
+    assert start["kind"] == "start" and start["commit"] == git_commit(REPO)  # the code that trained it
 
 
 def test_resume_matches_uninterrupted_run_step_for_step(small_config, tmp_path):

@@ -476,7 +476,7 @@ def main(argv: Sequence[str] | None = None, timer: Callable[..., float] | None =
 def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | None) -> int:
     from tqdm import tqdm
 
-    meta = environment(Path.cwd())
+    meta = environment()
     if args.commit:
         meta["commit"] = f"{args.commit} (given; git here says {meta['commit']})"
     meta["settings"] = {
@@ -493,7 +493,8 @@ def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | 
         "checks": "off" if args.no_check else f"float64 reference, tol {args.tol}",
         "gate value checks": "on (one host sync per call)" if args.value_checks else "off (as in the trainer)",
     }
-    tag = args.tag or ("quick" if args.quick else "")
+    # A run on recorded gates is tagged so, so that it never stands in the index for the synthetic-gate set.
+    tag = args.tag or "-".join(x for x in ("quick" if args.quick else "", "recorded" if args.gates else "") if x)
     what = "attention" + (f"-{tag}" if tag else "")
     out_dir = result_dir(what, date=meta["date"], commit=meta["commit"], device=device_tag(meta["device"]),
                          root=args.results_dir)  # fmt: skip

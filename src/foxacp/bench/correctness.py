@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
-    meta = environment(Path.cwd())
+    meta = environment()
     rows = []
     for case in cases(args.quick):
         rows.append(check(**case))

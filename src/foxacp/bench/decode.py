@@ -33,7 +33,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,15 +43,16 @@ from torch import Tensor
 from foxacp.infer.generate import decode_one_token
 from foxacp.infer.graph import CUDAGraphStep, compiled_block_step
 from foxacp.infer.sampling import sample
+from foxacp.io import REPO
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.cache import KVCache
 from foxacp.ops import set_value_checks
 
 from .gates import fit_log_fgate, load_log_fgate_layers, synthetic_log_fgate
 from .report import environment
+from .results import device_tag, result_dir
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-REPO = Path(__file__).resolve().parents[3]
 
 
 def build_model(preset: str, dtype: torch.dtype, device: torch.device, backend: str | None = None) -> FoxLM:
@@ -154,8 +154,13 @@ def seconds(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def copy_bandwidth(device: torch.device) -> float:
-    """Bytes per second of a large device-to-device copy (read + write), the best of five."""
-    n = (1 << 30) if device.type == "cuda" else (1 << 26)
+    """Bytes per second of a large device-to-device copy (read + write): on CUDA the decode attention
+    benchmark's do_bench figure (a synchronised wall clock read it ~2% low), elsewhere the best of five."""
+    if device.type == "cuda":
+        from .decode_attention import copy_bandwidth as measured
+
+        return measured(device)
+    n = 1 << 26
     src = torch.empty(n, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -259,6 +264,7 @@ def _timed_rows(
         for name, fn, graph in variants:
             # The compiled rows decode as generate(compile=True) does: projections fused into one GEMM per block.
             with model.fused_projections() if name.startswith("compiled") else contextlib.nullcontext():
+                reset_peak(device)  # each row's own peak, not the previous rows'
                 if graph:
                     fn = CUDAGraphStep(fn, cache, first, None)
                 else:
@@ -349,9 +355,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _default_out(meta: dict) -> Path:
-    device = re.sub(r"[^a-z0-9]+", "-", meta["device"].lower()).strip("-")
-    return REPO / "results" / f"{meta['date'][:10]}-{meta['commit'][:7]}-decode-e2e-{device}"
+def _default_out(meta: dict, quick: bool = False) -> Path:
+    """results/<date>-<commit>-decode-e2e[-quick]-<device>/ in the checkout foxacp runs from."""
+    what = "decode-e2e-quick" if quick else "decode-e2e"
+    return result_dir(what, date=meta["date"], commit=meta["commit"], device=device_tag(meta["device"]),
+                      root=REPO / "results")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -373,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compile_mode": args.compile_mode,
         "decode_schedule": args.schedule or "default",
     }
-    out = args.out or _default_out(meta)
+    out = args.out or _default_out(meta, args.quick)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     from foxacp.ops.triton_decode import use_schedule

@@ -47,7 +47,6 @@ from foxacp.ops.paged import forgetting_attention_with_paged_kvcache
 
 from .decode import (
     DTYPES,
-    REPO,
     add_schedule_argument,
     build_model,
     gate_table,
@@ -164,6 +163,8 @@ def batch_rows(model: FoxLM, args: argparse.Namespace, context: int, mem: dict) 
     max_len = context + args.steps + 2 * CHECK_EVERY
     rows = []
     for mode in ("full", "evict"):
+        if device.type == "cuda":  # each row's own peak, not the memory rows' before it
+            torch.cuda.reset_peak_memory_stats(device)
         if mode == "full":
             per_seq = mem["full_bytes_per_seq"]
         else:
@@ -193,7 +194,6 @@ def batch_rows(model: FoxLM, args: argparse.Namespace, context: int, mem: dict) 
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
     return rows
 
 
@@ -271,9 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     set_value_checks(False)  # they read whole caches back to the host on every call
     model = build_model(args.preset, dtype, device, args.attn_backend)
-    meta = environment(REPO) | {"preset": args.preset, "dtype": str(dtype).removeprefix("torch."),
-                                "gates": args.gates_label, "steps": args.steps, "chunk": args.chunk,
-                                "weights": "random", "decode_schedule": args.schedule or "default"}  # fmt: skip
+    meta = environment() | {"preset": args.preset, "dtype": str(dtype).removeprefix("torch."),
+                            "gates": args.gates_label, "steps": args.steps, "chunk": args.chunk,
+                            "weights": "random", "decode_schedule": args.schedule or "default"}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     mem_rows = []
     from foxacp.ops.triton_decode import use_schedule

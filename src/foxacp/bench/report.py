@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from foxacp.io import REPO, git_commit
 
 from .results import RESULTS_ROOT, device_tag, result_dir
 
@@ -104,27 +105,9 @@ def derive(rows: Sequence[Row]) -> None:
         r.derived = d
 
 
-def git_commit(repo: Path) -> str:
-    """`git rev-parse HEAD` of repo, with "-dirty" when the work tree has changes or files git does not know
-    (ignored files excepted); "unknown" without git."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
-
-
-def environment(repo: Path) -> dict:
-    """Device, software versions, UTC date and git commit of this run."""
+def environment(repo: Path = REPO) -> dict:
+    """Device, software versions, UTC date and git commit of this run (of the checkout foxacp runs from, not of
+    the working directory)."""
     import torch
     import triton
 
@@ -273,12 +256,13 @@ def load_results(path: Path) -> tuple[dict, list[Row]]:
 
 def merge(paths: Sequence[Path], out_dir: Path, stem: str) -> list[Path]:
     """Merge result files of several runs (e.g. one GPU call per head config) into one JSON, Markdown and
-    plot. The first file's meta is kept; the others' devices, versions and commits must match it."""
+    plot. The first file's meta is kept; the others' devices, versions, commits and settings (gates, timing,
+    tolerance, ...) must match it."""
     meta, rows = load_results(paths[0])
     for path in paths[1:]:
         other, more = load_results(path)
-        for key in ("device", "torch", "triton", "commit"):
-            if other[key] != meta[key]:
+        for key in ("device", "torch", "triton", "commit", "settings"):
+            if other.get(key) != meta.get(key):
                 raise ValueError(f"{path}: {key} {other[key]!r} differs from {paths[0]}: {meta[key]!r}")
         rows += more
     meta = {**meta, "merged_from": [Path(p).name for p in paths]}

@@ -345,7 +345,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    meta = environment(Path(__file__).resolve().parents[3])
+    meta = environment()
     meta.update(vocab=args.vocab, warmup=args.warmup, steps=args.steps, rounds=args.rounds, quick=args.quick)
     out = args.out or result_dir(
         "throughput-quick" if args.quick else "throughput",

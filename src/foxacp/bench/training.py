@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from foxacp.eval import plot_position_loss
-from foxacp.io import read_jsonl
+from foxacp.io import git_commit, read_jsonl
 
-from .report import git_commit
 from .results import RESULTS_ROOT, device_tag, result_dir
 
 STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))  # (marker, line) per run: overlaps stay visible
@@ -394,12 +393,14 @@ def report(
 
 
 def set_dir(logs: Sequence[Path], what: str, root: Path) -> Path:
-    """The result set folder for a report on ``logs``: today's date, this tree's commit, ``training-<what>`` and
-    the first log's device (with its world size). Raises what ``load_run`` and ``result_dir`` raise."""
+    """The result set folder for a report on ``logs``: the first log's start date and the commit it trained with
+    (logs from before the start record held one: today and this tree's commit), ``training-<what>`` and its device
+    (with its world size). Raises what ``load_run`` and ``result_dir`` raise."""
     start = load_run(Path(logs[0]), "first").start
     device = device_tag(_device_name(start) or "unknown", int(start.get("world_size") or 1))
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    commit = git_commit(Path(__file__).resolve().parent)
+    when = datetime.datetime.fromtimestamp(start["time"], datetime.timezone.utc) if "time" in start else None
+    date = (when or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%d")
+    commit = start.get("commit") or git_commit(Path(__file__).resolve().parent)
     return result_dir(f"training-{what}", date=date, commit=commit, device=device, root=root)
 
 

@@ -14,14 +14,13 @@ from typing import Any
 
 import torch
 
-from foxacp.io import atomic_write
+from foxacp.io import REPO, atomic_write, git_commit
 from foxacp.model import FoxLM
 
 from .long_loss import loss_by_position, read_documents
 from .passkey import FILLER, fixed_tokens, greedy_answers, passkey_trials, run_passkey
 from .plot import plot_loss_by_position, plot_passkey_heatmap
 
-REPO = Path(__file__).resolve().parents[3]
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 LENGTH_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # passkey lengths in training contexts by default: up to and beyond it
 
@@ -60,8 +59,6 @@ def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float3
 
 def provenance(path: str | Path, data: str | Path, device: torch.device) -> dict[str, Any]:
     """What every output names: the model path, the data, the foxacp commit and the device."""
-    from foxacp.bench.report import git_commit
-
     name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
     return {
         "model": str(Path(path).resolve()),

@@ -7,7 +7,9 @@ warm-up call of each path first (Triton compiles, the CUDA graph is captured, to
 ``foxacp`` (foxacp.generate: CUDA graph on CUDA), ``dynamic`` (FoxCache, eager steps), ``static``
 (cache_implementation="static": FoxStaticCache, its step a CUDA graph on CUDA; disable_compile) and
 ``static-compile`` (the same with transformers' default compile, which compiles that step; CUDA only unless
---compile-everywhere). Per path: tokens/s of the timed call; ``agree_prefix``, the generated tokens before the
+--compile-everywhere). Per path: tokens/s of the timed call, one generate call as a user repeats them (foxacp's
+allocates its cache and captures its CUDA graph within it; the static paths keep theirs from the warm-up call);
+``agree_prefix``, the generated tokens before the
 first that differs from foxacp.generate's, as a mean over rows and the minimum (a random model's logits are
 near-ties, so one flipped token makes every later one differ: agreement over whole rows says little);
 ``ops_per_step`` and ``host_reads_per_step``, the aten ops the host dispatches and the reads back to the host
@@ -36,7 +38,6 @@ from foxacp.testing import HOST_READS, CountOps
 from .modeling import FoxForCausalLM
 
 PATHS = ("foxacp", "dynamic", "static", "static-compile")
-REPO = Path(__file__).resolve().parents[3]
 
 
 def _timed(fn: Callable[[int], torch.Tensor], n: int, device: torch.device) -> tuple[torch.Tensor, float]:
@@ -213,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.compile_everywhere,
             a.attn_backend,
         )
-    meta = environment(REPO) | {"preset": a.preset, "dtype": a.dtype, "transformers": records[0]["transformers"]}
+    meta = environment() | {"preset": a.preset, "dtype": a.dtype, "transformers": records[0]["transformers"]}
     meta["attn_backend"] = a.attn_backend or "auto"
     if a.out is not None:
         print(f"results in {write(records, meta, a.out)}")

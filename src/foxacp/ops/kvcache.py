@@ -230,7 +230,9 @@ def forgetting_attention_with_kvcache(
         k_cache, v_cache: (B, Tmax, Hkv, D), q's dtype, already holding the new keys; Hq % Hkv == 0. Any
             strides (the kernel reads them in place).
         c_cache: (B, Tmax, Hq) float32 cumulative log forget gate at each cached position, non-increasing
-            along positions; any per-(sequence, head) constant may have been subtracted.
+            along positions; any per-(sequence, head) constant may have been subtracted. Being float32, a
+            value of magnitude M is rounded by up to M * 2^-24 nats: keep c near 0 where the cache reads it
+            (foxacp's cache rebases it; method.md section 6).
         cache_seqlens: (B,) int32 number of cached keys per sequence, Tq <= cache_seqlens[b] <= Tmax.
         sm_scale: softmax scale on q . k; default 1 / sqrt(D). The decay is never scaled.
         log_eps: natural log of the ACP tolerance; None computes exact attention.

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from foxacp.data import IGNORE_INDEX, Batch, BatchLoader, make_datasets
 from foxacp.eval import evaluate, token_losses
+from foxacp.io import REPO, git_commit
 from foxacp.model import FoxLM, flops_per_token
 from foxacp.ops import set_value_checks
 
@@ -387,6 +388,7 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
             "n_params": s.n_params,
             "world_size": d.world_size,
             "device": str(d.device),
+            "commit": git_commit(REPO) if d.is_main else None,  # the code that trains (provenance of results)
             "grad_accum": s.accum,
             "peak": peak_flops(d.device, cfg.peak_tflops)[1],
             "resumed_from": resumed_from,
