@@ -79,3 +79,22 @@ def test_position_buckets():
 def test_position_curve_centres_buckets_and_marks_empty_ones():
     xs, ys = position_curve([1.5, None, 0.5], 4)
     assert xs == [2.0, 6.0, 10.0] and ys[0] == 1.5 and math.isnan(ys[1]) and ys[2] == 0.5
+
+
+def test_evaluate_leaves_the_model_in_the_mode_it_found():
+    import torch
+
+    from foxacp.eval import evaluate
+    from foxacp.model import FoxLM, ModelConfig
+
+    model = FoxLM(ModelConfig(vocab_size=32, n_layers=1, d_model=16, n_heads=2, attn_backend="torch")).eval()
+    ids = torch.randint(32, (1, 9))
+    evaluate(model, [{"input_ids": ids[:, :-1], "labels": ids[:, 1:]}], device=torch.device("cpu"), buckets=2)
+    assert not model.training
+
+
+def test_moving_average_spans_exactly_its_window():
+    from foxacp.eval.plot import moving_average
+
+    assert moving_average([0.0, 1.0, 2.0, 3.0, 4.0], 4)[2] == (0.0 + 1.0 + 2.0 + 3.0) / 4  # 2 back, 1 ahead
+    assert moving_average([0.0, 1.0, 2.0, 3.0, 4.0], 3)[2] == 2.0

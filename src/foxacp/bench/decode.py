@@ -179,7 +179,10 @@ def peak_gib(device: torch.device) -> float | None:
 
 
 def step_bytes(model: FoxLM, batch: int, length: float, kept: list[float], kv_elem: int) -> float:
-    """Bytes one decode step must read: weights (the embedding table excepted) plus kept K, V and c per layer."""
+    """Bytes one decode step must read: weights (the embedding table excepted) plus kept K, V and c per layer.
+
+    ``kept`` is each layer's share of kept (query head, block) pairs: the K/V share for the MHA presets; with GQA a
+    group loads a block any of its heads keeps, which this would undercount (``decode_attention`` counts both)."""
     cfg = model.config
     weights = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if name != "embed.weight")
     per_token = 2 * cfg.kv_heads * cfg.head_dim * kv_elem + 4 * cfg.n_heads

@@ -10,6 +10,7 @@ and the ``lm_eval`` model over it (needs the optional ``lm_eval`` package; regis
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,19 @@ class FoxScorer:
         self.batch_size = batch_size
         self.device = model.embed.weight.device
 
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """The tokens of a (context, continuation) request, split as lm-evaluation-harness splits them: the
+        context's trailing whitespace joins the continuation, and the whole text is encoded once and cut after the
+        context's own tokens, so a subword tokenizer scores the continuation's tokens as they occur in the text
+        (encoded apart, "Answer: " + "Paris" would score a lone space token and a split word). An empty context
+        is EOS, the continuation encoded alone."""
+        stripped = context.rstrip()
+        continuation, context = context[len(stripped) :] + continuation, stripped
+        if not context:
+            return [self.tokenizer.eos_id], self.tokenizer.encode(continuation)
+        ctx = self.tokenizer.encode(context)
+        return ctx, self.tokenizer.encode(context + continuation)[len(ctx) :]
+
     @torch.no_grad()
     def _logprobs(self, ids: list[int]) -> Tensor:
         """log p of every token after the first given those before it: (len(ids) - 1, vocab) float32."""
@@ -47,16 +61,18 @@ class FoxScorer:
         return F.log_softmax(self.model(x)[0].float(), -1)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-        """Per (context, continuation): sum of log p of the continuation's tokens given the context, and whether
-        greedy decoding would have produced exactly those tokens. Requests run ``batch_size`` at a time, longest
-        first, right-padded (a causal model's scores of a sequence do not depend on what follows it). Raises
-        ValueError for an empty continuation."""
+        """Per (context, continuation): sum of log p of the continuation's tokens given the context (tokens as
+        ``encode_pair`` splits them), and whether greedy decoding would have produced exactly those tokens.
+        Requests run ``batch_size`` at a time, longest first, right-padded (a causal model's scores of a sequence
+        do not depend on what follows it). Raises ValueError for a continuation of no tokens or of more than
+        ``max_len``."""
         seqs = []
         for context, continuation in requests:
-            cont = self.tokenizer.encode(continuation)
+            ctx, cont = self.encode_pair(context, continuation)
             if not cont:
                 raise ValueError(f"the continuation {continuation!r} encodes to no tokens")
-            ctx = self.tokenizer.encode(context) or [self.tokenizer.eos_id]
+            if len(cont) > self.max_len:
+                raise ValueError(f"the continuation is {len(cont)} tokens, more than max_len={self.max_len}")
             seqs.append(((ctx + cont)[-(self.max_len + 1) :], len(cont)))
         out: list[tuple[float, bool]] = [(0.0, False)] * len(seqs)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
@@ -109,7 +125,15 @@ class FoxScorer:
             until = options.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             n = int(options.get("max_gen_toks", 256))
-            ctx = (self.tokenizer.encode(context) or [self.tokenizer.eos_id])[-max(1, self.max_len - n) :]
+            ctx = self.tokenizer.encode(context) or [self.tokenizer.eos_id]
+            room = max(1, self.max_len - n)
+            if len(ctx) > room:
+                warnings.warn(
+                    f"generate_until keeps the last {room} of the prompt's {len(ctx)} tokens (max_len {self.max_len} "
+                    f"less max_gen_toks {n})",
+                    stacklevel=2,
+                )
+                ctx = ctx[-room:]
             (ids,) = generate(self.model, [ctx], n, temperature=0.0, eos_token_id=self.tokenizer.eos_id, seed=0)
             text = self.tokenizer.decode(ids[len(ctx) :].tolist())
             cuts = [text.index(u) for u in until if u and u in text]

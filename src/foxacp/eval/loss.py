@@ -62,13 +62,14 @@ def evaluate(
 
     ``batches``: this process's batches (CPU or ``device``), all with the same T. Under torch.distributed
     (every rank calls it, e.g. an FSDP model) the sums are taken over all ranks. ``autocast`` wraps each
-    forward (e.g. bf16). The model is put in eval mode and back in train mode afterwards.
+    forward (e.g. bf16). The model is put in eval mode, then back in the mode it was in.
 
     Returns {"loss", "eval_tokens", "position_loss": [n buckets], "bucket_size"} (see :func:`position_buckets`).
     Raises ValueError when ``batches`` is empty.
     """
     if not batches:
         raise ValueError("evaluate needs at least one batch")
+    was_training = model.training
     model.eval()
     T = batches[0]["input_ids"].shape[1]
     pos_sum = torch.zeros(T, dtype=torch.float64, device=device)
@@ -82,7 +83,7 @@ def evaluate(
         pos_count += mask.sum(0)
     _sum_over_ranks(pos_sum)
     _sum_over_ranks(pos_count)
-    model.train()
+    model.train(was_training)
     return {
         "loss": (pos_sum.sum() / pos_count.sum()).item(),
         "eval_tokens": int(pos_count.sum().item()),

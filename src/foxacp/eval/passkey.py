@@ -7,6 +7,11 @@
 The prompt is the instruction, filler up to the key's depth, the key sentence, the rest of the filler, and the
 question; its token count is the trial's length exactly (the filler is cut to fit). No judge: the answer is
 right when the first run of digits in the model's continuation equals the key.
+
+The pieces are encoded apart and joined as tokens, so that the length is exact and the key sentence is the same
+tokens at every depth. With a subword tokenizer the joints are then not always how the prompt's text would
+encode (a lone space token before "The" with a byte-level BPE); models trained with foxacp's passkey mix
+(``train.passkey_mix``, which builds its rows here) see the same joints.
 """
 
 from __future__ import annotations

@@ -21,15 +21,16 @@ def plot_position_loss(ax: Any, position_loss: list[float | None], bucket_size: 
 
 
 def moving_average(values: list[float | None], window: int) -> list[float]:
-    """Centred moving average over ``window`` positions (shrinking at the ends), skipping None/NaN entries;
-    NaN where a window holds none. Raises ValueError for window < 1."""
+    """Moving average over ``window`` positions, centred (an even window reaches one further back than ahead) and
+    shrinking at the ends, skipping None/NaN entries; NaN where a window holds none. Raises ValueError for
+    window < 1."""
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     vals = [math.nan if v is None else float(v) for v in values]
     half = window // 2
     out = []
     for i in range(len(vals)):
-        part = [v for v in vals[max(0, i - half) : i + half + 1] if not math.isnan(v)]
+        part = [v for v in vals[max(0, i - half) : i + window - half] if not math.isnan(v)]
         out.append(sum(part) / len(part) if part else math.nan)
     return out
 

@@ -102,7 +102,7 @@ def run_eval(
         compare_exact: also run the same weights exactly (ACP off) and record both and their difference.
         compare_evict: also answer the passkey trials with the evicting cache (FoX Pro with ACP; the loss by
             position is a full forward, which eviction does not change) and compare the answers one by one.
-        passkey_lengths: prompt lengths in tokens (default 1/4, 1/2, 1 and 2 training contexts, those <= max_len).
+        passkey_lengths: prompt lengths in tokens (default 1/4, 1/2, 1, 2 and 4 training contexts, those <= max_len).
         depths: key depths in [0, 1]; trials: prompts per (length, depth); digits: key length; seed: key draws.
         filler: a text file for the haystack (default: built-in filler).
         window: moving-average window of the position plots (default max_len // 50, at least 1).
