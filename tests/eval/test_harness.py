@@ -128,3 +128,21 @@ def test_lm_eval_runs_a_local_multiple_choice_task_offline(tmp_path, monkeypatch
         for d in docs
     ) / len(docs)
     assert acc == pytest.approx(want)
+
+
+def test_lm_eval_options_reach_the_scorer(monkeypatch):
+    """lm_eval's --device and --batch_size apply unless --model_args set them; "auto" batches one at a time."""
+    pytest.importorskip("lm_eval")
+    from foxacp.eval import harness
+
+    seen = []
+    monkeypatch.setattr(harness, "foxacp_lm", lambda **kw: seen.append(kw))
+    make = harness._lm_class().create_from_arg_string
+    make("path=RUN,max_len=64", {"batch_size": 8, "device": "cuda:1"})
+    make("path=RUN,batch_size=2,device=cpu", {"batch_size": 8, "device": "cuda:1"})
+    make("path=RUN", {"batch_size": "auto:4", "device": None})
+    assert seen == [
+        {"path": "RUN", "max_len": 64, "batch_size": 8, "device": "cuda:1"},
+        {"path": "RUN", "batch_size": 2, "device": "cpu"},
+        {"path": "RUN", "batch_size": 1},
+    ]

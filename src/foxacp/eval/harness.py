@@ -141,13 +141,16 @@ class FoxScorer:
         return out
 
 
-def foxacp_lm(path: str, device: str = "cpu", dtype: str = "float32", max_len: int | None = None) -> Any:
+def foxacp_lm(
+    path: str, device: str = "cpu", dtype: str = "float32", max_len: int | None = None, batch_size: int = 1
+) -> Any:
     """The lm_eval model (an ``lm_eval.api.model.LM``) of the run or checkpoint at ``path``; ``max_len`` defaults
-    to the training context. Raises ImportError without the optional lm_eval package."""
+    to the training context; ``batch_size``: loglikelihood requests per forward. Raises ImportError without the
+    optional lm_eval package."""
     from .report import load_model_and_tokenizer
 
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
-    return _lm_class()(FoxScorer(model, tokenizer, max_len=max_len or train_len))
+    return _lm_class()(FoxScorer(model, tokenizer, max_len=max_len or train_len, batch_size=batch_size))
 
 
 def _lm_class() -> type:
@@ -172,7 +175,14 @@ def _lm_class() -> type:
 
         @classmethod
         def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> FoxacpLM:
-            args = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
+            """``--model_args path=RUN,dtype=...,max_len=...,batch_size=...``; lm_eval's own --device and
+            --batch_size (``additional_config``) apply where the model args do not set them ("auto" is 1)."""
+            args: dict[str, Any] = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
+            extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+            if "device" in extra:
+                args.setdefault("device", str(extra["device"]))
+            batch = str(args.get("batch_size", extra.get("batch_size", 1)))
+            args["batch_size"] = 1 if batch.startswith("auto") else int(batch)
             if "max_len" in args:
                 args["max_len"] = int(args["max_len"])
             return foxacp_lm(**args)
