@@ -69,10 +69,15 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
+# 2: special-token text inside a document is ordinary text, null text fields are empty documents (caches made
+# before hold other ids for such documents, and are not reused).
+TOKENS_VERSION = 2
+
+
 def cache_path(cache_dir: Path, corpus: Corpus, tokenizer: Tokenizer) -> Path:
-    """The folder of the token cache keyed by (corpus.key, tokenizer.name)."""
+    """The folder of the token cache keyed by (corpus.key, tokenizer.name, TOKENS_VERSION)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{corpus.key}--{tokenizer.name}")[:120]
-    digest = hashlib.sha1(f"{corpus.key}\0{tokenizer.name}".encode()).hexdigest()[:10]
+    digest = hashlib.sha1(f"{corpus.key}\0{tokenizer.name}\0v{TOKENS_VERSION}".encode()).hexdigest()[:10]
     return Path(cache_dir) / "tokens" / f"{readable}-{digest}"
 
 

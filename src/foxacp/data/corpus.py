@@ -85,6 +85,17 @@ class Corpus:
                 return
 
 
+def document_text(value: object, where: str) -> str:
+    """A record's text field as a document: None is an empty document (skipped, as empty text is); lone
+    surrogates (JSON allows "\\ud800") become U+FFFD, as invalid UTF-8 in text files does. Raises ValueError,
+    naming ``where``, for a value that is not a string."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: the text field holds a {type(value).__name__}, not a string")
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def held_out_ids(ids: Sequence[str]) -> frozenset[str]:
     """The held-out ids: the `max(ceil(VAL_FRACTION * n), min(MIN_VAL_DOCS, n // 2))` ids with the
     smallest SHA-1 digest. Raises ValueError when fewer than two ids are given."""
@@ -92,7 +103,8 @@ def held_out_ids(ids: Sequence[str]) -> frozenset[str]:
     if n < 2:
         raise ValueError(f"a corpus needs at least 2 documents to hold one out, found {n}")
     n_val = max(math.ceil(VAL_FRACTION * n), min(MIN_VAL_DOCS, n // 2))
-    ranked = sorted(ids, key=lambda i: hashlib.sha1(i.encode("utf-8")).digest())
+    # surrogateescape: file names that are not UTF-8 hash too (valid names as before).
+    ranked = sorted(ids, key=lambda i: hashlib.sha1(i.encode("utf-8", "surrogateescape")).digest())
     return frozenset(ranked[:n_val])
 
 
@@ -175,7 +187,7 @@ def _file_corpus(spec: str, key: str, root: Path, files: list[Path], field: str,
             record = cached_records[line]
             if not isinstance(record, dict) or field not in record:
                 raise ValueError(f"{path}:{line} has no text field {field!r}")
-            yield str(record[field])
+            yield document_text(record[field], f"{path}:{line}")
 
     ids = tuple(doc_id for doc_id, _, _ in entries)
     full_key = f"{key}-v{SPLIT_VERSION}-max{max_bytes}"
@@ -230,7 +242,7 @@ def _hf_corpus(spec: str, max_bytes: int | None) -> Corpus:
     def read(ids: Sequence[str]) -> Iterator[str]:
         rows = ds.select([int(i) for i in ids])
         for batch in rows.iter(batch_size=1000):
-            yield from (str(t) for t in batch[field])
+            yield from (document_text(t, f"{spec} row") for t in batch[field])
 
     ids = tuple(str(i) for i in range(len(ds)))
     key = f"hf-{_digest(json.dumps([key_source, split, field, getattr(ds, '_fingerprint', '')]))}"

@@ -62,10 +62,15 @@ class ByteTokenizer:
 
 
 class TokenizersTokenizer:
-    """A `tokenizers.Tokenizer` with an EOS token; encodes without adding special tokens."""
+    """A `tokenizers.Tokenizer` with an EOS token. Documents are text: encoding adds no special tokens, reads the
+    text of one (such as "<|endoftext|>" in source code) as ordinary text, and neither truncates nor pads (a
+    tokenizer.json may carry either setting from another use)."""
 
     def __init__(self, tokenizer: HFTokenizer, name: str) -> None:
         """Raises ValueError when none of EOS_CANDIDATES is in the vocabulary."""
+        tokenizer.encode_special_tokens = True  # else the EOS text inside a document becomes the EOS id
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
         self.tokenizer = tokenizer
         self.name = name
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -123,7 +128,9 @@ def build_tokenizer(spec: str, *, corpus: Corpus | None = None, cache_dir: Path 
             hub = HFTokenizer.from_pretrained(name)
         except Exception as e:  # the tokenizers library raises a bare Exception for every failure
             raise ValueError(f"tokenizer {spec!r}: cannot load {name!r} from the Hugging Face hub ({e})") from None
-        return TokenizersTokenizer(hub, "hf-" + name.replace("/", "--"))
+        # Named by its content too: a new revision of the repo must not reuse the old token cache.
+        digest = hashlib.sha1(hub.to_str().encode()).hexdigest()[:12]
+        return TokenizersTokenizer(hub, f"hf-{name.replace('/', '--')}-{digest}")
     raise ValueError(f"unknown tokenizer spec {spec!r}; use 'byte', 'bpe:N' or 'hf:NAME_OR_PATH'")
 
 

@@ -36,7 +36,7 @@ class ModelConfig:
     Raises:
         ValueError: unknown variant or backend, non-positive sizes, d_model not divisible by n_heads,
             n_heads not a multiple of n_kv_heads, odd head_dim with RoPE, a non-negative log_eps, a non-positive
-            qk_norm_eps.
+            qk_norm_eps, norm_eps or init_std, a qk_bound_safety below 1.
     """
 
     vocab_size: int = 32768
@@ -77,6 +77,11 @@ class ModelConfig:
             raise ValueError(f"qk_norm_eps must be positive or None, got {self.qk_norm_eps}")
         if self.mlp_ratio is not None and self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        for name in ("norm_eps", "init_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.qk_bound_safety >= 1:  # below 1 the static bound undercuts the logits: ACP's eps voided
+            raise ValueError(f"qk_bound_safety must be >= 1, got {self.qk_bound_safety}")
 
     @property
     def head_dim(self) -> int:

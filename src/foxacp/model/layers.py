@@ -88,7 +88,10 @@ class TokenShift(nn.Module):
         else:
             prev = torch.cat([before[:, None].to(y.dtype), y[:, :-1]], dim=1)
         prev = prev.masked_fill((pos == 0)[:, :, None, None], 0.0)
-        return y + a * (prev - y)
+        # Mixed in fp32 and rounded once, as the official FoX code does (in bf16 each step rounds: ~45% of the
+        # elements differed from the fp32 mix, by up to 0.03).
+        dtype = torch.promote_types(y.dtype, torch.float32)
+        return (y.to(dtype) + a.to(dtype) * (prev.to(dtype) - y.to(dtype))).to(y.dtype)
 
 
 def apply_rope(x: Tensor, pos: Tensor, base: float) -> Tensor:
