@@ -194,3 +194,17 @@ def test_make_datasets_on_the_stdlib(tmp_path: Path):
     assert tok.decode(val[0]["input_ids"][0].tolist())  # real text
     with pytest.raises(ValueError, match="tokens: fewer than one"):
         make_datasets("stdlib", "byte", tmp_path, 10**7, 4, max_bytes=100_000, progress=False)
+
+
+def test_a_loader_refuses_the_state_of_other_data_with_the_same_shape():
+    """Same seed, batch, length and window count, other tokens (an edited corpus): refused as another stream;
+    a state without the data's identity (older checkpoints) is taken on its shape alone."""
+    import dataclasses
+
+    split = random_split(60)
+    a = BatchLoader(dataclasses.replace(split, sha1="a" * 40), 8, 2)
+    b = BatchLoader(dataclasses.replace(split, sha1="b" * 40), 8, 2)
+    next(a)
+    with pytest.raises(ValueError, match="loader state is of data aaaaaaaaaaaa"):
+        b.load_state_dict(a.state_dict())
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "data_sha1"})

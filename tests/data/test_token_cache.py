@@ -99,3 +99,14 @@ def test_temporaries_of_a_killed_build_are_removed_next_time(text_folder: Path, 
     alive.write_bytes(b"being written")
     prepare_tokens(corpus, ByteTokenizer(), tmp_path, progress=False)
     assert not dead.exists() and alive.exists()
+
+
+def test_each_split_knows_the_sha1_of_its_tokens(text_folder: Path, tmp_path: Path):
+    """Written with the token file and read back from meta.json (a resumed loader checks it)."""
+    import hashlib
+
+    cache = prepare_tokens(load_corpus(str(text_folder)), ByteTokenizer(), tmp_path, progress=False)
+    again = prepare_tokens(load_corpus(str(text_folder)), ByteTokenizer(), tmp_path, progress=False)  # reused
+    for split in ("train", "val"):
+        want = hashlib.sha1((cache.path / f"{split}.bin").read_bytes()).hexdigest()
+        assert getattr(cache, split).sha1 == want == getattr(again, split).sha1

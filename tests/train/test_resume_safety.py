@@ -161,3 +161,19 @@ def test_the_cli_resumes_from_the_checkpoints_own_settings(small_config):
     assert main(["train", "--resume", str(cfg.run_dir / "checkpoints"), "--steps", "4"]) == 0
     start = [r for r in read_log(cfg.run_dir) if r["kind"] == "start"][-1]
     assert start["resumed_from"].endswith("step_000003") and start["resume_changes"] == {"steps": [3, 4]}
+
+
+def test_a_resume_on_edited_data_of_the_same_shape_is_refused(small_config, corpus_dir, tmp_path):
+    """An edited corpus with the same window count (one character changed) resumed the run on other tokens;
+    the loader's state now carries its token file's SHA-1, and the resume is refused as another data stream."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(corpus_dir, data)
+    cfg = small_config(*FAST, "steps=2", f"corpus={data}")
+    train(cfg)
+    name = sorted(p.name for p in data.iterdir())[-1]
+    text = (data / name).read_text()
+    (data / name).write_text(text.replace("a", "b", 1))
+    with pytest.raises(CheckpointError, match="another data stream"):
+        train(dataclasses.replace(cfg, steps=3), resume=cfg.run_dir)

@@ -16,6 +16,8 @@ rank order gives the world-size-1 batch, so runs on any number of GPUs see the s
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -137,8 +139,9 @@ class BatchLoader:
             self.epoch, self.step = self.epoch + 1, 0
         return make_batch(self.split, windows, self.seq_len, self.packing)
 
-    def state_dict(self) -> dict[str, int]:
-        """The position in the data stream (independent of rank and world_size)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the data stream (independent of rank and world_size), and the data's identity
+        (``TokenSplit.sha1``, None when unknown)."""
         return {
             "epoch": self.epoch,
             "step": self.step,
@@ -146,17 +149,22 @@ class BatchLoader:
             "batch_size": self.batch_size,
             "seq_len": self.seq_len,
             "num_windows": self.num_windows,
+            "data_sha1": self.split.sha1,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume from `state_dict()`; the next batch is the one an uninterrupted run would return.
 
         Raises:
-            ValueError: when seed, batch_size, seq_len or num_windows differ (another stream).
+            ValueError: when seed, batch_size, seq_len or num_windows differ, or the data does (its token file's
+                SHA-1, where both know it): another stream.
         """
         for key in ("seed", "batch_size", "seq_len", "num_windows"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"loader state has {key}={state[key]}, this loader {getattr(self, key)}")
+        saved = state.get("data_sha1")
+        if saved and self.split.sha1 and saved != self.split.sha1:
+            raise ValueError(f"loader state is of data {saved[:12]}, this loader's tokens are {self.split.sha1[:12]}")
         if not 0 <= state["step"] < self.steps_per_epoch:
             raise ValueError(f"loader state step {state['step']} is outside [0, {self.steps_per_epoch})")
         self.epoch, self.step = int(state["epoch"]), int(state["step"])

@@ -41,10 +41,13 @@ class TokenSplit:
         tokens: (N,) uint16 or uint32, memory-mapped: the documents back to back, each ending
             with EOS.
         offsets: (n_docs + 1,) int64 document start offsets into `tokens`, ending with N.
+        sha1: the SHA-1 of the token file, written with it (None for splits made otherwise): the identity of
+            the data a resumed loader checks.
     """
 
     tokens: np.ndarray
     offsets: np.ndarray
+    sha1: str | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -107,7 +110,8 @@ def prepare_tokens(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, *, pro
         path.mkdir(parents=True, exist_ok=True)
         counts = {s: _write_split(path, s, corpus, tokenizer, progress) for s in SPLITS}
         atomic_write(path / "meta.json", json.dumps({**meta, "splits": counts}, indent=1))
-    return TokenCache(path, *(_load_split(path, s, meta["dtype"]) for s in SPLITS))
+    meta = json.loads((path / "meta.json").read_text())
+    return TokenCache(path, *(_load_split(path, s, meta) for s in SPLITS))
 
 
 def open_token_cache(path: Path, tokenizer: Tokenizer) -> TokenCache:
@@ -126,7 +130,7 @@ def open_token_cache(path: Path, tokenizer: Tokenizer) -> TokenCache:
     for key, value in (("tokenizer", tokenizer.name), ("vocab_size", tokenizer.vocab_size)):
         if meta.get(key) != value:
             raise ValueError(f"token cache {path} was made with {key} {meta.get(key)!r}, the tokenizer has {value!r}")
-    return TokenCache(path, *(_load_split(path, s, meta["dtype"]) for s in SPLITS))
+    return TokenCache(path, *(_load_split(path, s, meta) for s in SPLITS))
 
 
 def _is_complete(path: Path, meta: dict) -> bool:
@@ -146,12 +150,14 @@ def _write_split(path: Path, split: Split, corpus: Corpus, tokenizer: Tokenizer,
         unit="doc",
         disable=not progress,
     )
+    digest = hashlib.sha1()
     with atomic_file(path / f"{split}.bin") as f:
         for texts in _chunks(corpus.documents(split), ENCODE_CHUNK):
             for ids in tokenizer.encode_batch(texts):
-                doc = np.array([*ids, tokenizer.eos_id], dtype=dtype)
-                f.write(doc.tobytes())
-                lengths.append(len(doc))
+                doc = np.array([*ids, tokenizer.eos_id], dtype=dtype).tobytes()
+                f.write(doc)
+                digest.update(doc)
+                lengths.append(len(doc) // dtype.itemsize)
             bar.update(len(texts))
     bar.close()
     if not lengths:
@@ -159,12 +165,13 @@ def _write_split(path: Path, split: Split, corpus: Corpus, tokenizer: Tokenizer,
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
     with atomic_file(path / f"{split}.offsets.npy") as f:
         np.save(f, offsets)
-    return {"documents": len(lengths), "tokens": int(offsets[-1])}
+    return {"documents": len(lengths), "tokens": int(offsets[-1]), "sha1": digest.hexdigest()}
 
 
-def _load_split(path: Path, split: Split, dtype: str) -> TokenSplit:
-    tokens = np.memmap(path / f"{split}.bin", dtype=np.dtype(dtype), mode="r")
-    return TokenSplit(tokens, np.load(path / f"{split}.offsets.npy"))
+def _load_split(path: Path, split: Split, meta: dict) -> TokenSplit:
+    tokens = np.memmap(path / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+    sha1 = meta.get("splits", {}).get(split, {}).get("sha1")
+    return TokenSplit(tokens, np.load(path / f"{split}.offsets.npy"), sha1)
 
 
 def _chunks(texts: Iterator[str], size: int) -> Iterator[list[str]]:
