@@ -123,3 +123,13 @@ def test_labels_give_the_shifted_mean_cross_entropy(tiny_config):
     torch.testing.assert_close(out.loss.double(), expected, rtol=1e-5, atol=1e-6)
     out.loss.backward()
     assert lm.embed.weight.grad is not None
+
+
+def test_generic_config_names_are_taken_before_validation():
+    """transformers' names (hidden_size, ...) set the fields they mean, validated as such; a contradiction fails."""
+    from foxacp.hf import FoxConfig
+
+    cfg = FoxConfig(vocab_size=64, hidden_size=96, num_attention_heads=3, num_hidden_layers=2)
+    assert (cfg.d_model, cfg.n_heads, cfg.n_layers) == (96, 3, 2) and cfg.hidden_size == 96
+    with pytest.raises(ValueError, match="contradicts"):
+        FoxConfig(hidden_size=96, d_model=64)

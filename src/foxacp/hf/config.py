@@ -32,6 +32,11 @@ class FoxConfig(PretrainedConfig):
     }
 
     def __init__(self, **kwargs) -> None:
+        for alias, name in self.attribute_map.items():  # before validation, which reads the fields themselves
+            if alias in kwargs:
+                value = kwargs.pop(alias)
+                if kwargs.setdefault(name, value) != value:
+                    raise ValueError(f"{alias}={value!r} contradicts {name}={kwargs[name]!r}")
         for name, default in MODEL_FIELDS.items():
             setattr(self, name, kwargs.pop(name, default))
         self.to_model_config()  # validate now
