@@ -1,4 +1,4 @@
-"""The ``foxacp`` command: demo, train, plot, export-gates, generate, eval, analyze, bench.
+"""The foxacp command: demo, train, plot, export-gates, export-hf, generate, eval, analyze, bench.
 
     foxacp demo                                   tiny FoX Pro on the stdlib corpus, CPU, a few minutes
     foxacp train --preset 125M --set seq_len=16384 --set micro_batch_size=2 --out runs/125m
@@ -47,6 +47,19 @@ def _run_dir_of(path: Path) -> Path:
     return path.parent.parent
 
 
+def _home_run_dir(resume: Path) -> Path | None:
+    """The run directory whose ``checkpoints/`` holds the checkpoint ``resume`` names; None for a checkpoint kept
+    elsewhere (or none found: the loop reports it)."""
+    from foxacp.train import CheckpointError
+    from foxacp.train.checkpoint import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(resume)
+    except CheckpointError:
+        return None
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+
+
 def _resumed_config(resume: Path):
     """The TrainConfig a resume starts from: the one the checkpoint was written with (an older checkpoint's
     own settings, not those of a later branch in config.json); a run's config.json when the checkpoint cannot
@@ -69,7 +82,7 @@ def train_config_from_args(args: argparse.Namespace):
     only name its preset (the loop refuses another); --data, --tokenizer, --steps, --out and then every --set
     are applied on top (the loop logs what changed).
     """
-    from foxacp.train.config import parse_overrides, preset_config
+    from foxacp.train.config import ConfigError, parse_overrides, preset_config
 
     resume = None
     base = None
@@ -79,7 +92,7 @@ def train_config_from_args(args: argparse.Namespace):
         elif args.out:
             resume = Path(args.out)
         else:
-            raise SystemExit("foxacp train: --resume without a path needs --out RUN_DIR")
+            raise ConfigError("--resume without a path needs --out RUN_DIR")
         base = _resumed_config(resume)
     if base is None:
         base = preset_config(args.preset or "tiny")
@@ -94,6 +107,8 @@ def train_config_from_args(args: argparse.Namespace):
         changes["steps"] = args.steps
     if args.out is not None:
         changes["out"] = args.out
+    elif resume is not None and (home := _home_run_dir(resume)) is not None:
+        changes["out"] = str(home)  # a moved or copied run continues where its checkpoint is
     cfg = parse_overrides(dataclasses.replace(base, **changes), args.set or [])
     return cfg, resume
 
@@ -171,19 +186,12 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 
 def load_for_generation(run_dir: Path, device: str):
-    """(model, tokenizer) of a run directory, the model in eval mode on ``device``.
+    """(model, tokenizer) of a run or checkpoint directory, the model in eval mode on ``device`` (see
+    ``foxacp.eval.report.load_model_and_tokenizer``)."""
+    from foxacp.eval.report import load_model_and_tokenizer
 
-    The model comes from ``foxacp.load``; the tokenizer is rebuilt from the run's spec (a trained BPE is read
-    from its cache).
-    """
-    from foxacp.data import build_tokenizer, load_corpus
-    from foxacp.infer import load
-    from foxacp.train import TrainConfig
-
-    model = load(run_dir, device=device)
-    cfg = TrainConfig.load(Path(run_dir) / "config.json")
-    corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
-    return model, build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())
+    model, tokenizer, _ = load_model_and_tokenizer(run_dir, device)
+    return model.eval(), tokenizer
 
 
 def stream_generate(model, tokenizer, prompt: str, *, out=None, **sampling) -> str:
@@ -199,6 +207,8 @@ def stream_generate(model, tokenizer, prompt: str, *, out=None, **sampling) -> s
 
     def show(tokens) -> None:
         nonlocal shown
+        if not new:  # the arguments passed generate's checks: the prompt goes out with the first token
+            out.write(prompt)
         if new and new[-1] == tokenizer.eos_id:
             return
         new.append(int(tokens[0]))
@@ -208,7 +218,6 @@ def stream_generate(model, tokenizer, prompt: str, *, out=None, **sampling) -> s
             out.flush()
             shown = len(text)
 
-    out.write(prompt)
     generate(model, [ids], eos_token_id=tokenizer.eos_id, callback=show, **sampling)
     text = tokenizer.decode(new)
     out.write(text[shown:] + "\n")
@@ -439,6 +448,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, CheckpointError, RunDirError, DivergedError, ValueError, OSError) as e:
         print(f"foxacp: error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # a size the machine cannot hold is the user's to change
+        if not isinstance(e, MemoryError) and "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+            raise
+        print(f"foxacp: error: out of memory ({str(e).splitlines()[0][:200]}); ask for less", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (which stops cleanly on its own)
         print("foxacp: interrupted", file=sys.stderr)

@@ -167,7 +167,7 @@ def _file_corpus(spec: str, key: str, root: Path, files: list[Path], field: str,
         if path.suffix == JSONL_SUFFIX:
             entries += [(f"{rel}:{n}", path, n) for n, _ in read_jsonl(path)]
         elif path.stat().st_size > 0:
-            if _looks_binary(path):
+            if looks_binary(path):
                 warnings.warn(f"corpus {spec!r}: skipping {path}, which looks binary, not text", stacklevel=3)
                 continue
             entries.append((rel, path, None))
@@ -194,7 +194,7 @@ def _file_corpus(spec: str, key: str, root: Path, files: list[Path], field: str,
     return Corpus(spec, full_key, ids, held_out_ids(ids), read, max_bytes)
 
 
-def _looks_binary(path: Path) -> bool:
+def looks_binary(path: Path) -> bool:
     """Whether the first SNIFF_BYTES of ``path`` hold a NUL byte or more than 10% control bytes. Text in
     another encoding than UTF-8 (latin-1 sources in the stdlib) is still text and is read with
     replacement characters; images, archives and pickles hold NUL bytes within a few KB."""

@@ -134,6 +134,16 @@ def build_tokenizer(spec: str, *, corpus: Corpus | None = None, cache_dir: Path 
     raise ValueError(f"unknown tokenizer spec {spec!r}; use 'byte', 'bpe:N' or 'hf:NAME_OR_PATH'")
 
 
+RUN_TOKENIZER = "tokenizer.json"  # a run's own copy of its tokenizer, next to its checkpoints
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    """Write a `tokenizers`-based tokenizer to ``path`` (atomically), so that what a run trained with can be
+    loaded back ("hf:PATH") without its training corpus; the byte tokenizer needs no file."""
+    if isinstance(tokenizer, TokenizersTokenizer):
+        atomic_write(Path(path), tokenizer.tokenizer.to_str())
+
+
 def _from_file(path: Path) -> HFTokenizer:
     """A `tokenizers` tokenizer from its JSON file. Raises ValueError when the file is not one."""
     try:

@@ -32,6 +32,9 @@ def export_gates(
         ValueError: a bad ``device`` (or CUDA without a GPU), or a held-out split too short for the batch.
         OSError: ``out`` cannot be written (e.g. its folder does not exist).
     """
+    for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {out}: the folder {out.parent} does not exist")
@@ -39,7 +42,7 @@ def export_gates(
     ckpt = resolve_checkpoint(run_dir)
     cfg = TrainConfig.from_dict(read_meta(ckpt, verify=False)["train_config"])
     _, cache = prepare_data(cfg.corpus, cfg.tokenizer, Path(cfg.cache_dir), progress=False)
-    (batch,) = validation_batches(cache.val, seq_len or cfg.seq_len, batch_size, 1)
+    (batch,) = validation_batches(cache.val, cfg.seq_len if seq_len is None else seq_len, batch_size, 1)
     ids = batch["input_ids"]
     gates = model.forget_gates(ids.to(device))
     save_file(

@@ -13,14 +13,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from foxacp.data.corpus import TEXT_SUFFIXES
+from foxacp.data.corpus import TEXT_SUFFIXES, looks_binary
 
 from .loss import position_buckets, token_losses
 
 
 def read_documents(path: str | Path) -> list[str]:
     """The texts of ``path``: a text file is one document; a folder gives one per text file under it
-    (suffixes .txt .md .rst .py, sorted by relative path). Empty texts are left out.
+    (suffixes .txt .md .rst .py, sorted by relative path). Empty texts and files that look binary
+    (``data.corpus.looks_binary``, as training skips them) are left out.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -32,6 +33,7 @@ def read_documents(path: str | Path) -> list[str]:
     files = (
         [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
     )
+    files = [p for p in files if not looks_binary(p)]
     texts = [t for t in (p.read_text(encoding="utf-8", errors="replace") for p in files) if t.strip()]
     if not texts:
         raise ValueError(f"data path {str(path)!r} holds no non-empty text documents ({', '.join(TEXT_SUFFIXES)})")

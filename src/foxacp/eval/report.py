@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from foxacp.data.corpus import looks_binary
 from foxacp.io import REPO, atomic_write, git_commit
 from foxacp.model import FoxLM
 
@@ -39,11 +40,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float32") -> tuple[FoxLM, Any, int]:
     """(model, tokenizer, training context) of a run or checkpoint directory, the model's parameters cast to
-    ``dtype`` (a DTYPES name); the tokenizer is rebuilt from the run's TrainConfig recorded in the checkpoint (a
-    trained BPE is read from its cache).
+    ``dtype`` (a DTYPES name). The tokenizer is the run's own copy (``RUN/tokenizer.json``, written when it
+    trained); runs from before that rebuild it from the spec in the checkpoint's TrainConfig (a trained BPE from
+    its cache, which needs the training corpus).
 
     Raises CheckpointError (no usable checkpoint), ValueError (a bad device, dtype or tokenizer spec)."""
     from foxacp.data import build_tokenizer, load_corpus
+    from foxacp.data.tokenizer import RUN_TOKENIZER
     from foxacp.infer import load
     from foxacp.train.checkpoint import read_meta, resolve_checkpoint
     from foxacp.train.config import TrainConfig
@@ -51,7 +54,11 @@ def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float3
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     model = load(path, device=device, dtype=DTYPES[dtype])
-    cfg = TrainConfig.from_dict(read_meta(resolve_checkpoint(path), verify=False)["train_config"])
+    ckpt = resolve_checkpoint(path)
+    cfg = TrainConfig.from_dict(read_meta(ckpt, verify=False)["train_config"])
+    saved = ckpt.parent.parent / RUN_TOKENIZER
+    if ckpt.parent.name == "checkpoints" and saved.is_file():
+        return model, build_tokenizer(f"hf:{saved}"), cfg.seq_len
     corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
     tokenizer = build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())
     return model, tokenizer, cfg.seq_len
@@ -126,6 +133,8 @@ def run_eval(
     if filler is not None:
         if not Path(filler).is_file():
             raise FileNotFoundError(f"filler file {str(filler)!r} does not exist")
+        if looks_binary(Path(filler)):
+            raise ValueError(f"filler file {str(filler)!r} looks binary, not text")
         filler_text = Path(filler).read_text(encoding="utf-8", errors="replace")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -202,8 +202,11 @@ def generate(
     rows = _as_prompts(prompts, model.config.vocab_size, device)
     longest = max(len(p) for p in rows)
     max_len = longest + max_new_tokens if max_len is None else max_len
+    # The last token is never fed back, so one new token needs no room past the prompt; more need one position
+    # each and the CUDA graph's warm-up one spare (it writes two steps ahead).
+    room = 0 if max_new_tokens == 1 else max_new_tokens
     for i, p in enumerate(rows):
-        if len(p) + max_new_tokens > max_len:
+        if len(p) + room > max_len:
             raise ValueError(
                 f"prompt {i} ({len(p)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds max_len ({max_len})"
             )

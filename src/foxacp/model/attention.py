@@ -138,8 +138,14 @@ class ForgettingAttention(nn.Module):
                 q, k, v, self.log_fgate(x), cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, **op_args
             )
         else:
-            cache.write(pos, k, v, self.log_fgate(x), rebase_at=REBASE_AT if t > 1 else None)
-            o = cached_attention(q, cache, pos[:, -1] + 1, **op_args)
+            log_fgate = self.log_fgate(x)
+            gates = None
+            if isinstance(cache, LayerCache) and t > DECODE_MAX_Q:
+                # The training op's gates: the cached keys' as differences of c read before the write (whose
+                # rebase moves c by the chunk's whole decay, rounding it there), the new keys' exactly.
+                gates = (torch.diff(cache.c, dim=1, prepend=cache.c[:, :1]), log_fgate)
+            cache.write(pos, k, v, log_fgate, rebase_at=REBASE_AT if t > 1 else None)
+            o = cached_attention(q, cache, pos[:, -1] + 1, gates, **op_args)
         if cfg.record_acp_stats:
             o, self.last_stats = o
         if cfg.pro:
@@ -147,14 +153,22 @@ class ForgettingAttention(nn.Module):
         return self.wo(o.reshape(b, t, -1)).view(B, T, d)
 
 
-def cached_attention(q: Tensor, cache: LayerCache | PagedLayerCache, seqlens: Tensor, **op_args):
+def cached_attention(
+    q: Tensor,
+    cache: LayerCache | PagedLayerCache,
+    seqlens: Tensor,
+    gates: tuple[Tensor, Tensor] | None = None,
+    **op_args,
+):
     """Attention of the new queries q (B, Tq, Hq, D) to the first seqlens[b] (B,) cached keys of each row.
 
     Up to DECODE_MAX_Q queries run the decode op, which reads the cached c and handles rows of different
     lengths in one call without reading anything back to the host (a decode step captures in a CUDA graph).
     Longer chunks run the training op with queries aligned to the end of the keys, on the whole batch when
     every row has the same length, else row by row (this reads the lengths back); it takes log forget
-    gates, recovered as differences of the cached c (the first set to 0: only differences matter).
+    gates: ``gates`` = (earlier keys' (B, >= seqlens - Tq, Hq), the new keys' (B, Tq, Hq)) where given, else
+    differences of the cached c (the first set to 0: only differences matter). Long chunks want the former:
+    the cached c of a chunk spans its whole decay in float32 (experiments/055-long-chunk-prefill-precision).
     ``op_args`` go to the op; with return_stats, the stats are those of the last call. A paged (evicting)
     cache runs its own op for any number of new tokens, with its own static bound and threshold.
     """
@@ -177,8 +191,11 @@ def cached_attention(q: Tensor, cache: LayerCache | PagedLayerCache, seqlens: Te
         outs = []
         for lo, hi in spans:
             n = lens[lo]
-            c = cache.c[lo:hi, :n]
-            log_fgate = torch.diff(c, dim=1, prepend=c[:, :1])
+            if gates is None:
+                c = cache.c[lo:hi, :n]
+                log_fgate = torch.diff(c, dim=1, prepend=c[:, :1])
+            else:
+                log_fgate = torch.cat([gates[0][lo:hi, : n - q.shape[1]], gates[1][lo:hi]], dim=1)
             out = forgetting_attention(q[lo:hi], cache.k[lo:hi, :n], cache.v[lo:hi, :n], log_fgate, **op_args)
             o, stats = out if want_stats else (out, None)
             outs.append(o)

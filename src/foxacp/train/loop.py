@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from foxacp.data import IGNORE_INDEX, Batch, BatchLoader, make_datasets
+from foxacp.data.tokenizer import RUN_TOKENIZER, Tokenizer, save_tokenizer
 from foxacp.eval import evaluate, token_losses
 from foxacp.io import REPO, git_commit
 from foxacp.model import FoxLM, flops_per_token
@@ -353,16 +354,18 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
         compiled=compiled,
     )
     resumed_from = _resume(s, resume) if resume is not None else None
-    _on_main(d, lambda: _settle_run_dir(s, resumed_from))
+    _on_main(d, lambda: _settle_run_dir(s, resumed_from, tokenizer))
     _log_start(s, resumed_from, changes)
     return s
 
 
-def _settle_run_dir(s: Session, resumed_from: str | None) -> None:
-    """Rank 0, once the run is set up: move another branch's checkpoints aside, then write config.json."""
+def _settle_run_dir(s: Session, resumed_from: str | None, tokenizer: Tokenizer) -> None:
+    """Rank 0, once the run is set up: move another branch's checkpoints aside, then write config.json and the
+    run's copy of its tokenizer (generate and eval read it, not the training corpus)."""
     if resumed_from is not None and (abandoned := branch_off(s.cfg.run_dir, resumed_from, s.step)) is not None:
         s.say(f"resumed from a checkpoint older than the run's newest: the newer ones moved to {abandoned}")
     s.cfg.save(s.cfg.run_dir / "config.json")
+    save_tokenizer(tokenizer, s.cfg.run_dir / RUN_TOKENIZER)
 
 
 def _resume(s: Session, resume: str | Path) -> str:

@@ -29,7 +29,7 @@ from .checkpoint import checkpoint_root
 
 LOCK = "lock"
 # What a run leaves in its directory; overwriting deletes exactly these.
-RUN_FILES = ("config.json", "log.jsonl", "checkpoints", "tb", "plot.png")
+RUN_FILES = ("config.json", "log.jsonl", "checkpoints", "tb", "plot.png", "tokenizer.json")
 
 
 class RunDirError(RuntimeError):
