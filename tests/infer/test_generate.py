@@ -7,25 +7,14 @@ import torch
 import foxacp
 from foxacp.infer import sample
 from foxacp.infer.generate import CHECK_EVERY
-from foxacp.model import FoxLM, ModelConfig
+from foxacp.model import FoxLM
 from foxacp.model.config import VARIANTS
+
+from .models import tiny_model
 
 
 def model_of(variant: str = "fox_pro") -> FoxLM:
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=64,
-        n_layers=2,
-        d_model=64,
-        n_heads=4,
-        n_kv_heads=2,
-        variant=variant,
-        acp=False,
-        fgate_bias_init=-1.0,
-        init_std=0.1,
-        attn_backend="torch",
-    )
-    return FoxLM(cfg).eval()
+    return tiny_model(variant)
 
 
 def prompts() -> list[torch.Tensor]:

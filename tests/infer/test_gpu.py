@@ -7,25 +7,16 @@ import torch
 
 import foxacp
 from foxacp.infer.graph import CUDAGraphStep, compiled_block_step
-from foxacp.model import FoxLM, ModelConfig
+from foxacp.model import FoxLM
 from foxacp.model.config import VARIANTS
+
+from .models import tiny_model
 
 pytestmark = pytest.mark.gpu
 
 
 def model_of(variant: str) -> FoxLM:
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=256,
-        n_layers=2,
-        d_model=256,
-        n_heads=4,
-        n_kv_heads=2,
-        variant=variant,
-        fgate_bias_init=-1.0,
-        init_std=0.05,
-    )
-    return FoxLM(cfg).eval()
+    return tiny_model(variant, acp=True, backend=None, vocab=256, d_model=256, init_std=0.05)
 
 
 def prefilled(model: FoxLM, rows: list[torch.Tensor], length: int):

@@ -10,26 +10,14 @@ import torch
 import foxacp
 from foxacp.infer import sample
 from foxacp.infer.generate import prefill
-from foxacp.model import FoxLM, ModelConfig
+from foxacp.model import FoxLM
 from tests.train.conftest import one_thread  # noqa: F401
+
+from .models import tiny_model
 
 
 def model_of(variant="fox_pro", acp=True, bias=-1.0, backend="torch", **kw) -> FoxLM:
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=64,
-        n_layers=2,
-        d_model=64,
-        n_heads=4,
-        n_kv_heads=2,
-        variant=variant,
-        acp=acp,
-        fgate_bias_init=bias,
-        init_std=0.1,
-        attn_backend=backend,
-        **kw,
-    )
-    return FoxLM(cfg).eval()
+    return tiny_model(variant, acp=acp, bias=bias, backend=backend, **kw)
 
 
 def fast_forgetting(**kw) -> FoxLM:
