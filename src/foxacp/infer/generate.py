@@ -159,7 +159,8 @@ def generate(
         temperature, top_k, top_p: sampling (see ``foxacp.infer.sampling.sample``); temperature 0 is greedy.
         eos_token_id: a sequence stops after producing it (the EOS is kept).
         prefill_chunk: prefill in chunks of this many tokens (None: each prompt in one forward).
-        seed: seeds the sampling generator (on the model's device), so a seed fixes the output; None draws
+        seed: seeds the sampling generator (on the model's device), so a seed fixes the output for the same
+            prompts; a prompt's samples also depend on the batch it is in (one draw serves all rows). None draws
             the seed from torch's global generator.
         max_len: the cache's length (default: the longest prompt + max_new_tokens).
         cuda_graph: capture the one-token step in a CUDA graph (default: on CUDA devices).
