@@ -5,7 +5,7 @@ set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 mkdir -p $OUT/f
 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider -x tests/ops/test_compiled_op.py tests/ops/test_decode_gpu.py \
-  tests/ops/test_paged.py tests/infer/test_long_prompts.py tests/infer/test_gpu.py "tests/ops/test_gpu.py::test_fp32_goes_to_the_pytorch_path_not_tf32_kernels" \
+  tests/ops/test_paged.py tests/ops/test_skinny.py tests/model/test_fused.py tests/infer/test_long_prompts.py tests/infer/test_gpu.py "tests/ops/test_gpu.py::test_fp32_goes_to_the_pytorch_path_not_tf32_kernels" \
   2>&1 | tee $OUT/f/pytest_gpu.log | tail -8
 for path in "" --traced; do
   timeout 140 python3 experiments/050-acp-step-overhead/probe.py --preset 360M --context 16384 $path --out $OUT/f \

@@ -1,6 +1,8 @@
 """FoxLM.fused_projections: each block's projections of x as one GEMM on stacked weights give the logits of
 the separate projections, full forward and decoding, for every variant; the stacked copies never outlive it."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -39,3 +41,46 @@ def test_the_stacked_copies_are_dropped_on_error_and_carry_no_gradient():
         assert not model.blocks[0].attn.fused_in.requires_grad
         raise RuntimeError("inside")
     assert all(b.attn.fused_in is None and b.mlp.fused_in is None for b in model.blocks)
+
+
+@torch.no_grad()
+def test_half_precision_decode_steps_run_the_few_row_kernel(monkeypatch):
+    """In fp16 a decode step's GEMMs (projections, W_o, the MLP, the LM head) go to the few-row kernel, whose
+    logits agree with the separate projections' to fp16 rounding; the prefill's many rows stay on F.linear."""
+    import foxacp.ops.skinny as skinny
+
+    shapes = []
+    kernel = skinny.skinny_matmul_op
+    monkeypatch.setattr(skinny, "skinny_matmul_op", lambda x, w: shapes.append(x.shape[0]) or kernel(x, w))
+    model = model_of("fox_pro").half()
+    ids = torch.randint(64, (3, 23))
+    steps = {}
+    for fused in (False, True):
+        cache = model.new_cache(3, 30)
+        with model.fused_projections() if fused else contextlib.nullcontext():
+            steps[fused] = [model(ids[:, :20], cache=cache)] + [model(ids[:, i : i + 1], cache=cache) for i in (20, 21)]
+    assert shapes == [3] * 2 * (4 * len(model.blocks) + 1)  # per step: 2 per attention, 2 per MLP, the head
+    for a, b in zip(steps[True], steps[False], strict=True):
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+def test_bf16_gpu_decode_with_the_few_row_kernel_compiled_and_eager():
+    """On the GPU in bf16: decode steps with fused projections (the few-row kernel), eager and with compiled
+    blocks, against the separate cuBLAS projections, within bf16 rounding of the logits."""
+    from foxacp.infer.graph import compiled_block_step
+
+    model = model_of("fox_pro").cuda().to(torch.bfloat16)
+    ids = torch.randint(64, (3, 40), device="cuda")
+    logits = {}
+    for mode in ("separate", "fused", "compiled"):
+        cache = model.new_cache(3, 48)
+        run_block = compiled_block_step() if mode == "compiled" else None
+        with model.fused_projections() if mode != "separate" else contextlib.nullcontext():
+            model(ids[:, :32], cache=cache)
+            steps = [model(ids[:, i : i + 1], cache=cache, run_block=run_block) for i in range(32, 40)]
+        logits[mode] = torch.cat(steps, 1)
+    scale = logits["separate"].float().abs().max().item()
+    for mode in ("fused", "compiled"):
+        torch.testing.assert_close(logits[mode].float(), logits["separate"].float(), atol=2e-2 * scale, rtol=0)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from foxacp.ops import forgetting_attention, forgetting_attention_with_kvcache
 from foxacp.ops.kvcache import DECODE_BACKENDS
+from foxacp.ops.skinny import skinny_linear
 
 from .cache import REBASE_AT, LayerCache
 from .config import ModelConfig
@@ -63,10 +64,12 @@ class ForgettingAttention(nn.Module):
         return [self.wq, self.wk, self.wv, *pro]
 
     def _project(self, x: Tensor) -> list[Tensor]:
-        """x (B, T, d) -> the outputs of ``projections``: one GEMM on the fused weight when set, else one each."""
+        """x (B, T, d) -> the outputs of ``projections``: one GEMM on the fused weight when set (the few-row
+        kernel where it applies, ``skinny_linear``; W_o too), else one each."""
         if self.fused_in is None:
             return [proj(x) for proj in self.projections()]
-        return list(F.linear(x, self.fused_in).split([p.out_features for p in self.projections()], dim=-1))
+        sizes = [p.out_features for p in self.projections()]
+        return list(skinny_linear(x, self.fused_in).split(sizes, dim=-1))
 
     def log_fgate(self, x: Tensor) -> Tensor:
         """log f = logsigmoid(W_f x + b_f) in fp32 (zeros for the transformer). x (B, T, d) -> (B, T, Hq)."""
@@ -150,7 +153,9 @@ class ForgettingAttention(nn.Module):
             o, self.last_stats = o
         if cfg.pro:
             o = self.o_norm(o) * torch.sigmoid(g).view_as(o)
-        return self.wo(o.reshape(b, t, -1)).view(B, T, d)
+        o = o.reshape(b, t, -1)
+        o = self.wo(o) if self.fused_in is None else skinny_linear(o, self.wo.weight)
+        return o.view(B, T, d)
 
 
 def cached_attention(

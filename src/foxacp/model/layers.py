@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from foxacp.ops.skinny import skinny_linear
+
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """x / sqrt(mean(x^2, last dim) + eps) * weight in fp32 (fp64 for fp64 x), returned in x's dtype."""
@@ -56,11 +58,10 @@ class SwiGLU(nn.Module):
         self.fused_in: Tensor | None = None  # [W_gate; W_up] while ``FoxLM.fused_projections`` is active
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused_in is not None:
-            gate, up = F.linear(x, self.fused_in).chunk(2, dim=-1)
-        else:
-            gate, up = self.w_gate(x), self.w_up(x)
-        return self.w_down(F.silu(gate) * up)
+        if self.fused_in is None:
+            return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        gate, up = skinny_linear(x, self.fused_in).chunk(2, dim=-1)
+        return skinny_linear(F.silu(gate) * up, self.w_down.weight)
 
 
 class TokenShift(nn.Module):

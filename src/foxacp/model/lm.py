@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from foxacp.ops.linear_ce import linear_cross_entropy
+from foxacp.ops.skinny import skinny_linear
 from foxacp.ops.validate import value_checks_on
 
 from .attention import ForgettingAttention
@@ -80,6 +81,7 @@ class FoxLM(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.fused = False  # inside ``fused_projections``
         self.init_weights()
 
     @torch.no_grad()
@@ -211,21 +213,25 @@ class FoxLM(nn.Module):
         for block, layer in zip(self.blocks, cache.layers, strict=True):
             x = run(block, x, pos, layer)
         cache.lengths.add_(T)
-        return self.lm_head(self.norm(x))
+        h = self.norm(x)
+        return skinny_linear(h, self.lm_head.weight) if self.fused else self.lm_head(h)
 
     @contextlib.contextmanager
     def fused_projections(self) -> Iterator[None]:
         """Within it, each block computes its projections of x as one GEMM with a stacked copy of their weights
         (W_q, W_k, W_v, W_g, the token shifts' W_a; the MLP's W_gate and W_up): a decode step is bound by its
         many small GEMMs (experiment 049). The copies are made on entry and dropped on exit, so they never
-        go stale; no gradient flows through them (``generate`` decodes inside it).
+        go stale; no gradient flows through them (``generate`` decodes inside it). Calls of a few rows (a decode
+        step) run every GEMM, W_o, W_down and the LM head included, on the few-row kernel (``skinny_linear``).
         """
+        self.fused = True
         for block in self.blocks:
             block.attn.fused_in = torch.cat([p.weight for p in block.attn.projections()]).detach()
             block.mlp.fused_in = torch.cat([block.mlp.w_gate.weight, block.mlp.w_up.weight]).detach()
         try:
             yield
         finally:
+            self.fused = False
             for block in self.blocks:
                 block.attn.fused_in = block.mlp.fused_in = None
 

@@ -202,3 +202,16 @@ def opaque_attention(
         problem.max_q, problem.max_k, problem.uniform,
     )  # fmt: skip
     return o, None if log_eps is None else AcpPlan(cfg.tile_m, cfg.tile_n, kv_lo, q_hi, problem)
+
+
+@torch.library.custom_op("foxacp::skinny_matmul", mutates_args=())
+def skinny_matmul_op(x: Tensor, weight: Tensor) -> Tensor:
+    """``triton_skinny.skinny_matmul``: x (M, K) @ weight (N, K).T -> (M, N), M <= its MAX_ROWS."""
+    from .triton_skinny import skinny_matmul  # imported lazily: Triton compiles on first use
+
+    return skinny_matmul(x, weight)
+
+
+@skinny_matmul_op.register_fake
+def _skinny_matmul_fake(x, weight):
+    return x.new_empty(x.shape[0], weight.shape[0])

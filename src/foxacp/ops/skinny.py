@@ -1,0 +1,46 @@
+"""``skinny_linear``: x W^T for the few rows of a decode step, on the Triton GEMM of ``triton_skinny``.
+
+A decode step's GEMMs have one row per sequence (or a short chunk); cuBLAS reads their weights well below HBM
+bandwidth there (experiment 049), and the step is bound by those reads. Every other call (more rows, float32,
+a tensor that wants a gradient, the CPU) is ``F.linear``, the twin the tests compare the kernel with.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import interpreting
+from .custom_ops import skinny_matmul_op
+from .triton_skinny import MAX_ROWS
+
+SKINNY_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def takes_skinny(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``skinny_linear`` runs the Triton kernel for this call: at most MAX_ROWS rows of fp16/bf16 on a
+    GPU (or under the interpreter), both with a unit stride along K, and no gradient wanted."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    return (
+        0 < rows <= MAX_ROWS
+        and (x.is_cuda or interpreting())
+        and x.dtype in SKINNY_DTYPES
+        and weight.dtype == x.dtype
+        and weight.dim() == 2
+        and weight.stride(-1) == 1
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    )
+
+
+def skinny_linear(x: Tensor, weight: Tensor) -> Tensor:
+    """x (..., K), weight (N, K) -> x @ weight.T (..., N), like ``F.linear`` without bias.
+
+    Runs the Triton GEMM for few rows (``takes_skinny``), else ``F.linear``.
+    """
+    if not takes_skinny(x, weight):
+        return F.linear(x, weight)
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    return skinny_matmul_op(rows, weight).view(*x.shape[:-1], weight.shape[0])

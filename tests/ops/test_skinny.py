@@ -1,0 +1,105 @@
+"""The few-row GEMM of decode steps (ops/triton_skinny.py) against float64, and its routing."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from foxacp.ops.skinny import skinny_linear, takes_skinny
+from foxacp.ops.triton_skinny import BLOCK_K, BLOCK_N, MAX_ROWS, skinny_matmul, split_k
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _inputs(m, n, k, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g).to(DEVICE, dtype)
+    w = (torch.randn(n, k, generator=g) / k**0.5).to(DEVICE, dtype)
+    return x, w
+
+
+def _exact(x, w):
+    return x.double() @ w.double().T
+
+
+@pytest.mark.parametrize(
+    "m,n,k",
+    [(1, 100, 70), (3, 64, 128), (16, 200, 300), (5, 130, 1000), (2, 90, 1600), (1, 1, 1), (7, 513, 257)],
+)
+def test_matches_float64(m, n, k):
+    """Rows, outputs and K that are not multiples of the blocks, one split and several."""
+    x, w = _inputs(m, n, k, torch.float32, seed=m * n + k)
+    y = skinny_matmul(x, w)
+    assert y.shape == (m, n) and y.dtype == x.dtype
+    torch.testing.assert_close(y.double(), _exact(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_split_k_is_used_and_bounded():
+    """The shapes above do reach several splits (on the CPU the kernel counts 4 multiprocessors)."""
+    assert split_k(90, 1600, torch.device("cpu")) > 1
+    assert split_k(64 * 100, 1600, torch.device("cpu")) == 1  # enough programs from N alone
+    assert split_k(90, BLOCK_K, torch.device("cpu")) == 1  # one tile of K cannot be split
+
+
+def test_fp16_within_rounding():
+    x, w = _inputs(4, 150, 400, torch.float16, seed=3)
+    y = skinny_linear(x, w)
+    exact = _exact(x, w)
+    assert (y.double() - exact).abs().max() <= 2e-3 * exact.abs().max()
+
+
+def test_strided_operands():
+    """A row stride beyond K on both operands (slices of larger tensors), and x with leading dims."""
+    x_big, w_big = _inputs(6, 2 * BLOCK_N + 7, 500, torch.float32, seed=9)
+    x, w = x_big[::2, 10:310], w_big[:, 50:350]
+    assert x.stride(0) != x.shape[1] and w.stride(0) != w.shape[1]
+    torch.testing.assert_close(skinny_matmul(x, w).double(), _exact(x, w), rtol=1e-5, atol=1e-5)
+    x3 = torch.randn(2, 1, 300, dtype=torch.float16, device=DEVICE)[..., :]
+    w16 = w.to(torch.float16)
+    assert takes_skinny(x3, w16)
+    torch.testing.assert_close(skinny_linear(x3, w16).double(), (x3.double() @ w16.double().T), rtol=2e-3, atol=2e-3)
+
+
+def test_non_unit_k_stride_is_copied():
+    x = torch.randn(300, 3, dtype=torch.float16, device=DEVICE).T  # (3, 300), stride along K = 3
+    _, w = _inputs(40, 40, 300, torch.float16)
+    torch.testing.assert_close(skinny_linear(x, w).double(), _exact(x, w), rtol=2e-3, atol=2e-3)
+
+
+def test_routing():
+    x, w = _inputs(MAX_ROWS, 32, 64, torch.float16)
+    assert takes_skinny(x, w)
+    assert not takes_skinny(torch.cat([x, x[:1]]), w)  # one row too many: F.linear
+    assert not takes_skinny(x.float(), w.float())  # float32 is F.linear's (no TF32 rounding here)
+    assert not takes_skinny(x, w.float())
+    assert not takes_skinny(x[:0], w)
+    assert not takes_skinny(x.requires_grad_(), w)  # the kernel has no backward
+    with torch.no_grad():
+        assert takes_skinny(x, w)
+    y = skinny_linear(x, w)  # F.linear, so the gradient flows
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, w.sum(0).expand_as(x))
+
+
+def test_fallback_equals_linear():
+    x, w = _inputs(20, 33, 65, torch.float32)
+    torch.testing.assert_close(skinny_linear(x, w), F.linear(x, w), rtol=0, atol=0)
+
+
+def test_custom_op_and_compile():
+    """The custom op's schema and fake agree with the kernel (``opcheck``), and a compiled call is one graph."""
+    x, w = _inputs(2, 70, 130, torch.float16)
+    torch.library.opcheck(torch.ops.foxacp.skinny_matmul.default, (x, w), test_utils=("test_schema", "test_faketensor"))
+    compiled = torch.compile(skinny_linear, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x[:, None], w)[:, 0], skinny_linear(x, w), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,n,k", [(1, 6192, 1536), (16, 1536, 3584), (4, 50304, 1536), (3, 1000, 777)])
+def test_gpu_against_float64(dtype, m, n, k):
+    """On the GPU (tensor-core dots): within the rounding of the output and no further from float64 than cuBLAS."""
+    x, w = _inputs(m, n, k, dtype, seed=k)
+    exact = _exact(x, w)
+    ours = (skinny_linear(x, w).double() - exact).abs().max().item()
+    cublas = (F.linear(x, w).double() - exact).abs().max().item()
+    assert ours <= max(1.5 * cublas, 1e-6 + 2**-7 * exact.abs().max().item())
