@@ -33,6 +33,7 @@ def _skinny_kernel(X, W, Y, Part, M, N, K, stride_xm, stride_wn, stride_ym, TILE
     rows = tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ks = tl.arange(0, BLOCK_K)
+    w_rows = cols.to(tl.int64) * stride_wn  # a vocabulary-sized weight passes 2**31 elements
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     k_lo = split * TILES_PER_SPLIT * BLOCK_K
     k_hi = tl.minimum(k_lo + TILES_PER_SPLIT * BLOCK_K, K)
@@ -40,8 +41,7 @@ def _skinny_kernel(X, W, Y, Part, M, N, K, stride_xm, stride_wn, stride_ym, TILE
         k = k0 + ks
         x = tl.load(X + rows[:, None] * stride_xm + k[None, :], mask=(rows[:, None] < M) & (k[None, :] < k_hi),
                     other=0.0)
-        w = tl.load(W + cols[:, None] * stride_wn + k[None, :], mask=(cols[:, None] < N) & (k[None, :] < k_hi),
-                    other=0.0)
+        w = tl.load(W + w_rows[:, None] + k[None, :], mask=(cols[:, None] < N) & (k[None, :] < k_hi), other=0.0)
         acc += tl.dot(x, tl.trans(w))
     keep = (rows[:, None] < M) & (cols[None, :] < N)
     if SPLIT_K == 1:
