@@ -20,11 +20,12 @@ SKINNY_DTYPES = (torch.float16, torch.bfloat16)
 
 def takes_skinny(x: Tensor, weight: Tensor) -> bool:
     """Whether ``skinny_linear`` runs the Triton kernel for this call: at most MAX_ROWS rows of fp16/bf16 on a
-    GPU (or under the interpreter), both with a unit stride along K, and no gradient wanted."""
+    GPU (fp16 only under the interpreter, whose bf16 dots are wrong), both with a unit stride along K, and no
+    gradient wanted."""
     rows = x.numel() // max(x.shape[-1], 1)
     return (
         0 < rows <= MAX_ROWS
-        and (x.is_cuda or interpreting())
+        and (x.dtype == torch.float16 if interpreting() else x.is_cuda)
         and x.dtype in SKINNY_DTYPES
         and weight.dtype == x.dtype
         and weight.dim() == 2
