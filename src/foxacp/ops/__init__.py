@@ -5,6 +5,7 @@ from .attention import forgetting_attention
 from .kvcache import forgetting_attention_with_kvcache
 from .paged import forgetting_attention_with_paged_kvcache
 from .search import make_plan, prepare_search
+from .skinny import skinny_linear
 from .validate import set_value_checks
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "make_plan",
     "prepare_search",
     "set_value_checks",
+    "skinny_linear",
 ]
