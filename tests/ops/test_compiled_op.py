@@ -8,6 +8,7 @@ from torch._dynamo.utils import counters
 
 import foxacp
 from foxacp.model import FoxLM, ModelConfig
+from foxacp.ops.config import kernel_config
 from foxacp.ops.custom_ops import attention_bwd_op, attention_fwd_op
 from foxacp.testing import TOLERANCE, float64_reference, make_inputs, rel_err
 
@@ -77,7 +78,8 @@ def test_compiled_block_is_one_graph_and_matches_eager(acp):
 def _op_args(log_eps, varlen):
     q, k, v, g = make_inputs(1, 75, 75, 2, 1, 16, gate_mean=0.0, seed=5)
     cu = torch.tensor([0, 30, 75], dtype=torch.int32) if varlen else torch.tensor([0, 75], dtype=torch.int32)
-    return [q, k, v, g, cu, cu, None, 2.0, log_eps, 0.25, 45 if varlen else 75, 45 if varlen else 75, not varlen]
+    n = 45 if varlen else 75
+    return [q, k, v, g, cu, cu, None, 2.0, log_eps, 0.25, n, n, not varlen, kernel_config(q.device, 16).to_ints()]
 
 
 @pytest.mark.parametrize("log_eps,varlen", [(None, False), (-3.0, True)])

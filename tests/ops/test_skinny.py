@@ -8,6 +8,8 @@ from foxacp.ops.skinny import skinny_linear, takes_skinny
 from foxacp.ops.triton_skinny import BLOCK_K, BLOCK_N, MAX_ROWS, skinny_matmul, split_k
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# float32 through the kernel itself: on a GPU its dots would round to TF32 (skinny_linear never sends fp32 there)
+FP32_KERNEL = pytest.mark.skipif(DEVICE != "cpu", reason="fp32 dots are TF32 on a GPU")
 
 
 def _inputs(m, n, k, dtype, seed=0):
@@ -21,6 +23,7 @@ def _exact(x, w):
     return x.double() @ w.double().T
 
 
+@FP32_KERNEL
 @pytest.mark.parametrize(
     "m,n,k",
     [(1, 100, 70), (3, 64, 128), (16, 200, 300), (5, 130, 1000), (2, 90, 1600), (1, 1, 1), (7, 513, 257)],
@@ -47,6 +50,7 @@ def test_fp16_within_rounding():
     assert (y.double() - exact).abs().max() <= 2e-3 * exact.abs().max()
 
 
+@FP32_KERNEL
 def test_strided_operands():
     """A row stride beyond K on both operands (slices of larger tensors), and x with leading dims."""
     x_big, w_big = _inputs(6, 2 * BLOCK_N + 7, 500, torch.float32, seed=9)
@@ -105,3 +109,37 @@ def test_gpu_against_float64(dtype, m, n, k):
     ours = (skinny_linear(x, w).double() - exact).abs().max().item()
     cublas = (F.linear(x, w).double() - exact).abs().max().item()
     assert ours <= max(1.5 * cublas, 1e-6 + 2**-7 * exact.abs().max().item())
+
+
+@pytest.mark.parametrize("k_weight", [32, 128])
+def test_a_weight_of_another_width_is_refused_like_f_linear(k_weight):
+    """x (2, 64) against a weight (8, 32) or (8, 128): F.linear's error (the kernel read past the weight's rows,
+    or used its first 64 columns)."""
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(0)).half()
+    w = torch.randn(8, k_weight, generator=torch.Generator().manual_seed(1)).half()
+    assert not takes_skinny(x, w)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        skinny_linear(x, w)
+
+
+def test_a_weight_without_rows_gives_an_empty_output():
+    x, w = torch.randn(2, 64).half(), torch.randn(0, 64).half()
+    assert skinny_linear(x, w).shape == (2, 0)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="lazily backed host storage, through the interpreter")
+def test_rows_of_x_past_2_31_elements_apart():
+    """Row r of x sits r * 2^28 elements into its storage (x = h[:, -1] of a long (B, T, d) activation): rows
+    8.. pass 2^31 elements and their 32-bit offset wraps (the storage is lazily backed: a few MiB are touched;
+    the view starts 2^31 elements in so that the wrapped offset stays inside the allocation)."""
+    S, PAD, M, K, N = 1 << 28, 1 << 31, 9, 128, 64
+    store = torch.empty(PAD + (M - 1) * S + K, dtype=torch.float16)
+    x = store.as_strided((M, K), (S, 1), PAD)
+    gen = torch.Generator().manual_seed(0)
+    x.copy_(torch.randn(M, K, generator=gen).half())
+    w = (torch.randn(N, K, generator=gen) / K**0.5).half()
+    assert takes_skinny(x, w)  # the kernel, not F.linear
+    y = skinny_linear(x, w)
+    exact = x.double() @ w.double().T
+    err = (y.double() - exact).abs().max(dim=1).values
+    assert err.max() < 1e-2, f"per-row max error {err.tolist()}"

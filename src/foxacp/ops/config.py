@@ -42,6 +42,9 @@ class Blocks:
 SHORT_CONTEXT = 8192  # keys per sequence up to which ``KernelConfig``'s ``*_short`` blocks apply
 
 
+_BLOCK_SLOTS = ("fwd", "dkdv", "dq", "dkdv_short", "dq_short")
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     """The ACP tile grid and the blocks of the forward, dK/dV and dQ kernels, and optionally other dK/dV and dQ
@@ -56,7 +59,7 @@ class KernelConfig:
     dq_short: Blocks | None = None
 
     def __post_init__(self) -> None:
-        for name in ("fwd", "dkdv", "dq", "dkdv_short", "dq_short"):
+        for name in _BLOCK_SLOTS:
             b: Blocks | None = getattr(self, name)
             if b is not None and (self.tile_m % b.block_m or self.tile_n % b.block_n):
                 raise ValueError(f"{name} blocks {b} must divide the ACP tile {self.tile_m}x{self.tile_n}")
@@ -70,6 +73,29 @@ class KernelConfig:
                 raise ValueError(f"dkdv blocks {dkdv} must divide the dq blocks {dq}")
             if self.fwd.block_n % dq.block_n:
                 raise ValueError(f"dq's key block {dq.block_n} must divide the forward's {self.fwd.block_n}")
+
+    def to_ints(self) -> list[int]:
+        """The config as a flat list of ints (a custom op's argument, ``from_ints`` reads it back): the tile, then
+        each kernel's blocks (block_m, block_n, warps, stages, head group, register cap or 0, sub; all 0 when
+        unset)."""
+        out = [self.tile_m, self.tile_n]
+        for name in _BLOCK_SLOTS:
+            b: Blocks | None = getattr(self, name)
+            if b is None:
+                out += [0] * 7
+            else:
+                out += [b.block_m, b.block_n, b.num_warps, b.num_stages, b.head_group, b.maxnreg or 0, b.sub]
+        return out
+
+    @staticmethod
+    @functools.lru_cache
+    def from_ints(ints: tuple[int, ...]) -> KernelConfig:
+        """The inverse of ``to_ints`` (given as a tuple)."""
+        blocks = []
+        for i in range(len(_BLOCK_SLOTS)):
+            m, n, warps, stages, group, maxnreg, sub = ints[2 + 7 * i : 9 + 7 * i]
+            blocks.append(None if m == 0 else Blocks(m, n, warps, stages, group, maxnreg or None, sub))
+        return KernelConfig(ints[0], ints[1], *blocks)
 
     def dkdv_for(self, keys: int) -> Blocks:
         """dK/dV's blocks for sequences of up to ``keys`` keys."""

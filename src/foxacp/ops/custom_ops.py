@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .acp import AcpPlan
-from .config import KernelConfig, kernel_config
+from .config import KernelConfig
 from .validate import CacheProblem, Problem
 
 
@@ -93,16 +93,18 @@ def attention_fwd_op(
     max_q: int,
     max_k: int,
     uniform: bool,
+    cfg_ints: list[int],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The Triton forward on validated inputs -> o (B, Tq, Hq, D) and what the backward reads: lse (Hq, B*Tq)
     float32, c_t (Hq, B*Tk) float64, KC (B*Tk, Hq, 16) fp16, and the plan's kv_lo (N, Hq, num_m) and q_hi
     (N, Hq, num_n) int32 (both (0,) for exact attention). The bound is the tensor, else the float, else None
-    (derived from the data)."""
+    (derived from the data). ``cfg_ints``: the KernelConfig (``KernelConfig.to_ints``), which the backward
+    is given too: a config chosen at call time (``use_kernel_config``) may be gone by the backward."""
     from .triton_gate import table_scale  # imported lazily: Triton compiles on first use
     from .triton_op import _forward, packed, prepare
 
     problem = _problem(q, k, cu_q, cu_k, sm_scale, max_q, max_k, uniform)
-    cfg, scale = kernel_config(q.device, problem.head_dim), table_scale(sm_scale)
+    cfg, scale = KernelConfig.from_ints(tuple(cfg_ints)), table_scale(sm_scale)
     bound = qk_bound if qk_bound is not None else qk_bound_value
     c_t, kc, plan = prepare(q, k, log_fgate, problem, log_eps, bound, cfg, scale)
     o, lse = _forward(*packed(q, k, v), c_t, kc, problem, plan, cfg, scale)
@@ -113,11 +115,11 @@ def attention_fwd_op(
 
 @attention_fwd_op.register_fake
 def _attention_fwd_fake(q, k, v, log_fgate, cu_q, cu_k, qk_bound, qk_bound_value, log_eps, sm_scale, max_q, max_k,
-                        uniform):  # fmt: skip
+                        uniform, cfg_ints):  # fmt: skip
     from .triton_kernels import KC_COLS
 
-    (B, Tq, Hq, D), Tk, n = q.shape, k.shape[1], cu_q.shape[0] - 1
-    cfg = kernel_config(q.device, D)
+    (B, Tq, Hq, _), Tk, n = q.shape, k.shape[1], cu_q.shape[0] - 1
+    cfg = KernelConfig.from_ints(tuple(cfg_ints))
     plan_shapes = [(0,), (0,)]
     if log_eps is not None:
         plan_shapes = [(n, Hq, -(-max_q // cfg.tile_m)), (n, Hq, -(-max_k // cfg.tile_n))]
@@ -149,13 +151,15 @@ def attention_bwd_op(
     max_q: int,
     max_k: int,
     uniform: bool,
+    cfg_ints: list[int],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The Triton backward of ``attention_fwd_op`` -> dq, dk, dv, d log_fgate in their inputs' shapes."""
+    """The Triton backward of ``attention_fwd_op`` (with the forward's config) -> dq, dk, dv, d log_fgate in their
+    inputs' shapes."""
     from .triton_gate import table_scale
     from .triton_op import backward_unpacked, packed
 
     problem = _problem(q, k, cu_q, cu_k, sm_scale, max_q, max_k, uniform)
-    cfg = kernel_config(q.device, problem.head_dim)
+    cfg = KernelConfig.from_ints(tuple(cfg_ints))
     plan = None if kv_lo.numel() == 0 else AcpPlan(cfg.tile_m, cfg.tile_n, kv_lo, q_hi, problem)
     gates = log_fgate.reshape(-1, problem.n_heads)
     qp, kp, vp, op = packed(q, k, v, o)
@@ -169,15 +173,15 @@ def _attention_bwd_fake(do, q, k, v, log_fgate, *args):
 
 
 def _attention_setup(ctx, inputs, output) -> None:
-    q, k, v, log_fgate, cu_q, cu_k, _, _, _, sm_scale, max_q, max_k, uniform = inputs
+    q, k, v, log_fgate, cu_q, cu_k, _, _, _, sm_scale, max_q, max_k, uniform, cfg_ints = inputs
     o, lse, c_t, kc, kv_lo, q_hi = output
     ctx.save_for_backward(q, k, v, log_fgate, o, lse, c_t, kc, kv_lo, q_hi, cu_q, cu_k)
-    ctx.numbers = sm_scale, max_q, max_k, uniform
+    ctx.numbers = sm_scale, max_q, max_k, uniform, cfg_ints
 
 
 def _attention_backward(ctx, do, *_):
     dq, dk, dv, dg = attention_bwd_op(do, *ctx.saved_tensors, *ctx.numbers)
-    return dq, dk, dv, dg, *([None] * 9)
+    return dq, dk, dv, dg, *([None] * 10)
 
 
 attention_fwd_op.register_autograd(_attention_backward, setup_context=_attention_setup)
@@ -199,7 +203,7 @@ def opaque_attention(
     value = None if qk_bound is None or tensor_bound is not None else float(qk_bound)
     o, _, _, _, kv_lo, q_hi = attention_fwd_op(
         q, k, v, log_fgate, problem.cu_q, problem.cu_k, tensor_bound, value, log_eps, problem.sm_scale,
-        problem.max_q, problem.max_k, problem.uniform,
+        problem.max_q, problem.max_k, problem.uniform, cfg.to_ints(),
     )  # fmt: skip
     return o, None if log_eps is None else AcpPlan(cfg.tile_m, cfg.tile_n, kv_lo, q_hi, problem)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .config import interpreting
 
@@ -137,6 +138,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable  # its kernels record no graph: a double backward raises instead of dropping terms
     def backward(ctx, grad_loss: Tensor):
         hidden, weight, labels, lse = ctx.saved_tensors
         want_h, want_w = ctx.needs_input_grad[:2]

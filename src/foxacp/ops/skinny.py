@@ -29,6 +29,8 @@ def takes_skinny(x: Tensor, weight: Tensor) -> bool:
         and x.dtype in SKINNY_DTYPES
         and weight.dtype == x.dtype
         and weight.dim() == 2
+        and weight.shape[0] > 0
+        and weight.shape[1] == x.shape[-1]  # else F.linear raises its error
         and weight.stride(-1) == 1
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     )

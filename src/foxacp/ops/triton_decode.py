@@ -76,7 +76,7 @@ def _first_kept_block(Cb, c_q, delta, h, row_ok, L, stride_ct, stride_ch, BLOCK_
     for _ in tl.static_range(LEVELS):
         cand = lo[None, :] + (tl.arange(0, FANOUT)[:, None] + 1) * step - 1
         end = tl.minimum(tl.minimum(cand, last) * BLOCK_N + BLOCK_N, L) - 1
-        c_end = tl.load(Cb + end * stride_ct + h[None, :] * stride_ch, mask=row_ok[None, :], other=0.0)
+        c_end = tl.load(Cb + end.to(tl.int64) * stride_ct + h[None, :] * stride_ch, mask=row_ok[None, :], other=0.0)
         pruned = (c_q[None, :] - c_end) < delta[None, :]
         lo += tl.sum(pruned.to(tl.int32), axis=0) * step
         step = step // FANOUT
@@ -126,7 +126,7 @@ def _group_rows(Q, C, Lens, b, kvh, chunk, stride_qb, stride_qt, stride_qh, stri
     pos = L - TQ + i
     b64 = b.to(tl.int64)  # 64-bit batch bases: a cache may exceed 2^31 elements
     Cb = C + b64 * stride_cb
-    c_q = tl.load(Cb + pos * stride_ct + h * stride_ch, mask=row_ok, other=0.0)
+    c_q = tl.load(Cb + pos.to(tl.int64) * stride_ct + h * stride_ch, mask=row_ok, other=0.0)
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(Q + b64 * stride_qb + i[:, None] * stride_qt + h[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None], other=0.0)
@@ -161,11 +161,12 @@ def _attend_range(q, Kb, Vb, Cb, c_q, h, pos, row_ok, row_lo, L, start, stop, st
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for blk in range(start, stop):
         n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        n64 = n.to(tl.int64)  # one sequence's cache may span 2^31 elements (a strided or interleaved layout)
         cached = n < L  # past the length the cache holds garbage: never read it (0 * NaN is NaN)
-        k = tl.load(Kb + n[:, None] * stride_kt + d[None, :], mask=cached[:, None], other=0.0)
-        v = tl.load(Vb + n[:, None] * stride_vt + d[None, :], mask=cached[:, None], other=0.0)
+        k = tl.load(Kb + n64[:, None] * stride_kt + d[None, :], mask=cached[:, None], other=0.0)
+        v = tl.load(Vb + n64[:, None] * stride_vt + d[None, :], mask=cached[:, None], other=0.0)
         keep = (n[None, :] <= pos[:, None]) & (row_ok & (blk >= row_lo))[:, None]
-        c_k = tl.load(Cb + n[None, :] * stride_ct + h[:, None] * stride_ch, mask=keep, other=0.0)
+        c_k = tl.load(Cb + n64[None, :] * stride_ct + h[:, None] * stride_ch, mask=keep, other=0.0)
         m_i, l_i, acc = _attend_block(q, k, v, c_q, c_k, keep, m_i, l_i, acc, qk_scale, PRECISION)
     return m_i, l_i, acc
 

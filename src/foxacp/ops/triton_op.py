@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import triton_kernels as kern
@@ -327,6 +328,7 @@ class _TritonForgettingAttention(torch.autograd.Function):
         return o.view(q.shape)
 
     @staticmethod
+    @once_differentiable  # its kernels record no graph: a double backward raises instead of dropping terms
     def backward(ctx, do):
         qp, kp, vp, gp, c_t, o, lse, kc = ctx.saved_tensors
         saved = qp, kp, vp, gp, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg, ctx.scale

@@ -34,13 +34,13 @@ def _skinny_kernel(X, W, Y, Part, M, N, K, stride_xm, stride_wn, stride_ym, TILE
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ks = tl.arange(0, BLOCK_K)
     w_rows = cols.to(tl.int64) * stride_wn  # a vocabulary-sized weight passes 2**31 elements
+    x_rows = rows.to(tl.int64) * stride_xm  # rows of x may lie far apart (the last position of each sequence)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     k_lo = split * TILES_PER_SPLIT * BLOCK_K
     k_hi = tl.minimum(k_lo + TILES_PER_SPLIT * BLOCK_K, K)
     for k0 in range(k_lo, k_hi, BLOCK_K):
         k = k0 + ks
-        x = tl.load(X + rows[:, None] * stride_xm + k[None, :], mask=(rows[:, None] < M) & (k[None, :] < k_hi),
-                    other=0.0)
+        x = tl.load(X + x_rows[:, None] + k[None, :], mask=(rows[:, None] < M) & (k[None, :] < k_hi), other=0.0)
         w = tl.load(W + w_rows[:, None] + k[None, :], mask=(cols[:, None] < N) & (k[None, :] < k_hi), other=0.0)
         acc += tl.dot(x, tl.trans(w))
     keep = (rows[:, None] < M) & (cols[None, :] < N)

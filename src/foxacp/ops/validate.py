@@ -15,8 +15,10 @@ _value_checks = True
 
 
 def set_value_checks(enabled: bool) -> bool:
-    """Turn the checks of input values on or off; they are on by default: gates <= 0 and not NaN, and (Triton
-    training path) logits within the score tables' range (``forgetting_attention``'s ``backend``).
+    """Turn the checks of input values on or off; they are on by default: gates <= 0 and not NaN, (Triton
+    training path) logits within the score tables' range (``forgetting_attention``'s ``backend``), and
+    cu_seqlens starting at 0, increasing, ending at the packed length and within max_seqlen (when max_seqlen is
+    None they are always read, to find it).
 
     Shapes, dtypes and devices are always checked. The value check reads the gates back to the host: on a
     GPU that is one synchronisation per call, which stops the host from running ahead of the device. Turn
@@ -34,6 +36,11 @@ def value_checks_on() -> bool:
 
 
 def _uniform_offsets(batch: int, length: int, device: torch.device) -> Tensor:
+    """[0, length, 2 length, ..., batch length] int32, cached for eager calls (their host cost, experiment 034);
+    made afresh while compiling, where a cache lookup would pin the graph to one length and its write is a side
+    effect that activation checkpointing refuses to trace."""
+    if torch.compiler.is_compiling():
+        return torch.arange(batch + 1, device=device, dtype=torch.int32) * length
     key = (batch, length, device)
     if key not in _OFFSETS:
         _OFFSETS[key] = torch.arange(batch + 1, device=device, dtype=torch.int32) * length
@@ -100,7 +107,8 @@ class CacheProblem:
         return Problem(*shape, False, cu_q, cu_k, self.sm_scale)
 
 
-def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> tuple[Tensor, list[int]]:
+def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device, read: bool) -> tuple[Tensor, list[int] | None]:
+    """cu_seqlens, contiguous, and its values read back to the host and checked when ``read`` (else None)."""
     if not isinstance(cu, Tensor):
         raise TypeError("cu_seqlens must be a torch.Tensor")
     if cu.dtype != torch.int32:
@@ -110,6 +118,8 @@ def _check_cu_seqlens(cu: Tensor, total: int, device: torch.device) -> tuple[Ten
     if cu.device != device:
         raise ValueError(f"cu_seqlens is on {cu.device} but q is on {device}")
     cu = cu.contiguous()  # the kernels read it as a plain array
+    if not read:
+        return cu, None
     offsets = cu.tolist()
     if offsets[0] != 0:
         raise ValueError(f"cu_seqlens must start at 0, got {offsets[0]}")
@@ -252,12 +262,15 @@ def check_inputs(
         raise ValueError(f"cu_seqlens needs Tq == Tk, got {Tq} and {Tk}")
     if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, (int, torch.SymInt))):
         raise TypeError(f"max_seqlen must be an int, got {type(max_seqlen).__name__}")
-    cu_seqlens, offsets = _check_cu_seqlens(cu_seqlens, Tk, q.device)
-    longest = max(b - a for a, b in zip(offsets, offsets[1:], strict=False))
-    if max_seqlen is None:
-        max_seqlen = longest
-    elif max_seqlen < longest:
-        raise ValueError(f"max_seqlen={max_seqlen} is shorter than the longest sequence ({longest})")
-    n = len(offsets) - 1
+    # The offsets are read back (a host sync, a graph break when compiling) only to check them or to find the
+    # longest sequence; with max_seqlen given and value checks off (the trainer, torch.compile) they are not.
+    cu_seqlens, offsets = _check_cu_seqlens(cu_seqlens, Tk, q.device, read=max_seqlen is None or value_checks_on())
+    if offsets is not None:
+        longest = max(b - a for a, b in zip(offsets, offsets[1:], strict=False))
+        if max_seqlen is None:
+            max_seqlen = longest
+        elif max_seqlen < longest:
+            raise ValueError(f"max_seqlen={max_seqlen} is shorter than the longest sequence ({longest})")
+    n = cu_seqlens.shape[0] - 1
     uniform = n == 1 and max_seqlen == Tk
     return Problem(1, n, Hq, Hkv, D, max_seqlen, max_seqlen, uniform, cu_seqlens, cu_seqlens, float(sm_scale))

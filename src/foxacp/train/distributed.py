@@ -120,7 +120,7 @@ def uncompile(model: nn.Module) -> None:
     """Make every block of ``model`` run eagerly again after ``compile_block``: nn.Module keeps the compiled
     callable in ``_compiled_call_impl`` and calls the eager one while it is None."""
     for block in model.blocks:
-        block._compiled_call_impl = None
+        getattr(block, "_checkpoint_wrapped_module", block)._compiled_call_impl = None
 
 
 def parallelize(
@@ -133,22 +133,26 @@ def parallelize(
 ) -> nn.Module:
     """Apply activation checkpointing, compilation and (when distributed) FSDP2 to ``model`` in place.
 
-    ``model.blocks`` must be an ``nn.ModuleList``. Each block is wrapped with PyTorch's
-    ``checkpoint_wrapper`` (state-dict keys unchanged), compiled with ``nn.Module.compile`` (keys
-    unchanged), and sharded with ``fully_shard``; then the root is sharded. ``param_dtype`` (e.g. bf16)
-    becomes FSDP's MixedPrecisionPolicy(param_dtype, reduce_dtype=fp32); None keeps fp32.
+    ``model.blocks`` must be an ``nn.ModuleList``. Each block is compiled with ``nn.Module.compile`` (keys
+    unchanged), wrapped with PyTorch's ``checkpoint_wrapper`` (keys unchanged), and sharded with
+    ``fully_shard``; then the root is sharded. ``param_dtype`` (e.g. bf16) becomes FSDP's
+    MixedPrecisionPolicy(param_dtype, reduce_dtype=fp32); None keeps fp32.
+
+    Compiled inside the checkpoint, not around it: traced under the checkpoint, a block may have no side
+    effects, and its attention records the ACP statistics on the module (``record_acp_stats``, which the
+    trainer sets), so Dynamo gave up on the whole block and it ran eagerly at every step.
     """
     blocks = model.blocks
     if not isinstance(blocks, nn.ModuleList):
         raise TypeError(f"model.blocks must be an nn.ModuleList, got {type(blocks).__name__}")
+    if compile:
+        for block in blocks:
+            compile_block(block)
     if activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
         for i, block in enumerate(blocks):
             blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
-    if compile:
-        for block in blocks:
-            compile_block(block)
     if d.distributed:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
