@@ -55,3 +55,44 @@ def test_compiled_checkpointed_blocks_are_whole_graphs_with_stats(monkeypatch, c
     uncompile(model)
     inner = [getattr(b, "_checkpoint_wrapped_module", b) for b in model.blocks]
     assert all(b._compiled_call_impl is None for b in inner)
+
+
+def test_compiled_checkpointed_training_equals_eager_and_saves_plain_keys(small_config, tmp_path, monkeypatch):
+    """``foxacp train`` with compile (aot_eager) and activation checkpointing: the losses of the eager run, and a
+    checkpoint whose keys and weights are the eager run's (no wrapper or compile prefix)."""
+    import foxacp
+    from foxacp.train.loop import train
+    from foxacp.train.metrics import read_log
+
+    monkeypatch.setattr(distributed, "compile_block", lambda block: block.compile(backend="aot_eager"))
+    runs = {}
+    for compiled in (False, True):
+        cfg = small_config("steps=2", "activation_checkpointing=true", f"compile={str(compiled).lower()}",
+                           out=tmp_path / str(compiled))  # fmt: skip
+        train(cfg)
+        runs[compiled] = cfg.run_dir
+    losses = {c: [r["loss"] for r in read_log(d) if r["kind"] == "train"] for c, d in runs.items()}
+    assert len(losses[True]) == 2
+    for a, b in zip(losses[True], losses[False], strict=True):
+        assert a == pytest.approx(b, rel=1e-5)
+    assert not any(r["kind"] == "compile_fallback" for r in read_log(runs[True]))
+    eager, compiled = foxacp.load(runs[False]).state_dict(), foxacp.load(runs[True]).state_dict()
+    assert list(compiled) == list(eager)
+    for name, w in eager.items():
+        torch.testing.assert_close(compiled[name], w, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_failed_compilation_of_checkpointed_blocks_falls_back_to_eager(small_config, tmp_path, monkeypatch):
+    """The first-step fallback finds the compiled blocks inside their checkpoint wrappers."""
+    from foxacp.train.loop import train
+    from foxacp.train.metrics import read_log
+
+    def failing_backend(gm, example_inputs):
+        raise RuntimeError("simulated compiler failure")
+
+    monkeypatch.setattr(distributed, "compile_block", lambda block: block.compile(backend=failing_backend))
+    cfg = small_config("steps=2", "activation_checkpointing=true", "compile=true", out=tmp_path / "fallback")
+    train(cfg)
+    records = read_log(cfg.run_dir)
+    assert [r["step"] for r in records if r["kind"] == "compile_fallback"] == [0]
+    assert len([r for r in records if r["kind"] == "train"]) == 2
