@@ -143,3 +143,13 @@ def test_rows_of_x_past_2_31_elements_apart():
     exact = x.double() @ w.double().T
     err = (y.double() - exact).abs().max(dim=1).values
     assert err.max() < 1e-2, f"per-row max error {err.tolist()}"
+
+
+def test_importing_foxacp_imports_no_triton():
+    """Kernels load on first use (TRITON_INTERPRET is read at their import; a CPU user never needs Triton)."""
+    import subprocess
+    import sys
+
+    code = "import sys, foxacp; print(sorted(m for m in sys.modules if m.startswith(('triton', 'foxacp.ops.triton'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -15,14 +15,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .skinny import MAX_ROWS
 from .triton_decode import _sms
 
-BLOCK_M = 16  # rows padded to the smallest tile a tensor-core dot takes
+BLOCK_M = MAX_ROWS  # rows padded to one tile (16: the smallest a tensor-core dot takes)
 BLOCK_N, BLOCK_K = 64, 128
 NUM_WARPS, NUM_STAGES = 4, 4
 PROGRAMS_PER_SM = 2  # split K until the grid has this many programs per multiprocessor
 MIN_K_TILES_PER_SPLIT = 3  # a split's K range, at least (shorter ones cost more partials than they save)
-MAX_ROWS = BLOCK_M
 
 
 # fmt: off
