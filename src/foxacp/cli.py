@@ -41,23 +41,24 @@ DEMO_PROMPT = "def "
 
 def _run_dir_of(path: Path) -> Path:
     """The run directory of a run directory or of one of its checkpoint directories."""
+    from foxacp.train.checkpoint import home_run_dir
+
     path = Path(path)
-    if (path / "config.json").exists() or path.parent.name != "checkpoints":
+    if (path / "config.json").exists():
         return path
-    return path.parent.parent
+    return home_run_dir(path) or path
 
 
 def _home_run_dir(resume: Path) -> Path | None:
     """The run directory whose ``checkpoints/`` holds the checkpoint ``resume`` names; None for a checkpoint kept
     elsewhere (or none found: the loop reports it)."""
     from foxacp.train import CheckpointError
-    from foxacp.train.checkpoint import resolve_checkpoint
+    from foxacp.train.checkpoint import home_run_dir, resolve_checkpoint
 
     try:
-        ckpt = resolve_checkpoint(resume)
+        return home_run_dir(resolve_checkpoint(resume))
     except CheckpointError:
         return None
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
 
 
 def _resumed_config(resume: Path):

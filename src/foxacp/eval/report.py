@@ -48,7 +48,7 @@ def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float3
     from foxacp.data import build_tokenizer, load_corpus
     from foxacp.data.tokenizer import RUN_TOKENIZER
     from foxacp.infer import load
-    from foxacp.train.checkpoint import read_meta, resolve_checkpoint
+    from foxacp.train.checkpoint import home_run_dir, read_meta, resolve_checkpoint
     from foxacp.train.config import TrainConfig
 
     if dtype not in DTYPES:
@@ -56,8 +56,8 @@ def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float3
     model = load(path, device=device, dtype=DTYPES[dtype])
     ckpt = resolve_checkpoint(path)
     cfg = TrainConfig.from_dict(read_meta(ckpt, verify=False)["train_config"])
-    saved = ckpt.parent.parent / RUN_TOKENIZER
-    if ckpt.parent.name == "checkpoints" and saved.is_file():
+    run_dir = home_run_dir(ckpt)
+    if run_dir is not None and (saved := run_dir / RUN_TOKENIZER).is_file():
         return model, build_tokenizer(f"hf:{saved}"), cfg.seq_len
     corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
     tokenizer = build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())

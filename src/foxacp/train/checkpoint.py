@@ -107,8 +107,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(_bytes_tensor(state["cuda"]))
 
 
+CHECKPOINTS = "checkpoints"  # a run's folder of checkpoints
+
+
 def checkpoint_root(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS
+
+
+def home_run_dir(ckpt: Path) -> Path | None:
+    """The run directory whose ``checkpoints/`` folder holds the checkpoint directory ``ckpt``; None for a
+    checkpoint kept anywhere else (copied out of its run)."""
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else None
 
 
 def step_dirs(root: Path) -> list[Path]:

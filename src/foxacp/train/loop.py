@@ -36,6 +36,7 @@ from foxacp.ops import set_value_checks
 from .checkpoint import (
     CheckpointError,
     branch_off,
+    checkpoint_root,
     load_checkpoint,
     read_meta,
     resolve_checkpoint,
@@ -377,7 +378,7 @@ def _resume(s: Session, resume: str | Path) -> str:
         s.loader.load_state_dict(state["loader"])
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"checkpoint {state['dir']} is for another data stream: {e}") from None
-    if Path(state["dir"]).parent.resolve() == (s.cfg.run_dir / "checkpoints").resolve():
+    if Path(state["dir"]).parent.resolve() == checkpoint_root(s.cfg.run_dir).resolve():
         s.checkpointed = s.step
     return str(state["dir"])
 

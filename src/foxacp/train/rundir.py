@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from foxacp.data.tokenizer import RUN_TOKENIZER
 from foxacp.io import host_name, remove_stale_temps, temp_path
 
-from .checkpoint import checkpoint_root
+from .checkpoint import CHECKPOINTS, checkpoint_root
 
 LOCK = "lock"
 # What a run leaves in its directory; overwriting deletes exactly these.
-RUN_FILES = ("config.json", "log.jsonl", "checkpoints", "tb", "plot.png", "tokenizer.json")
+RUN_FILES = ("config.json", "log.jsonl", CHECKPOINTS, "tb", "plot.png", RUN_TOKENIZER)
 
 
 class RunDirError(RuntimeError):
