@@ -4,8 +4,9 @@
         [--gates-regimes init recorded --gates FILE] [--vocab 50304] [--tokens-per-step N] [--out DIR]
 
 One configuration = (model preset, context, exact | acp, gate regime). Each runs what `foxacp train` runs
-with its defaults (the preset's TrainConfig: compile "auto", bf16 autocast, activation checkpointing as the
-preset sets it, AdamW, gradient clipping, the chunked head + loss) on random tokens. Exact and ACP of one
+with its defaults (the preset's TrainConfig: compile "auto", bf16 autocast, activation checkpointing where a
+step would not fit without it (``--activation-checkpointing`` overrides), AdamW, gradient clipping, the chunked
+head + loss) on random tokens. Exact and ACP of one
 (preset, context, regime) share one model: ``--warmup`` steps of each (compilation included), then
 ``--rounds`` rounds of ``--steps`` timed steps of each mode in turn (each step timed whole, synchronised; the
 median of all kept), so that the clock drift of a power-capped GPU hits both modes alike; then one step of
@@ -45,6 +46,7 @@ from foxacp.model import FoxLM, flops_per_token
 from foxacp.ops import set_value_checks
 from foxacp.train.config import build_model_config, preset_config
 from foxacp.train.distributed import Dist, compile_wanted, parallelize
+from foxacp.train.memory import checkpointing_wanted, device_capacity, step_memory
 from foxacp.train.metrics import AcpMeter, acp_summary, peak_flops
 from foxacp.train.optim import build_optimizer
 
@@ -143,15 +145,22 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
     if gates is not None:
         use_recorded_gates(model, gates, mb, c0.context)
     bf16 = device.type == "cuda"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    capacity = device_capacity(device)
+    setting = tcfg.activation_checkpointing if args.activation_checkpointing is None else args.activation_checkpointing
+    checkpointing, mem = checkpointing_wanted(
+        {"true": True, "false": False}.get(setting, setting),
+        lambda: step_memory(model, mb, c0.context, autocast=autocast),
+        capacity,
+    )
     parallelize(
         model,
         Dist(0, 1, 0, device, distributed=False),
-        activation_checkpointing=tcfg.activation_checkpointing,
+        activation_checkpointing=checkpointing,
         compile=compiled,
         param_dtype=None,
     )
     opt = build_optimizer(model, tcfg)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     gen = torch.Generator(device=device).manual_seed(1)
     ids = torch.randint(0, args.vocab, (accum, mb, c0.context + 1), device=device, generator=gen)
     meters = {c.mode: AcpMeter() for c in cs}
@@ -214,7 +223,8 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
             "accum": accum,
             "tokens_per_step": tokens,
             "compile": compiled,
-            "activation_checkpointing": tcfg.activation_checkpointing,
+            "activation_checkpointing": checkpointing,
+            "memory_estimate_gib": mem.peak(checkpointing) / 2**30 if mem is not None else None,
             "warmup_s": warmup_s[c.mode],
             "rounds": args.rounds,
             "step_ms": step_s * 1e3,
@@ -271,7 +281,8 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"# Training throughput, exact vs ACP ({meta['device']})",
         "",
         f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}, {meta['date']}. Settings of "
-        "`foxacp train` (compile auto, bf16, the preset's activation checkpointing); random tokens, vocabulary "
+        "`foxacp train` (compile auto, bf16, activation checkpointing auto; '(ckpt)' marks the rows with it); random "
+        "tokens, vocabulary "
         f"{meta['vocab']}; median of {meta.get('rounds', 1)} x {meta['steps']} timed steps after {meta['warmup']} "
         "warm-up steps, the modes of a (preset, context, gates) interleaved round by round. MFU counts the "
         "attention tiles visited; 'dense-eq.' counts all causal tiles.",
@@ -289,7 +300,8 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{r['tokens_per_s'] / 1e3:.1f}k | {r['step_ms']:.1f} | "
             f"{min(r['step_ms_all']):.0f}-{max(r['step_ms_all']):.0f} | "
             f"{_f(r.get('attention_share'), '.0%')} | "
-            f"{_f(r.get('acp_saving'), '.1%')} | {_f(r.get('peak_mem_gib'), '.1f')} | {_f(r.get('mfu'), '.1%')} | "
+            f"{_f(r.get('acp_saving'), '.1%')} | {_f(r.get('peak_mem_gib'), '.1f')}"
+            f"{' (ckpt)' if r.get('activation_checkpointing') else ''} | {_f(r.get('mfu'), '.1%')} | "
             f"{_f(r.get('mfu_dense_equiv'), '.1%')} |"
         )
     lines += ["", "| preset | context | gates | ACP gain | paper |", "|---|---|---|---|---|"]
@@ -326,6 +338,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=50304, help="vocabulary (50304: a GPT-2-size BPE)")
     p.add_argument("--tokens-per-step", type=int, default=None, help="default: one micro-batch")
     p.add_argument("--micro-batch", type=int, default=None, help="sequences per micro-batch (default: the preset's)")
+    p.add_argument(
+        "--activation-checkpointing",
+        choices=["true", "false", "auto"],
+        default=None,
+        help="true, false or auto (default: the preset's, auto: only where a step would not fit without it)",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation included)")
     p.add_argument("--steps", type=int, default=3, help="timed steps of each mode per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds over the modes (the median of all steps is kept)")

@@ -66,7 +66,9 @@ class TrainConfig:
     # torch.compile each block; "auto": on CUDA (1.5x at 125M/16k, experiments/046-train-step-profile), off on
     # CPU. A compilation that fails at the first step falls back to eager with a message (single process).
     compile: bool | Literal["auto"] = "auto"
-    activation_checkpointing: bool = False  # recompute each block in the backward
+    # recompute each block in the backward; "auto": only where a step would not fit in the GPU's memory without it
+    # (measured at the start, foxacp.train.memory), never on CPU
+    activation_checkpointing: bool | Literal["auto"] = "auto"
     dtype: str = "bf16"  # GPU compute dtype: "bf16" (mixed precision) or "fp32"; CPU is always fp32
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
     # logging, evaluation, checkpoints
@@ -182,7 +184,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "grad_clip": (lambda v: _num(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
     "seed": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "compile": (lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
-    "activation_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
+    "activation_checkpointing": (lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
     "dtype": (lambda v: v in ("bf16", "fp32"), "bf16 or fp32"),
     "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
     "out": (lambda v: v is None or _text(v), "a folder path or none"),
@@ -233,9 +235,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "125M": dict(_PAPER_RECIPE, model="125M", micro_batch_size=8, max_tokens=2_700 * _M, lr=2e-3),
     "360M": dict(_PAPER_RECIPE, model="360M", micro_batch_size=4, max_tokens=7_500 * _M, lr=2e-3),
-    "760M": dict(
-        _PAPER_RECIPE, model="760M", micro_batch_size=4, max_tokens=16 * _B, lr=1e-3, activation_checkpointing=True
-    ),
+    "760M": dict(_PAPER_RECIPE, model="760M", micro_batch_size=4, max_tokens=16 * _B, lr=1e-3),
 }
 
 

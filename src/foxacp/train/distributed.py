@@ -123,6 +123,15 @@ def uncompile(model: nn.Module) -> None:
         getattr(block, "_checkpoint_wrapped_module", block)._compiled_call_impl = None
 
 
+def checkpoint_blocks(model: nn.Module) -> None:
+    """Wrap each of ``model.blocks`` (compiled or not) in PyTorch's ``checkpoint_wrapper`` (keys unchanged): its
+    activations are recomputed in the backward instead of kept."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    for i, block in enumerate(model.blocks):
+        model.blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+
+
 def parallelize(
     model: nn.Module,
     d: Dist,
@@ -149,10 +158,7 @@ def parallelize(
         for block in blocks:
             compile_block(block)
     if activation_checkpointing:
-        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-
-        for i, block in enumerate(blocks):
-            blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+        checkpoint_blocks(model)
     if d.distributed:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

@@ -15,6 +15,7 @@ step with a checkpoint (see :mod:`foxacp.train.stop`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -48,12 +49,14 @@ from .distributed import (
     all_reduce_sum,
     barrier,
     broadcast_object,
+    checkpoint_blocks,
     cleanup,
     compile_wanted,
     init_distributed,
     parallelize,
     uncompile,
 )
+from .memory import StepMemory, checkpointing_wanted, describe, device_capacity, step_memory
 from .metrics import AcpMeter, MetricsLogger, acp_summary, peak_flops
 from .optim import apply_settings, build_optimizer, lr_at, set_lr
 from .passkey_mix import PasskeyMixer
@@ -220,6 +223,8 @@ class Session:
     n_params: int
     peak: float | None  # per-device peak FLOP/s for MFU, None when unknown
     compiled: bool  # the blocks are compiled (until a failed compilation falls back to eager)
+    checkpointing: bool  # the blocks recompute their activations in the backward
+    memory: StepMemory | None  # the estimate activation_checkpointing="auto" decided on (None: not measured)
     stop: StopRequest = field(default_factory=StopRequest)
     step: int = 0
     tokens: int = 0
@@ -327,17 +332,24 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    bf16_autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    capacity = device_capacity(d.device)
+    checkpointing, mem = checkpointing_wanted(
+        cfg.activation_checkpointing,
+        lambda: step_memory(model, cfg.micro_batch_size, cfg.seq_len, world_size=d.world_size, autocast=bf16_autocast),
+        capacity,
+    )
+    checkpointing = broadcast_object(checkpointing, d)  # ranks that disagreed would differ in their collectives
     compiled = compile_wanted(cfg.compile, d.device)
     parallelize(
         model,
         d,
-        activation_checkpointing=cfg.activation_checkpointing,
+        activation_checkpointing=checkpointing,
         compile=compiled,
         param_dtype=torch.bfloat16 if bf16 else None,
     )
     # Without FSDP, bf16 comes from autocast; with FSDP, from its MixedPrecisionPolicy.
-    use_autocast = bf16 and not d.distributed
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
+    autocast = bf16_autocast if not d.distributed else contextlib.nullcontext()
     s = Session(
         cfg=cfg,
         d=d,
@@ -353,7 +365,11 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
         n_params=n_params,
         peak=peak_flops(d.device, cfg.peak_tflops)[0],
         compiled=compiled,
+        checkpointing=checkpointing,
+        memory=mem,
     )
+    if mem is not None and capacity is not None:
+        s.say(describe(checkpointing, mem, capacity))
     resumed_from = _resume(s, resume) if resume is not None else None
     _on_main(d, lambda: _settle_run_dir(s, resumed_from, tokenizer))
     _log_start(s, resumed_from, changes)
@@ -394,6 +410,8 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
             "device": str(d.device),
             "commit": git_commit(REPO) if d.is_main else None,  # the code that trains (provenance of results)
             "grad_accum": s.accum,
+            "activation_checkpointing": s.checkpointing,
+            "memory_estimate": dataclasses.asdict(s.memory) if s.memory is not None else None,
             "peak": peak_flops(d.device, cfg.peak_tflops)[1],
             "resumed_from": resumed_from,
             "resume_changes": changes or None,
@@ -420,12 +438,15 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
     all_reduce_sum(n_targets, d)
     lr = lr_at(s.tokens + cfg.global_batch_tokens, cfg)
     set_lr(s.optimizer, lr)
+    step_loss = None
     try:
         step_loss = _forward_backward(s, micro, n_targets, meter)
-    except Exception as e:  # the eager retry re-raises whatever is not the compiler's
-        if not (s.compiled and s.step == first_step and not d.distributed):
+    except Exception as e:  # the first step is tried once more without what failed; the retry raises its own
+        if not (s.step == first_step and not d.distributed and _fall_back(s, e)):
             raise
-        _fall_back_to_eager(s, e, meter)
+    if step_loss is None:  # outside the except block, so that the failed try's frames (and tensors) are gone
+        s.optimizer.zero_grad(set_to_none=True)  # its partial gradients and ACP counts
+        meter.reset()
         step_loss = _forward_backward(s, micro, n_targets, meter)
     # grad_clip 0 means no clipping: an infinite bound leaves the gradients as they are and gives the norm.
     grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip or math.inf)
@@ -454,18 +475,28 @@ def _forward_backward(s: Session, micro: list[Batch], n_targets: Tensor, meter: 
     return step_loss
 
 
-def _fall_back_to_eager(s: Session, error: Exception, meter: AcpMeter) -> None:
-    """After compilation failed in the first step: say so once, log it, and make the blocks eager again, with
-    the step's partial gradients and ACP counts dropped (the caller runs the step again). Only a single process
-    falls back: ranks that disagreed would wait on each other's collectives."""
+def _fall_back(s: Session, error: Exception) -> bool:
+    """After the first step failed: turn on activation checkpointing if it ran out of memory without it because
+    "auto" judged it unneeded, else make the blocks eager again if compilation failed; say so, log it and return
+    True (the caller runs the step again), or False when neither applies. Only a single process falls back: ranks
+    that disagreed would wait on each other's collectives."""
     what = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+    if isinstance(error, torch.OutOfMemoryError):
+        if s.checkpointing or s.cfg.activation_checkpointing != "auto":
+            return False
+        s.say(f"the first step ran out of memory ({what[:120]}); training continues with activation checkpointing")
+        s.logger.log({"kind": "checkpointing_fallback", "step": s.step, "error": what})
+        checkpoint_blocks(s.model)
+        s.checkpointing = True
+        return True
+    if not s.compiled:
+        return False
     s.say(f"torch.compile failed at the first step ({what}); training continues without it (set compile=false to skip)")
     s.logger.log({"kind": "compile_fallback", "step": s.step, "error": what})
     uncompile(s.model)
     torch.compiler.reset()
-    s.optimizer.zero_grad(set_to_none=True)
-    meter.reset()
     s.compiled = False
+    return True
 
 
 def _reduce_step(s: Session, step_loss: Tensor, n_targets: Tensor, grad_norm: Tensor, lr: float) -> StepResult:
