@@ -85,12 +85,21 @@ def test_checkpointing_wanted_measures_only_for_auto_on_a_device_with_a_capacity
     with pytest.raises(ValueError, match="true, false or auto"):
         checkpointing_wanted("yes", never, 10)
 
+    def out_of_memory() -> StepMemory:
+        raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+
+    assert checkpointing_wanted("auto", out_of_memory, 10) == (True, None)
+
 
 @pytest.mark.parametrize("capacity, on", [(1 << 20, True), (1 << 50, False)])
-def test_auto_decides_from_the_device_capacity_and_trains_the_same(small_config, tmp_path, monkeypatch, capacity, on):
+def test_auto_decides_from_the_device_capacity_and_trains_the_same(
+    small_config, tmp_path, monkeypatch, capsys, capacity, on
+):
     monkeypatch.setattr(loop, "device_capacity", lambda device: capacity)
     train(plain := small_config("steps=2", "activation_checkpointing=false", out=tmp_path / "plain"))
+    assert "activation checkpointing" not in capsys.readouterr().out  # said only when "auto" decides
     train(auto := small_config("steps=2", out=tmp_path / "auto"))
+    assert f"activation checkpointing {'on' if on else 'off'} (auto: a step needs" in capsys.readouterr().out
     assert auto.activation_checkpointing == "auto"
     start = next(r for r in read_log(auto.run_dir) if r["kind"] == "start")
     assert start["activation_checkpointing"] is on

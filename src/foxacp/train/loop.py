@@ -368,7 +368,7 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
         checkpointing=checkpointing,
         memory=mem,
     )
-    if mem is not None and capacity is not None:
+    if cfg.activation_checkpointing == "auto" and capacity is not None:
         s.say(describe(checkpointing, mem, capacity))
     resumed_from = _resume(s, resume) if resume is not None else None
     _on_main(d, lambda: _settle_run_dir(s, resumed_from, tokenizer))

@@ -114,7 +114,8 @@ def checkpointing_wanted(
 
     True and False are taken as they are. "auto" measures (``measure()``) and checkpoints when the step without
     it would need more than MEMORY_FRACTION of ``capacity`` bytes (the device's memory); with no capacity (the
-    CPU, where runs are small and host memory is not what limits them) it stays off without measuring.
+    CPU, where runs are small and host memory is not what limits them) it stays off without measuring. A
+    measurement that itself runs out of memory (one block's forward) turns it on.
     """
     if isinstance(setting, bool):
         return setting, None
@@ -122,7 +123,10 @@ def checkpointing_wanted(
         raise ValueError(f"activation_checkpointing must be true, false or auto, got {setting!r}")
     if capacity is None:
         return False, None
-    mem = measure()
+    try:
+        mem = measure()
+    except torch.OutOfMemoryError:
+        return True, None
     return mem.peak(checkpointing=False) > MEMORY_FRACTION * capacity, mem
 
 
@@ -133,9 +137,12 @@ def device_capacity(device: torch.device) -> int | None:
     return torch.cuda.get_device_properties(device).total_memory
 
 
-def describe(checkpointing: bool, mem: StepMemory, capacity: int) -> str:
-    """One line for the log: what "auto" decided and on which numbers."""
+def describe(checkpointing: bool, mem: StepMemory | None, capacity: int) -> str:
+    """One line for the log: what "auto" decided and on which numbers (``mem`` None: the measurement ran out of
+    memory)."""
     gib = 2**30
+    if mem is None:
+        return "activation checkpointing on (auto: one block's forward ran out of memory while measuring)"
     return (
         f"activation checkpointing {'on' if checkpointing else 'off'} (auto: a step needs ~"
         f"{mem.peak(False) / gib:.1f} GiB without it, ~{mem.peak(True) / gib:.1f} GiB with it, of the device's "
