@@ -44,6 +44,27 @@ def test_the_stacked_copies_are_dropped_on_error_and_carry_no_gradient():
 
 
 @torch.no_grad()
+def test_decode_steps_compute_the_forget_gate_as_a_sum_of_products_with_the_same_values(monkeypatch):
+    """Inside fused_projections, up to 16 rows take log f as a float32 sum of products (one fusable reduction on a
+    GPU) and equal F.linear's to float32 rounding; more rows keep F.linear."""
+    import foxacp.model.attention as attention
+
+    gemvs = []
+    linear = attention.F.linear
+    monkeypatch.setattr(attention.F, "linear", lambda *a: gemvs.append(a[0].shape) or linear(*a))
+    attn = model_of("fox_pro").half().blocks[0].attn
+    few, many = torch.randn(3, 1, 64).half() * 4, torch.randn(17, 1, 64).half()
+    plain = attn.log_fgate(few)
+    assert len(gemvs) == 1
+    attn.fused_in = torch.zeros(1, 64).half()  # set (to the stacked weights) by fused_projections
+    fused = attn.log_fgate(few)
+    assert len(gemvs) == 1 and fused.dtype == torch.float32
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+    attn.log_fgate(many)
+    assert len(gemvs) == 2
+
+
+@torch.no_grad()
 def test_half_precision_decode_steps_run_the_few_row_kernel(monkeypatch):
     """In fp16 a decode step's GEMMs (projections, W_o, the MLP, the LM head) go to the few-row kernel, whose
     logits agree with the separate projections' to fp16 rounding; the prefill's many rows stay on F.linear."""
