@@ -71,8 +71,8 @@ def test_half_precision_decode_steps_run_the_few_row_kernel(monkeypatch):
     import foxacp.ops.skinny as skinny
 
     shapes = []
-    kernel = skinny.skinny_matmul_op
-    monkeypatch.setattr(skinny, "skinny_matmul_op", lambda x, w: shapes.append(x.shape[0]) or kernel(x, w))
+    kernel = skinny.skinny_partials_op
+    monkeypatch.setattr(skinny, "skinny_partials_op", lambda x, w: shapes.append(x.shape[0]) or kernel(x, w))
     model = model_of("fox_pro").half()
     ids = torch.randint(64, (3, 23))
     steps = {}

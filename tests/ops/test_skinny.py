@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from foxacp.ops.skinny import skinny_linear, takes_skinny
-from foxacp.ops.triton_skinny import BLOCK_K, BLOCK_N, MAX_ROWS, skinny_matmul, split_k
+from foxacp.ops.triton_skinny import BLOCK_K, BLOCK_N, MAX_ROWS, skinny_partials, split_k
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # float32 through the kernel itself: on a GPU its dots would round to TF32 (skinny_linear never sends fp32 there)
@@ -21,6 +21,17 @@ def _inputs(m, n, k, dtype, seed=0):
 
 def _exact(x, w):
     return x.double() @ w.double().T
+
+
+def skinny_matmul(x, w):
+    """The kernel's partials summed in float64 (exactly what they hold), in x's dtype."""
+    part = skinny_partials(x, w)
+    assert part.dtype == torch.float32 and part.shape == (
+        split_k(w.shape[0], x.shape[1], x.device),
+        *x.shape[:1],
+        w.shape[0],
+    )
+    return part.double().sum(0).to(x.dtype)
 
 
 @FP32_KERNEL
@@ -94,7 +105,9 @@ def test_fallback_equals_linear():
 def test_custom_op_and_compile():
     """The custom op's schema and fake agree with the kernel (``opcheck``), and a compiled call is one graph."""
     x, w = _inputs(2, 70, 130, torch.float16)
-    torch.library.opcheck(torch.ops.foxacp.skinny_matmul.default, (x, w), test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.foxacp.skinny_partials.default, (x, w), test_utils=("test_schema", "test_faketensor")
+    )
     compiled = torch.compile(skinny_linear, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(x[:, None], w)[:, 0], skinny_linear(x, w), rtol=0, atol=0)
 

@@ -208,14 +208,18 @@ def opaque_attention(
     return o, None if log_eps is None else AcpPlan(cfg.tile_m, cfg.tile_n, kv_lo, q_hi, problem)
 
 
-@torch.library.custom_op("foxacp::skinny_matmul", mutates_args=())
-def skinny_matmul_op(x: Tensor, weight: Tensor) -> Tensor:
-    """``triton_skinny.skinny_matmul``: x (M, K) @ weight (N, K).T -> (M, N), M <= its MAX_ROWS."""
-    from .triton_skinny import skinny_matmul  # imported lazily: Triton compiles on first use
+@torch.library.custom_op("foxacp::skinny_partials", mutates_args=())
+def skinny_partials_op(x: Tensor, weight: Tensor) -> Tensor:
+    """``triton_skinny.skinny_partials``: x (M, K), weight (N, K) -> float32 (splits, M, N) summing to x @ weight.T,
+    M <= its MAX_ROWS."""
+    from .triton_skinny import skinny_partials  # imported lazily: Triton compiles on first use
 
-    return skinny_matmul(x, weight)
+    return skinny_partials(x, weight)
 
 
-@skinny_matmul_op.register_fake
-def _skinny_matmul_fake(x, weight):
-    return x.new_empty(x.shape[0], weight.shape[0])
+@skinny_partials_op.register_fake
+def _skinny_partials_fake(x, weight):
+    from .triton_skinny import split_k
+
+    splits = split_k(weight.shape[0], x.shape[1], x.device)
+    return x.new_empty(splits, x.shape[0], weight.shape[0], dtype=torch.float32)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import interpreting
-from .custom_ops import skinny_matmul_op
+from .custom_ops import skinny_partials_op
 
 SKINNY_DTYPES = (torch.float16, torch.bfloat16)
 MAX_ROWS = 16  # rows the kernel takes (its M block); set here so that importing foxacp imports no Triton
@@ -39,11 +39,15 @@ def takes_skinny(x: Tensor, weight: Tensor) -> bool:
 def skinny_linear(x: Tensor, weight: Tensor) -> Tensor:
     """x (..., K), weight (N, K) -> x @ weight.T (..., N), like ``F.linear`` without bias.
 
-    Runs the Triton GEMM for few rows (``takes_skinny``), else ``F.linear``.
+    Runs the Triton GEMM for few rows (``takes_skinny``), else ``F.linear``. The kernel's float32 partials over
+    the splits of K are summed here, in PyTorch: under torch.compile the sum and the rounding to x's dtype fuse
+    into whatever consumes the product, instead of a summing kernel per GEMM.
     """
     if not takes_skinny(x, weight):
         return F.linear(x, weight)
     rows = x.reshape(-1, x.shape[-1])
     if rows.stride(-1) != 1:
         rows = rows.contiguous()
-    return skinny_matmul_op(rows, weight).view(*x.shape[:-1], weight.shape[0])
+    part = skinny_partials_op(rows, weight)
+    y = part[0] if part.shape[0] == 1 else part.sum(0)
+    return y.to(x.dtype).view(*x.shape[:-1], weight.shape[0])

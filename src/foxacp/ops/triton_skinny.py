@@ -4,8 +4,10 @@ A decode step multiplies one token per sequence by every weight of the model onc
 weights. cuBLAS picks small tiles for M = 1 and reads them at about 40% of HBM bandwidth on an H200 (experiment
 049: 0.8 ms of GEMMs where streaming the 760M model's weights takes 0.36). Here each program streams a
 (BLOCK_N, BLOCK_K) slab of W per step along its contiguous K axis and multiplies it by all M rows at once; K is
-split among programs when N alone gives too few of them to fill the GPU, and a second kernel sums the splits'
-float32 partials. The grid depends only on the shapes (a decode step captures in a CUDA graph).
+split among programs when N alone gives too few of them to fill the GPU. The kernel returns the splits' float32
+partials; their sum is left to the caller, so that under torch.compile it fuses into the kernel that consumes the
+product (a residual add, a norm, the SwiGLU) instead of costing a launch of its own per GEMM. The grid depends only
+on the shapes (a decode step captures in a CUDA graph).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ MIN_K_TILES_PER_SPLIT = 3  # a split's K range, at least (shorter ones cost more
 
 # fmt: off
 @triton.jit
-def _skinny_kernel(X, W, Y, Part, M, N, K, stride_xm, stride_wn, stride_ym, TILES_PER_SPLIT,
-                   SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _skinny_kernel(X, W, Part, M, N, K, stride_xm, stride_wn, TILES_PER_SPLIT,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_n, split = tl.program_id(0), tl.program_id(1)
     rows = tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -44,49 +46,31 @@ def _skinny_kernel(X, W, Y, Part, M, N, K, stride_xm, stride_wn, stride_ym, TILE
         w = tl.load(W + w_rows[:, None] + k[None, :], mask=(cols[:, None] < N) & (k[None, :] < k_hi), other=0.0)
         acc += tl.dot(x, tl.trans(w))
     keep = (rows[:, None] < M) & (cols[None, :] < N)
-    if SPLIT_K == 1:
-        tl.store(Y + rows[:, None] * stride_ym + cols[None, :], acc.to(Y.dtype.element_ty), mask=keep)
-    else:
-        tl.store(Part + (split * M + rows[:, None]) * N + cols[None, :], acc, mask=keep)
-
-
-@triton.jit
-def _sum_splits_kernel(Part, Y, M, N, stride_ym, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = i < M * N
-    total = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(SPLIT_K):
-        total += tl.load(Part + s * M * N + i, mask=ok, other=0.0)
-    tl.store(Y + (i // N) * stride_ym + i % N, total.to(Y.dtype.element_ty), mask=ok)
+    tl.store(Part + (split * M + rows[:, None]).to(tl.int64) * N + cols[None, :], acc, mask=keep)
 # fmt: on
 
 
 def split_k(n: int, k: int, device: torch.device) -> int:
-    """Splits of K: enough programs for ``PROGRAMS_PER_SM`` per multiprocessor, each split at least
-    ``MIN_K_TILES_PER_SPLIT`` tiles of K. From the shapes alone."""
+    """Splits of K (the partials ``skinny_partials`` returns): enough programs for ``PROGRAMS_PER_SM`` per
+    multiprocessor, each split at least ``MIN_K_TILES_PER_SPLIT`` tiles of K and none empty. From the shapes
+    alone (the custom op's fake gives the same number)."""
     tiles_n, tiles_k = triton.cdiv(n, BLOCK_N), triton.cdiv(k, BLOCK_K)
     most = max(1, tiles_k // MIN_K_TILES_PER_SPLIT)
-    return max(1, min(triton.cdiv(PROGRAMS_PER_SM * _sms(device), tiles_n), most))
+    splits = max(1, min(triton.cdiv(PROGRAMS_PER_SM * _sms(device), tiles_n), most))
+    return triton.cdiv(tiles_k, triton.cdiv(tiles_k, splits))  # the same tiles per split, and no empty split
 
 
-def skinny_matmul(x: Tensor, weight: Tensor) -> Tensor:
-    """x (M, K) with M <= MAX_ROWS and unit stride along K, weight (N, K) likewise -> x @ weight.T (M, N), x's
-    dtype, accumulated in float32."""
+def skinny_partials(x: Tensor, weight: Tensor) -> Tensor:
+    """x (M, K) with M <= MAX_ROWS and unit stride along K, weight (N, K) likewise -> the float32 partial
+    products of the ``split_k(N, K)`` splits of K, (splits, M, N); their sum is x @ weight.T."""
     M, K = x.shape
     N = weight.shape[0]
-    y = x.new_empty(M, N)
     splits = split_k(N, K, x.device)
-    tiles_k = triton.cdiv(K, BLOCK_K)
-    per_split = triton.cdiv(tiles_k, splits)
-    splits = triton.cdiv(tiles_k, per_split)  # no empty split
-    part = y if splits == 1 else torch.empty(splits, M, N, device=x.device, dtype=torch.float32)
+    per_split = triton.cdiv(triton.cdiv(K, BLOCK_K), splits)
+    part = torch.empty(splits, M, N, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(N, BLOCK_N), splits)
     _skinny_kernel[grid](
-        x, weight, y, part, M, N, K, x.stride(0), weight.stride(0), y.stride(0), per_split,
-        SPLIT_K=splits, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
+        x, weight, part, M, N, K, x.stride(0), weight.stride(0), per_split,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
-    if splits > 1:
-        block = 1024
-        _sum_splits_kernel[(triton.cdiv(M * N, block),)](part, y, M, N, y.stride(0), SPLIT_K=splits, BLOCK=block)
-    return y
+    return part
