@@ -129,6 +129,9 @@ def test_validation():
     call(6, torch.tensor([130, 200], dtype=torch.int32), "cache_seqlens must lie")
     call(4, torch.full_like(table, 10_000), "outside the pool")
     call(0, q, "max_seqlen", max_seqlen=0)
+    call(0, q, "max_seqlen", max_seqlen=130.0)
+    # An L_max below a cached length voids the eps bound (a row sums up to L pruned weights, each < eps / L_max).
+    call(0, q, r"cache_seqlens must lie in \[Tq, min\(blocks \* 64, max_seqlen\)\] = \[1, 129\]", max_seqlen=129)
     call(0, q, "backend must be", backend="cuda")
     call(0, q, "qk_bound must be a non-negative", TypeError, qk_bound=None)
     call(0, q, "qk_bound must be a float or a tensor of shape", qk_bound=torch.ones(3))

@@ -55,6 +55,7 @@ def check_paged_inputs(
     sm_scale: float | None,
     log_eps: float | None,
     backend: str,
+    max_seqlen: int | None = None,
 ) -> CacheProblem:
     """Validate the arguments of ``forgetting_attention_with_paged_kvcache``; max_len of the result is the
     table's capacity in keys.
@@ -62,8 +63,9 @@ def check_paged_inputs(
     Raises:
         TypeError: a non-tensor argument, a wrong dtype, a qk_bound that is neither a float nor a tensor.
         ValueError: wrong ranks or shapes, mismatched devices, a block size other than DECODE_BLOCK, a bad
-            sm_scale or log_eps, an unknown backend; with value checks on, lengths outside [Tq, capacity],
-            a start pointer past a query's own block, or a resident block mapped outside the pool.
+            sm_scale or log_eps, a max_seqlen that is not an int >= Tq, an unknown backend; with value checks
+            on, lengths outside [Tq, min(capacity, max_seqlen)], a start pointer past a query's own block, or a
+            resident block mapped outside the pool.
     """
     named = {"q": (q, 4), "k_pool": (k_pool, 3), "v_pool": (v_pool, 3), "c_pool": (c_pool, 3)}
     named |= {"block_table": (block_table, 3), "block_start": (block_start, 2), "cache_seqlens": (cache_seqlens, 1)}
@@ -118,12 +120,20 @@ def check_paged_inputs(
     elif not isinstance(qk_bound, (int, float)) or not qk_bound >= 0:
         raise TypeError(f"qk_bound must be a non-negative float or a tensor (a static bound), got {qk_bound!r}")
     sm_scale = check_common(q, Hq, Hkv, sm_scale, log_eps, backend, float64_backend="torch")
+    capacity = nblk * block
+    if max_seqlen is None:
+        max_seqlen = capacity
+    # The threshold's L_max must bound every sequence's length: each pruned weight is below eps / L_max, and a
+    # row sums at most L of them (ops/acp.py); a smaller L_max voids the eps guarantee.
+    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or max_seqlen < Tq:
+        raise ValueError(f"max_seqlen must be an int >= Tq = {Tq} (the longest a sequence may grow), got "
+                         f"{max_seqlen!r}")  # fmt: skip
     if value_checks_on():
-        _check_values(block_table, block_start, cache_seqlens, Tq, P)
-    return CacheProblem(B, Tq, nblk * block, Hq, Hkv, D, float(sm_scale))
+        _check_values(block_table, block_start, cache_seqlens, Tq, P, min(capacity, max_seqlen))
+    return CacheProblem(B, Tq, capacity, Hq, Hkv, D, float(sm_scale))
 
 
-def _check_values(table: Tensor, start: Tensor, lens: Tensor, q_len: int, pool: int) -> None:
+def _check_values(table: Tensor, start: Tensor, lens: Tensor, q_len: int, pool: int, longest: int) -> None:
     """The checks that read values back to the host (one synchronisation for all of them)."""
     nblk = table.shape[2]
     lens64 = lens.long()
@@ -133,9 +143,9 @@ def _check_values(table: Tensor, start: Tensor, lens: Tensor, q_len: int, pool: 
     used = (blocks >= start[:, :, None]) & (blocks * DECODE_BLOCK < lens64[:, None, None])
     outside = used & ((table < 0) | (table >= pool))
     lo, hi, late, outside = torch.stack([lens64.min(), lens64.max(), late.any(), outside.any()]).tolist()
-    if lo < q_len or hi > nblk * DECODE_BLOCK:
-        raise ValueError(f"cache_seqlens must lie in [Tq, blocks * {DECODE_BLOCK}] = [{q_len}, "
-                         f"{nblk * DECODE_BLOCK}], got values in [{lo}, {hi}]")  # fmt: skip
+    if lo < q_len or hi > longest:
+        raise ValueError(f"cache_seqlens must lie in [Tq, min(blocks * {DECODE_BLOCK}, max_seqlen)] = [{q_len}, "
+                         f"{longest}], got values in [{lo}, {hi}]")  # fmt: skip
     if late:
         raise ValueError("block_start must be >= 0 and must not pass the block of any query (those keys are needed)")
     if outside:
@@ -200,7 +210,9 @@ def forgetting_attention_with_paged_kvcache(
         cache_seqlens: (B,) int32 cached keys per sequence, new ones included; Tq <= it <= blocks * 64.
         qk_bound: the static U >= |sm_scale q.k|: a float or an (Hq,) tensor (required: eviction is only safe
             with a bound that new keys cannot raise).
-        max_seqlen: L_max of the threshold (default blocks * 64, the table's capacity).
+        max_seqlen: L_max of the threshold (default blocks * 64, the table's capacity): the longest any sequence
+            may grow in the cache's life, >= Tq (value checks refuse a longer cache_seqlens: the eps bound needs
+            every length <= max_seqlen).
         sm_scale: default 1 / sqrt(D). log_eps: log of the ACP tolerance; None keeps every resident key.
         backend: None (auto: Triton on CUDA and under TRITON_INTERPRET=1, PyTorch otherwise and whenever
             autograd needs a gradient), "triton" (no backward) or "torch".
@@ -215,10 +227,8 @@ def forgetting_attention_with_paged_kvcache(
         backend = "torch" if needs_grad(q, k_pool, v_pool, c_pool) else auto_backend(q)
     refuse_grad(backend, q, k_pool, v_pool, c_pool)
     args = (q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens)
-    problem = check_paged_inputs(*args, qk_bound, sm_scale, log_eps, backend)
+    problem = check_paged_inputs(*args, qk_bound, sm_scale, log_eps, backend, max_seqlen)
     max_seqlen = problem.max_len if max_seqlen is None else max_seqlen
-    if not isinstance(max_seqlen, int) or max_seqlen < 1:
-        raise ValueError(f"max_seqlen must be a positive int, got {max_seqlen!r}")
     delta = None
     if log_eps is not None:
         delta = paged_threshold(qk_bound, problem.n_heads, max_seqlen, log_eps, q.device)
