@@ -166,9 +166,9 @@ def cache_attention_torch(
     """The PyTorch twin of the decode kernel: dense scores over the whole cache, masked.
 
     Computes in float32 (float64 for float64 inputs); the decay c_q - c_k is a float32 difference, as in the
-    kernel (float64 for float64 inputs). Keys past each sequence's length are never used (their values may
-    be garbage), nor keys where ``resident`` (B, Tmax, Hq) bool is False (evicted from a paged cache; their
-    k, v must be finite). Returns (B, Tq, Hq, D) in q's dtype.
+    kernel (float64 for float64 inputs). Keys past each sequence's length are never used, nor keys where
+    ``resident`` (B, Tmax, Hq) bool is False (evicted from a paged cache): their k, v and c may hold anything,
+    NaN included, forward and backward. Returns (B, Tq, Hq, D) in q's dtype.
     """
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
     B, Tq, Hq, _ = q.shape
@@ -180,12 +180,15 @@ def cache_attention_torch(
         keep = keep & kept_blocks(c_cache, cache_seqlens, delta, Tq)[:, :, keys // DECODE_BLOCK, :]
     if resident is not None:
         keep = keep & resident[:, None]
-    c = c_cache.to(dt)
+    # Slots past a sequence's length (and evicted ones) may hold anything, NaN included: they are zeroed, not only
+    # masked out of the softmax, or a backward would form 0 * NaN through them.
+    held = (keys[None, :] < cache_seqlens[:, None])[:, :, None]  # (B, Tmax, 1)
+    held = held & resident if resident is not None else held.expand(-1, -1, Hq)  # (B, Tmax, Hq)
+    c = torch.where(held, c_cache.to(dt), 0.0)
     c_q = c.gather(1, pos[:, :, None].expand(-1, -1, Hq))
     decay = c_q[:, :, None, :] - c[:, None, :, :]  # (B, Tq, Tmax, Hq)
-    cached = (keys[None, :] < cache_seqlens[:, None])[:, :, None, None]
-    k = k_cache.to(dt).repeat_interleave(problem.group, dim=2)
-    v = torch.where(cached, v_cache.to(dt), 0.0).repeat_interleave(problem.group, dim=2)
+    k = torch.where(held[..., None], k_cache.to(dt).repeat_interleave(problem.group, dim=2), 0.0)
+    v = torch.where(held[..., None], v_cache.to(dt).repeat_interleave(problem.group, dim=2), 0.0)
     s = torch.einsum("bihd,bjhd->bijh", q.to(dt), k) * problem.sm_scale + decay
     p = torch.softmax(s.masked_fill(~keep, -torch.inf), dim=2)
     return torch.einsum("bijh,bjhd->bihd", p, v).to(q.dtype)

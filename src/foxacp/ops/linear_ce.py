@@ -78,7 +78,7 @@ def linear_cross_entropy(
     rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.shape[0])
     with torch.autocast(device_type, enabled=False):
         loss = _LinearCrossEntropy.apply(
-            hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1), dtype, ignore_index, rows
+            hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1).contiguous(), dtype, ignore_index, rows
         )
     return loss.view(labels.shape)
 
@@ -147,7 +147,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_loss = grad_loss.to(lse.dtype).contiguous()
         dh = torch.empty_like(hidden) if want_h else None
         # float32 accumulation over the chunks; each chunk's product is rounded once to the compute dtype, as
-        # the full-logits path rounds its one product.
+        # the full-logits path rounds its one product. Except in fp16: there a chunk's partial product can pass
+        # 65504 where the whole sum does not (a loss-scaled step), so it is formed in float32.
+        wide = ctx.dtype == torch.float16
         dw = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32), device=weight.device)
         for lo in range(0, N, rows):
             hi = min(N, lo + rows)
@@ -157,5 +159,5 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if want_h:
                 dh[lo:hi] = dlogits @ w
             if want_w:
-                dw += dlogits.T @ h
+                dw += dlogits.T.float() @ h.float() if wide else dlogits.T @ h
         return dh, dw.to(weight.dtype) if want_w else None, None, None, None, None

@@ -39,6 +39,9 @@ Conventions shared by the three kernels:
   query tiles that keep a key tile; kernel blocks divide the tiles, so a block is kept or pruned whole.
 - The dK/dV kernel computes transposed scores (k @ q^T) directly: no tl.dot result is ever transposed
   (Triton 3.4-3.7.0 miscompiles that on Hopper).
+- dS = P * (dP - Delta) runs about 1 / sm_scale times larger than the dQ and dK made from it. In fp16 (largest
+  65504) it is scaled by FP16_DS_SCALE, a power of two, before its cast for the dots, and the stores undo it: a
+  loss-scaled fp16 step overflowed to inf there while every true gradient fit. bf16 kernels are unchanged.
 """
 # fmt: off
 
@@ -48,6 +51,24 @@ import triton.language as tl
 LOG2E = tl.constexpr(1.4426950408889634)
 KC_COLS = tl.constexpr(16)  # columns of a score table: 3 fp16 parts, 3 ones, zeros (one MMA step)
 TABLE_LIMIT = tl.constexpr(3.0e4)  # largest table value x / S: fp16 holds it (see table_scale in triton_op)
+FP16_DS_SCALE = tl.constexpr(0.0625)  # dS's scale in fp16 (see above): ~sm_scale at head dims 64-256
+
+
+@triton.jit
+def _ds_operand(ds, x):
+    """The float32 dS (or dS^T) as the operand of its dot with x: in x's dtype, scaled in fp16 (see above)."""
+    if tl.constexpr(x.dtype == tl.float16):
+        ds = ds * FP16_DS_SCALE
+    return ds.to(x.dtype)
+
+
+@triton.jit
+def _grad_scale(sm_scale, X):
+    """The factor that turns the accumulated dS @ x into dQ or dK stored at X: sm_scale, over fp16's dS scale."""
+    scale = sm_scale
+    if tl.constexpr(X.dtype.element_ty == tl.float16):
+        scale = sm_scale / FP16_DS_SCALE
+    return scale
 
 
 @triton.jit
@@ -260,7 +281,7 @@ def _dkdv_step(dk, dv, dck, sT, q, do, v, delta):
     pT = tl.math.exp2(sT)
     dv = tl.dot(pT.to(do.dtype), do, dv)
     dsT = pT * (tl.dot(v, do.T) - delta[None, :])
-    return tl.dot(dsT.to(q.dtype), q, dk), dv, dck + tl.sum(dsT, 1)
+    return tl.dot(_ds_operand(dsT, q), q, dk), dv, dck + tl.sum(dsT, 1)
 
 
 @triton.jit
@@ -379,8 +400,8 @@ def dkdv_kernel(desc_q, desc_qs, K, V, KC, C, desc_do, desc_dos, desc_qc, DELTA,
                                   DELTAb, Cb + off, c_ref, q_len, off, tl.maximum(q_mid, q_whole), q_end, qk_scale,
                                   BLOCK_M, QC_BLOCK, True)
         tl.store(DCK + h.to(tl.int64) * stride_ch + k_start + offs_n, dck, mask=key_ok)
-    tl.store(_rows(DK, key0, kvh, in_n, stride_dkt, stride_dkh, HEAD_DIM), (dk * sm_scale).to(DK.dtype.element_ty),
-             mask=key_ok[:, None])
+    tl.store(_rows(DK, key0, kvh, in_n, stride_dkt, stride_dkh, HEAD_DIM),
+             (dk * _grad_scale(sm_scale, K)).to(DK.dtype.element_ty), mask=key_ok[:, None])
     tl.store(_rows(DV, key0, kvh, in_n, stride_dvt, stride_dvh, HEAD_DIM), dv.to(DV.dtype.element_ty),
              mask=key_ok[:, None])
 
@@ -390,7 +411,7 @@ def _dq_step(dq, dcq, s, k, v, do, delta):
     """dQ's step over a key block from its log2 probabilities s."""
     p = tl.math.exp2(s)
     ds = p * (tl.dot(do, v.T) - delta[:, None])
-    return tl.dot(ds.to(k.dtype), k, dq), dcq + tl.sum(ds, 1)
+    return tl.dot(_ds_operand(ds, k), k, dq), dcq + tl.sum(ds, 1)
 
 
 @triton.jit
@@ -474,8 +495,8 @@ def dq_kernel(Q, desc_k, desc_v, desc_ks, desc_vs, QC, desc_kc, C, O, DO, DELTA,
                         k_len, lo, diag_n, split, qk_scale, BLOCK_N, KC_BLOCK)
     dq, dcq = _dq_diagonal(dq, dcq, q, do, delta, pos, hi_q, lo_q, desc_ks, desc_vs, k_start, kv_col, Cb, c_ref, split,
                            hi, qk_scale, SUB_N)
-    tl.store(_rows(DQ, row0, h, in_m, stride_dqt, stride_dqh, HEAD_DIM), (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=row_ok[:, None])
+    tl.store(_rows(DQ, row0, h, in_m, stride_dqt, stride_dqh, HEAD_DIM),
+             (dq * _grad_scale(sm_scale, Q)).to(DQ.dtype.element_ty), mask=row_ok[:, None])
     tl.store(DCQ + h.to(tl.int64) * stride_lh + q_start + offs_m, dcq, mask=row_ok)
 
 

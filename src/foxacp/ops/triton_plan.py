@@ -17,9 +17,9 @@ from .validate import Problem
 
 
 @triton.jit
-def max_norm_kernel(X, CU, OUT, stride_t, stride_h, H: tl.constexpr, HEAD_DIM: tl.constexpr,
+def max_norm_kernel(X, CU, OUT, stride_t, stride_h, stride_d, D, H: tl.constexpr, BLOCK_D: tl.constexpr,
                     BLOCK_T: tl.constexpr):
-    """OUT[seq, h] = max over the sequence's rows of ||X[row, h, :]|| (OUT starts at zero)."""
+    """OUT[seq, h] = max over the sequence's rows of ||X[row, h, :D]|| (OUT starts at zero); BLOCK_D >= D."""
     seq = tl.program_id(1) // H
     h = tl.program_id(1) % H
     start = tl.load(CU + seq)
@@ -28,9 +28,10 @@ def max_norm_kernel(X, CU, OUT, stride_t, stride_h, H: tl.constexpr, HEAD_DIM: t
     if t0 >= length:
         return
     in_t = tl.arange(0, BLOCK_T)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     Xb = X + (start + t0).to(tl.int64) * stride_t + h * stride_h  # 64-bit block base, 32-bit in-block offsets
-    x = tl.load(Xb + in_t[:, None] * stride_t + offs_d[None, :], mask=(t0 + in_t < length)[:, None], other=0.0)
+    x = tl.load(Xb + in_t[:, None] * stride_t + offs_d[None, :] * stride_d,
+                mask=(t0 + in_t < length)[:, None] & (offs_d < D)[None, :], other=0.0)
     x = x.to(tl.float32)
     norm = tl.sqrt(tl.sum(x * x, 1))
     tl.atomic_max(OUT + seq * H + h, tl.max(norm, 0))
@@ -77,11 +78,14 @@ def tile_plan_kernel(C, DELTA, CU_Q, CU_K, KV_LO, Q_HI, stride_ch, num_m, num_n,
 
 
 def max_norms(x: Tensor, cu: Tensor, num_seqs: int, max_len: int) -> Tensor:
-    """(total, H, D) -> (N, H) float32: the largest row norm of each sequence and head."""
+    """(total, H, D) -> (N, H) float32: the largest row norm of each sequence and head. Any strides and any D (a
+    D that is not a power of two is padded to one in the kernel, masked)."""
     out = torch.zeros(num_seqs, x.shape[1], dtype=torch.float32, device=x.device)
-    block_t = max(16, min(128, 8192 // x.shape[2]))
+    block_d = triton.next_power_of_2(x.shape[2])
+    block_t = max(16, min(128, 8192 // block_d))
     grid = (math.ceil(max_len / block_t), num_seqs * x.shape[1])
-    max_norm_kernel[grid](x, cu, out, x.stride(0), x.stride(1), H=x.shape[1], HEAD_DIM=x.shape[2], BLOCK_T=block_t)
+    max_norm_kernel[grid](x, cu, out, x.stride(0), x.stride(1), x.stride(2), x.shape[2], H=x.shape[1],
+                          BLOCK_D=block_d, BLOCK_T=block_t)
     return out
 
 
