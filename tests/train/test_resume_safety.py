@@ -19,7 +19,7 @@ from foxacp.train.checkpoint import load_weights, resolve_checkpoint, save_check
 from foxacp.train.config import TrainConfig
 from foxacp.train.distributed import Dist
 from foxacp.train.loop import train
-from foxacp.train.metrics import read_log
+from foxacp.train.metrics import SUPERSEDED_LOG, read_log
 from foxacp.train.optim import build_optimizer, param_groups
 
 # One micro-batch of 4 x 64 tokens per step: fast on 2 cores.
@@ -140,7 +140,7 @@ def test_resuming_an_older_checkpoint_branches_off(small_config, monkeypatch):
     root = cfg.run_dir / "checkpoints"
     assert resolve_checkpoint(cfg.run_dir).name == "step_000002"
     (abandoned,) = root.glob("abandoned-*")
-    assert [p.name for p in abandoned.iterdir()] == ["step_000004"]
+    assert sorted(p.name for p in abandoned.iterdir()) == [SUPERSEDED_LOG, "step_000004"]  # with its log records
     with pytest.raises(CheckpointError, match="outside its checkpoints"):
         train(cfg, resume=abandoned / "step_000004")
     assert resolve_checkpoint(cfg.run_dir).name == "step_000002"

@@ -156,3 +156,14 @@ def test_passkey_fraction_mixes_passkey_rows_into_training(small_config, monkeyp
     summary = train(cfg)
     assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
     assert drawn == [0.25, 0.25]
+
+
+def test_a_run_shorter_than_its_warmup_is_warned_about(small_config, tmp_path, capsys):
+    """The schedule then rises for the whole run and never decays (lr_at): the start says so and logs it."""
+    train(short := small_config("steps=2", "warmup_tokens=4096", out=tmp_path / "short"))  # 2 steps of 1024 tokens
+    assert "warning: warmup_tokens=4096 is longer than the run (2048 tokens)" in capsys.readouterr().out
+    start = next(r for r in read_log(short.run_dir) if r["kind"] == "start")
+    assert len(start["warnings"]) == 1 and "never decays" in start["warnings"][0]
+    train(fits := small_config("steps=2", "warmup_tokens=2048", out=tmp_path / "fits"))
+    assert "warning" not in capsys.readouterr().out
+    assert next(r for r in read_log(fits.run_dir) if r["kind"] == "start")["warnings"] is None

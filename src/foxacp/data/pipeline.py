@@ -65,7 +65,7 @@ def make_datasets(
         cache_dir: root of the tokenizer and token caches.
         seq_len: T, tokens per row.
         batch_size: global rows per step (summed over ranks); a multiple of world_size.
-        val_batches: number of global validation batches (fewer if the held-out split is short).
+        val_batches: number of global validation batches (fewer if the held-out split is short; 0: none).
         val_batch_size: global rows per validation batch (default: batch_size).
         packing: batches carry "cu_seqlens"/"max_seqlen" and mask cross-document labels.
         seed: shuffling seed of the training loader.
@@ -91,13 +91,15 @@ def make_datasets(
         world_size=world_size,
         packing=packing,
     )
-    val = validation_batches(
-        cache.val,
-        seq_len,
-        val_batch_size or batch_size,
-        val_batches,
-        rank=rank,
-        world_size=world_size,
-        packing=packing,
-    )
+    val = []  # no validation batches asked for (a run that evaluates nothing needs no held-out data)
+    if val_batches > 0:
+        val = validation_batches(
+            cache.val,
+            seq_len,
+            val_batch_size or batch_size,
+            val_batches,
+            rank=rank,
+            world_size=world_size,
+            packing=packing,
+        )
     return Datasets(tok, train, val)

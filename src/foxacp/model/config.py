@@ -160,7 +160,7 @@ def n_params(cfg: ModelConfig, *, embedding: bool = True) -> int:
     return total + (cfg.vocab_size * d if embedding else 0)
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int, attn_fraction: float = 1.0) -> float:
+def flops_per_token(cfg: ModelConfig, seq_len: float, attn_fraction: float = 1.0) -> float:
     """Training (forward + backward) matmul FLOPs per token, for MFU.
 
     6 FLOPs per matmul parameter (embedding lookup excluded, LM head included) plus causal attention:

@@ -75,7 +75,7 @@ class TrainConfig:
     out: str | None = None  # run directory; None: runs/<preset>
     log_every: int = 10
     eval_every: int = 100
-    eval_batches: int = 4
+    eval_batches: int = 4  # the validation set: eval_batches x 8 held-out windows (train.loop.EVAL_WINDOWS)
     eval_buckets: int = 64  # loss by token position: this many buckets over the context
     ckpt_every: int = 500  # also at the end of the run; 0: only at the end
     ckpt_keep: int = 2  # completed checkpoints kept (older ones are deleted); 0 keeps all

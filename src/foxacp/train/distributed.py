@@ -78,6 +78,13 @@ def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
     return x
 
 
+def all_reduce_max(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The largest ``x`` over all ranks, in place, returned (a no-op in a single process)."""
+    if d.distributed:
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
+
+
 def barrier(d: Dist) -> None:
     if d.distributed:
         dist.barrier()

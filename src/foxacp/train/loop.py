@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from .checkpoint import (
 from .config import ConfigError, TrainConfig, build_model_config
 from .distributed import (
     Dist,
+    all_reduce_max,
     all_reduce_sum,
     barrier,
     broadcast_object,
@@ -57,7 +60,7 @@ from .distributed import (
     uncompile,
 )
 from .memory import StepMemory, checkpointing_wanted, describe, device_capacity, step_memory
-from .metrics import AcpMeter, MetricsLogger, acp_summary, peak_flops
+from .metrics import SUPERSEDED_LOG, AcpMeter, MetricsLogger, acp_summary, peak_flops
 from .optim import apply_settings, build_optimizer, lr_at, set_lr
 from .passkey_mix import PasskeyMixer
 from .rundir import RunDirError, RunLock, prepare_run_dir
@@ -85,28 +88,49 @@ def split_batch(batch: Batch, n: int) -> list[Batch]:
     return out
 
 
+def attention_spans(micro: list[Batch]) -> tuple[float, float]:
+    """(sum of L^2, sum of L) over the spans L that attention runs over in these micro-batches: every row, or
+    with packing every document (``cu_seqlens``). Their ratio is the seq_len that ``flops_per_token`` wants."""
+    sq = n = 0.0
+    for mb in micro:
+        if "cu_seqlens" in mb:
+            lens = torch.diff(mb["cu_seqlens"].cpu()).double()
+        else:
+            lens = torch.full((mb["input_ids"].shape[0],), float(mb["input_ids"].shape[1]), dtype=torch.float64)
+        sq, n = sq + float((lens * lens).sum()), n + float(lens.sum())
+    return sq, n
+
+
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+# Held-out windows per evaluation batch (``TrainConfig.eval_batches`` counts these): a fixed number, so that the
+# validation set does not change with the micro-batch size or the number of devices (a resume may change both).
+EVAL_WINDOWS = 8
 
 
 def make_data(cfg: TrainConfig, d: Dist):
     """(tokenizer, train loader of global batches (this rank's rows), validation micro-batches).
 
     The train loader's batch is the whole global batch (``global_batch_tokens / seq_len`` rows), so the
-    data order does not depend on the world size; the validation set is the first ``eval_batches``
-    batches of ``world_size * micro_batch_size`` held-out windows. Rank 0 builds the token cache first. With
+    data order does not depend on the world size; the validation set is the first ``eval_batches *
+    EVAL_WINDOWS`` held-out windows (none when ``eval_every`` is 0), whatever the number of devices and the
+    micro-batch size: it is cut into batches of ``world_size * micro_batch_size`` windows, the last filled up
+    with windows whose labels are all ignored. Rank 0 builds the token cache first. With
     ``passkey_fraction`` the train loader is a PasskeyMixer over it.
     """
     if not d.is_main:
         barrier(d)
+    windows, rows = cfg.eval_batches * EVAL_WINDOWS, d.world_size * cfg.micro_batch_size
     data = make_datasets(
         cfg.corpus,
         cfg.tokenizer,
         Path(cfg.cache_dir),
         cfg.seq_len,
         cfg.global_batch_tokens // cfg.seq_len,
-        val_batches=cfg.eval_batches,
-        val_batch_size=d.world_size * cfg.micro_batch_size,
+        val_batches=-(-windows // rows) if cfg.eval_every > 0 else 0,
+        val_batch_size=rows,
         packing=cfg.pack,
         seed=cfg.seed,
         rank=d.rank,
@@ -115,6 +139,10 @@ def make_data(cfg: TrainConfig, d: Dist):
     )
     if d.is_main:
         barrier(d)
+    for i, batch in enumerate(data.val):  # the windows past the set's end only fill up its last batch
+        first = i * rows + d.rank * cfg.micro_batch_size  # global index of this rank's first window in batch i
+        past = torch.arange(first, first + batch["labels"].shape[0]) >= windows
+        batch["labels"][past] = IGNORE_INDEX
     if cfg.passkey_fraction > 0:
         mixer = PasskeyMixer(data.train, data.tokenizer, fraction=cfg.passkey_fraction, seed=cfg.seed)
         data = data._replace(train=mixer)
@@ -156,6 +184,17 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, overwrite: bool
         cleanup(d)
 
 
+def say(text: str) -> None:
+    """Print a line above the progress bar, best-effort: when stdout's reader has gone (``| head``), the run goes
+    on with its output sent to /dev/null (its log and checkpoints are what count), instead of dying mid-step."""
+    try:
+        tqdm.write(text)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # later writes, and the final flush at exit, succeed
+        os.close(devnull)
+
+
 def _on_main(d: Dist, fn: Callable[[], Any]) -> Any:
     """``fn()`` on rank 0 (None elsewhere); when it raises there, every other rank raises too."""
     result, error = None, None
@@ -192,13 +231,20 @@ def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool,
 
 def _resume_changes(cfg: TrainConfig, resume: str | Path) -> dict[str, list[Any]]:
     """{field: [checkpoint's value, this run's]} for every TrainConfig field that differs. Raises
-    ConfigError when the preset differs (a resumed run keeps its preset; fields change with overrides)."""
+    ConfigError when the preset differs (a resumed run keeps its preset; fields change with overrides) or when the
+    checkpoint's step lies past the run's length."""
     ckpt = resolve_checkpoint(resume)
-    saved = read_meta(ckpt, verify=False)["train_config"]
+    meta = read_meta(ckpt, verify=False)
+    saved = meta["train_config"]
     if saved.get("preset") != cfg.preset:
         raise ConfigError(
             f"checkpoint {ckpt} is of a {saved.get('preset')!r} run; a resumed run keeps its preset "
             f"(got {cfg.preset!r}); change single settings with --set"
+        )
+    if meta["step"] > cfg.total_steps:
+        raise ConfigError(
+            f"checkpoint {ckpt} is at step {meta['step']}, past this run's {cfg.total_steps} steps; a resume continues "
+            "a run: set steps (or max_tokens) beyond it"
         )
     before = TrainConfig.from_dict(saved).to_dict()
     return {k: [before[k], v] for k, v in cfg.to_dict().items() if before[k] != v}
@@ -229,6 +275,7 @@ class Session:
     step: int = 0
     tokens: int = 0
     checkpointed: int = -1  # the step of the last checkpoint this run wrote (or resumed from)
+    warnings: list[str] = field(default_factory=list)  # said and logged with the start record
 
 
 @dataclass
@@ -239,6 +286,7 @@ class StepResult:
     grad_norm: float
     lr: float
     stop: bool  # a rank got SIGINT/SIGTERM
+    spans: tuple[float, float] = (0.0, 0.0)  # this rank's (sum of L^2, sum of L) over the attention spans L
 
 
 class Window:
@@ -249,12 +297,14 @@ class Window:
         self.device = device
         self.meter = AcpMeter()
         self.loss, self.steps = 0.0, 0
+        self.spans = [0.0, 0.0]
         self.start = time.perf_counter()
         self.train_time = 0.0  # over every closed window of this invocation
 
     def add(self, r: StepResult) -> None:
         self.loss += r.loss
         self.steps += 1
+        self.spans = [a + b for a, b in zip(self.spans, r.spans, strict=True)]
 
     def close(self) -> float:
         """End the window: its training seconds (the device drained first)."""
@@ -267,6 +317,7 @@ class Window:
     def reset(self) -> None:
         self.meter.reset()
         self.loss, self.steps = 0.0, 0
+        self.spans = [0.0, 0.0]
         self.start = time.perf_counter()
 
     @contextlib.contextmanager
@@ -361,7 +412,7 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
         autocast=autocast,
         accum=cfg.grad_accum_steps(d.world_size),
         logger=MetricsLogger(cfg.run_dir, enabled=d.is_main, tensorboard=cfg.tensorboard, fresh=resume is None),
-        say=tqdm.write if d.is_main else (lambda *_: None),
+        say=say if d.is_main else (lambda *_: None),
         n_params=n_params,
         peak=peak_flops(d.device, cfg.peak_tflops)[0],
         compiled=compiled,
@@ -379,8 +430,12 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
 def _settle_run_dir(s: Session, resumed_from: str | None, tokenizer: Tokenizer) -> None:
     """Rank 0, once the run is set up: move another branch's checkpoints aside, then write config.json and the
     run's copy of its tokenizer (generate and eval read it, not the training corpus)."""
-    if resumed_from is not None and (abandoned := branch_off(s.cfg.run_dir, resumed_from, s.step)) is not None:
-        s.say(f"resumed from a checkpoint older than the run's newest: the newer ones moved to {abandoned}")
+    if resumed_from is not None:
+        abandoned = branch_off(s.cfg.run_dir, resumed_from, s.step)
+        if abandoned is not None:
+            s.say(f"resumed from a checkpoint older than the run's newest: the newer ones moved to {abandoned}")
+        # The log's records of later steps (lost since the checkpoint, or another branch's) leave the run's history.
+        s.logger.rewind(s.step, (abandoned or s.cfg.run_dir) / SUPERSEDED_LOG)
     s.cfg.save(s.cfg.run_dir / "config.json")
     save_tokenizer(tokenizer, s.cfg.run_dir / RUN_TOKENIZER)
 
@@ -401,6 +456,11 @@ def _resume(s: Session, resume: str | Path) -> str:
 
 def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any]]) -> None:
     cfg, d = s.cfg, s.d
+    if cfg.warmup_tokens > cfg.total_tokens:
+        s.warnings.append(
+            f"warmup_tokens={cfg.warmup_tokens} is longer than the run ({cfg.total_tokens} tokens): the learning rate "
+            f"rises for the whole run, to {lr_at(cfg.total_tokens, cfg):.3g} of lr={cfg.lr:.3g}, and never decays"
+        )
     s.logger.log(
         {
             "kind": "start",
@@ -415,6 +475,7 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
             "peak": peak_flops(d.device, cfg.peak_tflops)[1],
             "resumed_from": resumed_from,
             "resume_changes": changes or None,
+            "warnings": s.warnings or None,
             "train_config": cfg.to_dict(),
             "model_config": {k: getattr(s.mcfg, k) for k in s.mcfg.__dataclass_fields__},
         }
@@ -427,6 +488,8 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
     )
     if changes:
         s.say("settings changed on resume: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    for w in s.warnings:
+        s.say(f"warning: {w}")
 
 
 def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
@@ -450,7 +513,7 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
         step_loss = _forward_backward(s, micro, n_targets, meter)
     # grad_clip 0 means no clipping: an infinite bound leaves the gradients as they are and gives the norm.
     grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip or math.inf)
-    r = _reduce_step(s, step_loss, n_targets, grad_norm, lr)
+    r = dataclasses.replace(_reduce_step(s, step_loss, n_targets, grad_norm, lr), spans=attention_spans(micro))
     if not (math.isfinite(r.loss) and math.isfinite(r.grad_norm)):
         _diverged(s, r, loader_state)
     s.optimizer.step()
@@ -505,6 +568,9 @@ def _reduce_step(s: Session, step_loss: Tensor, n_targets: Tensor, grad_norm: Te
     both = all_reduce_sum(torch.stack([step_loss, flag]), s.d)
     gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
     loss, norm, stop = torch.stack([both[0] / n_targets, gn.double(), both[1]]).tolist()
+    if stop > 0 and s.d.distributed:  # every rank names the signal, whichever ranks received it (the largest number)
+        signum = torch.tensor(s.stop.signum or 0, device=s.d.device)
+        s.stop.signum = int(all_reduce_max(signum, s.d))
     return StepResult(loss=loss, grad_norm=norm, lr=lr, stop=stop > 0)
 
 
@@ -537,7 +603,12 @@ def _log_window(s: Session, window: Window, r: StepResult) -> dict[str, Any]:
     if window.meter.visited is not None:
         visited, causal = (all_reduce_sum(t.to(d.device), d) for t in (window.meter.visited, window.meter.causal))
         rec.update(acp_summary(visited, causal))
-    flops = flops_per_token(s.mcfg, cfg.seq_len, rec.get("attn_fraction", 1.0))
+    # Attention FLOPs follow the spans attention ran over: whole rows, or the packed documents within them.
+    sq, n = all_reduce_sum(torch.tensor(window.spans, dtype=torch.float64, device=d.device), d).tolist()
+    span = sq / n if n else cfg.seq_len
+    if cfg.pack:
+        rec["attn_span"] = span  # the mean of L^2 / L over the packed documents: seq_len for whole rows
+    flops = flops_per_token(s.mcfg, span, rec.get("attn_fraction", 1.0))
     rec["mfu"] = rec["tokens_per_s"] * flops / (s.peak * d.world_size) if s.peak else None
     s.logger.log(rec)
     s.say(_format_line(s.step, cfg.total_steps, rec))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from foxacp.io import read_jsonl
+from foxacp.io import atomic_write, read_jsonl
 
 # Dense bf16 tensor-core peak TFLOP/s per GPU (no sparsity), matched in order as substrings of
 # torch.cuda.get_device_name(): more specific names first. GPUs not listed get DEFAULT_PEAK_TFLOPS (an
@@ -96,6 +97,11 @@ def acp_summary(visited: torch.Tensor, causal: torch.Tensor) -> dict[str, Any]:
     }
 
 
+# Where a resumed run puts the log records of the steps after its checkpoint (``MetricsLogger.rewind``): the run
+# directory, or the abandoned branch's folder when the resume branched off.
+SUPERSEDED_LOG = "log-superseded.jsonl"
+
+
 class MetricsLogger:
     """Appends one JSON object per line to ``run_dir/log.jsonl`` (and scalars to TensorBoard when
     available). Only the main rank writes; elsewhere every call is a no-op. ``fresh`` starts a new log
@@ -112,12 +118,42 @@ class MetricsLogger:
             self.path.unlink(missing_ok=True)
         else:
             _drop_torn_tail(self.path)
-        if tensorboard:
+        self._tb_dir = Path(run_dir) / "tb" if tensorboard else None
+        self._purge_step: int | None = None
+
+    def rewind(self, step: int, to: Path) -> int:
+        """A run resumed at ``step`` redoes the steps after it (or abandons them, on another branch): their records
+        move from the log to the end of ``to`` (a JSON-lines file; nothing is deleted), and TensorBoard drops its
+        events after ``step``, so that the run's history holds one branch. Returns the number of records moved."""
+        if not self.enabled or not self.path.exists():
+            return 0
+        self._purge_step = step + 1
+        keep, moved = [], []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                later = int(json.loads(line).get("step", -1)) > step
+            except (ValueError, TypeError, AttributeError):  # not a record of ours: kept where it is
+                later = False
+            (moved if later else keep).append(line)
+        if moved:
+            to.parent.mkdir(parents=True, exist_ok=True)
+            with open(to, "a", encoding="utf-8") as f:  # first: a crash below leaves them in both, not in neither
+                f.writelines(moved)
+                f.flush()
+                os.fsync(f.fileno())
+            atomic_write(self.path, "".join(keep))
+        return len(moved)
+
+    def _writer(self):
+        """The TensorBoard writer, opened at the first record (after any ``rewind``); None without TensorBoard."""
+        if self.tb is None and self._tb_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                return
-            self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
+                self._tb_dir = None
+                return None
+            self.tb = SummaryWriter(str(self._tb_dir), purge_step=self._purge_step)
+        return self.tb
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -125,7 +161,7 @@ class MetricsLogger:
         record = {"time": round(time.time(), 3), **record}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
+        if self._writer() is not None:
             kind, step = record.get("kind", "train"), record.get("step", 0)
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "time"):

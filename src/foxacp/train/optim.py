@@ -50,7 +50,8 @@ def lr_at(tokens: int, cfg: TrainConfig) -> float:
     from ``lr`` to ``lr * min_lr_ratio`` at ``cfg.total_tokens`` (and flat after it).
 
     The optimizer step that completes ``tokens`` uses ``lr_at(tokens)``, so the first step's rate is
-    ``lr * global_batch_tokens / warmup_tokens``, not 0.
+    ``lr * global_batch_tokens / warmup_tokens``, not 0. A run shorter than its warmup ends still warming up,
+    below ``lr`` (the trainer warns at its start).
     """
     peak, floor = cfg.lr, cfg.lr * cfg.min_lr_ratio
     if tokens < cfg.warmup_tokens:
