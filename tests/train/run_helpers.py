@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from foxacp.train.metrics import read_log
 
 
@@ -36,6 +38,18 @@ def torchrun(args: list[str], *, timeout: int = 300) -> subprocess.CompletedProc
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "foxacp.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def train_two_processes(corpus_dir: Path, cache_dir: Path, out: Path, *settings: str) -> None:
+    """``foxacp train`` of the SMALL config (plus ``settings``) into ``out`` on 2 processes; skips the test where
+    this torch build has no FSDP2 over gloo."""
+    from .conftest import SMALL
+
+    data = ["--data", str(corpus_dir), "--out", str(out)]
+    proc = torchrun(["train", *data, "--set", *SMALL, f"cache_dir={cache_dir}", *settings])
+    if proc.returncode and "fully_shard" in proc.stderr and "gloo" in proc.stderr:
+        pytest.skip("FSDP2 over gloo is not supported by this torch build")
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 # Smaller steps where the batch shape does not matter: 4 rows of 64 tokens (as tests/train/test_resume_safety.py).

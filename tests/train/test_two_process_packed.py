@@ -8,31 +8,14 @@ import pytest
 
 from foxacp.train.loop import train
 
-from .conftest import SMALL
-from .run_helpers import records, torchrun
+from .run_helpers import records, train_two_processes
 
 
 def test_two_processes_train_packed_batches_like_one(small_config, corpus_dir, cache_dir, tmp_path):
     one = small_config("steps=3", "pack=true", out=tmp_path / "one")
     train(one)
     two = tmp_path / "two"
-    proc = torchrun(
-        [
-            "train",
-            "--data",
-            str(corpus_dir),
-            "--out",
-            str(two),
-            "--set",
-            *SMALL,
-            f"cache_dir={cache_dir}",
-            "steps=3",
-            "pack=true",
-        ]
-    )
-    if proc.returncode and "fully_shard" in proc.stderr and "gloo" in proc.stderr:
-        pytest.skip("FSDP2 over gloo is not supported by this torch build")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_two_processes(corpus_dir, cache_dir, two, "steps=3", "pack=true")
     a, b = records(one.run_dir, "train"), records(two, "train")
     assert a.keys() == b.keys() == {1, 2, 3}
     for step in a:

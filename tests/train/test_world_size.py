@@ -7,30 +7,12 @@ import pytest
 
 from foxacp.train.loop import train
 
-from .conftest import SMALL
-from .run_helpers import losses, records, torchrun
+from .run_helpers import losses, records, torchrun, train_two_processes
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process(small_config, corpus_dir, cache_dir, tmp_path):
     two = tmp_path / "two"
-    proc = torchrun(
-        [
-            "train",
-            "--data",
-            str(corpus_dir),
-            "--out",
-            str(two),
-            "--set",
-            *SMALL,
-            f"cache_dir={cache_dir}",
-            "steps=4",
-            "ckpt_every=2",
-            "ckpt_keep=0",
-        ]
-    )
-    if proc.returncode and "fully_shard" in proc.stderr and "gloo" in proc.stderr:
-        pytest.skip("FSDP2 over gloo is not supported by this torch build")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_two_processes(corpus_dir, cache_dir, two, "steps=4", "ckpt_every=2", "ckpt_keep=0")
     one = small_config("steps=4", "ckpt_every=2", "ckpt_keep=0", out=tmp_path / "one")
     train(one, resume=two / "checkpoints" / "step_000002")
     a, b = losses(two), losses(one.run_dir)
