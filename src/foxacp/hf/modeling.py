@@ -197,8 +197,12 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
             return {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         cache = FoxCache(self.model) if cache is None else cache
         seen = cache.get_seq_length()
+        new = _new_tokens(input_ids, attention_mask, seen, kwargs.get("next_sequence_length"))
+        later_chunk = seen > 0 and attention_mask is not None and new.shape[1] > 1  # a prefill chunk, not a step
+        if later_chunk and not bool(attention_mask[:, -new.shape[1] :].all()):
+            raise ValueError("padding after the first prefill chunk is not supported: pad on the left, within it")
         return {
-            "input_ids": input_ids[:, seen:],
+            "input_ids": new,
             # After the prompts generate only appends ones to the mask: passing it would cost a host read per step.
             "attention_mask": attention_mask if seen == 0 else None,
             "use_cache": True,
@@ -247,3 +251,19 @@ def _cache_arg(kwargs: dict) -> Cache | None:
         if kwargs.get(name) is not None:
             return kwargs[name]
     return None
+
+
+def _new_tokens(input_ids: Tensor, attention_mask: Tensor | None, seen: int, next_len: int | None) -> Tensor:
+    """The tokens of ``input_ids`` (B, T) that a cache holding ``seen`` tokens has not seen. transformers passes the
+    whole sequence (its mask as long), or only the new tokens with the mask of the whole sequence (a prefill chunk,
+    or a cache continued by hand), and may say how many are new (``next_sequence_length``). Raises ValueError when
+    none are new."""
+    if next_len:
+        new = input_ids[:, -next_len:]
+    elif attention_mask is not None:
+        new = input_ids[:, seen:] if attention_mask.shape[1] == input_ids.shape[1] else input_ids
+    else:
+        new = input_ids[:, seen:] if input_ids.shape[1] > seen else input_ids
+    if new.shape[1] == 0:
+        raise ValueError(f"no new tokens: the cache holds {seen} and input_ids has {input_ids.shape[1]}")
+    return new

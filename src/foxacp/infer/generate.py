@@ -101,6 +101,13 @@ def decode_n_tokens(
     return out
 
 
+def _count(value: object, name: str, least: int, other: str = "") -> int:
+    """``value`` as a Python int (numpy integers too) >= ``least``; bools and the rest raise ValueError."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}{other}, got {value!r}")
+    return int(value)
+
+
 def _as_prompts(prompts: Tensor | Sequence[Sequence[int] | Tensor], vocab: int, device: torch.device) -> list[Tensor]:
     if isinstance(prompts, Tensor):
         if prompts.dim() != 2:
@@ -186,10 +193,10 @@ def generate(
         TypeError: prompts of non-integer dtype.
     """
     check_sampling(temperature, top_k, top_p)
-    if not isinstance(max_new_tokens, numbers.Integral) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if prefill_chunk is not None and (not isinstance(prefill_chunk, int) or prefill_chunk < 1):
-        raise ValueError(f"prefill_chunk must be an int >= 1 or None, got {prefill_chunk!r}")
+    max_new_tokens = _count(max_new_tokens, "max_new_tokens", 1)
+    prefill_chunk = None if prefill_chunk is None else _count(prefill_chunk, "prefill_chunk", 1, " or None")
+    max_len = None if max_len is None else _count(max_len, "max_len", 1, " or None")
+    seed = None if seed is None else _count(seed, "seed", 0, " or None")
     vocab = model.config.vocab_size
     if eos_token_id is not None and (
         not isinstance(eos_token_id, numbers.Integral)
