@@ -12,15 +12,7 @@ from tests.infer.models import tiny_model
 
 transformers = pytest.importorskip("transformers")
 from foxacp.hf import FoxCache, FoxForCausalLM  # noqa: E402
-
-
-def left_pad(rows, pad):
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for b, r in enumerate(rows):
-        ids[b, T - len(r) :], mask[b, T - len(r) :] = r, 1
-    return ids, mask
+from tests.hf.test_generate import left_pad  # noqa: E402
 
 
 def pair(acp=True):

@@ -25,3 +25,13 @@ def tiny_model(
         fgate_bias_init=bias, init_std=init_std, attn_backend=backend, **kw,
     )  # fmt: skip
     return FoxLM(cfg).eval()
+
+
+@torch.no_grad()
+def full_greedy(model: FoxLM, prompt: torch.Tensor, n: int) -> torch.Tensor:
+    """prompt (T,) followed by n greedy tokens, each the argmax of a full forward over everything before it (the
+    slow twin of generate)."""
+    seq = prompt.clone()
+    for _ in range(n):
+        seq = torch.cat([seq, model(seq[None])[0, -1].argmax()[None]])
+    return seq

@@ -41,37 +41,18 @@ def test_mixed_chunks_with_rebase_equal_full_forward(variant, sizes):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("dtype", [torch.float64])
-@pytest.mark.parametrize("sizes", [[1], [3], [17]])
-def test_cache_dtype_float64_on_float32_model(dtype, sizes):
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("chunk", [1, 3, 17])
+def test_a_cache_of_another_dtype_on_a_float32_model(dtype, tol, chunk):
+    """A float32 model decoding into a float64 or bfloat16 cache, in chunks: the full forward's float32 logits, to
+    the cache dtype's rounding."""
     model = fast("fox_pro")
     seq = torch.stack([toks(60, 1), toks(60, 2)])
     full = model(seq)
     cache = model.new_cache(2, 64, dtype=dtype)
-    out, s = [], 0
-    while s < 60:
-        n = min(sizes[0], 60 - s)
-        out.append(model(seq[:, s : s + n], cache=cache))
-        s += n
-    got = torch.cat(out, 1)
+    got = torch.cat([model(seq[:, s : s + chunk], cache=cache) for s in range(0, 60, chunk)], 1)
     assert got.dtype == full.dtype
-    torch.testing.assert_close(got, full, rtol=1e-4, atol=1e-4)
-
-
-@torch.no_grad()
-@pytest.mark.parametrize("sizes", [[1], [3], [17]])
-def test_cache_dtype_bfloat16_on_float32_model(sizes):
-    model = fast("fox_pro")
-    seq = torch.stack([toks(60, 1), toks(60, 2)])
-    full = model(seq)
-    cache = model.new_cache(2, 64, dtype=torch.bfloat16)
-    out, s = [], 0
-    while s < 60:
-        n = min(sizes[0], 60 - s)
-        out.append(model(seq[:, s : s + n], cache=cache))
-        s += n
-    got = torch.cat(out, 1)
-    torch.testing.assert_close(got, full, rtol=5e-2, atol=5e-2)
+    torch.testing.assert_close(got, full, rtol=tol, atol=tol)
 
 
 @torch.no_grad()

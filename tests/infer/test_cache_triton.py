@@ -23,20 +23,23 @@ def model_of(backend, variant="fox_pro"):
     return m
 
 
+def ragged_boundary_chunks(m, cache) -> list[torch.Tensor]:
+    """Logits of ragged prompts (70, 5, 130 tokens) and then chunks of 16, 3, 1, 17, 1, 16 (around the 16-query
+    decode-op boundary), rebasing after each."""
+    o = [m(toks(n, b)[None], cache=cache.rows(b)) for b, n in enumerate((70, 5, 130))]
+    for i, T in enumerate((16, 3, 1, 17, 1, 16)):
+        o.append(m(torch.stack([toks(T, 10 + i + j) for j in range(3)]), cache=cache))
+        cache.rebase()
+    return o
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("variant", ["fox_pro", "fox"])
 def test_triton_ragged_boundary_chunks(variant):
     outs = []
     for backend in ("torch", "triton"):
         m = model_of(backend, variant)
-        cache = m.new_cache(3, 200)
-        o = []
-        for b, n in enumerate((70, 5, 130)):
-            o.append(m(toks(n, b)[None], cache=cache.rows(b)))
-        for i, T in enumerate((16, 3, 1, 17, 1, 16)):
-            o.append(m(torch.stack([toks(T, 10 + i + j) for j in range(3)]), cache=cache))
-            cache.rebase()
-        outs.append(o)
+        outs.append(ragged_boundary_chunks(m, m.new_cache(3, 200)))
     for a, b in zip(*outs, strict=True):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
@@ -46,13 +49,6 @@ def test_triton_paged_boundary_chunks():
     outs = []
     for backend in ("torch", None):
         m = model_of(backend)
-        cache = m.new_cache(3, 200, evict=True, pool_fraction=1.0)
-        o = []
-        for b, n in enumerate((70, 5, 130)):
-            o.append(m(toks(n, b)[None], cache=cache.rows(b)))
-        for i, T in enumerate((16, 3, 1, 17, 1, 16)):
-            o.append(m(torch.stack([toks(T, 10 + i + j) for j in range(3)]), cache=cache))
-            cache.rebase()
-        outs.append(o)
+        outs.append(ragged_boundary_chunks(m, m.new_cache(3, 200, evict=True, pool_fraction=1.0)))
     for a, b in zip(*outs, strict=True):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)

@@ -10,14 +10,6 @@ from foxacp.model import FoxLM, ModelConfig
 from tests.model.test_paged_cache import check_no_leak
 
 
-@torch.no_grad()
-def full_greedy(model, prompt, n):
-    seq = prompt.clone()
-    for _ in range(n):
-        seq = torch.cat([seq, model(seq[None])[0, -1].argmax()[None]])
-    return seq
-
-
 @pytest.mark.parametrize("kv", [None, 1, 4])
 def test_evict_kv_layouts(kv):
     torch.manual_seed(0)

@@ -7,19 +7,11 @@ import torch
 
 import foxacp
 from foxacp.model import FoxLM
-from tests.infer.models import tiny_model
+from tests.infer.models import full_greedy, tiny_model
 
 
 def toks(n, seed):
     return torch.randint(64, (n,), generator=torch.Generator().manual_seed(seed))
-
-
-@torch.no_grad()
-def full_greedy(model, prompt, n):
-    seq = prompt.clone()
-    for _ in range(n):
-        seq = torch.cat([seq, model(seq[None])[0, -1].argmax()[None]])
-    return seq
 
 
 def fast(acp=True, evict_ok=True) -> FoxLM:

@@ -6,15 +6,7 @@ import pytest
 import torch
 
 import foxacp
-from tests.infer.models import tiny_model
-
-
-@torch.no_grad()
-def full_greedy(model, prompt, n):
-    seq = prompt.clone()
-    for _ in range(n):
-        seq = torch.cat([seq, model(seq[None])[0, -1].argmax()[None]])
-    return seq
+from tests.infer.models import full_greedy, tiny_model
 
 
 @pytest.mark.parametrize("seed", range(6))
