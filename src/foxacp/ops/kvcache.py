@@ -175,15 +175,13 @@ def cache_attention_torch(
     Tmax = k_cache.shape[1]
     pos = query_positions(cache_seqlens, Tq)
     keys = torch.arange(Tmax, device=q.device)
-    keep = (keys[None, None, :] <= pos[:, :, None])[..., None].expand(-1, -1, -1, Hq)  # (B, Tq, Tmax, Hq)
-    if delta is not None:
-        keep = keep & kept_blocks(c_cache, cache_seqlens, delta, Tq)[:, :, keys // DECODE_BLOCK, :]
-    if resident is not None:
-        keep = keep & resident[:, None]
     # Slots past a sequence's length (and evicted ones) may hold anything, NaN included: they are zeroed, not only
     # masked out of the softmax, or a backward would form 0 * NaN through them.
     held = (keys[None, :] < cache_seqlens[:, None])[:, :, None]  # (B, Tmax, 1)
     held = held & resident if resident is not None else held.expand(-1, -1, Hq)  # (B, Tmax, Hq)
+    keep = (keys[None, None, :] <= pos[:, :, None])[..., None] & held[:, None]  # (B, Tq, Tmax, Hq)
+    if delta is not None:
+        keep = keep & kept_blocks(c_cache, cache_seqlens, delta, Tq)[:, :, keys // DECODE_BLOCK, :]
     c = torch.where(held, c_cache.to(dt), 0.0)
     c_q = c.gather(1, pos[:, :, None].expand(-1, -1, Hq))
     decay = c_q[:, :, None, :] - c[:, None, :, :]  # (B, Tq, Tmax, Hq)

@@ -275,7 +275,6 @@ class Session:
     step: int = 0
     tokens: int = 0
     checkpointed: int = -1  # the step of the last checkpoint this run wrote (or resumed from)
-    warnings: list[str] = field(default_factory=list)  # said and logged with the start record
 
 
 @dataclass
@@ -456,8 +455,9 @@ def _resume(s: Session, resume: str | Path) -> str:
 
 def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any]]) -> None:
     cfg, d = s.cfg, s.d
+    warnings = []
     if cfg.warmup_tokens > cfg.total_tokens:
-        s.warnings.append(
+        warnings.append(
             f"warmup_tokens={cfg.warmup_tokens} is longer than the run ({cfg.total_tokens} tokens): the learning rate "
             f"rises for the whole run, to {lr_at(cfg.total_tokens, cfg):.3g} of lr={cfg.lr:.3g}, and never decays"
         )
@@ -475,7 +475,7 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
             "peak": peak_flops(d.device, cfg.peak_tflops)[1],
             "resumed_from": resumed_from,
             "resume_changes": changes or None,
-            "warnings": s.warnings or None,
+            "warnings": warnings or None,
             "train_config": cfg.to_dict(),
             "model_config": {k: getattr(s.mcfg, k) for k in s.mcfg.__dataclass_fields__},
         }
@@ -488,7 +488,7 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
     )
     if changes:
         s.say("settings changed on resume: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-    for w in s.warnings:
+    for w in warnings:
         s.say(f"warning: {w}")
 
 
