@@ -110,3 +110,19 @@ def test_each_split_knows_the_sha1_of_its_tokens(text_folder: Path, tmp_path: Pa
     for split in ("train", "val"):
         want = hashlib.sha1((cache.path / f"{split}.bin").read_bytes()).hexdigest()
         assert getattr(cache, split).sha1 == want == getattr(again, split).sha1
+
+
+def test_a_token_file_cut_short_is_refused_and_rebuilt(text_folder: Path, tmp_path: Path):
+    """A copy whose train.bin arrived cut short must not open (it would train on part of the data under the whole
+    file's SHA-1), and prepare_tokens rebuilds such a cache instead of reusing it."""
+    from foxacp.data.cache import open_token_cache
+
+    tok = ByteTokenizer()
+    cache = prepare_tokens(load_corpus(str(text_folder)), tok, tmp_path / "c", progress=False)
+    data = (cache.path / "train.bin").read_bytes()
+    (cache.path / "train.bin").write_bytes(data[: (len(data) // 4) * 2])
+    with pytest.raises(ValueError, match="damaged"):
+        open_token_cache(cache.path, tok)
+    again = prepare_tokens(load_corpus(str(text_folder)), tok, tmp_path / "c", progress=False)
+    assert again.train.num_tokens == cache.train.num_tokens
+    assert (again.path / "train.bin").read_bytes() == data

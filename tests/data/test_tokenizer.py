@@ -90,3 +90,37 @@ def test_an_hf_path_that_is_not_a_tokenizer_is_a_value_error(tmp_path: Path):
         build_tokenizer(f"hf:{not_tokenizer}")
     with pytest.raises(ValueError, match="is not a tokenizers tokenizer.json"):
         build_tokenizer(f"hf:{tmp_path}")  # a folder whose tokenizer.json is not one
+
+
+def test_vocab_size_covers_every_id_of_a_tokenizer_with_id_gaps(tmp_path: Path):
+    """vocab_size is the largest id + 1, not the number of tokens: a model sized by it must embed the EOS."""
+    import json
+
+    t = HFTokenizer(models.WordLevel({"a": 0, "b": 1, "c": 2}, unk_token="a"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.add_special_tokens(["<|endoftext|>"])
+    data = json.loads(t.to_str())
+    data["added_tokens"][0]["id"] = 300
+    data["model"]["vocab"]["<|endoftext|>"] = 300
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    tok = build_tokenizer(f"hf:{tmp_path / 'tokenizer.json'}")
+    assert (tok.eos_id, tok.vocab_size) == (300, 301)
+
+
+def test_eos_text_in_a_document_stays_text_when_the_eos_token_is_not_marked_special(tmp_path: Path):
+    """An EOS added with add_tokens (not special): its text inside a document must still be ordinary text."""
+    from tokenizers import decoders, trainers
+
+    t = HFTokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    t.train_from_iterator(["hello world, some text here"] * 10, trainer)
+    t.add_tokens(["<|endoftext|>"])
+    (tmp_path / "tokenizer.json").write_text(t.to_str(), encoding="utf-8")
+    tok = build_tokenizer(f"hf:{tmp_path / 'tokenizer.json'}")
+    ids = tok.encode("a<|endoftext|>b")
+    assert tok.eos_id not in ids
+    assert tok.decode(ids) == "a<|endoftext|>b"

@@ -111,3 +111,31 @@ def test_load_of_a_damaged_transformers_directory_names_what_is_wrong(tiny_confi
     (tmp_path / "config.json").write_text(json.dumps({**config, "n_heads": 3}))
     with pytest.raises(CheckpointError, match="not a valid foxacp model config"):
         foxacp.load(tmp_path)
+
+
+def _tiny_foxlm(seed: int):
+    from foxacp.model import FoxLM, ModelConfig
+
+    torch.manual_seed(seed)
+    return FoxLM(ModelConfig(vocab_size=320, n_layers=1, d_model=64, n_heads=2, attn_backend="torch"))
+
+
+def test_export_refuses_a_bool_eos_token_id(tmp_path):
+    FoxForCausalLM.from_foxlm(_tiny_foxlm(0)).save_pretrained(tmp_path / "src")
+    with pytest.raises(ValueError, match="eos_token_id"):
+        export_hf(tmp_path / "src", tmp_path / "out", eos_token_id=True)
+
+
+def test_export_over_a_sharded_save_loads_the_new_weights(tmp_path):
+    """overwrite replaces an earlier sharded save: its index must not outrank the new model.safetensors."""
+    FoxForCausalLM.from_foxlm(_tiny_foxlm(0)).save_pretrained(tmp_path / "out", max_shard_size="50KB")
+    assert (tmp_path / "out" / "model.safetensors.index.json").exists()
+    new = _tiny_foxlm(1)
+    FoxForCausalLM.from_foxlm(new).save_pretrained(tmp_path / "src")
+    export_hf(tmp_path / "src", tmp_path / "out", overwrite=True)
+    assert not list((tmp_path / "out").glob("model-*"))
+    assert torch.equal(foxacp.load(tmp_path / "out").embed.weight, new.embed.weight)
+    # A folder that holds both (saved over by hand): model.safetensors wins, as in transformers.
+    FoxForCausalLM.from_foxlm(_tiny_foxlm(2)).save_pretrained(tmp_path / "both", max_shard_size="50KB")
+    FoxForCausalLM.from_foxlm(new).save_pretrained(tmp_path / "both")
+    assert torch.equal(foxacp.load(tmp_path / "both").embed.weight, new.embed.weight)

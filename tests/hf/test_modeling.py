@@ -47,6 +47,14 @@ def test_config_refuses_what_model_config_refuses(tiny_config):
         FoxConfig.from_model_config({"d_model": 64})
 
 
+def test_config_takes_num_key_value_heads_like_the_other_generic_names():
+    cfg = FoxConfig(vocab_size=320, n_layers=2, d_model=64, n_heads=4, num_key_value_heads=2)
+    assert (cfg.n_kv_heads, cfg.num_key_value_heads, cfg.to_model_config().kv_heads) == (2, 2, 2)
+    assert FoxConfig(vocab_size=320, n_layers=2, d_model=64, n_heads=4, num_key_value_heads=4).n_kv_heads in (None, 4)
+    with pytest.raises(ValueError, match="contradicts"):
+        FoxConfig(vocab_size=320, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, num_key_value_heads=4)
+
+
 @pytest.mark.parametrize("variant,kw", VARIANTS)
 def test_save_pretrained_then_auto_from_pretrained_gives_identical_logits(tmp_path, tiny_config, variant, kw):
     lm = fresh_lm(tiny_config(variant, **kw))

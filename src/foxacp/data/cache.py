@@ -119,8 +119,9 @@ def open_token_cache(path: Path, tokenizer: Tokenizer) -> TokenCache:
     another machine without its corpus): the "tokens:PATH" corpus of ``make_datasets``.
 
     Raises:
-        ValueError: ``path`` holds no complete cache (no meta.json), or one made with another tokenizer (its
-            ``name`` or vocabulary size differ from ``tokenizer``'s).
+        ValueError: ``path`` holds no complete cache (no meta.json, or token files shorter or longer than it
+            records), or one made with another tokenizer (its ``name`` or vocabulary size differ from
+            ``tokenizer``'s).
     """
     path = Path(path)
     try:
@@ -138,7 +139,14 @@ def _is_complete(path: Path, meta: dict) -> bool:
         saved = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return all(saved.get(k) == v for k, v in meta.items())
+    if not all(saved.get(k) == v for k, v in meta.items()):
+        return False
+    try:  # a damaged split (a file cut short) is rebuilt
+        for split in SPLITS:
+            _load_split(path, split, saved)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 def _write_split(path: Path, split: Split, corpus: Corpus, tokenizer: Tokenizer, progress: bool) -> dict:
@@ -169,9 +177,17 @@ def _write_split(path: Path, split: Split, corpus: Corpus, tokenizer: Tokenizer,
 
 
 def _load_split(path: Path, split: Split, meta: dict) -> TokenSplit:
+    """Raises ValueError when the split's files disagree with meta.json (a copy cut short, say)."""
     tokens = np.memmap(path / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
-    sha1 = meta.get("splits", {}).get(split, {}).get("sha1")
-    return TokenSplit(tokens, np.load(path / f"{split}.offsets.npy"), sha1)
+    offsets = np.load(path / f"{split}.offsets.npy")
+    recorded = meta.get("splits", {}).get(split, {})
+    expected = recorded.get("tokens", len(tokens))
+    if not (len(tokens) == expected == int(offsets[-1])):
+        raise ValueError(
+            f"token cache {path}: {split}.bin holds {len(tokens)} tokens, its offsets end at {int(offsets[-1])} "
+            f"and meta.json says {expected}: the cache is damaged (a copy cut short?); copy or build it again"
+        )
+    return TokenSplit(tokens, offsets, recorded.get("sha1"))
 
 
 def _chunks(texts: Iterator[str], size: int) -> Iterator[list[str]]:

@@ -16,8 +16,8 @@ import hashlib
 from pathlib import Path
 from typing import Protocol
 
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from foxacp.data.corpus import Corpus
 from foxacp.io import atomic_write, remove_stale_temps
@@ -73,11 +73,15 @@ class TokenizersTokenizer:
         tokenizer.no_padding()
         self.tokenizer = tokenizer
         self.name = name
-        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        eos = [tokenizer.token_to_id(t) for t in EOS_CANDIDATES if tokenizer.token_to_id(t) is not None]
+        eos = [t for t in EOS_CANDIDATES if tokenizer.token_to_id(t) is not None]
         if not eos:
             raise ValueError(f"tokenizer {name!r} has none of the EOS tokens {EOS_CANDIDATES}")
-        self.eos_id = eos[0]
+        # encode_special_tokens protects only tokens marked special: one added with add_tokens would still turn
+        # its text inside a document into the EOS id.
+        tokenizer.add_special_tokens([AddedToken(eos[0], special=True)])
+        self.eos_id = tokenizer.token_to_id(eos[0])
+        # The largest id + 1, not the count: ids may have gaps, and a model sized by it must embed every id.
+        self.vocab_size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (no special tokens added)."""

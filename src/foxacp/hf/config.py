@@ -37,6 +37,11 @@ class FoxConfig(PretrainedConfig):
                 value = kwargs.pop(alias)
                 if kwargs.setdefault(name, value) != value:
                     raise ValueError(f"{alias}={value!r} contradicts {name}={kwargs[name]!r}")
+        if "num_key_value_heads" in kwargs:  # a property here (n_kv_heads None means n_heads), so not an alias
+            value = kwargs.pop("num_key_value_heads")
+            heads = kwargs.get("n_heads", MODEL_FIELDS["n_heads"])
+            if (kwargs.setdefault("n_kv_heads", value) or heads) != value:
+                raise ValueError(f"num_key_value_heads={value!r} contradicts n_kv_heads={kwargs['n_kv_heads']!r}")
         for name, default in MODEL_FIELDS.items():
             setattr(self, name, kwargs.pop(name, default))
         self.to_model_config()  # validate now

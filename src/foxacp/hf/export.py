@@ -36,9 +36,12 @@ def export_hf(
         raise ValueError(f"out_dir {out} exists and is not empty (overwrite=True / --overwrite replaces its files)")
     model = load(source, dtype=dtype)
     vocab = model.config.vocab_size
-    if eos_token_id is not None and not (isinstance(eos_token_id, int) and 0 <= eos_token_id < vocab):
+    is_int = isinstance(eos_token_id, int) and not isinstance(eos_token_id, bool)
+    if eos_token_id is not None and not (is_int and 0 <= eos_token_id < vocab):
         raise ValueError(f"eos_token_id must be an int in [0, {vocab}), got {eos_token_id!r}")
     hf = FoxForCausalLM.from_foxlm(model, eos_token_id=eos_token_id)
     out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("model*.safetensors"), out / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)  # a stale shard index would outrank the new weights
     hf.save_pretrained(out)
     return out

@@ -88,7 +88,10 @@ def _load_hf_dir(path: Path) -> FoxLM | None:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}/config.json is not a valid foxacp model config: {e}") from None
     index = path / "model.safetensors.index.json"
-    shards = json.loads(index.read_text())["weight_map"].values() if index.exists() else ["model.safetensors"]
+    # One model.safetensors outranks a shard index, as in transformers (a folder saved over may keep both).
+    shards = ["model.safetensors"]
+    if index.exists() and not (path / "model.safetensors").exists():
+        shards = json.loads(index.read_text())["weight_map"].values()
     files = sorted(set(shards))
     state = {}
     for name in files:
