@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from foxacp.bench import decode_attention as dattn
 from foxacp.bench.results import SET_NAME
@@ -22,8 +23,8 @@ def test_decode_acp_target_follows_the_bytes_a_gqa_group_loads():
     profile = dattn.fit_profile(T, Hq, Hkv, D, 0.7, "cpu")
     gates = dattn.synthetic_log_fgate(2, T, Hq, profile)
     cache = dattn.make_cache(1, T, Hq, Hkv, D, gates, "synthetic", "cpu")
-    dense, _ = dattn.kv_bytes_read(cache, None)
-    acp_bytes, saving = dattn.kv_bytes_read(cache, dattn.LOG_EPS)
+    dense, _, _ = dattn.kv_bytes_read(cache, None)
+    acp_bytes, _, saving = dattn.kv_bytes_read(cache, dattn.LOG_EPS)
     loaded = acp_bytes / dense
     assert loaded > (1 - saving) + 0.02  # the premise: a group loads more than the mean head keeps
 
@@ -46,23 +47,27 @@ def test_decode_attention_default_folder_is_a_result_set(tmp_path):
     from foxacp.bench.index import read_set
 
     meta = {"date": "2026-12-04T16:23:57Z", "commit": "fe19cb2" + "0" * 33, "device": "NVIDIA H200"}
-    folder = tmp_path / dattn.out_dir_for(meta).name
+    folder = tmp_path / dattn.out_dir_for(meta, dattn.parse_args([])).name
     folder.mkdir()
     (folder / "decode_attention.json").write_text(json.dumps({"meta": meta, "rows": []}))
     s = read_set(folder)  # raises ValueError today
     assert (s.commit, s.benchmark, s.device) == ("fe19cb2", "decode-attention", "h200")
 
 
-def test_decode_e2e_default_folder_names_benchmark_and_device():
+def test_decode_e2e_default_folder_names_benchmark_and_device(tmp_path):
     """decode._default_out puts the raw device name with dashes ("nvidia-h200") in the folder: the index
     reads benchmark "decode-e2e-nvidia" and device "h200". It also drops "-dirty" from the commit."""
-    from foxacp.bench.decode import _default_out
+    from foxacp.bench.decode import _default_out, parse_args
 
     meta = {"date": "2026-12-04T20:24:31Z", "commit": "20966ce9ffb7d3c752b7fb97e5b53aab57f91fd6-dirty",
             "device": "NVIDIA H200"}  # fmt: skip
-    m = SET_NAME.fullmatch(_default_out(meta).name)
+    m = SET_NAME.fullmatch(_default_out(meta, parse_args([])).name)
     assert m is not None
     assert (m["commit"], m["what"], m["device"]) == ("20966ce-dirty", "decode-e2e", "h200")
+    torch.save(-torch.rand(1, 64, 4) * 0.1, tmp_path / "g.pt")
+    partial = parse_args(["--contexts", "16384", "--gates", str(tmp_path / "g.pt"), "--schedule", "balanced"])
+    assert SET_NAME.fullmatch(_default_out(meta, partial).name)["what"] == "decode-e2e-recorded-balanced-partial"
+    assert SET_NAME.fullmatch(_default_out(meta, parse_args(["--tag", "x1"])).name)["what"] == "decode-e2e-x1"
 
 
 # --- report.merge joins parts run with different settings under the first part's label ---

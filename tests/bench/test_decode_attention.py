@@ -21,7 +21,7 @@ def _cache(B=2, T=1000, Hq=4, Hkv=2, D=32, target=0.6):
 
 def test_fitted_profile_prunes_the_target_share():
     cache, profile = _cache(B=1, T=2048, target=0.6)
-    _, saving = bench.kv_bytes_read(cache, bench.LOG_EPS)
+    _, _, saving = bench.kv_bytes_read(cache, bench.LOG_EPS)
     assert abs(saving - 0.6) < 0.05
     slower = bench.GateProfile(max_window_factor=profile.max_window_factor * 4)
     c = bench._rebased_c(bench.synthetic_log_fgate(1, 2048, 4, slower), cache.lens)
@@ -31,9 +31,9 @@ def test_fitted_profile_prunes_the_target_share():
 def test_bytes_read_count_the_blocks_a_group_keeps():
     cache, _ = _cache()
     B, T, Hq, Hkv, D = cache.shape
-    dense, saving = bench.kv_bytes_read(cache, None)
+    dense, _, saving = bench.kv_bytes_read(cache, None)
     assert dense == 2 * B * T * Hkv * D * 2 and saving == 0.0
-    acp, saving = bench.kv_bytes_read(cache, bench.LOG_EPS)
+    acp, _, saving = bench.kv_bytes_read(cache, bench.LOG_EPS)
     assert 0 < saving < 1
     # A group loads a block when any of its heads keeps it: at least the kept share, at most all.
     assert (1 - saving) * dense <= acp + 2 * B * Hkv * DECODE_BLOCK * D * 2 and acp < dense
@@ -74,8 +74,26 @@ def test_results_files_and_derived_ratios(tmp_path):
     saved = json.loads(paths[0].read_text())
     assert [r["row"] for r in saved["rows"]] == [r.row for r in rows]
     assert "| 24/24x64 | 4096 | 1 | sdpa-flash | skipped |" in paths[1].read_text()
-    assert str(bench.out_dir_for(meta)) == "results/2026-12-04-abcdef1-decode-attention-h200"
-    assert str(bench.out_dir_for(meta, quick=True)) == "results/2026-12-04-abcdef1-decode-attention-quick-h200"
+    assert str(bench.out_dir_for(meta, bench.parse_args([]))) == "results/2026-12-04-abcdef1-decode-attention-h200"
+
+
+@pytest.mark.parametrize(
+    "argv,name",
+    [
+        ([], "decode-attention"),
+        (["--quick"], "decode-attention-quick"),
+        (["--gates", "g.pt"], "decode-attention-recorded"),
+        (["--profile", "uniform", "--target-saving", "0.5"], "decode-attention-uniform-saving50"),
+        (["--splits", "4,8"], "decode-attention-sweep"),
+        (["--contexts", "16k"], "decode-attention-partial"),
+        (["--gates", "g.pt", "--tag", "study-l3"], "decode-attention-study-l3"),
+    ],
+)
+def test_a_run_that_departs_from_the_full_default_one_is_named_so(argv, name):
+    """Only the full run on synthetic gates stands in the index as decode-attention (a recorded-gates run, a
+    sweep or part of the grid never replaces it)."""
+    meta = {"date": "2026-12-04T10:00:00Z", "commit": "abcdef1" + "0" * 33, "device": "NVIDIA H200"}
+    assert bench.out_dir_for(meta, bench.parse_args(argv)).name == f"2026-12-04-abcdef1-{name}-h200"
 
 
 def test_quick_arguments():
@@ -103,7 +121,8 @@ def test_run_shape_checks_times_and_skips(monkeypatch):
     exact, acp, cudnn = rows
     assert exact.status == acp.status == "ok" and exact.ms == 0.5 and len(calls) == 2
     assert exact.ref_rel_err < 1e-2 and acp.ref_rel_err < 1e-2 and acp.saving > 0
-    assert exact.hbm_share == exact.floor_ms / 0.5 and acp.kv_bytes < exact.kv_bytes
+    assert exact.hbm_share == pytest.approx((exact.kv_bytes + exact.c_bytes) / 1e12 * 1e3 / 0.5)
+    assert exact.c_bytes == 4 * 200 * exact.heads_q and acp.kv_bytes < exact.kv_bytes
     assert cudnn.status == "skipped" and "RuntimeError" in cudnn.note  # no cuDNN attention on the CPU
 
 
@@ -133,3 +152,13 @@ def test_uniform_profile_gives_every_head_the_target_saving():
         assert abs(total - target) < 0.05
     assert max(saving["uniform"][1]) - min(saving["uniform"][1]) < 0.05  # every head alike
     assert max(saving["spread"][1]) - min(saving["spread"][1]) > 0.5  # from nearly all pruned to none
+
+
+def test_foxacp_rows_read_c_next_to_k_and_v():
+    """Hand count, B=1, T=128, Hq=4, Hkv=2, D=32, bf16, exact: K and V 2*128*2*32*2 = 32768 bytes (the floor), c
+    128*4*4 = 2048 bytes (float32, every query head), which the HBM share counts as read."""
+    B, T, Hq, Hkv, D = 1, 128, 4, 2, 32
+    k = torch.zeros(B, T, Hkv, D, dtype=torch.bfloat16)
+    q = torch.zeros(B, 1, Hq, D, dtype=torch.bfloat16)
+    cache = bench.Cache(q, k, k.clone(), torch.zeros(B, T, Hq), torch.tensor([T], dtype=torch.int32), D**0.5, "x")
+    assert bench.kv_bytes_read(cache, None) == (32768, 2048, 0.0)

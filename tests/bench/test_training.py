@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from foxacp.bench.training import load_run, main, report
+from foxacp.bench.training import load_run, main, markdown, report, set_dir, summarize
 
 N_LAYERS = 3
 
@@ -182,3 +182,40 @@ def test_a_set_is_named_by_the_commit_and_date_its_run_trained_at(tmp_path):
 
     log = _write(tmp_path / "a.jsonl", [{**_start(), "commit": "0123abc" + "9" * 33}, _train(1, 2.0, 1e5, 0.5)])
     assert set_dir([log], "x", tmp_path).name == "2026-11-22-0123abc-training-x-h100"
+
+
+def test_per_gpu_throughput_of_a_run_resumed_on_more_gpus(tmp_path):
+    """1 GPU at 100 tokens/s, resumed on 4 at 400: every GPU did 100 all along (the first record after each start
+    is warm-up and left out)."""
+    import json
+
+    def start(step, world):
+        return {"kind": "start", "step": step, "world_size": world, "device": "cuda:0", "time": 1.0e9 + step}
+
+    def train(step, tps):
+        return {"kind": "train", "step": step, "loss": 3.0, "tokens_per_s": tps}
+
+    records = [start(0, 1), train(1, 1.0), train(2, 100.0), start(2, 4), train(3, 1.0), train(4, 400.0)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    s = summarize(load_run(tmp_path / "log.jsonl", "run"))
+    assert (s["mean_tokens_per_s"], s["tokens_per_s_per_gpu"], s["world_size"]) == (250.0, 100.0, "1/4")
+    payload = {"title": "t", "note": "", "meta": {"date": "d", "commit": "c"}, "runs": [s], "comparison": None}
+    assert "| 1/4 |" in markdown(payload | {"loss_by_step": []})
+
+
+def test_the_index_dates_a_training_set_by_its_run_not_its_report(tmp_path):
+    """Two runs of one comparison, January's report written after November's: November's stays current."""
+    import json
+
+    from foxacp.bench.index import collect
+
+    root = tmp_path / "results"
+    for name, when, commit in (("nov", 1794132000.0, "0" * 40), ("jan", 1767261600.0, "f" * 40)):
+        start = {"kind": "start", "step": 0, "world_size": 1, "device": "cuda:0", "time": when, "commit": commit,
+                 "peak": "NVIDIA H100 80GB HBM3: 989 TFLOP/s bf16"}  # fmt: skip
+        log = tmp_path / f"{name}.jsonl"
+        log.write_text(json.dumps(start) + "\n" + json.dumps({"kind": "train", "step": 1, "loss": 3.0}) + "\n")
+        report([log], None, set_dir([log], "x", root), "training")
+    sets = {s.path.name[:10]: s for s in collect(root)}
+    assert sets["2026-01-01"].timestamp.startswith("2026-01-01") and not sets["2026-01-01"].current
+    assert sets["2026-11-08"].current

@@ -56,7 +56,7 @@ from ..ops.acp import DEFAULT_LOG_EPS
 from .gates import GateProfile, fit_log_fgate, load_log_fgate, synthetic_log_fgate
 from .peers import PEERS, Inputs, Peer, Unavailable, qknorm_bound
 from .report import ACP_ROW, EXACT_ROW, Row, environment, plot, summary, write_results
-from .results import RESULTS_ROOT, device_tag, result_dir
+from .results import RESULTS_ROOT, benchmark_name, device_tag, result_dir
 
 CONFIGS = ((12, 64), (16, 64), (24, 64), (12, 128))  # (heads, head dim): 125M, 360M, 760M, dim 128
 CONTEXTS = (4096, 8192, 16384, 32768, 65536)
@@ -494,8 +494,9 @@ def _run(args: argparse.Namespace, timer: Callable[..., float], gates: Tensor | 
         "gate value checks": "on (one host sync per call)" if args.value_checks else "off (as in the trainer)",
     }
     # A run on recorded gates is tagged so, so that it never stands in the index for the synthetic-gate set.
-    tag = args.tag or "-".join(x for x in ("quick" if args.quick else "", "recorded" if args.gates else "") if x)
-    what = "attention" + (f"-{tag}" if tag else "")
+    what = benchmark_name(
+        "attention", args.tag, marks=("quick" if args.quick else "", "recorded" if args.gates else "")
+    )
     out_dir = result_dir(what, date=meta["date"], commit=meta["commit"], device=device_tag(meta["device"]),
                          root=args.results_dir)  # fmt: skip
     settings = ShapeSettings.from_args(args)

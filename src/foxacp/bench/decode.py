@@ -50,9 +50,11 @@ from foxacp.ops import set_value_checks
 
 from .gates import fit_log_fgate, load_log_fgate_layers, synthetic_log_fgate
 from .report import environment
-from .results import device_tag, result_dir
+from .results import benchmark_name, check_tag, device_tag, result_dir
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+BATCHES = (1, 16)
+CONTEXTS = (4096, 16384, 65536)
 
 
 def build_model(preset: str, dtype: torch.dtype, device: torch.device, backend: str | None = None) -> FoxLM:
@@ -333,7 +335,7 @@ def add_schedule_argument(p: argparse.ArgumentParser) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m foxacp.bench.decode", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="760M", help="model preset (random weights)")
-    p.add_argument("--batch", type=_ints, default=[1, 16], help="batch sizes, e.g. 1,16")
+    p.add_argument("--batch", type=_ints, default=list(BATCHES), help="batch sizes, e.g. 1,16")
     p.add_argument("--contexts", type=_ints, default=None, help="prompt lengths (default 4096,16384,65536)")
     p.add_argument("--steps", type=int, default=None, help="timed decode steps (default 128; --quick 32)")
     p.add_argument("--prefill-chunk", type=int, default=None, help="tokens per row per prefill call (default all)")
@@ -351,16 +353,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_schedule_argument(p)
     p.add_argument("--quick", action="store_true", help="prompts of 4k and 16k, 32 timed steps")
     p.add_argument("--out", type=Path, default=None, help="results folder")
+    p.add_argument("--tag", type=check_tag, default="", help="names the set (decode-e2e-TAG); default: marks")
     args = p.parse_args(argv)
-    args.contexts = args.contexts or ([4096, 16384] if args.quick else [4096, 16384, 65536])
+    args.contexts = args.contexts or (list(CONTEXTS[:2]) if args.quick else list(CONTEXTS))
     args.steps = args.steps or (32 if args.quick else 128)
     resolve_gates(args)
     return args
 
 
-def _default_out(meta: dict, quick: bool = False) -> Path:
-    """results/<date>-<commit>-decode-e2e[-quick]-<device>/ in the checkout foxacp runs from."""
-    what = "decode-e2e-quick" if quick else "decode-e2e"
+def _default_out(meta: dict, args: argparse.Namespace) -> Path:
+    """results/<date>-<commit>-decode-e2e[-TAG]-<device>/ in the checkout foxacp runs from, TAG naming how the run
+    departs from the full default one (``benchmark_name``)."""
+    full = (args.batch, args.contexts, args.preset) == (list(BATCHES), list(CONTEXTS), "760M")
+    marks = (
+        "quick" if args.quick else "",
+        "recorded" if args.gates else "",
+        args.schedule or "",
+        "partial" if not full and not args.quick else "",
+    )
+    what = benchmark_name("decode-e2e", args.tag, marks=marks)
     return result_dir(what, date=meta["date"], commit=meta["commit"], device=device_tag(meta["device"]),
                       root=REPO / "results")  # fmt: skip
 
@@ -384,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compile_mode": args.compile_mode,
         "decode_schedule": args.schedule or "default",
     }
-    out = args.out or _default_out(meta, args.quick)
+    out = args.out or _default_out(meta, args)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     from foxacp.ops.triton_decode import use_schedule

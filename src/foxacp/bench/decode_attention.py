@@ -23,8 +23,9 @@ checked on the GPU against float64 (the PyTorch twin on the first and last seque
 and exact within ACP's bound); a failing row is recorded as failed and not timed.
 
 Reported per row: ms; the bytes of K and V the row reads (ACP: the blocks kept by any query head of a KV
-head's group, which is what the kernel loads); the share of the measured copy bandwidth those bytes take
-at that time; the HBM floor (bytes / bandwidth); the saving (pruned (query, block) pairs); vs cuDNN (time /
+head's group, which is what the kernel loads); the HBM floor (those bytes / bandwidth); the share of the
+measured copy bandwidth that the bytes actually read take at that time (foxacp's also count the float32 c
+of each query head at every key it loads); the saving (pruned (query, block) pairs); vs cuDNN (time /
 cuDNN's) and, for ACP, vs its target (time / (1.15 x (1 - saving) x exact + 10 us)).
 """
 
@@ -50,11 +51,13 @@ from ..ops.acp import DEFAULT_LOG_EPS
 from .attention import bench_ms, graphed, rel_err
 from .gates import GateProfile, fit_log_fgate, load_log_fgate, synthetic_log_fgate
 from .report import ACP_SLACK, environment
-from .results import device_tag, result_dir
+from .results import benchmark_name, check_tag, device_tag, result_dir
 
 CONFIGS = ((24, 24, 64), (32, 8, 128))  # (query heads, KV heads, head dim)
 BATCHES = (1, 8, 32)
 CONTEXTS = (4096, 16384, 65536)
+CONFIGS = ("24/24x64", "32/8x128")
+TARGET_SAVING = 0.7
 QUICK = {"batches": (1, 8), "contexts": (16384, 65536), "warmup": 200, "rep": 100}
 LOG_EPS = DEFAULT_LOG_EPS
 ACP_OVERHEAD_MS = 0.010  # the ACP target's allowance for the start search and the fixed cost of a launch
@@ -95,6 +98,7 @@ class Row:
     ms: float | None = None
     saving: float = 0.0
     kv_bytes: int = 0
+    c_bytes: int = 0  # the float32 gate sums foxacp reads next to K and V
     floor_ms: float | None = None
     hbm_share: float | None = None
     ref_rel_err: float | None = None
@@ -106,9 +110,19 @@ class Row:
         return f"{self.heads_q}/{self.heads_kv}x{self.head_dim}"
 
 
-def out_dir_for(meta: dict, quick: bool = False) -> Path:
-    """The default results folder: results/<date>-<commit>-decode-attention[-quick]-<device>/."""
-    what = "decode-attention-quick" if quick else "decode-attention"
+def out_dir_for(meta: dict, args: argparse.Namespace) -> Path:
+    """The default results folder: results/<date>-<commit>-decode-attention[-TAG]-<device>/, TAG naming how the
+    run departs from the full default one (``benchmark_name``)."""
+    full = (args.batches, args.contexts, args.configs) == (list(BATCHES), list(CONTEXTS), [*map(_config, CONFIGS)])
+    marks = (
+        "quick" if args.quick else "",
+        "recorded" if args.gates else "",
+        "uniform" if args.profile != "spread" and not args.gates else "",
+        f"saving{round(100 * args.target_saving)}" if args.target_saving != TARGET_SAVING and not args.gates else "",
+        "sweep" if args.variants != [("", {})] else "",
+        "partial" if not full and not args.quick else "",
+    )
+    what = benchmark_name("decode-attention", args.tag, marks=marks)
     return result_dir(what, date=meta["date"], commit=meta["commit"], device=device_tag(meta["device"]))
 
 
@@ -179,22 +193,23 @@ def make_cache(
     return Cache(q, k, v, c, lens, math.sqrt(head_dim), label)
 
 
-def kv_bytes_read(cache: Cache, log_eps: float | None) -> tuple[int, float]:
-    """Bytes of K and V the kernel loads (ACP: blocks kept by any query head of a group), and the saving."""
+def kv_bytes_read(cache: Cache, log_eps: float | None) -> tuple[int, int, float]:
+    """Bytes of K and V the kernel loads (ACP: blocks kept by any query head of a group), bytes of c it loads
+    with them (float32, every query head of the group), and the saving."""
     from foxacp.ops.kvcache import DECODE_BLOCK, CacheProblem, cache_stats, cache_threshold, kept_blocks
 
     B, T, Hq, Hkv, D = cache.shape
-    dense = 2 * B * T * Hkv * D * cache.k.element_size()
+    per_key = (2 * D * cache.k.element_size(), 4 * Hq // Hkv)  # K and V, c; per key and KV head
     if log_eps is None:
-        return dense, 0.0
+        return B * T * Hkv * per_key[0], B * T * Hkv * per_key[1], 0.0
     problem = CacheProblem(B, 1, T, Hq, Hkv, D, 1.0 / math.sqrt(D))
     u = torch.full((B, Hq), cache.qk_bound, dtype=torch.float64, device=cache.q.device)
     delta = cache_threshold(u, cache.lens, problem, log_eps)
     kept = kept_blocks(cache.c, cache.lens, delta, 1)[:, 0]  # (B, blocks, Hq); the cache is full: all causal
     loaded = kept.view(B, kept.shape[1], Hkv, Hq // Hkv).any(-1)  # (B, blocks, Hkv)
     keys = loaded.sum(1) * DECODE_BLOCK - (-T % DECODE_BLOCK)  # the last block, always kept, may be partial
-    nbytes = int(keys.sum()) * 2 * D * cache.k.element_size()
-    return nbytes, cache_stats(cache.c, cache.lens, delta, 1).flop_saving
+    n = int(keys.sum())
+    return n * per_key[0], n * per_key[1], cache_stats(cache.c, cache.lens, delta, 1).flop_saving
 
 
 def check_foxacp(cache: Cache, log_eps: float | None, step: Callable[[], Tensor] | None = None) -> float:
@@ -315,7 +330,7 @@ def run_shape(
         try:
             if name.startswith("foxacp"):
                 log_eps = LOG_EPS if name == "foxacp-acp" else None
-                row.kv_bytes, row.saving = kv_bytes_read(cache, log_eps)
+                row.kv_bytes, row.c_bytes, row.saving = kv_bytes_read(cache, log_eps)
                 fn = foxacp_step(cache, log_eps, settings)
                 row.ref_rel_err = check_foxacp(cache, log_eps, fn)
             else:
@@ -329,7 +344,7 @@ def run_shape(
             row.status, row.note = "skipped", f"{row.note}; {type(err).__name__}: {first}"
         row.floor_ms = row.kv_bytes / bandwidth * 1e3
         if row.ms:
-            row.hbm_share = row.floor_ms / row.ms
+            row.hbm_share = (row.kv_bytes + row.c_bytes) / bandwidth * 1e3 / row.ms
         out.append(row)
     return out
 
@@ -386,14 +401,19 @@ def write_results(rows: Sequence[Row], meta: dict, out_dir: Path) -> list[Path]:
         "",
         *(f"- {k}: {v}" for k, v in {**meta, **meta.get("settings", {})}.items() if k != "settings"),
         "",
-        "ms: triton.testing.do_bench median of a CUDA-graph replay. HBM share: bytes of K and V the row reads / "
-        "measured copy bandwidth / time. floor: those bytes / bandwidth. saving: pruned (query, 64-key block) "
-        f"pairs. vs ACP target: time / ({ACP_SLACK} x kept x exact + {ACP_OVERHEAD_MS * 1e3:.0f} us), kept = the "
+        "ms: triton.testing.do_bench median of a CUDA-graph replay. HBM share: bytes the row reads (K and V, "
+        "and foxacp's float32 c) / measured copy bandwidth / time. floor: bytes of K and V / bandwidth. "
+        "saving: pruned (query, 64-key block) pairs. "
+        f"vs ACP target: time / ({ACP_SLACK} x kept x exact + {ACP_OVERHEAD_MS * 1e3:.0f} us), kept = the "
         "share of exact's K/V bytes the row loads (a GQA group loads a block any of its heads keeps).",
         "",
     ]
     md_path.write_text("\n".join(header + table(rows)) + "\n")
     return [json_path, md_path]
+
+
+def _config(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.split(r"[/x]", text))
 
 
 def _ints(text: str) -> list[int]:
@@ -405,11 +425,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="B 1, 8 x 16k, 64k with short timings (~3 minutes)")
     p.add_argument("--batches", type=_ints, default=None, help="comma-separated batch sizes (default 1,8,32)")
     p.add_argument("--contexts", type=_ints, default=None, help="comma-separated contexts, e.g. 4k,16k,64k")
-    p.add_argument("--configs", default="24/24x64,32/8x128", help="Hq/Hkv x D, comma-separated")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="Hq/Hkv x D, comma-separated")
     p.add_argument("--rows", default="foxacp-exact,foxacp-acp,sdpa-cudnn,sdpa-flash")
     p.add_argument("--gates", default=None, help="recorded log forget gates (see foxacp.bench.gates)")
     p.add_argument("--layer", type=int, default=None, help="layer of a 4-d gates file")
-    p.add_argument("--target-saving", type=float, default=0.7, help="share the synthetic profile is fitted to")
+    p.add_argument("--target-saving", type=float, default=TARGET_SAVING, help="share the synthetic profile keeps out")
     p.add_argument(
         "--profile", choices=("spread", "uniform"), default="spread",
         help="synthetic windows log-uniform over the heads (spread) or one window for every head (uniform)",
@@ -422,6 +442,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1000, help="do_bench warm-up per timing, ms")
     p.add_argument("--rep", type=int, default=300, help="do_bench measuring time per timing, ms")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<date>-<commit>-...)")
+    p.add_argument("--tag", type=check_tag, default="", help="names the set (decode-attention-TAG); default: marks")
     args = p.parse_args(argv)
     if args.quick:
         args.batches = args.batches or list(QUICK["batches"])
@@ -429,7 +450,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.warmup, args.rep = min(args.warmup, QUICK["warmup"]), min(args.rep, QUICK["rep"])
     args.batches = args.batches or list(BATCHES)
     args.contexts = args.contexts or list(CONTEXTS)
-    args.configs = [tuple(int(x) for x in re.split(r"[/x]", c)) for c in args.configs.split(",") if c]
+    args.configs = [_config(c) for c in args.configs.split(",") if c]
     args.rows = [r for r in args.rows.split(",") if r]
     from foxacp.ops.triton_decode import SCHEDULES
 
@@ -450,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = torch.device("cuda")
     meta = environment()
-    out_dir = args.out or out_dir_for(meta, args.quick)
+    out_dir = args.out or out_dir_for(meta, args)
     bandwidth = copy_bandwidth(device)
     meta["settings"] = {
         "copy_bandwidth_GBps": round(bandwidth / 1e9, 1),

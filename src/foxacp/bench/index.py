@@ -92,7 +92,9 @@ def _summary(payload: object, evals: bool = False) -> tuple[str | None, str]:
         return meta.get("date"), text
     if "cases" in payload:  # correctness with meta
         return meta.get("date"), f"{meta.get('device', '?')}: {len(payload['cases'])} cases against float64"
-    return meta.get("date"), str(payload.get("title", ""))  # training
+    # training: dated by the runs themselves (meta's date is when the report was written, perhaps much later)
+    started = sorted(r["started"] for r in payload.get("runs", []) if isinstance(r, dict) and r.get("started"))
+    return (started[0] if started else meta.get("date")), str(payload.get("title", ""))
 
 
 def _first_summary(payloads: Sequence[object]) -> tuple[str | None, str]:

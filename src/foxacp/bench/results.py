@@ -9,6 +9,7 @@ device.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS_ROOT = Path("results")
@@ -32,6 +33,21 @@ def short_commit(commit: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", sha):
         return "unknown"
     return sha[:7] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
+def benchmark_name(base: str, tag: str = "", *, marks: Sequence[str] = ()) -> str:
+    """A set's benchmark name: ``base`` for a full run on the default inputs, else ``base-TAG``, where TAG is the
+    user's ``tag`` or the marks that say how the run departs from the default (quick, recorded gates, a sweep,
+    part of the grid, ...), so that such a run never stands in the index for the full set."""
+    tag = tag or "-".join(m for m in marks if m)
+    return f"{base}-{tag}" if tag else base
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` if it can name a result folder. Raises ValueError otherwise (argparse ``type=``)."""
+    if tag and not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", tag):
+        raise ValueError("a tag is lower-case letters and digits, words joined by dashes (it names the folder)")
+    return tag
 
 
 def result_dir(what: str, *, date: str, commit: str, device: str, root: Path = RESULTS_ROOT) -> Path:

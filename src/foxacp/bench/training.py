@@ -14,7 +14,8 @@ Numbers, per run:
   eval record's loss.
 - tokens/s: the log's tokens_per_s counts the tokens of all ranks. The mean leaves out the first train
   record after each start record (a run and every resume): its window includes warm-up and compilation.
-  Per GPU: that mean divided by the start record's world_size (omitted where the log has none).
+  Per GPU: the mean of each record's tokens/s over the world_size of the start record before it (a resume
+  may change it; omitted where the log has none).
 - ACP saving: the mean of acp_saving over the train records (the fraction of causal attention tiles
   skipped), and acp_layer of the last one.
 The loss-by-step table puts each run's train loss at every logged step side by side, with |A - B| for the
@@ -44,8 +45,9 @@ STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))  # (marker, line) pe
 
 @dataclass
 class Run:
-    """One training log: its start record ({} if none), train and eval records in step order, and the
-    steps whose train record was the first after a start (warm-up, left out of the throughput mean)."""
+    """One training log: its first start record ({} if none), train and eval records in step order, the
+    steps whose train record was the first after a start (warm-up, left out of the throughput mean), and the
+    world size of the start record before each step's train record (absent where that start had none)."""
 
     label: str
     path: Path
@@ -53,6 +55,7 @@ class Run:
     train: list[dict[str, Any]]
     evals: list[dict[str, Any]]
     warmup_steps: set[int]
+    world_sizes: dict[int, int]
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -70,16 +73,18 @@ def load_run(path: Path, label: str) -> Run:
     Raises FileNotFoundError for a missing file and ValueError for a log without train records.
     """
     start: dict[str, Any] = {}
-    train: dict[int, tuple[dict[str, Any], bool]] = {}
+    train: dict[int, tuple[dict[str, Any], bool, int | None]] = {}
+    world = None
     evals: dict[int, dict[str, Any]] = {}
     first_after_start = True
     for r in read_records(path):
         kind = r.get("kind", "train")
         if kind == "start":
             start = start or r
+            world = r.get("world_size")
             first_after_start = True
         elif kind == "train" and "step" in r:
-            train[r["step"]] = (r, first_after_start)
+            train[r["step"]] = (r, first_after_start, world)
             first_after_start = False
         elif kind == "eval" and "step" in r:
             evals[r["step"]] = r
@@ -93,6 +98,7 @@ def load_run(path: Path, label: str) -> Run:
         train=[train[s][0] for s in steps],
         evals=[evals[s] for s in sorted(evals)],
         warmup_steps={s for s in steps if train[s][1]},
+        world_sizes={s: train[s][2] for s in steps if train[s][2]},
     )
 
 
@@ -114,9 +120,13 @@ def summarize(run: Run) -> dict[str, Any]:
     """The numbers of one run (see the module docstring); None where the log lacks the field."""
     start, last = run.start, run.train[-1]
     train_cfg = start.get("train_config") or {}
-    timed = [r["tokens_per_s"] for r in run.train if r["step"] not in run.warmup_steps and "tokens_per_s" in r]
-    mean_tps = _mean(timed)
-    world = start.get("world_size")
+    timed = [r for r in run.train if r["step"] not in run.warmup_steps and "tokens_per_s" in r]
+    mean_tps = _mean([r["tokens_per_s"] for r in timed])
+    per_gpu = None
+    if timed and all(r["step"] in run.world_sizes for r in timed):
+        per_gpu = _mean([r["tokens_per_s"] / run.world_sizes[r["step"]] for r in timed])
+    worlds = sorted(set(run.world_sizes.values()))
+    world = worlds[0] if len(worlds) == 1 else ("/".join(map(str, worlds)) if worlds else start.get("world_size"))
     on_gpu = not str(start.get("device", "")).startswith("cpu")
     last_eval = run.evals[-1] if run.evals else {}
     savings = [r["acp_saving"] for r in run.train if r.get("acp_saving") is not None]
@@ -140,7 +150,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "final_eval_step": last_eval.get("step"),
         "mean_tokens_per_s": mean_tps,
         "tokens_per_s_records": len(timed),
-        "tokens_per_s_per_gpu": mean_tps / world if mean_tps is not None and world and on_gpu else None,
+        "tokens_per_s_per_gpu": per_gpu if on_gpu else None,
         "mean_acp_saving": _mean(savings),
         "final_acp_layer": last.get("acp_layer"),
         "eval_position_loss": last_eval.get("position_loss"),
@@ -216,8 +226,9 @@ def markdown(payload: dict[str, Any]) -> str:
         head, rule = head + " tokens/s per GPU |", rule + "---|"
     lines += [head + " mean ACP saving |", rule + "---|"]
     for s in runs:
+        world = "-" if s["world_size"] is None else s["world_size"]  # "1/4": resumed on another number of GPUs
         row = (
-            f"| {_cell(s['label'])} | {_cell(s['device'] or '-')} | {_fmt(s['world_size'], 'd')} "
+            f"| {_cell(s['label'])} | {_cell(s['device'] or '-')} | {_cell(world)} "
             f"| {s['final_step']} | {_fmt(s['final_train_loss'], '.4f')} | {_fmt(s['final_eval_loss'], '.4f')} "
             f"| {_fmt(s['mean_tokens_per_s'], ',.0f')} |"
         )
