@@ -84,3 +84,18 @@ def test_bad_config(kwargs, match):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown model preset"):
         ModelConfig.from_preset("7B")
+
+
+SMALL = dict(vocab_size=50, n_layers=1, d_model=32, n_heads=2)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("rope_base", 0.0), ("rope_base", -1.0), ("rope_base", float("nan")), ("qk_bound_safety", float("inf")),
+     ("init_std", float("inf")), ("fgate_bias_init", float("nan")), ("mlp_ratio", float("inf"))],
+)  # fmt: skip
+def test_non_finite_or_non_positive_floats_are_refused_by_name(field, value):
+    """Else they fail far from their cause: NaN logits (rope_base), "qk_bound must be finite" at every forward
+    (qk_bound_safety), "log_fgate must be <= 0" (init_std, fgate_bias_init), OverflowError (mlp_ratio)."""
+    with pytest.raises(ValueError, match=field):
+        ModelConfig(**SMALL, variant="transformer", **{field: value})

@@ -135,6 +135,8 @@ def test_validation():
     call(0, q, "backend must be", backend="cuda")
     call(0, q, "qk_bound must be a non-negative", TypeError, qk_bound=None)
     call(0, q, "qk_bound must be a float or a tensor of shape", qk_bound=torch.ones(3))
+    call(0, q, "qk_bound must be a non-negative", TypeError, qk_bound=True)  # not a bound of 1.0
+    call(0, q, "qk_bound must be finite", qk_bound=float("inf"))
 
 
 @pytest.mark.gpu

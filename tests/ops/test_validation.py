@@ -186,3 +186,14 @@ def test_blocks_sub_must_divide_the_blocks():
         KernelConfig(64, 64, Blocks(64, 64, sub=48), Blocks(64, 64), Blocks(64, 64))
     with pytest.raises(ValueError, match="sub"):
         KernelConfig(64, 64, Blocks(64, 64), Blocks(16, 16), Blocks(64, 64))
+
+
+@pytest.mark.parametrize("kw", [dict(sm_scale=True), dict(qk_bound=True)])
+def test_bools_are_not_numbers(kw):
+    """True would be taken as 1.0: as a qk_bound far below the logits' bound, it voids the eps guarantee."""
+    q, k, v, g = make_inputs(1, 8, 8, 2, 2, 16)
+    with pytest.raises((TypeError, ValueError), match="sm_scale|qk_bound"):
+        foxacp.forgetting_attention(q, k, v, g, backend="torch", **kw)
+    with pytest.raises((TypeError, ValueError), match="sm_scale|qk_bound"):
+        lens = torch.tensor([8], dtype=torch.int32)
+        foxacp.forgetting_attention_with_kvcache(q[:, -1:], k, v, g.cumsum(1), lens, backend="torch", **kw)

@@ -75,9 +75,14 @@ class ModelConfig:
             raise ValueError(f"log_eps must be negative, got {self.log_eps}")
         if self.qk_norm_eps is not None and not self.qk_norm_eps > 0:
             raise ValueError(f"qk_norm_eps must be positive or None, got {self.qk_norm_eps}")
+        finite = ("mlp_ratio", "norm_eps", "init_std", "qk_norm_eps", "fgate_bias_init", "qk_bound_safety", "rope_base")
+        for name in finite:  # inf and NaN pass the comparisons below and fail later, far from their cause
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.mlp_ratio is not None and self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
-        for name in ("norm_eps", "init_std"):
+        for name in ("norm_eps", "init_std", "rope_base"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.qk_bound_safety >= 1:  # below 1 the static bound undercuts the logits: ACP's eps voided

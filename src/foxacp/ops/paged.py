@@ -117,8 +117,10 @@ def check_paged_inputs(
                              f"{tuple(qk_bound.shape)}")  # fmt: skip
         if value_checks_on() and not bool(((qk_bound >= 0) & torch.isfinite(qk_bound)).all()):
             raise ValueError("qk_bound must be finite and >= 0")
-    elif not isinstance(qk_bound, (int, float)) or not qk_bound >= 0:
+    elif isinstance(qk_bound, bool) or not isinstance(qk_bound, (int, float)):
         raise TypeError(f"qk_bound must be a non-negative float or a tensor (a static bound), got {qk_bound!r}")
+    elif not (math.isfinite(qk_bound) and qk_bound >= 0):
+        raise ValueError(f"qk_bound must be finite and >= 0, got {qk_bound!r}")
     sm_scale = check_common(q, Hq, Hkv, sm_scale, log_eps, backend, float64_backend="torch")
     capacity = nblk * block
     if max_seqlen is None:

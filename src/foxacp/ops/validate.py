@@ -189,7 +189,9 @@ def check_common(
         raise ValueError(f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}")
     if sm_scale is None:
         return 1.0 / math.sqrt(D)
-    if not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0):
+    if isinstance(sm_scale, bool) or not (
+        isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0
+    ):
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
     return float(sm_scale)
 
