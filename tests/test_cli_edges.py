@@ -133,7 +133,39 @@ def test_export_gates_refuses_a_non_positive_seq_len_clearly(run, tmp_path, caps
     assert "seq_len" in err or "seq-len" in err, err
 
 
+def test_an_interrupted_export_gates_leaves_no_file(run, tmp_path, monkeypatch):
+    """A study's resumed call skips its export when the file exists: a cut write must leave none."""
+    import foxacp.io
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(foxacp.io.os, "replace", killed)  # the data is written; the process dies before the move
+    out = tmp_path / "g.safetensors"
+    assert main(["export-gates", str(run), "--out", str(out), "--seq-len", "64"]) != 0
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- eval / analyze -----------------------------------------------------------------------------------------
+
+
+def test_eval_into_an_earlier_evals_folder_keeps_none_of_its_files(run, held_out, tmp_path):
+    """The ACP-vs-exact plots of an earlier --compare-exact evaluation must not stay beside a plain one."""
+    import json
+
+    out = tmp_path / "eval"
+    args = ["eval", str(run), "--data", str(held_out), "--out", str(out), "--device", "cpu", "--max-len", "256",
+            "--passkey-lengths", "200", "--depths", "0.5", "--trials", "1"]  # fmt: skip
+    assert main([*args, "--compare-exact"]) == 0
+    assert (out / "passkey_exact.png").exists() and (out / "loss_difference.png").exists()
+    assert main(args) == 0
+    assert "exact" not in json.loads((out / "eval.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval.json",
+        "loss_by_position.png",
+        "passkey.png",
+        "prefix_loss.png",
+    ]
 
 
 def test_eval_refuses_binary_data(run, binary_file, tmp_path, capsys):

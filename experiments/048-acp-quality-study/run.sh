@@ -73,7 +73,8 @@ train() {  # $1: run name, $2: model.acp, $3: training runs still to go (this on
 stage() {  # $1: output that marks it done, $2: what; then the command (run with the time left, less 20 s to pack)
   local done=$1 what=$2 limit=$(($(left) - 20))
   shift 2
-  [ -f "$RUNS/acp/done" ] && [ -f "$RUNS/exact/done" ] && [ -e "$done" ] && { stamp "$what: done before"; return; }
+  # Done only when made after both runs finished: outputs of a run that was cut are made again.
+  [ "$done" -nt "$RUNS/acp/done" ] && [ "$done" -nt "$RUNS/exact/done" ] && { stamp "$what: done before"; return; }
   [ "$limit" -lt 10 ] && { stamp "$what: no time left"; return; }
   stamp "$what"
   timeout -k 10 "$limit" "$@" 2>&1 | quiet 12

@@ -195,6 +195,17 @@ def load_for_generation(run_dir: Path, device: str):
     return model.eval(), tokenizer
 
 
+STREAM_CONTEXT = 8  # prompt tokens decoded with the new ones: enough for a decoder's word boundaries
+
+
+def _new_text(tokenizer, prompt_ids: list[int], new: list[int]) -> str:
+    """The text that ``new`` adds after ``prompt_ids``. Decoded with the prompt's last tokens, as decoders such as
+    sentencepiece's drop the space that starts a text but not one inside it."""
+    context = prompt_ids[-STREAM_CONTEXT:]
+    before, after = tokenizer.decode(context), tokenizer.decode(context + new)
+    return after[len(before) :] if after.startswith(before) else tokenizer.decode(new)
+
+
 def stream_generate(model, tokenizer, prompt: str, *, out=None, **sampling) -> str:
     """Generate from ``prompt`` and write the text to ``out`` (stdout) as it comes; returns the new text."""
     from foxacp.infer import generate
@@ -213,14 +224,14 @@ def stream_generate(model, tokenizer, prompt: str, *, out=None, **sampling) -> s
         if new and new[-1] == tokenizer.eos_id:
             return
         new.append(int(tokens[0]))
-        text = tokenizer.decode(new)
+        text = _new_text(tokenizer, ids, new)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             out.write(text[shown:])
             out.flush()
             shown = len(text)
 
     generate(model, [ids], eos_token_id=tokenizer.eos_id, callback=show, **sampling)
-    text = tokenizer.decode(new)
+    text = _new_text(tokenizer, ids, new)
     out.write(text[shown:] + "\n")
     out.flush()
     return text

@@ -262,6 +262,7 @@ def build(
                 docs[doc_id] = (source, str(version), member, text)
     sizes = {i: len(d[3].encode("utf-8")) for i, d in docs.items()}
     heldout = held_out(sizes, heldout_docs, min_heldout_bytes)
+    (out / "manifest.json").unlink(missing_ok=True)  # written last: only a finished build has one
     for split in ("train", "heldout"):
         shutil.rmtree(out / split, ignore_errors=True)
     records = []

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from foxacp.data import prepare_data, validation_batches
 from foxacp.infer import load
+from foxacp.io import atomic_write
 from foxacp.train.checkpoint import read_meta, resolve_checkpoint
 from foxacp.train.config import TrainConfig
 
@@ -45,9 +46,7 @@ def export_gates(
     (batch,) = validation_batches(cache.val, cfg.seq_len if seq_len is None else seq_len, batch_size, 1)
     ids = batch["input_ids"]
     gates = model.forget_gates(ids.to(device))
-    save_file(
-        {"log_fgate": gates.float().cpu().contiguous(), "input_ids": ids.contiguous()},
-        str(out),
-        metadata={"checkpoint": str(ckpt), "corpus": cfg.corpus, "tokenizer": cfg.tokenizer},
-    )
+    tensors = {"log_fgate": gates.float().cpu().contiguous(), "input_ids": ids.contiguous()}
+    meta = {"checkpoint": str(ckpt), "corpus": cfg.corpus, "tokenizer": cfg.tokenizer}
+    atomic_write(out, save(tensors, metadata=meta))  # complete or absent: a study's resumed call skips it if there
     return tuple(gates.shape)

@@ -187,6 +187,10 @@ def run_eval(
     if compare_evict:
         record["evict"] = {"passkey": passkey_record(model, evict=True)}
         record["evict_comparison"] = compare_passkey(record["passkey"], record["evict"]["passkey"], "evict")
+    # An earlier evaluation's files go first (eval.json first: written last, it marks a complete folder), so
+    # that no plot of another run (an earlier --compare-exact, say) stays beside this one's.
+    for name in EVAL_FILES:
+        (out / name).unlink(missing_ok=True)
     _write_plots(record, out, window)
     atomic_write(out / "eval.json", json.dumps(record, indent=1))
     return record
@@ -212,6 +216,17 @@ def compare_passkey(base: dict[str, Any], other: dict[str, Any], name: str) -> d
         "passkey_same_answer": sum(same) / len(same),
         "passkey_accuracy": {"acp": base["overall"], name: other["overall"]},
     }
+
+
+EVAL_FILES = (  # what `evaluate` writes into its folder; eval.json first
+    "eval.json",
+    "loss_by_position.png",
+    "prefix_loss.png",
+    "passkey.png",
+    "passkey_evict.png",
+    "passkey_exact.png",
+    "loss_difference.png",
+)
 
 
 def _write_plots(record: dict[str, Any], out: Path, window: int) -> None:

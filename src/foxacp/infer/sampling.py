@@ -40,7 +40,7 @@ def sample(
     token i with probability p_i and needs no host read (it captures in a CUDA graph). Ties in the top_k
     cut keep every tied token.
     """
-    if temperature == 0:
+    if temperature < torch.finfo(torch.float32).smallest_normal:  # 0, or so small that float32 makes it 0 (NaN)
         return logits.argmax(-1)
     logits = logits.float()
     # Shifted to a row maximum of 0 first: a tiny temperature then sends the others to -inf (near greedy), where
