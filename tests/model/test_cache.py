@@ -238,3 +238,30 @@ def test_a_step_past_max_len_is_refused(evict):
         with pytest.raises(ValueError, match="exceed the cache's max_len"):
             model(tokens(1, 4)[None], cache=cache)
     assert cache.lengths.tolist() == [70]
+
+
+@torch.no_grad()
+def test_a_users_one_token_loop_keeps_its_gates_near_their_anchor():
+    """model(token, cache=cache) in a plain loop (value checks on, as by default) rebases after each call that
+    reads back anyway: without it |c| grew to thousands of nats and the logits drifted 5e-4 off in 1024 tokens
+    (experiment 059); generate and CUDA-graph steps rebase at their own checks."""
+    from foxacp.ops import set_value_checks
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, init_std=0.1, attn_backend="torch"
+    )
+    model = FoxLM(cfg)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.fgate.bias.copy_(torch.tensor([-2.0, -3.0, -4.0, -5.0]))
+            block.attn.q_norm.weight.mul_(2.0)
+            block.attn.k_norm.weight.mul_(2.0)
+    seq = tokens(1024, 5)[None]
+    cache = model.eval().new_cache(1, 1024)
+    previous = set_value_checks(True)
+    try:
+        got = torch.cat([model(seq[:, s : s + 1], cache=cache) for s in range(1024)], 1)
+    finally:
+        set_value_checks(previous)
+    assert (got - model(seq)).abs().max().item() < 3e-5

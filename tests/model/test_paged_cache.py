@@ -140,10 +140,74 @@ def test_restore_refuses_after_eviction():
             for t in range(130, 190):
                 model(seq[:, t : t + 1], cache=cache)
             if freeing:
-                with pytest.raises(ValueError, match="evicted since"):
+                with pytest.raises(ValueError, match="freed since"):
                     cache.restore(saved)
                 assert cache.lengths.tolist() == [190]
                 continue
             cache.restore(saved)
             again = torch.cat([model(seq[:, t : t + 1], cache=cache) for t in range(130, 140)], 1)
             torch.testing.assert_close(again, full[:, 130:140], rtol=1e-4, atol=1e-4)
+
+
+def _gained(bias: list[float], gain: float, **kw) -> FoxLM:
+    from tests.infer.models import tiny_model
+
+    model = tiny_model("fox_pro", acp=True, **kw)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.fgate.bias.copy_(torch.tensor(bias))
+            block.attn.q_norm.weight.mul_(gain)
+            block.attn.k_norm.weight.mul_(gain)
+    return model
+
+
+@torch.no_grad()
+def test_chunked_prefill_is_near_the_full_forward():
+    """At log eps = -30 pruning shows nowhere: the gap is arithmetic. A 512-token chunk read its own c anchored at
+    its end (thousands of nats away at 2-5 nats per token): 1.1e-4 off; the paged op now runs on pieces of the
+    chunk (experiment 059)."""
+    model = _gained([-2.0, -3.0, -4.0, -5.0], 2.0, log_eps=-30.0)
+    seq = torch.randint(64, (1, 1024), generator=torch.Generator().manual_seed(5))
+    full = model(seq)
+    cache = model.new_cache(1, 1024, evict=True, pool_fraction=1.0)
+    got = torch.cat([model(seq[:, s : s + 512], cache=cache) for s in range(0, 1024, 512)], 1)
+    assert (got - full).abs().max().item() < 3e-5
+
+
+@torch.no_grad()
+def test_a_cache_made_before_the_gains_changed_is_refused():
+    """Its static bound (and what it evicted) holds only for the gains it was made with: ones 4x larger gave
+    logits 2.7 off. A new cache is fine."""
+    model = _gained([-1.0, -1.5, -2.0, -2.5], 1.0)
+    stale = model.new_cache(1, 400, evict=True, pool_fraction=1.0)
+    for block in model.blocks:
+        block.attn.q_norm.weight.mul_(4.0)
+    seq = torch.randint(64, (1, 300), generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="gains changed"):
+        model(seq[:, :1], cache=stale)
+    fresh = model.new_cache(1, 400, evict=True, pool_fraction=1.0)
+    got = torch.cat([model(seq[:, s : s + 1], cache=fresh) for s in range(300)], 1)
+    assert (got - model(seq)).abs().max().item() < 1e-3
+
+
+@torch.no_grad()
+def test_restore_refuses_after_reset():
+    """reset gives every block back (and puts the starts back to 0, so comparing starts missed it): restoring
+    would attend to blocks held by no one (3.7 off). The full cache continues right after the same calls."""
+    model = fast_forgetting()
+    for block in model.blocks:
+        block.attn.fgate.bias.fill_(3.0)  # slow forgetting: nothing evicted, the starts stay 0
+    seq = prompts()[2][None][:, :140]
+    full = model(seq)[:, 100:]
+    for evict in (False, True):
+        cache = model.new_cache(1, 200, evict=evict, **({"pool_fraction": 1.0} if evict else {}))
+        model(seq[:, :100], cache=cache)
+        saved = cache.snapshot()
+        cache.reset()
+        if evict:
+            with pytest.raises(ValueError, match="freed since"):
+                cache.restore(saved)
+            check_no_leak(cache)
+            continue
+        cache.restore(saved)
+        torch.testing.assert_close(model(seq[:, 100:], cache=cache), full, atol=1e-4, rtol=1e-4)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # New tokens per call up to which the cache path runs the decode op (beyond: the training op).
 DECODE_MAX_Q = 16
+PAGED_CHUNK = 64  # new tokens per paged-op call: a prefill chunk's float32 c stays near its anchor (experiment 059)
 
 
 class ForgettingAttention(nn.Module):
@@ -152,8 +153,19 @@ class ForgettingAttention(nn.Module):
                 # The training op's gates: the cached keys' as differences of c read before the write (whose
                 # rebase moves c by the chunk's whole decay, rounding it there), the new keys' exactly.
                 gates = (torch.diff(cache.c, dim=1, prepend=cache.c[:, :1]), log_fgate)
-            cache.write(pos, k, v, log_fgate, rebase_at=REBASE_AT if t > 1 else None)
-            o = cached_attention(q, cache, pos[:, -1] + 1, gates, **op_args)
+            rebase_at = REBASE_AT if t > 1 else None
+            if isinstance(cache, PagedLayerCache) and t > PAGED_CHUNK:
+                # The paged op reads the chunk's own c from the pool, anchored at its end: over a long chunk,
+                # float32 would round the early queries' decays (experiment 059). Short pieces keep it near.
+                parts, piece_args = [], {**op_args, "return_stats": False}  # the paged op keeps no stats
+                for s in range(0, t, PAGED_CHUNK):
+                    i = slice(s, s + PAGED_CHUNK)
+                    cache.write(pos[:, i], k[:, i], v[:, i], log_fgate[:, i], rebase_at=rebase_at)
+                    parts.append(cached_attention(q[:, i], cache, pos[:, i][:, -1] + 1, None, **piece_args))
+                o = (torch.cat(parts, 1), None) if op_args["return_stats"] else torch.cat(parts, 1)
+            else:
+                cache.write(pos, k, v, log_fgate, rebase_at=rebase_at)
+                o = cached_attention(q, cache, pos[:, -1] + 1, gates, **op_args)
         if cfg.record_acp_stats:
             o, self.last_stats = o
         if cfg.pro:

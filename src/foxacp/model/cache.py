@@ -15,7 +15,9 @@ so that c stays non-increasing even for gates far smaller than a float32 step.
 Rebasing the whole cache is one pass over c, so it is rare and decided on the host (the check reads
 |c_last| back): the one-token decode step itself never synchronises and captures in a CUDA graph.
 ``generate`` rebases at its periodic EOS checks; a prefill of more than one token rebases (without a host
-read) before it writes, so that the end of a long chunk is written relative to its own position.
+read) before it writes, so that the end of a long chunk is written relative to its own position; and any
+forward that reads back anyway (more than one token, a paged cache's ``prepare``, or value checks on, the
+default: a user's own one-token loop) rebases after it (experiments/059-paged-prefill-precision).
 """
 
 from __future__ import annotations

@@ -191,9 +191,17 @@ class FoxLM(nn.Module):
         if cfg.attn_log_eps is None:
             raise ValueError("evict=True needs ACP (config.acp=True): exact attention never prunes a key")
         bounds = [block.attn.qk_bound() for block in self.blocks]
-        return PagedKVCache.allocate_paged(
+        cache = PagedKVCache.allocate_paged(
             bounds=bounds, log_eps=cfg.attn_log_eps, pool_blocks=pool_blocks, pool_fraction=pool_fraction, **shape
         )
+        cache.gains_stamp = self._gains_stamp()
+        return cache
+
+    def _gains_stamp(self) -> tuple:
+        """What changes when a QK-norm gain does (in place: a load, an optimizer step; or a new tensor): an evicting
+        cache's static bound holds only for the gains it was made with. Host-only, no device read."""
+        gains = [p for b in self.blocks for norm in (b.attn.q_norm, b.attn.k_norm) for p in norm.parameters()]
+        return tuple((p._version, p.data_ptr()) for p in gains)
 
     def _forward_cached(self, input_ids: Tensor, cache: KVCache, cu_seqlens: Tensor | None, run: RunBlock) -> Tensor:
         B, T = input_ids.shape
@@ -201,6 +209,11 @@ class FoxLM(nn.Module):
             raise ValueError("cu_seqlens cannot be combined with a cache: give each sequence its own cache row")
         if cache.batch_size != B:
             raise ValueError(f"input_ids has batch size {B} but the cache has {cache.batch_size}")
+        if isinstance(cache, PagedKVCache) and cache.gains_stamp not in (None, self._gains_stamp()):
+            raise ValueError(
+                "the model's QK-norm gains changed since this evicting cache was made: its logit bound, and so what "
+                "it evicted, no longer holds; make a new cache (model.new_cache(..., evict=True))"
+            )
         paged_prepare = isinstance(cache, PagedKVCache) and (T > 1 or cache.auto_prepare)
         # A host read: with value checks off (a CUDA graph, torch.compile, generate's steps) one-token steps skip it.
         checked = T > 1 or paged_prepare or value_checks_on()
@@ -213,6 +226,8 @@ class FoxLM(nn.Module):
         for block, layer in zip(self.blocks, cache.layers, strict=True):
             x = run(block, x, pos, layer)
         cache.lengths.add_(T)
+        if checked:  # this call reads back already: keep the gates near their anchor (model/cache.py says why)
+            cache.rebase()
         h = self.norm(x)
         return skinny_linear(h, self.lm_head.weight) if self.fused else self.lm_head(h)
 

@@ -49,7 +49,8 @@ class BlockPool:
     k, v: (P + 1, BLOCK, D) in the cache dtype; c: (P + 1, BLOCK, group) float32. Block P is scratch: the
     table entries of blocks not held point at it (the op never reads them). owner: (P + 1,) int64 on the
     device, row * Hkv + kv head of a held block, ``n_owners`` for a free one (rebasing shifts by owner).
-    free: (P,) int64 on the host, a stack whose first ``n_free`` entries are the free blocks.
+    free: (P,) int64 on the host, a stack whose first ``n_free`` entries are the free blocks. given: how many
+    blocks were ever given back (it only grows: ``restore`` refuses a snapshot taken before a return).
     """
 
     k: Tensor
@@ -59,6 +60,7 @@ class BlockPool:
     free: Tensor
     n_free: int
     n_owners: int
+    given: int = 0
 
     @property
     def capacity(self) -> int:
@@ -78,6 +80,7 @@ class BlockPool:
         """Return block ids (host int64) to the pool."""
         self.free[self.n_free : self.n_free + ids.numel()] = ids
         self.n_free += ids.numel()
+        self.given += ids.numel()
 
 
 @dataclass
@@ -242,6 +245,7 @@ class PagedKVCache(KVCache):
         self.head_dim = head_dim
         self.freeing = True
         self.auto_prepare = True
+        self.gains_stamp: tuple | None = None  # the model's QK-norm gains its bound came from (FoxLM.new_cache)
 
     @classmethod
     def allocate_paged(
@@ -327,7 +331,7 @@ class PagedKVCache(KVCache):
             raise ValueError(f"rows {start}:{stop} out of range for a cache of batch size {self.batch_size}")
         view = PagedKVCache([layer.rows(start, stop) for layer in self.layers], self.lengths[start:stop],
                             head_dim=self.head_dim)  # fmt: skip
-        view.freeing, view.auto_prepare = self.freeing, self.auto_prepare
+        view.freeing, view.auto_prepare, view.gains_stamp = self.freeing, self.auto_prepare, self.gains_stamp
         return view
 
     def prepare(self, ahead: int) -> None:
@@ -345,8 +349,9 @@ class PagedKVCache(KVCache):
             layer.reserve(lengths, ahead)
 
     def snapshot(self) -> list[Tensor]:
-        """``KVCache.snapshot``, and the start pointers: blocks freed after it cannot come back (see ``restore``)."""
-        return [*super().snapshot(), *(layer.start_host.clone() for layer in self.layers)]
+        """``KVCache.snapshot``, and the count of blocks each pool gave back: freed blocks cannot come back (see
+        ``restore``)."""
+        return [*super().snapshot(), *(torch.tensor(layer.pool.given) for layer in self.layers)]
 
     def restore(self, snapshot: list[Tensor]) -> None:
         """``KVCache.restore``; raises ValueError, changing nothing, when blocks were freed since the snapshot.
@@ -355,12 +360,13 @@ class PagedKVCache(KVCache):
         rejected speculated tokens) needs ``freeing = False`` (or no ``prepare``) between snapshot and restore.
         """
         n = len(self.layers)
+        # Any block given back since (by eviction, by any row sharing the pool, or by reset) may be reused.
         moved = [i for i, (layer, s) in enumerate(zip(self.layers, snapshot[-n:], strict=True))
-                 if not torch.equal(layer.start_host, s)]  # fmt: skip
+                 if layer.pool.given != int(s)]  # fmt: skip
         if moved:
             raise ValueError(
-                f"cannot restore the snapshot: blocks were evicted since it was taken (layers {moved}); keep "
-                "cache.freeing = False while steps may be undone"
+                f"cannot restore the snapshot: blocks were freed since it was taken (layers {moved}); keep "
+                "cache.freeing = False (and no reset) while steps may be undone"
             )
         super().restore(snapshot[:-n])
 
