@@ -141,3 +141,24 @@ def test_generic_config_names_are_taken_before_validation():
     assert (cfg.d_model, cfg.n_heads, cfg.n_layers) == (96, 3, 2) and cfg.hidden_size == 96
     with pytest.raises(ValueError, match="contradicts"):
         FoxConfig(hidden_size=96, d_model=64)
+
+
+def test_forward_takes_transformers_causal_lm_keywords(tiny_config):
+    """forward(**kwargs) used to swallow them: Trainer's num_items_in_batch (the loss must be the sum over the
+    labelled tokens divided by it, else gradient accumulation comes out that many times too large) and
+    logits_to_keep; output_hidden_states came back None. Now taken, or refused."""
+    hf = FoxForCausalLM.from_foxlm(FoxLM(dataclasses.replace(tiny_config(), attn_backend="torch"))).eval()
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[0, 3] = -100
+    with torch.no_grad():
+        full = hf(ids, labels=labels)
+        summed = torch.nn.functional.cross_entropy(
+            full.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+        )
+        torch.testing.assert_close(hf(ids, labels=labels, num_items_in_batch=torch.tensor(24)).loss, summed / 24)
+        torch.testing.assert_close(full.loss, summed / 11)  # the mean over the 11 labelled next tokens
+        torch.testing.assert_close(hf(ids, logits_to_keep=1).logits, full.logits[:, -1:])
+        torch.testing.assert_close(hf(ids, logits_to_keep=torch.tensor([0, 5])).logits, full.logits[:, [0, 5]])
+        with pytest.raises(ValueError, match="output_hidden_states"):
+            hf(ids, output_hidden_states=True)

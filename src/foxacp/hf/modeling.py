@@ -219,15 +219,24 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         past_key_values: Cache | None = None,
         inputs_embeds: Tensor | None = None,
         return_dict: bool | None = None,
+        logits_to_keep: int | Tensor = 0,
+        num_items_in_batch: int | Tensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """See the class docstring.
+        """See the class docstring. As in transformers' causal LMs: ``logits_to_keep`` (an int k > 0: the last k
+        positions' logits; a 1-D tensor: those positions'; the loss still covers every position), and
+        ``num_items_in_batch`` (what Trainer passes under gradient accumulation: the loss is then the sum over
+        the labelled tokens divided by it, not their mean).
 
         Raises:
-            ValueError: inputs_embeds (not supported), a cache that is not a FoxCache, or a bad attention_mask.
+            ValueError: inputs_embeds, output_hidden_states or output_attentions (not supported), a cache that is
+                not a FoxCache, or a bad attention_mask.
         """
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds is not supported by FoxForCausalLM: pass input_ids")
+        for name in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(name):  # rather than return None where the caller expects them
+                raise ValueError(f"{name} is not supported by FoxForCausalLM")
         cache = cache if cache is not None else past_key_values
         if cache is not None and not isinstance(cache, FoxCache):
             raise ValueError(f"the cache must be a foxacp.hf.FoxCache, got {type(cache).__name__}")
@@ -240,8 +249,17 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
+                logits[:, :-1].flatten(0, 1).float(),
+                labels[:, 1:].flatten().to(logits.device),
+                ignore_index=-100,
+                reduction="mean" if num_items_in_batch is None else "sum",
             )
+            if num_items_in_batch is not None:
+                loss = loss / num_items_in_batch
+        if isinstance(logits_to_keep, Tensor):
+            logits = logits[:, logits_to_keep.to(logits.device)]
+        elif logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: cache})
 
 
