@@ -166,3 +166,20 @@ def test_importing_foxacp_imports_no_triton():
     code = "import sys, foxacp; print(sorted(m for m in sys.modules if m.startswith(('triton', 'foxacp.ops.triton'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "x,w",
+    [
+        (torch.randn(MAX_ROWS + 4, 300), torch.randn(70, 300)),  # rows past the kernel's tile: never written
+        (torch.randn(300, 3).T, torch.randn(70, 300)),  # x not unit-stride along K: read wrong
+        (torch.randn(3, 300), torch.randn(300, 70).T),  # nor the weight
+        (torch.randn(3, 300), torch.randn(70, 200)),  # K mismatch: read past each weight row
+    ],
+)
+def test_the_op_refuses_what_its_kernel_cannot_take(x, w):
+    """skinny_linear never routes these to the op, but the op is public (torch.ops.foxacp.skinny_partials)."""
+    from foxacp.ops.custom_ops import skinny_partials_op
+
+    with pytest.raises(ValueError, match="skinny_partials takes"):
+        skinny_partials_op(x.half(), w.half())

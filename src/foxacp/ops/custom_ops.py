@@ -214,12 +214,28 @@ def skinny_partials_op(x: Tensor, weight: Tensor) -> Tensor:
     M <= its MAX_ROWS."""
     from .triton_skinny import skinny_partials  # imported lazily: Triton compiles on first use
 
+    _check_skinny(x, weight)
     return skinny_partials(x, weight)
+
+
+def _check_skinny(x: Tensor, weight: Tensor) -> None:
+    """The kernel's contract (``skinny_linear`` routes only such calls here); else it reads out of bounds or
+    leaves rows unwritten. Raises ValueError."""
+    from .skinny import MAX_ROWS
+
+    ok = x.dim() == weight.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and weight.shape[1] == x.shape[1]
+    if not ok or x.stride(-1) != 1 or weight.stride(-1) != 1 or (x.dtype, x.device) != (weight.dtype, weight.device):
+        raise ValueError(
+            f"skinny_partials takes x (M <= {MAX_ROWS}, K) and weight (N, K), unit stride along K, one dtype and "
+            f"device; got x {tuple(x.shape)} strides {x.stride()} {x.dtype}, weight {tuple(weight.shape)} strides "
+            f"{weight.stride()} {weight.dtype}"
+        )
 
 
 @skinny_partials_op.register_fake
 def _skinny_partials_fake(x, weight):
     from .triton_skinny import split_k
 
+    _check_skinny(x, weight)
     splits = split_k(weight.shape[0], x.shape[1], x.device)
     return x.new_empty(splits, x.shape[0], weight.shape[0], dtype=torch.float32)

@@ -137,10 +137,14 @@ class MetricsLogger:
             (moved if later else keep).append(line)
         if moved:
             to.parent.mkdir(parents=True, exist_ok=True)
-            with open(to, "a", encoding="utf-8") as f:  # first: a crash below leaves them in both, not in neither
-                f.writelines(moved)
-                f.flush()
-                os.fsync(f.fileno())
+            block = "".join(moved)
+            # First: a crash before the log is rewritten leaves them in both, not in neither; the next rewind then
+            # finds them already at the end of ``to`` and does not move them twice.
+            if not (to.exists() and to.read_text(encoding="utf-8").endswith(block)):
+                with open(to, "a", encoding="utf-8") as f:
+                    f.write(block)
+                    f.flush()
+                    os.fsync(f.fileno())
             atomic_write(self.path, "".join(keep))
         return len(moved)
 

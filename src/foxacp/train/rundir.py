@@ -27,10 +27,11 @@ from foxacp.data.tokenizer import RUN_TOKENIZER
 from foxacp.io import host_name, remove_stale_temps, temp_path
 
 from .checkpoint import CHECKPOINTS, checkpoint_root
+from .metrics import SUPERSEDED_LOG
 
 LOCK = "lock"
 # What a run leaves in its directory; overwriting deletes exactly these.
-RUN_FILES = ("config.json", "log.jsonl", CHECKPOINTS, "tb", "plot.png", RUN_TOKENIZER)
+RUN_FILES = ("config.json", "log.jsonl", SUPERSEDED_LOG, CHECKPOINTS, "tb", "plot.png", RUN_TOKENIZER)
 
 
 class RunDirError(RuntimeError):
