@@ -56,7 +56,6 @@ from .results import benchmark_name, check_tag, device_tag, result_dir
 CONFIGS = ((24, 24, 64), (32, 8, 128))  # (query heads, KV heads, head dim)
 BATCHES = (1, 8, 32)
 CONTEXTS = (4096, 16384, 65536)
-CONFIGS = ("24/24x64", "32/8x128")
 TARGET_SAVING = 0.7
 QUICK = {"batches": (1, 8), "contexts": (16384, 65536), "warmup": 200, "rep": 100}
 LOG_EPS = DEFAULT_LOG_EPS
@@ -113,7 +112,7 @@ class Row:
 def out_dir_for(meta: dict, args: argparse.Namespace) -> Path:
     """The default results folder: results/<date>-<commit>-decode-attention[-TAG]-<device>/, TAG naming how the
     run departs from the full default one (``benchmark_name``)."""
-    full = (args.batches, args.contexts, args.configs) == (list(BATCHES), list(CONTEXTS), [*map(_config, CONFIGS)])
+    full = (args.batches, args.contexts, args.configs) == (list(BATCHES), list(CONTEXTS), list(CONFIGS))
     marks = (
         "quick" if args.quick else "",
         "recorded" if args.gates else "",
@@ -412,10 +411,6 @@ def write_results(rows: Sequence[Row], meta: dict, out_dir: Path) -> list[Path]:
     return [json_path, md_path]
 
 
-def _config(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.split(r"[/x]", text))
-
-
 def _ints(text: str) -> list[int]:
     return [int(float(x[:-1]) * 1024) if x.endswith("k") else int(x) for x in text.split(",") if x]
 
@@ -425,7 +420,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="B 1, 8 x 16k, 64k with short timings (~3 minutes)")
     p.add_argument("--batches", type=_ints, default=None, help="comma-separated batch sizes (default 1,8,32)")
     p.add_argument("--contexts", type=_ints, default=None, help="comma-separated contexts, e.g. 4k,16k,64k")
-    p.add_argument("--configs", default=",".join(CONFIGS), help="Hq/Hkv x D, comma-separated")
+    p.add_argument("--configs", default=",".join(f"{h}/{kv}x{d}" for h, kv, d in CONFIGS), help="Hq/Hkv x D")
     p.add_argument("--rows", default="foxacp-exact,foxacp-acp,sdpa-cudnn,sdpa-flash")
     p.add_argument("--gates", default=None, help="recorded log forget gates (see foxacp.bench.gates)")
     p.add_argument("--layer", type=int, default=None, help="layer of a 4-d gates file")
@@ -450,7 +445,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.warmup, args.rep = min(args.warmup, QUICK["warmup"]), min(args.rep, QUICK["rep"])
     args.batches = args.batches or list(BATCHES)
     args.contexts = args.contexts or list(CONTEXTS)
-    args.configs = [_config(c) for c in args.configs.split(",") if c]
+    args.configs = [tuple(int(x) for x in re.split(r"[/x]", c)) for c in args.configs.split(",") if c]
     args.rows = [r for r in args.rows.split(",") if r]
     from foxacp.ops.triton_decode import SCHEDULES
 
