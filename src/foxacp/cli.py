@@ -437,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--max-len", type=int, default=None, help="tokens of the document (default: the context)")
     an.add_argument("--log-eps", type=float, default=None, help="default: the model's")
     an.add_argument("--tile", type=int, default=None, help="square ACP tile (default: the device's grid)")
-    an.add_argument("--heads-per-layer", type=int, default=3, help="decay maps drawn per layer")
+    an.add_argument(
+        "--heads-per-layer", type=int, default=3, help="decay maps per layer, of heads at evenly spaced ranks of saving"
+    )
     an.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     an.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     an.set_defaults(func=cmd_analyze)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,8 +264,12 @@ def merge(paths: Sequence[Path], out_dir: Path, stem: str) -> list[Path]:
         other, more = load_results(path)
         for key in ("device", "torch", "triton", "commit", "settings"):
             if other.get(key) != meta.get(key):
-                raise ValueError(f"{path}: {key} {other[key]!r} differs from {paths[0]}: {meta[key]!r}")
+                raise ValueError(f"{path}: {key} {other.get(key)!r} differs from {paths[0]}: {meta.get(key)!r}")
         rows += more
+    # Two measurements of one row would both be shown, and derive() would divide one by the other's baseline.
+    seen = Counter((r.row, r.heads, r.head_dim, r.seqlen, r.mode, r.batch) for r in rows)
+    if repeated := [key for key, n in seen.items() if n > 1]:
+        raise ValueError(f"{len(repeated)} rows are measured in more than one file, e.g. {repeated[0]}")
     meta = {**meta, "merged_from": [Path(p).name for p in paths]}
     files = write_results(rows, meta, out_dir, stem)
     png = plot(rows, out_dir / f"{stem}.png")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from foxacp.eval import plot_position_loss
+from foxacp.eval.report import max_abs
 from foxacp.io import git_commit, read_jsonl
 
 from .results import RESULTS_ROOT, device_tag, result_dir
@@ -193,10 +194,10 @@ def compare(first: dict[str, Any], second: dict[str, Any], rows: Sequence[dict[s
     ta, tb = first["mean_tokens_per_s"], second["mean_tokens_per_s"]
     return {
         "runs": [first["label"], second["label"]],
-        "max_abs_train_loss_diff": max(diffs) if diffs else None,
+        "max_abs_train_loss_diff": max_abs(diffs) if diffs else None,
         "final_train_loss_diff": _diff(first["final_train_loss"], second["final_train_loss"]),
         "final_eval_loss_diff": _diff(first["final_eval_loss"], second["final_eval_loss"]),
-        "max_abs_position_loss_diff": max(pos) if pos else None,
+        "max_abs_position_loss_diff": max_abs(pos) if pos else None,
         "tokens_per_s_ratio": tb / ta if ta and tb is not None else None,
     }
 

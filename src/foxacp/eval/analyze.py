@@ -30,17 +30,20 @@ MAP_PIXELS = 512  # decay maps are subsampled to at most this many rows and colu
 
 
 def _picked_heads(saving: torch.Tensor, per_layer: int, max_layers: int) -> list[tuple[int, int]]:
-    """(layer, head) pairs to draw: up to ``max_layers`` evenly spaced layers, in each the heads of least,
-    median and most saving (the first ``per_layer`` of those, distinct)."""
+    """(layer, head) pairs to draw: up to ``max_layers`` evenly spaced layers, in each ``per_layer`` heads (at most
+    all of them) at evenly spaced ranks of saving: the least first, then (from 2) the most, (at 3) the median."""
     L, H = saving.shape
-    n = min(L, max_layers)
-    layers = sorted({round(i * (L - 1) / max(1, n - 1)) for i in range(n)})
     out = []
-    for layer in layers:
+    for layer in _spaced(L, max_layers):
         order = saving[layer].argsort(stable=True).tolist()  # ties keep head order: reproducible picks
-        picks = list(dict.fromkeys([order[0], order[len(order) // 2], order[-1]]))[:per_layer]
-        out += [(layer, h) for h in sorted(picks)]
+        out += [(layer, h) for h in sorted(order[r] for r in _spaced(H, per_layer))]
     return out
+
+
+def _spaced(n: int, k: int) -> list[int]:
+    """min(n, k) distinct indices of range(n), evenly spaced, 0 and (if k > 1) n - 1 included."""
+    k = min(n, k)
+    return sorted({(i * (n - 1) + (k - 1) // 2) // max(1, k - 1) for i in range(k)})
 
 
 def run_analyze(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,7 @@ def provenance(path: str | Path, data: str | Path, device: torch.device) -> dict
         "commit": git_commit(REPO),
         "device": name,
         "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # orders two sets of one day in the index
     }
 
 
@@ -140,6 +143,8 @@ def run_eval(
     out.mkdir(parents=True, exist_ok=True)
 
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
+    if compare_evict:  # refused now, not after hours of evaluation
+        model.check_can_evict()
     max_len = max_len or 4 * train_len
     # Default lengths leave at least as much filler as fixed text, so a small context still hides the key.
     shortest = 2 * fixed_tokens(tokenizer, digits)
@@ -148,7 +153,7 @@ def run_eval(
     else:
         lengths = sorted({max(shortest, int(f * train_len)) for f in LENGTH_FACTORS})
         lengths = [n for n in lengths if n <= max_len] or lengths[:1]
-    window = window or max(1, max_len // 50)
+    window = max(1, max_len // 50) if window is None else window
     _check_positive("window", window)
     token_docs = tokenizer.encode_batch(docs)
     passkey = passkey_trials(
@@ -203,10 +208,17 @@ def compare(pruned: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
     diff = [None if x is None or y is None else x - y for x, y in zip(a, b, strict=True)]
     return {
         "loss_difference": diff,
-        "max_abs_loss_difference": max((abs(d) for d in diff if d is not None), default=0.0),
+        "max_abs_loss_difference": max_abs([d for d in diff if d is not None]),
         "mean_loss_difference": pruned["per_position"]["loss"] - exact["per_position"]["loss"],
         **compare_passkey(pruned["passkey"], exact["passkey"], "exact"),
     }
+
+
+def max_abs(values: Sequence[float]) -> float:
+    """The largest magnitude, NaN if any value is NaN (Python's max keeps a NaN only when it comes first)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return max((abs(v) for v in values), default=0.0)
 
 
 def compare_passkey(base: dict[str, Any], other: dict[str, Any], name: str) -> dict[str, Any]:

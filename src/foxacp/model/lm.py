@@ -183,6 +183,17 @@ class FoxLM(nn.Module):
         )
         if not evict:
             return KVCache.allocate(n_layers=cfg.n_layers, **shape)
+        self.check_can_evict()
+        bounds = [block.attn.qk_bound() for block in self.blocks]
+        cache = PagedKVCache.allocate_paged(
+            bounds=bounds, log_eps=cfg.attn_log_eps, pool_blocks=pool_blocks, pool_fraction=pool_fraction, **shape
+        )
+        cache.gains_stamp = self._gains_stamp()
+        return cache
+
+    def check_can_evict(self) -> None:
+        """Raise ValueError unless this model can decode with an evicting cache (FoX Pro with ACP)."""
+        cfg = self.config
         if not cfg.pro:
             raise ValueError(
                 f"evict=True needs a static logit bound from QK-norm (variant 'fox_pro'), not {cfg.variant!r}: a bound "
@@ -190,12 +201,6 @@ class FoxLM(nn.Module):
             )
         if cfg.attn_log_eps is None:
             raise ValueError("evict=True needs ACP (config.acp=True): exact attention never prunes a key")
-        bounds = [block.attn.qk_bound() for block in self.blocks]
-        cache = PagedKVCache.allocate_paged(
-            bounds=bounds, log_eps=cfg.attn_log_eps, pool_blocks=pool_blocks, pool_fraction=pool_fraction, **shape
-        )
-        cache.gains_stamp = self._gains_stamp()
-        return cache
 
     def _gains_stamp(self) -> tuple:
         """What changes when a QK-norm gain does (in place: a load, an optimizer step; or a new tensor): an evicting

@@ -39,6 +39,7 @@ def cumulative_gate(log_fgate: Tensor, cu_k: Tensor, uniform: bool, num_seqs: in
     g = g.clamp_min(LOG_FGATE_FLOOR)
     if uniform:
         return g.view(heads, num_seqs, total // num_seqs).cumsum(-1).view(heads, total)
-    running = g.cumsum(-1)
-    before = torch.cat([running.new_zeros(heads, 1), running], dim=1)[:, cu_k[:-1].long()]  # (Hq, N)
-    return running - before[:, sequence_ids(cu_k, total)]
+    # One scan per sequence (a host read of the lengths: this is the slow path). A scan over all rows minus each
+    # sequence's start would carry earlier sequences' magnitude (rounding) and NaNs into later ones.
+    lengths = (cu_k[1:] - cu_k[:-1]).tolist()
+    return torch.cat([part.cumsum(-1) for part in g.split(lengths, dim=1)], dim=1)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .config import interpreting
+from .validate import first_order_only
 
 # Logit entries per chunk: 2^28 (512 MB in bf16; ~5.3k rows at a 50k vocabulary) keeps every matmul thousands of
 # rows tall, so the chunking costs nothing in matmul speed, and bounds the extra memory at any batch size.
@@ -138,7 +138,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable  # its kernels record no graph: a double backward raises instead of dropping terms
+    @first_order_only  # its kernels record no graph: a double backward raises instead of dropping terms
     def backward(ctx, grad_loss: Tensor):
         hidden, weight, labels, lse = ctx.saved_tensors
         want_h, want_w = ctx.needs_input_grad[:2]

@@ -27,8 +27,10 @@ def ce_stats_kernel(LOGITS, LABELS, LSE, LOSS, stride_row, V, ignore_index, BLOC
     s = tl.sum(tl.zeros([BLOCK], dtype=tl.float32), 0)
     for v0 in range(0, V, BLOCK):
         x = tl.load(base + v0 + offs, mask=v0 + offs < V, other=float("-inf")).to(tl.float32)
-        m_new = tl.maximum(m, tl.max(x, 0))  # finite: every step holds at least one real logit
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
+        m_new = tl.maximum(m, tl.max(x, 0))
+        # -inf while every logit so far is -inf (fp16 overflow): shift by 0 there, not -inf - -inf = NaN.
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        s = s * tl.exp(m - shift) + tl.sum(tl.exp(x - shift), 0)
         m = m_new
     lse = m + tl.log(s)
     label = tl.load(LABELS + row)

@@ -44,7 +44,10 @@ def table_scale(sm_scale: float) -> float | None:
     """The power of two S by which the score tables divide their q.k-unit values (S multiplies them back
     exactly in the tensor cores), so that a saturated value still means weight 0; None where no fp16 power
     of two serves (sm_scale outside about [2e-6, 1e6]: the op then takes the PyTorch path)."""
-    exponent = math.ceil(math.log2(_TABLE_RANGE / (TABLE_LIMIT.value * sm_scale)))
+    ratio = _TABLE_RANGE / (TABLE_LIMIT.value * sm_scale)
+    if not 0.0 < ratio < math.inf:  # an extreme (accepted) sm_scale: no power of two either
+        return None
+    exponent = math.ceil(math.log2(ratio))
     return 2.0**exponent if -24 <= exponent <= 15 else None
 
 

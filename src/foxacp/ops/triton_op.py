@@ -6,7 +6,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import triton_kernels as kern
@@ -14,7 +13,7 @@ from .acp import AcpPlan
 from .config import Blocks, KernelConfig, head_group
 from .search import run_plan
 from .triton_gate import gate_grad, gate_scan
-from .validate import Problem
+from .validate import Problem, first_order_only
 
 _LOG2E = math.log2(math.e)
 
@@ -328,7 +327,7 @@ class _TritonForgettingAttention(torch.autograd.Function):
         return o.view(q.shape)
 
     @staticmethod
-    @once_differentiable  # its kernels record no graph: a double backward raises instead of dropping terms
+    @first_order_only  # its kernels record no graph: a double backward raises instead of dropping terms
     def backward(ctx, do):
         qp, kp, vp, gp, c_t, o, lse, kc = ctx.saved_tensors
         saved = qp, kp, vp, gp, c_t, o, lse, kc, ctx.problem, ctx.plan, ctx.cfg, ctx.scale

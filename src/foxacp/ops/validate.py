@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .config import TRITON_HEAD_DIMS, interpreting
 
@@ -33,6 +36,22 @@ def set_value_checks(enabled: bool) -> bool:
 def value_checks_on() -> bool:
     """Whether checks that read tensor values back to the host (a synchronisation) run on this call."""
     return _value_checks and not torch.compiler.is_compiling()
+
+
+def first_order_only(backward: Callable) -> Callable:
+    """Decorate an autograd.Function's backward whose kernels record no graph. ``once_differentiable`` alone
+    raises on a double backward only when a gradient flowing in requires grad: after ``autograd.grad(loss, x,
+    create_graph=True)`` from a plain sum the returned gradient would silently be a constant, and a gradient
+    penalty on it would drop its second-order terms. A backward run while recording a graph is refused here."""
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            raise RuntimeError(f"{backward.__qualname__}: not twice differentiable (create_graph=True)")
+        return inner(ctx, *grads)
+
+    return wrapper
 
 
 def _uniform_offsets(batch: int, length: int, device: torch.device) -> Tensor:
