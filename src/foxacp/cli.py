@@ -63,17 +63,32 @@ def _home_run_dir(resume: Path) -> Path | None:
 
 def _resumed_config(resume: Path):
     """The TrainConfig a resume starts from: the one the checkpoint was written with (an older checkpoint's
-    own settings, not those of a later branch in config.json); a run's config.json when the checkpoint cannot
-    be read (the loop then reports why); None when there is neither."""
+    own settings, not those of a later branch in config.json), or, on a plain resume of a run whose last session
+    resumed this same checkpoint and died before its next one, that session's settings (a longer run, say); a
+    run's config.json when the checkpoint cannot be read (the loop then reports why); None when there is
+    neither."""
     from foxacp.train import CheckpointError
     from foxacp.train.checkpoint import read_meta, resolve_checkpoint
     from foxacp.train.config import TrainConfig
 
     try:
-        return TrainConfig.from_dict(read_meta(resolve_checkpoint(resume), verify=False)["train_config"])
+        ckpt = resolve_checkpoint(resume)
+        last = _last_start(resume) or {}
+        if last.get("resumed_from") and Path(last["resumed_from"]).resolve() == ckpt.resolve():
+            return TrainConfig.from_dict(last["train_config"])
+        return TrainConfig.from_dict(read_meta(ckpt, verify=False)["train_config"])
     except (CheckpointError, KeyError, TypeError, ValueError):
         saved = _run_dir_of(resume) / "config.json"
         return TrainConfig.load(saved) if saved.exists() else None
+
+
+def _last_start(run_dir: Path) -> dict | None:
+    """The last start record of the log of ``run_dir`` (a run directory: a plain resume); None otherwise."""
+    from foxacp.train.metrics import read_log
+
+    if not (Path(run_dir) / "log.jsonl").is_file():
+        return None
+    return next((r for r in reversed(read_log(run_dir)) if r.get("kind") == "start"), None)
 
 
 def train_config_from_args(args: argparse.Namespace):

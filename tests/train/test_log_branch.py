@@ -11,7 +11,7 @@ import pytest
 from foxacp.train.loop import train
 from foxacp.train.metrics import SUPERSEDED_LOG, MetricsLogger, read_log
 from foxacp.train.plot import _by_step
-from foxacp.train.rundir import prepare_run_dir
+from foxacp.train.rundir import prepare_run_dir, remove_run_files
 
 from .run_helpers import FAST
 
@@ -46,7 +46,8 @@ def test_overwrite_removes_the_previous_runs_superseded_log(tmp_path):
     run.mkdir()
     (run / "log.jsonl").write_text(json.dumps({"kind": "train", "step": 1}) + "\n")
     (run / SUPERSEDED_LOG).write_text(json.dumps({"kind": "train", "step": 7, "run": "old"}) + "\n")
-    prepare_run_dir(run, resume=None, overwrite=True)
+    assert prepare_run_dir(run, resume=None, overwrite=True)
+    remove_run_files(run)
     assert not (run / "log.jsonl").exists()
     assert not (run / SUPERSEDED_LOG).exists(), "the replaced run's superseded records survived --overwrite"
 

@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch._dynamo.config.cache_size_limit = 64  # one compiled step per (batch, prompt, mode)
     bandwidth = 1e9 * args.bandwidth if args.bandwidth else copy_bandwidth(device)
     model = build_model(args.preset, dtype, device, args.attn_backend)
-    meta = environment(REPO) | {
+    meta = environment(REPO, device) | {
         "preset": args.preset,
         "dtype": str(dtype).removeprefix("torch."),
         "steps": args.steps,

@@ -62,24 +62,27 @@ from .report import environment
 TARGETS = {"held_16k": 0.35, "held_64k": 0.15, "batch_ratio": 3.0, "speed_ratio": 2.0}
 
 
-def fill(model: FoxLM, cache: KVCache, table: Tensor, context: int, chunk: int) -> int:
+def fill(model: FoxLM, cache: KVCache, table: Tensor, context: int, chunk: int) -> tuple[int, int]:
     """Write ``context`` tokens into every layer, ``chunk`` at a time: random K and V, and the gates of table
     (n_src, Bt, max_len, Hq) that layer l, row b reads (table[l mod n_src], row b mod Bt: ``layer_gates``).
 
     A paged cache evicts before each chunk (``prepare``) and once more at the end (the decode-time state).
-    Returns the peak of blocks held by one sequence (summed over layers; 0 for a full cache).
+    Returns the peaks of blocks held by one sequence, summed over layers and in its busiest layer (0, 0 for a
+    full cache). Each layer has a pool of its own, so a batch is sized by the busiest layer.
     """
     cfg, B = model.config, cache.batch_size
     gen = torch.Generator(device=table.device).manual_seed(0)
     shape = (2, B, chunk, cfg.kv_heads, cfg.head_dim)
     kv = torch.randn(shape, generator=gen, device=table.device).to(cache.layers[0].k.dtype)
     rows = table_rows(table, B)
-    peak = 0
+    peak = peak_layer = 0
     for start in range(0, context, chunk):
         n = min(chunk, context - start)
         if isinstance(cache, PagedKVCache):
             cache.prepare(n)
-            peak = max(peak, int(sum(layer.held().sum(1) for layer in cache.layers).max()))
+            held = torch.stack([layer.held().sum(1) for layer in cache.layers])  # (layers, B)
+            peak = max(peak, int(held.sum(0).max()))
+            peak_layer = max(peak_layer, int(held.max()))
         pos = start + torch.arange(n, device=table.device).expand(B, n)
         for i, layer in enumerate(cache.layers):
             gates = layer_gates(table[i % table.shape[0]], rows, pos)
@@ -87,7 +90,7 @@ def fill(model: FoxLM, cache: KVCache, table: Tensor, context: int, chunk: int) 
         cache.lengths.add_(n)
     if isinstance(cache, PagedKVCache):
         cache.prepare(CHECK_EVERY)
-    return peak
+    return peak, peak_layer
 
 
 def kernel_check(cache: PagedKVCache, heads: int) -> float:
@@ -114,7 +117,7 @@ def memory_row(
     table = gate_table(args, B, context, cache.max_len, cfg.n_heads, device)
     sync(device)
     began = time.perf_counter()
-    peak = fill(model, cache, table, context, args.chunk)
+    peak, peak_layer = fill(model, cache, table, context, args.chunk)
     sync(device)
     fill_s = time.perf_counter() - began
     report = cache.memory_report()
@@ -126,6 +129,7 @@ def memory_row(
         held_fraction=report["fraction_held"],
         peak_fraction=peak * cache.block_bytes() / per_seq_full,
         peak_blocks_per_seq=peak,
+        peak_layer_blocks_per_seq=peak_layer,
         head_fraction_min=float(held.min()),
         head_fraction_max=float(held.max()),
         full_bytes_per_seq=per_seq_full,
@@ -169,8 +173,9 @@ def batch_rows(model: FoxLM, args: argparse.Namespace, context: int, mem: dict) 
             per_seq = mem["full_bytes_per_seq"]
         else:
             block_bytes = mem["full_bytes_per_seq"] / (cfg.n_layers * cfg.kv_heads * math.ceil(max_len / 64))
-            # Rows differ a little (the gates' noise): 2% over the measured peak.
-            per_seq = 1.02 * (mem["peak_blocks_per_seq"] + cfg.n_layers * cfg.kv_heads) * block_bytes
+            # Each layer has a pool of budget / n_layers: the busiest layer's peak sizes the batch. Rows differ a
+            # little (the gates' noise): 2% over the measured peak.
+            per_seq = 1.02 * cfg.n_layers * (mem["peak_layer_blocks_per_seq"] + cfg.kv_heads) * block_bytes
         batch = int(budget // per_seq)
         row = dict(context=context, mode=mode, batch=batch, bytes_per_seq=per_seq, budget_gb=args.budget_gb)
         if batch < 1:
@@ -271,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     set_value_checks(False)  # they read whole caches back to the host on every call
     model = build_model(args.preset, dtype, device, args.attn_backend)
-    meta = environment() | {"preset": args.preset, "dtype": str(dtype).removeprefix("torch."),
+    meta = environment(device=device) | {"preset": args.preset, "dtype": str(dtype).removeprefix("torch."),
                             "gates": args.gates_label, "steps": args.steps, "chunk": args.chunk,
                             "weights": "random", "decode_schedule": args.schedule or "default"}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

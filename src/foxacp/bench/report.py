@@ -106,15 +106,16 @@ def derive(rows: Sequence[Row]) -> None:
         r.derived = d
 
 
-def environment(repo: Path = REPO) -> dict:
-    """Device, software versions, UTC date and git commit of this run (of the checkout foxacp runs from, not of
-    the working directory)."""
+def environment(repo: Path = REPO, device: str | None = None) -> dict:
+    """Device (``device``, the one the run used: "cpu" for a CPU run on a GPU host; the current GPU by default),
+    software versions, UTC date and git commit of this run (of the checkout foxacp runs from, not of the working
+    directory)."""
     import torch
     import triton
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
     meta = {
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "torch": torch.__version__,
         "triton": triton.__version__,
         "cuda": torch.version.cuda,

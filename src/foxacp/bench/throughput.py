@@ -361,6 +361,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def measured_with(args: argparse.Namespace) -> dict:
+    """The arguments that change what a row measures (all but which rows and where): stored with each row, so that
+    a resumed run cannot mix rows of other settings into one table."""
+    keep = ("vocab", "tokens_per_step", "micro_batch", "activation_checkpointing", "warmup", "steps", "rounds")
+    return {k: getattr(args, k) for k in keep} | {"gates": str(args.gates.resolve()) if args.gates else None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     meta = environment()
@@ -375,6 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "throughput.jsonl"
     done = {r["key"]: r for _, r in read_jsonl(log, skip_malformed=True)} if log.exists() else {}
+    settings = measured_with(args)
+    if other := next((r for r in done.values() if r.get("settings") != settings), None):
+        raise SystemExit(
+            f"{log} holds rows measured with other settings ({other.get('settings')}, now {settings}): a resumed "
+            "run would mix them; choose another --out"
+        )
     if done:
         print(f"{log}: {len(done)} configurations already measured are skipped")
     gates = load_log_fgate_layers(args.gates) if args.gates is not None else None
@@ -393,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             error = f"out of memory: {str(e).splitlines()[0]}"
             recs = [{"key": c.key, **dataclasses.asdict(c), "error": error} for c in todo]
         for rec in recs:
+            rec["settings"] = settings
             done[rec["key"]] = rec
             with open(log, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")

@@ -181,23 +181,27 @@ def validation_batches(
     packing: bool = False,
 ) -> list[Batch]:
     """The fixed validation set: the first `num_batches * batch_size` windows of the held-out split
-    in order (fewer full batches when the split is short), this rank's rows of each global batch.
+    in order, this rank's rows of each global batch. When the split is short, the set is all its windows: the
+    last batch is filled up with rows whose labels are all IGNORE_INDEX, so that the set does not depend on the
+    batch size (a resume may change it).
 
     Raises:
-        ValueError: when the held-out split is shorter than one global batch of windows, or on a bad
+        ValueError: when the held-out split holds no window of seq_len + 1 tokens, or on a bad
             batch_size / rank / world_size / num_batches.
     """
     rows = _local_rows(batch_size, rank, world_size)
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
-    available = num_windows(split, seq_len) // batch_size
-    if available == 0:
+    n = num_windows(split, seq_len)
+    if n == 0:
         raise ValueError(
-            f"the held-out split has {split.num_tokens} tokens: fewer than one batch of "
-            f"{batch_size} windows of {seq_len} + 1 tokens; use a shorter context, a smaller "
-            "batch or a larger corpus"
+            f"the held-out split has {split.num_tokens} tokens: not one window of {seq_len} + 1 tokens; use a "
+            "shorter context or a larger corpus"
         )
-    return [
-        make_batch(split, np.arange(i * batch_size, (i + 1) * batch_size)[rows], seq_len, packing)
-        for i in range(min(num_batches, available))
-    ]
+    out = []
+    for i in range(min(num_batches, -(-n // batch_size))):
+        index = np.arange(i * batch_size, (i + 1) * batch_size)[rows]
+        batch = make_batch(split, np.minimum(index, n - 1), seq_len, packing)  # past the split: a scored-nothing row
+        batch["labels"][torch.from_numpy(index >= n)] = IGNORE_INDEX
+        out.append(batch)
+    return out

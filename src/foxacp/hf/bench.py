@@ -51,18 +51,20 @@ def _timed(fn: Callable[[int], torch.Tensor], n: int, device: torch.device) -> t
 
 
 def per_step_ops(fn: Callable[[int], torch.Tensor], new_tokens: int) -> tuple[float, float]:
-    """(aten ops, host reads) per decode step of fn(n new tokens): the difference of a 1-token and an up to
-    12-token call over their steps (within new_tokens, so that a static cache is reused); nan for 1 token."""
-    long = min(12, new_tokens)
-    if long == 1:
+    """(aten ops, host reads) per decode step of fn(n new tokens): the difference of a 2-token and an up to
+    12-token call over their steps (within new_tokens, so that a static cache is reused); nan below 3 tokens.
+    Two, not one: ``foxacp.generate`` captures its CUDA graph from 2 new tokens on, and a 1-token call would
+    leave that one-off capture in the difference."""
+    short, long = 2, min(12, new_tokens)
+    if long <= short:
         return float("nan"), float("nan")
     counts = []
-    for n in (1, long):
+    for n in (short, long):
         with CountOps() as counted:
             fn(n)
         counts.append(counted.ops)
-    ops = (sum(counts[1].values()) - sum(counts[0].values())) / (long - 1)
-    reads = sum(counts[1][name] - counts[0][name] for name in HOST_READS) / (long - 1)
+    ops = (sum(counts[1].values()) - sum(counts[0].values())) / (long - short)
+    reads = sum(counts[1][name] - counts[0][name] for name in HOST_READS) / (long - short)
     return ops, reads
 
 
@@ -214,7 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.compile_everywhere,
             a.attn_backend,
         )
-    meta = environment() | {"preset": a.preset, "dtype": a.dtype, "transformers": records[0]["transformers"]}
+    meta = environment(device=a.device) | {
+        "preset": a.preset,
+        "dtype": a.dtype,
+        "transformers": records[0]["transformers"],
+    }
     meta["attn_backend"] = a.attn_backend or "auto"
     if a.out is not None:
         print(f"results in {write(records, meta, a.out)}")

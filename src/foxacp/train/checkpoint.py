@@ -127,6 +127,13 @@ def step_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
 
 
+def in_run(path: str | Path, run_dir: Path) -> bool:
+    """Whether ``path`` (a checkpoint, or the run directory) lies in ``run_dir``, its checkpoints/ followed
+    through a symlink (checkpoints on another disk)."""
+    p = Path(path).resolve()
+    return any(p.is_relative_to(Path(f).resolve()) for f in (run_dir, checkpoint_root(run_dir)))
+
+
 def branch_off(run_dir: Path, resumed: str | Path, step: int) -> Path | None:
     """Make a run resumed from one of its own checkpoints (``resumed``, at ``step``) continue from there alone:
     checkpoints of later steps (another branch of the run) move into ``checkpoints/abandoned-<time>/`` and
@@ -137,7 +144,7 @@ def branch_off(run_dir: Path, resumed: str | Path, step: int) -> Path | None:
     abandoned one): continuing it in place would mix two branches; continue it into another run directory."""
     root = checkpoint_root(run_dir)
     resumed = Path(resumed).resolve()
-    if not resumed.is_relative_to(Path(run_dir).resolve()):
+    if not in_run(resumed, run_dir):
         return None  # another run's checkpoint: prepare_run_dir left this directory without a run of its own
     if resumed.parent != root.resolve():
         raise CheckpointError(
@@ -186,30 +193,34 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(final)
         tmp.mkdir()
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-        save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
-        _fsync_file(tmp / WEIGHTS)
-        state = {
-            "optimizer": optim,
-            "step": step,
-            "tokens": tokens,
-            "loader": loader_state,
-            "rng": rngs,
-            "world_size": d.world_size,
-        }
-        with durable_file(tmp / STATE) as f:
-            torch.save(state, f)
-        meta = {
-            "format": FORMAT,
-            "step": step,
-            "tokens": tokens,
-            "train_config": jsonable(train_config),
-            "model_config": jsonable(model_config),
-            "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in (WEIGHTS, STATE)},
-        }
-        with durable_file(tmp / META) as f:
-            f.write(json.dumps(meta, indent=2).encode())
-        fsync_dir(tmp)
+        try:
+            tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
+            save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
+            _fsync_file(tmp / WEIGHTS)
+            state = {
+                "optimizer": optim,
+                "step": step,
+                "tokens": tokens,
+                "loader": loader_state,
+                "rng": rngs,
+                "world_size": d.world_size,
+            }
+            with durable_file(tmp / STATE) as f:
+                torch.save(state, f)
+            meta = {
+                "format": FORMAT,
+                "step": step,
+                "tokens": tokens,
+                "train_config": jsonable(train_config),
+                "model_config": jsonable(model_config),
+                "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in (WEIGHTS, STATE)},
+            }
+            with durable_file(tmp / META) as f:
+                f.write(json.dumps(meta, indent=2).encode())
+            fsync_dir(tmp)
+        except BaseException:  # a failed write (disk full, say) leaves no half checkpoint filling the disk
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists():
             # A complete checkpoint of this step on this branch of the run (``branch_off`` moves other branches'
             # aside) holds this state: it is kept. Swapping it for the new one could not be made atomic.

@@ -73,7 +73,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
     # logging, evaluation, checkpoints
     out: str | None = None  # run directory; None: runs/<preset>
-    log_every: int = 10
+    log_every: int = 10  # a train record every log_every steps and at every checkpoint
     eval_every: int = 100
     eval_batches: int = 4  # the validation set: eval_batches x 8 held-out windows (train.loop.EVAL_WINDOWS)
     eval_buckets: int = 64  # loss by token position: this many buckets over the context

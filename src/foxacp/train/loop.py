@@ -63,7 +63,7 @@ from .memory import StepMemory, checkpointing_wanted, describe, device_capacity,
 from .metrics import SUPERSEDED_LOG, AcpMeter, MetricsLogger, acp_summary, peak_flops
 from .optim import apply_settings, build_optimizer, lr_at, set_lr
 from .passkey_mix import PasskeyMixer
-from .rundir import RunDirError, RunLock, prepare_run_dir
+from .rundir import RunDirError, RunLock, prepare_run_dir, remove_run_files
 from .stop import DivergedError, StopRequest
 
 
@@ -173,8 +173,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, overwrite: bool
     checks = set_value_checks(True)
     lock = None
     try:
-        lock, changes = _on_main(d, lambda: _claim_run_dir(cfg, resume, overwrite, d)) or (None, {})
-        summary = _train(cfg, resume, changes, d)
+        lock, changes, replace = _on_main(d, lambda: _claim_run_dir(cfg, resume, overwrite, d)) or (None, {}, False)
+        summary = _train(cfg, resume, changes, replace, d)
         barrier(d)  # every rank done (rank 0 writes last) before any tears the process group down
         return summary
     finally:
@@ -213,8 +213,9 @@ def _on_main(d: Dist, fn: Callable[[], Any]) -> Any:
 
 def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool, d: Dist):
     """Rank 0's start-up: validate what can be validated without data, lock and prepare the run directory.
-    Returns (the lock, the settings that differ from the resumed checkpoint's). config.json is written once the
-    run is set up (``_setup``): a resume refused there leaves the run's config as it was."""
+    Returns (the lock, the settings that differ from the resumed checkpoint's, whether a run there is to be
+    replaced). config.json is written, and a replaced run's files deleted, once the run is set up (``_setup``): a
+    resume refused there leaves the run's config as it was, and a start that fails leaves the old run whole."""
     cfg.grad_accum_steps(d.world_size)
     build_model_config(cfg)
     changes = _resume_changes(cfg, resume) if resume is not None else {}
@@ -222,11 +223,11 @@ def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool,
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock.acquire(run_dir)
     try:
-        prepare_run_dir(run_dir, resume=None if resume is None else Path(resume), overwrite=overwrite)
+        replace = prepare_run_dir(run_dir, resume=None if resume is None else Path(resume), overwrite=overwrite)
     except BaseException:
         lock.release()
         raise
-    return lock, changes
+    return lock, changes, replace
 
 
 def _resume_changes(cfg: TrainConfig, resume: str | Path) -> dict[str, list[Any]]:
@@ -326,8 +327,10 @@ class Window:
         self.start += time.perf_counter() - t
 
 
-def _train(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[Any]], d: Dist) -> dict[str, Any]:
-    s = _setup(cfg, resume, changes, d)
+def _train(
+    cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[Any]], replace: bool, d: Dist
+) -> dict[str, Any]:
+    s = _setup(cfg, resume, changes, replace, d)
     first_step, total = s.step, cfg.total_steps
     window = Window(d.device)
     last: dict[str, Any] = {}
@@ -340,13 +343,16 @@ def _train(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
             window.add(r)
             bar.update(1)
             done = s.step == total
-            if s.step % cfg.log_every == 0 or done or r.stop:
+            save = (cfg.ckpt_every > 0 and s.step % cfg.ckpt_every == 0) or done or r.stop
+            # A checkpoint ends a logging window too: a run resumed from it then logs what an uninterrupted one does
+            # (the window's sums are not in the checkpoint).
+            if s.step % cfg.log_every == 0 or save:
                 last = _log_window(s, window, r)
                 bar.set_postfix(loss=f"{last['loss']:.3f}")
             with window.paused():
                 if cfg.eval_every > 0 and (s.step % cfg.eval_every == 0 or done):
                     last_eval = _evaluate(s)
-                if (cfg.ckpt_every > 0 and s.step % cfg.ckpt_every == 0) or done or r.stop:
+                if save:
                     _checkpoint(s)
             if r.stop and not done:  # a signal during the last step: the run is complete, not stopped
                 s.logger.log({"kind": "stop", "step": s.step, "signal": s.stop.signal_name})
@@ -370,7 +376,9 @@ def _train(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
     }
 
 
-def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[Any]], d: Dist) -> Session:
+def _setup(
+    cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[Any]], replace: bool, d: Dist
+) -> Session:
     """Data, model (parallelised), optimizer, the resumed state, and the start record of the log."""
     tokenizer, loader, val_batches = make_data(cfg, d)
     mcfg = build_model_config(cfg, tokenizer.vocab_size)
@@ -421,14 +429,17 @@ def _setup(cfg: TrainConfig, resume: str | Path | None, changes: dict[str, list[
     if cfg.activation_checkpointing == "auto" and capacity is not None:
         s.say(describe(checkpointing, mem, capacity))
     resumed_from = _resume(s, resume) if resume is not None else None
-    _on_main(d, lambda: _settle_run_dir(s, resumed_from, tokenizer))
+    _on_main(d, lambda: _settle_run_dir(s, resumed_from, tokenizer, replace))
     _log_start(s, resumed_from, changes)
     return s
 
 
-def _settle_run_dir(s: Session, resumed_from: str | None, tokenizer: Tokenizer) -> None:
-    """Rank 0, once the run is set up: move another branch's checkpoints aside, then write config.json and the
-    run's copy of its tokenizer (generate and eval read it, not the training corpus)."""
+def _settle_run_dir(s: Session, resumed_from: str | None, tokenizer: Tokenizer, replace: bool) -> None:
+    """Rank 0, once the run is set up: delete the run it replaces (--overwrite), or move another branch's
+    checkpoints aside, then write config.json and the run's copy of its tokenizer (generate and eval read it,
+    not the training corpus)."""
+    if replace:
+        remove_run_files(s.cfg.run_dir)
     if resumed_from is not None:
         abandoned = branch_off(s.cfg.run_dir, resumed_from, s.step)
         if abandoned is not None:
@@ -643,6 +654,7 @@ def _evaluate(s: Session) -> dict[str, Any]:
 
 def _checkpoint(s: Session, loader_state: dict[str, Any] | None = None) -> None:
     """Save the session's state as checkpoint ``step_{step}`` (``loader_state``: the loader's, by default)."""
+    s.logger.sync()  # the log up to this step is on disk before the checkpoint is the run's latest
     path = save_checkpoint(
         s.cfg.run_dir,
         s.step,

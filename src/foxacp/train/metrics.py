@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from foxacp.io import atomic_write, read_jsonl
+from foxacp.io import atomic_write, fsync_dir, read_jsonl
 
 # Dense bf16 tensor-core peak TFLOP/s per GPU (no sparsity), matched in order as substrings of
 # torch.cuda.get_device_name(): more specific names first. GPUs not listed get DEFAULT_PEAK_TFLOPS (an
@@ -104,8 +104,8 @@ SUPERSEDED_LOG = "log-superseded.jsonl"
 
 class MetricsLogger:
     """Appends one JSON object per line to ``run_dir/log.jsonl`` (and scalars to TensorBoard when
-    available). Only the main rank writes; elsewhere every call is a no-op. ``fresh`` starts a new log
-    (a new run in a reused directory); otherwise records are appended (a resumed run)."""
+    available). Only the main rank writes; elsewhere every call is a no-op. ``fresh``: a new run, whose
+    directory holds no log; otherwise records are appended (a resumed run) after any torn last line is cut."""
 
     def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, fresh: bool) -> None:
         self.enabled = enabled
@@ -114,9 +114,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            self.path.unlink(missing_ok=True)
-        else:
+        if not fresh:  # a fresh run's directory holds no log (an overwritten run's goes once the new one starts)
             _drop_torn_tail(self.path)
         self._tb_dir = Path(run_dir) / "tb" if tensorboard else None
         self._purge_step: int | None = None
@@ -139,12 +137,11 @@ class MetricsLogger:
             to.parent.mkdir(parents=True, exist_ok=True)
             block = "".join(moved)
             # First: a crash before the log is rewritten leaves them in both, not in neither; the next rewind then
-            # finds them already at the end of ``to`` and does not move them twice.
-            if not (to.exists() and to.read_text(encoding="utf-8").endswith(block)):
-                with open(to, "a", encoding="utf-8") as f:
-                    f.write(block)
-                    f.flush()
-                    os.fsync(f.fileno())
+            # finds them already at the end of ``to`` and does not move them twice. Written whole (atomically): an
+            # append cut short would leave part of the block, which the next rewind would append again.
+            before = to.read_text(encoding="utf-8") if to.exists() else ""
+            if not before.endswith(block):
+                atomic_write(to, before + block)
             atomic_write(self.path, "".join(keep))
         return len(moved)
 
@@ -158,6 +155,14 @@ class MetricsLogger:
                 return None
             self.tb = SummaryWriter(str(self._tb_dir), purge_step=self._purge_step)
         return self.tb
+
+    def sync(self) -> None:
+        """Put the records logged so far on disk (fsync): called before a checkpoint becomes the run's latest, so
+        that a power loss cannot keep the checkpoint and lose the records of the steps before it."""
+        if self.enabled and self.path.exists():
+            with open(self.path, "rb+") as f:
+                os.fsync(f.fileno())
+            fsync_dir(self.path.parent)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:

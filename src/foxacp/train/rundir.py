@@ -26,7 +26,8 @@ from typing import Any
 from foxacp.data.tokenizer import RUN_TOKENIZER
 from foxacp.io import host_name, remove_stale_temps, temp_path
 
-from .checkpoint import CHECKPOINTS, checkpoint_root
+from .checkpoint import CHECKPOINTS, checkpoint_root, in_run
+from .config import TrainConfig
 from .metrics import SUPERSEDED_LOG
 
 LOCK = "lock"
@@ -101,36 +102,35 @@ def _describe(holder: dict[str, Any] | None) -> str:
 
 
 def holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a run that got as far as training: a log or a checkpoint (a config.json
-    alone is left by a start that failed before its first step, and is simply replaced)."""
+    """Whether ``run_dir`` holds a run that got as far as training (a log or a checkpoint), or a config.json that
+    is not a run's (another program's: an exported model, say). A run's config.json alone is left by a start
+    that failed before its first step, and is simply replaced."""
     root = checkpoint_root(run_dir)
-    return (Path(run_dir) / "log.jsonl").exists() or (root / "latest").exists() or any(root.glob("step_*"))
+    if (Path(run_dir) / "log.jsonl").exists() or (root / "latest").exists() or any(root.glob("step_*")):
+        return True
+    config = Path(run_dir) / "config.json"
+    try:
+        config.is_file() and TrainConfig.load(config)
+    except (ValueError, TypeError, KeyError, OSError):
+        return True
+    return False
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return Path(path).resolve().is_relative_to(Path(folder).resolve())
-
-
-def prepare_run_dir(run_dir: Path, *, resume: Path | None, overwrite: bool) -> None:
+def prepare_run_dir(run_dir: Path, *, resume: Path | None, overwrite: bool) -> bool:
     """Make ``run_dir`` ready for a run that holds its lock (see the module docstring).
 
     A directory holding another run is refused unless ``resume`` points into it (the run continues) or
-    ``overwrite`` is set (its RUN_FILES are deleted first). Raises RunDirError with what to do instead,
-    or OSError when the run or checkpoint folder cannot be written.
+    ``overwrite`` is set. Returns whether the run there is to be replaced: the caller calls
+    ``remove_run_files`` once the new run has started, so that a start that fails leaves the old run whole.
+    Raises RunDirError with what to do instead, or OSError when the run or checkpoint folder cannot be written.
     """
-    if holds_run(run_dir) and (resume is None or not _inside(resume, run_dir)):
-        if not overwrite:
-            other = "" if resume is None else f" and --resume {resume} is not in it"
-            raise RunDirError(
-                f"{run_dir} already holds a run{other}: pass --resume to continue it, --overwrite to replace "
-                "it, or choose another --out"
-            )
-        for name in RUN_FILES:
-            target = Path(run_dir) / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    replace = holds_run(run_dir) and (resume is None or not in_run(resume, run_dir))
+    if replace and not overwrite:
+        other = "" if resume is None else f" and --resume {resume} is not in it"
+        raise RunDirError(
+            f"{run_dir} already holds a run{other}: pass --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
+        )
     root = checkpoint_root(run_dir)
     root.mkdir(exist_ok=True)
     for folder in (Path(run_dir), root):
@@ -138,3 +138,18 @@ def prepare_run_dir(run_dir: Path, *, resume: Path | None, overwrite: bool) -> N
         probe.write_bytes(b"")  # raises PermissionError (or another OSError) now, not after training
         probe.unlink()
     remove_stale_temps(root)
+    return replace
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Delete what a run left in ``run_dir`` (RUN_FILES). A symlinked folder (checkpoints/ on another disk) is
+    emptied and kept: the link says where the run's checkpoints are to go."""
+    for name in RUN_FILES:
+        target = Path(run_dir) / name
+        if target.is_symlink() and target.is_dir():
+            for child in target.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
