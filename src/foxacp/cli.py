@@ -315,7 +315,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         same = rec["evict_comparison"]["passkey_same_answer"]
         held = rec["evict"]["passkey"]["memory"]["fraction_held_mean"]
         print(f"  evicting cache: same passkey answers in {100 * same:.0f}% of the prompts, holding {100 * held:.1f}%")
-        print("    of a full cache at the end (mean over batches)")
+        print("    of a full cache at the end (mean over prompts)")
     return 0
 
 

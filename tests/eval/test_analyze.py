@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from foxacp.cli import main
-from foxacp.eval.analyze import _picked_heads
+from foxacp.eval.analyze import ANALYZE_FILES, _picked_heads
 from foxacp.eval.pruning import attention_inputs, head_savings, layer_plan, total_saving
 from foxacp.eval.search_time import search_share
 from foxacp.model import FoxLM, ModelConfig
@@ -51,6 +51,8 @@ def test_decay_map_is_the_difference_of_cumulative_gates():
     g = model.forget_gates(ids)[1, 0, :, 2].double()
     assert d[30, 10].item() == pytest.approx(g[11:31].sum().item(), rel=1e-9, abs=1e-12)
     assert d[7, 7] == 0 and d[3, 9] == -torch.inf
+    for step in (3, 7, 50):  # the drawn maps: every step-th row and column, never the whole map first
+        assert torch.equal(layer.decay(2, step), d[::step, ::step])
 
 
 def test_saving_grows_with_eps_and_with_finer_nested_tiles():
@@ -96,6 +98,8 @@ def test_analyze_command_writes_the_record_and_plots(tiny_run, corpus_dir, tmp_p
     assert rec["meta"]["dtype"] == "bfloat16" and rec["search_time"] is None  # timed on CUDA only
     for png in ("decay_maps.png", "head_saving.png", "saving_vs_log_eps.png", "saving_vs_tile.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # ANALYZE_FILES (removed before a rerun) names exactly what a run writes.
+    assert sorted(p.name for p in out.iterdir()) == sorted(ANALYZE_FILES)
     assert main([*cmd[:2], "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main([*cmd, "--tile", "0"]) == 2

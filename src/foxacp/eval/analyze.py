@@ -127,9 +127,15 @@ def run_analyze(
         "decay_map_heads": [list(p) for p in heads],
         "search_time": timing,
     }
+    # An earlier analysis's files go first (analyze.json first: written last, it marks a complete folder).
+    for name in ANALYZE_FILES:
+        (out / name).unlink(missing_ok=True)
     _plots(record, layers, out)
     atomic_write(out / "analyze.json", json.dumps(record, indent=1))
     return record
+
+
+ANALYZE_FILES = ("analyze.json", "decay_maps.png", "head_saving.png", "saving_vs_log_eps.png", "saving_vs_tile.png")
 
 
 def _names(record: dict[str, Any]) -> str:
@@ -160,7 +166,7 @@ def _plots(record: dict[str, Any], layers: list[LayerInputs], out: Path) -> None
             ax = axes[r][c]
             ax.set_visible(True)
             # Above the diagonal (-inf) becomes NaN, drawn blank.
-            d = layers[layer].decay(head)[::step, ::step].clamp_min(-60).float().cpu()
+            d = layers[layer].decay(head, step).clamp_min(-60).float().cpu()
             d = d.masked_fill(torch.ones_like(d, dtype=torch.bool).triu(1), math.nan)
             im = ax.imshow(d.numpy(), cmap="viridis", vmin=-60, vmax=0, extent=(0, T, T, 0), interpolation="nearest")
             kv_lo = layer_plan(layers[layer], log_eps=record["log_eps"], tile=(tm, tn)).kv_lo[0, head].tolist()

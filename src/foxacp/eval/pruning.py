@@ -31,9 +31,10 @@ class LayerInputs:
     qk_bound: Tensor | None
     sm_scale: float
 
-    def decay(self, head: int) -> Tensor:
-        """The decay map D_ij = c_i - c_j (T, T) float64 of query head ``head``, -inf above the diagonal."""
-        c = self.log_fgate[0, :, head].double().cumsum(0)
+    def decay(self, head: int, step: int = 1) -> Tensor:
+        """The decay map D_ij = c_i - c_j float64 of query head ``head`` at every ``step``-th row and column
+        (ceil(T / step) squared: a drawn map never holds the whole T x T), -inf above the diagonal."""
+        c = self.log_fgate[0, :, head].double().cumsum(0)[::step]
         d = c[:, None] - c[None, :]
         return d.masked_fill(torch.ones_like(d, dtype=torch.bool).triu(1), -torch.inf)
 
