@@ -1,7 +1,7 @@
 """Regressions of a numerics review (each failed before its fix): fp16 ranges in the backward and the chunked loss,
 garbage past cache lengths, strided labels, the GPU data bound's strides and head dims, paged max_seqlen.
 
-Ground truth is ``float64_reference.dense_f64`` (float64, written from docs/method.md, independent of foxacp).
+Ground truth is ``float64_reference.dense_f64`` (float64, written from ../shared/docs/method.md, independent of foxacp).
 Under the CPU interpreter (TRITON_INTERPRET=1, set by tests/conftest.py) the Triton kernels run as on a GPU.
 """
 
