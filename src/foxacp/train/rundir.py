@@ -27,7 +27,7 @@ from foxacp.data.tokenizer import RUN_TOKENIZER
 from foxacp.io import host_name, remove_stale_temps, temp_path
 
 from .checkpoint import CHECKPOINTS, checkpoint_root, in_run
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .metrics import SUPERSEDED_LOG
 
 LOCK = "lock"
@@ -109,9 +109,11 @@ def holds_run(run_dir: Path) -> bool:
     if (Path(run_dir) / "log.jsonl").exists() or (root / "latest").exists() or any(root.glob("step_*")):
         return True
     config = Path(run_dir) / "config.json"
+    if not config.is_file():
+        return False
     try:
-        config.is_file() and TrainConfig.load(config)
-    except (ValueError, TypeError, KeyError, OSError):
+        TrainConfig.load(config)
+    except (ConfigError, OSError):
         return True
     return False
 
