@@ -150,7 +150,10 @@ def remove_run_files(run_dir: Path) -> None:
         target = Path(run_dir) / name
         if target.is_symlink() and target.is_dir():
             for child in target.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         elif target.is_dir():
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():
