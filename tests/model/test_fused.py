@@ -8,6 +8,7 @@ import torch
 
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.config import VARIANTS
+from foxacp.ops.config import interpreting
 
 
 def model_of(variant: str) -> FoxLM:
@@ -64,6 +65,7 @@ def test_decode_steps_compute_the_forget_gate_as_a_sum_of_products_with_the_same
     assert len(gemvs) == 2
 
 
+@pytest.mark.skipif(not interpreting(), reason="a CPU model: the kernel runs here only under the interpreter")
 @torch.no_grad()
 def test_half_precision_decode_steps_run_the_few_row_kernel(monkeypatch):
     """In fp16 a decode step's GEMMs (projections, W_o, the MLP, the LM head) go to the few-row kernel, whose

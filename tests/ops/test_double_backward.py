@@ -9,11 +9,6 @@ grad_output is a constant, once_differentiable returns plain tensors, and the pe
 
 from __future__ import annotations
 
-import os
-
-if not os.environ.get("TRITON_INTERPRET"):
-    os.environ["TRITON_INTERPRET"] = "1"
-
 import pytest
 import torch
 

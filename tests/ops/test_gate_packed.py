@@ -7,11 +7,6 @@ independent of foxacp).
 
 from __future__ import annotations
 
-import os
-
-if not os.environ.get("TRITON_INTERPRET"):
-    os.environ["TRITON_INTERPRET"] = "1"
-
 import pytest
 import torch
 

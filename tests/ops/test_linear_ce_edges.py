@@ -6,11 +6,6 @@ Run on the CPU with TRITON_INTERPRET=1 (tests/conftest.py sets it when there is 
 
 from __future__ import annotations
 
-import os
-
-if not os.environ.get("TRITON_INTERPRET"):
-    os.environ["TRITON_INTERPRET"] = "1"
-
 import torch
 import torch.nn.functional as F
 
