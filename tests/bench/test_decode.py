@@ -38,7 +38,7 @@ def test_schedule_holds_during_the_run_and_reaches_the_record(tmp_path, monkeypa
     monkeypatch.setattr(decode, "run_case", lambda *a: seen.append(triton_decode.SCHEDULE) or real(*a))
     args = ["--preset", "tiny", "--batch", "1", "--contexts", "70", "--steps", "2", "--bandwidth", "10"]
     assert main([*args, "--attn-backend", "torch", "--schedule", "balanced", "--out", str(tmp_path)]) == 0
-    assert seen == ["balanced"] and triton_decode.SCHEDULE == "even"
+    assert seen == ["balanced"] and triton_decode.SCHEDULE == "auto"
     assert json.loads((tmp_path / "decode-e2e.json").read_text())["meta"]["decode_schedule"] == "balanced"
 
 

@@ -324,10 +324,19 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def default_schedule() -> str:
+    """The decode kernels' default split schedule (``ops.triton_decode.SCHEDULE``), for result metadata."""
+    from foxacp.ops import triton_decode
+
+    return triton_decode.SCHEDULE
+
+
 def add_schedule_argument(p: argparse.ArgumentParser) -> None:
     """--schedule: the decode kernels' split schedule for the run (``ops.triton_decode.use_schedule``)."""
+    from foxacp.ops.triton_decode import SCHEDULES
+
     p.add_argument(
-        "--schedule", choices=("even", "balanced"), default=None,
+        "--schedule", choices=SCHEDULES, default=None,
         help="split schedule of the decode kernels (default: the kernels' own, ops.triton_decode.SCHEDULE)",
     )  # fmt: skip
 
@@ -393,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bandwidth_gb_s": bandwidth / 1e9,
         "weights": "random",
         "compile_mode": args.compile_mode,
-        "decode_schedule": args.schedule or "default",
+        "decode_schedule": args.schedule or default_schedule(),
     }
     out = args.out or _default_out(meta, args)
     out.mkdir(parents=True, exist_ok=True)

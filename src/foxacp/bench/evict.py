@@ -49,6 +49,7 @@ from .decode import (
     DTYPES,
     add_schedule_argument,
     build_model,
+    default_schedule,
     gate_table,
     gates_from_table,
     layer_gates,
@@ -278,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = build_model(args.preset, dtype, device, args.attn_backend)
     meta = environment(device=device) | {"preset": args.preset, "dtype": str(dtype).removeprefix("torch."),
                             "gates": args.gates_label, "steps": args.steps, "chunk": args.chunk,
-                            "weights": "random", "decode_schedule": args.schedule or "default"}  # fmt: skip
+                            "weights": "random", "decode_schedule": args.schedule or default_schedule()}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     mem_rows = []
     from foxacp.ops.triton_decode import use_schedule

@@ -34,13 +34,17 @@ FANOUT = 64  # candidates per level of the start search; 2 levels cover 4096 blo
 # Launch shape of the split kernel. Not yet measured (designed for an H200: 3 stages of a 64-key K and V block
 # fit 2-4 programs per multiprocessor); `python -m foxacp.bench.decode_attention --splits/--stages` sweeps them.
 NUM_WARPS, NUM_STAGES = 4, 3
-# How a group's splits are sized: "even" (every group the same number) or "balanced" (in proportion to its kept
-# blocks, triton_balance.py). Even until experiment 052 times balanced on a GPU.
-SCHEDULE = "even"
-SCHEDULES = ("even", "balanced")
+# How a group's splits are sized: "even" (every group the same number), "balanced" (in proportion to its kept
+# blocks, triton_balance.py), or "auto": balanced where it won in experiment 052 (H200, bf16, CUDA graphs), from
+# shapes and settings alone so that a step's choice is fixed for its graph. With pruning, heads keep windows of
+# very different lengths: balanced took 0.56-0.95x even's time at 24x64 and 0.96-1.06x at 32/8x128. Exact, every
+# group has the same work: balanced won with 192 groups (0.84-0.88x) and lost with 64 or fewer (1.02-1.22x), so
+# it is taken from one group per multiprocessor up.
+SCHEDULE = "auto"
+SCHEDULES = ("auto", "even", "balanced")
 
 
-def resolve_schedule(name: str | None) -> str:
+def check_schedule(name: str | None) -> str:
     """``name``, or ``SCHEDULE`` (read at call time: ``use_schedule`` may have set it) for None; raises ValueError
     for a name not in SCHEDULES."""
     name = name or SCHEDULE
@@ -49,11 +53,20 @@ def resolve_schedule(name: str | None) -> str:
     return name
 
 
+def resolve_schedule(name: str | None, *, pruning: bool, groups: int, device: torch.device) -> str:
+    """The schedule a call runs, "even" or "balanced": ``check_schedule(name)``, "auto" resolved for a call that
+    prunes or not, over ``groups`` (sequence, KV head, row chunk) groups on ``device``."""
+    name = check_schedule(name)
+    if name != "auto":
+        return name
+    return "balanced" if pruning or groups >= _sms(device) else "even"
+
+
 @contextlib.contextmanager
 def use_schedule(name: str | None) -> Iterator[None]:
     """Within the block, decode calls that name no schedule take ``name`` (None leaves the default)."""
     global SCHEDULE
-    previous, SCHEDULE = SCHEDULE, resolve_schedule(name)
+    previous, SCHEDULE = SCHEDULE, check_schedule(name)
     try:
         yield
     finally:
@@ -291,8 +304,8 @@ def decode_attention(
         splits: splits per (sequence, KV head, row chunk); None picks ``num_splits`` (benchmarks sweep it), or
             for the balanced schedule ``balanced_programs``.
         num_stages: software pipeline depth of the key loop; None takes ``NUM_STAGES``.
-        schedule: "even" or "balanced" (the same grid of splits x groups programs, shared out by kept blocks);
-            None takes ``SCHEDULE``.
+        schedule: "even", "balanced" (the same grid of splits x groups programs, shared out by kept blocks) or
+            "auto" (``resolve_schedule``); None takes ``SCHEDULE``.
     Returns:
         (B, Tq, Hq, D) in q's dtype.
     """
@@ -305,7 +318,7 @@ def decode_attention(
     chunks = triton.cdiv(rows, block_m)
     groups = B * Hkv * chunks
     if (
-        resolve_schedule(schedule) == "balanced"
+        resolve_schedule(schedule, pruning=acp is not None, groups=groups, device=q.device) == "balanced"
         and (programs := balanced_programs(groups, Tmax, q.device, block_n, splits)) > groups
     ):
         from .triton_balance import balanced_decode_attention  # it imports this module's pieces

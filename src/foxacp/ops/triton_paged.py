@@ -154,11 +154,10 @@ def paged_decode_attention(
 
     delta: (Hq,) float32 on the device (``paged.paged_threshold``), or None for no pruning.
     splits: per group (default ``num_splits``, or ``balanced_programs`` for the balanced schedule); schedule:
-    "even" or "balanced" (triton_balance.py: the programs shared out by resident blocks), default
-    ``triton_decode.SCHEDULE``.
+    "even", "balanced" (triton_balance.py: the programs shared out by resident blocks) or "auto"
+    (``triton_decode.resolve_schedule``), default ``triton_decode.SCHEDULE``.
     Returns (B, Tq, Hq, D) in q's dtype.
     """
-    schedule = resolve_schedule(schedule)
     B, Tq, Hq, D = q.shape
     Hkv, group, block_n = problem.kv_heads, problem.group, k_pool.shape[1]
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -167,7 +166,7 @@ def paged_decode_attention(
     chunks = triton.cdiv(rows, block_m)
     groups = B * Hkv * chunks
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
-    if schedule == "balanced":
+    if resolve_schedule(schedule, pruning=delta is not None, groups=groups, device=q.device) == "balanced":
         programs = balanced_programs(groups, problem.max_len, q.device, block_n, splits)
         if programs > groups:
             return _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem,

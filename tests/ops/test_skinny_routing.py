@@ -1,0 +1,27 @@
+"""ops/skinny.py's routing (takes_skinny): a weight that wants a gradient (x does not)
+must go to F.linear (the kernel's custom op has no backward), and a 1-D weight (which F.linear takes) too."""
+
+import torch
+import torch.nn.functional as F
+
+from foxacp.ops.skinny import skinny_linear, takes_skinny
+
+
+def test_a_weight_that_wants_a_gradient_goes_to_f_linear():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 64, generator=g).half()
+    w = torch.randn(32, 64, generator=g).half().requires_grad_()
+    assert not takes_skinny(x, w)
+    y = skinny_linear(x, w)
+    y.float().sum().backward()
+    torch.testing.assert_close(w.grad, x.sum(0).expand_as(w))
+    with torch.no_grad():
+        assert takes_skinny(x, w)
+
+
+def test_a_one_dimensional_weight_is_f_linears():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 64, generator=g).half()
+    w = torch.randn(64, generator=g).half()
+    assert not takes_skinny(x, w)
+    torch.testing.assert_close(skinny_linear(x, w), F.linear(x, w), rtol=0, atol=0)
