@@ -10,5 +10,5 @@ for sched in even auto; do
     --no-graphs --gates $G --schedule $sched --tag recorded-$sched --out $OUT/d/recorded-$sched 2>&1 \
     | grep -v -i warn | grep "compiled" 
 done
-timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_decode_gpu.py tests/infer/test_gpu.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_decode_gpu.py tests/infer/test_gpu.py tests/train/test_optim_fused.py \
   2>&1 | tail -3 | tee $OUT/d/pytest_gpu.log

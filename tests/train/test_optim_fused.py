@@ -1,10 +1,14 @@
 """build_optimizer: fused AdamW on CUDA (one kernel instead of foreach's passes), the default elsewhere."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from foxacp.train.config import TrainConfig
+from foxacp.train.loop import train
+from foxacp.train.metrics import read_log
 from foxacp.train.optim import build_optimizer, param_groups
 
 
@@ -40,3 +44,21 @@ def test_cuda_fused_matches_foreach():
     _steps(ref, ref_model)
     for a, b in zip(fused_model.parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_resume_with_the_fused_optimizer_matches_the_uninterrupted_run(small_config, tmp_path):
+    """The fused AdamW's state (its step is a device tensor) goes through a checkpoint and back: a run resumed at
+    step 4 logs the uninterrupted run's losses."""
+
+    def losses(run_dir):
+        return {r["step"]: r["loss"] for r in read_log(run_dir) if r["kind"] == "train"}
+
+    straight = small_config("ckpt_every=4", "device=cuda", "compile=false", out=tmp_path / "straight")
+    train(straight)
+    resumed = dataclasses.replace(straight, out=str(tmp_path / "resumed"))
+    train(resumed, resume=straight.run_dir / "checkpoints" / "step_000004")
+    full, second = losses(straight.run_dir), losses(resumed.run_dir)
+    assert sorted(second) == [5, 6, 7, 8]
+    for step in second:
+        assert second[step] == pytest.approx(full[step], rel=1e-6), step
