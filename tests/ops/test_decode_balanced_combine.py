@@ -8,30 +8,13 @@
 
 References: float64 dense softmax written here (exact attention), and the PyTorch twin (ACP)."""
 
-import math
-
 import torch
 
 import foxacp
 from foxacp.ops.kvcache import DECODE_BLOCK, check_cache_inputs, logit_bound
 from foxacp.ops.triton_balance import COMBINE_SPLITS
 from foxacp.ops.triton_decode import MAX_ROWS, decode_attention
-
-
-def dense_f64(q, k, v, c, lens):
-    B, Tq, Hq, D = q.shape
-    group = Hq // k.shape[2]
-    out = torch.zeros(B, Tq, Hq, D, dtype=torch.float64)
-    for b in range(B):
-        L = int(lens[b])
-        for i in range(Tq):
-            p = L - Tq + i
-            for h in range(Hq):
-                kh = h // group
-                s = k[b, : p + 1, kh].double() @ q[b, i, h].double() / math.sqrt(D)
-                s = s + (c[b, p, h].double() - c[b, : p + 1, h].double())
-                out[b, i, h] = torch.softmax(s, 0) @ v[b, : p + 1, kh].double()
-    return out
+from tests.ops.test_kvcache import dense_float64
 
 
 def test_balanced_combine_of_a_row_whose_first_step_of_splits_is_all_empty():
@@ -68,7 +51,7 @@ def test_balanced_schedule_with_two_row_chunks_per_group():
     lens = torch.tensor([Tmax], dtype=torch.int32)
     problem = check_cache_inputs(q, k, v, c, lens, None, None, "triton")
     o = decode_attention(q, k, v, c, lens, None, problem, DECODE_BLOCK, 4, schedule="balanced")
-    torch.testing.assert_close(o.double(), dense_f64(q, k, v, c, lens), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(o.double(), dense_float64(q, k, v, c, lens), atol=1e-5, rtol=1e-5)
 
 
 def test_balanced_combine_merges_the_split_past_a_whole_number_of_steps():
@@ -87,4 +70,4 @@ def test_balanced_combine_merges_the_split_past_a_whole_number_of_steps():
     lens = torch.tensor([Tmax], dtype=torch.int32)
     problem = check_cache_inputs(q, k, v, c, lens, None, None, "triton")
     o = decode_attention(q, k, v, c, lens, None, problem, DECODE_BLOCK, n, schedule="balanced")
-    torch.testing.assert_close(o.double(), dense_f64(q, k, v, c, lens), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(o.double(), dense_float64(q, k, v, c, lens), atol=1e-5, rtol=1e-5)

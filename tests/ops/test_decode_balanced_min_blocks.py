@@ -13,20 +13,7 @@ import torch
 from foxacp.ops import triton_balance
 from foxacp.ops.kvcache import DECODE_BLOCK, check_cache_inputs
 from foxacp.ops.triton_decode import MIN_BLOCKS_PER_SPLIT, decode_attention
-
-
-def dense_f64(q, k, v, c, lens):
-    B, Tq, H, D = q.shape
-    out = torch.zeros(B, Tq, H, D, dtype=torch.float64)
-    for b in range(B):
-        L = int(lens[b])
-        for i in range(Tq):
-            p = L - Tq + i
-            for h in range(H):
-                s = k[b, : p + 1, h].double() @ q[b, i, h].double() / math.sqrt(D)
-                s = s + (c[b, p, h].double() - c[b, : p + 1, h].double())
-                out[b, i, h] = torch.softmax(s, 0) @ v[b, : p + 1, h].double()
-    return out
+from tests.ops.test_kvcache import dense_float64
 
 
 @pytest.mark.parametrize("Tmax", [3 * DECODE_BLOCK, 10 * DECODE_BLOCK])
@@ -50,7 +37,7 @@ def test_balanced_extra_splits_are_capped_by_min_blocks(monkeypatch, Tmax):
     monkeypatch.setattr(triton_balance, "partials", nan_partials)
     problem = check_cache_inputs(q, k, v, c, lens, None, None, "triton")
     o = decode_attention(q, k, v, c, lens, None, problem, DECODE_BLOCK, splits, schedule="balanced")
-    torch.testing.assert_close(o.double(), dense_f64(q, k, v, c, lens), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(o.double(), dense_float64(q, k, v, c, lens), atol=1e-5, rtol=1e-5)
     assert len(captured) == 1, "the balanced schedule ran"
     ml, block_m, programs = captured[0]
     assert programs == 2 * splits

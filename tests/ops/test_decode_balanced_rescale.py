@@ -8,27 +8,12 @@ mutant "alpha = 1" survives it. Here the largest logit sits in the cache's last 
 Checked against a float64 dense softmax written here (no foxacp code in the reference).
 """
 
-import math
-
 import torch
 
 from foxacp.ops.kvcache import DECODE_BLOCK, check_cache_inputs
 from foxacp.ops.triton_balance import COMBINE_SPLITS
 from foxacp.ops.triton_decode import decode_attention
-
-
-def dense_f64(q, k, v, c, lens):
-    B, Tq, H, D = q.shape
-    out = torch.zeros(B, Tq, H, D, dtype=torch.float64)
-    for b in range(B):
-        L = int(lens[b])
-        for i in range(Tq):
-            p = L - Tq + i
-            for h in range(H):
-                s = k[b, : p + 1, h].double() @ q[b, i, h].double() / math.sqrt(D)
-                s = s + (c[b, p, h].double() - c[b, : p + 1, h].double())
-                out[b, i, h] = torch.softmax(s, 0) @ v[b, : p + 1, h].double()
-    return out
+from tests.ops.test_kvcache import dense_float64
 
 
 def test_balanced_combine_rescales_earlier_steps_when_a_later_split_holds_the_max():
@@ -44,5 +29,5 @@ def test_balanced_combine_rescales_earlier_steps_when_a_later_split_holds_the_ma
     splits = 20  # x 2 groups = 40 programs; the balanced share gives the long group ~38 > COMBINE_SPLITS
     assert 2 * splits > COMBINE_SPLITS + 2
     o = decode_attention(q, k, v, c, lens, None, problem, DECODE_BLOCK, splits, schedule="balanced")
-    ref = dense_f64(q, k, v, c, lens)
+    ref = dense_float64(q, k, v, c, lens)
     torch.testing.assert_close(o.double(), ref, atol=1e-5, rtol=1e-5)
