@@ -14,7 +14,8 @@ Here three launches of fixed grids share the work by what is actually kept:
 3. combine, one program per row: the same counts say which programs hold the row's partials.
 
 The grid depends only on the shapes; the counts are read on the device: a step captures in a CUDA graph.
-The balanced schedule pays one more launch; it is used when groups alone do not fill the GPU.
+The balanced schedule pays one more launch; the default schedule ("auto", ``triton_decode.resolve_schedule``)
+takes it for calls that prune and for exact calls with at least one group per multiprocessor (experiment 052).
 """
 
 from __future__ import annotations
