@@ -44,6 +44,7 @@ from foxacp.eval import token_losses
 from foxacp.io import atomic_write, read_jsonl
 from foxacp.model import FoxLM, flops_per_token
 from foxacp.ops import set_value_checks
+from foxacp.train.collect import manual_gc
 from foxacp.train.config import build_model_config, preset_config
 from foxacp.train.distributed import Dist, compile_wanted, parallelize
 from foxacp.train.memory import checkpointing_wanted, device_capacity, step_memory
@@ -183,29 +184,31 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     warmup_s = {}
-    for c in cs:
-        use(c)
-        t0 = time.perf_counter()
-        for _ in range(args.warmup):
-            step(meters[c.mode])
-            set_value_checks(False)  # as the trainer does after its first step
-        sync()
-        warmup_s[c.mode] = time.perf_counter() - t0
-        meters[c.mode].reset()
     times: dict[str, list[float]] = {c.mode: [] for c in cs}
     peak_mem: dict[str, float] = {}
-    for _ in range(args.rounds):
+    with manual_gc() as collect:  # as in the trainer: garbage is collected between steps, outside the timing
         for c in cs:
             use(c)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            for _ in range(args.steps):
-                t = time.perf_counter()
+            t0 = time.perf_counter()
+            for _ in range(args.warmup):
                 step(meters[c.mode])
-                sync()
-                times[c.mode].append(time.perf_counter() - t)
-            if device.type == "cuda":
-                peak_mem[c.mode] = max(peak_mem.get(c.mode, 0.0), torch.cuda.max_memory_allocated() / 2**30)
+                set_value_checks(False)  # as the trainer does after its first step
+            sync()
+            warmup_s[c.mode] = time.perf_counter() - t0
+            meters[c.mode].reset()
+        for _ in range(args.rounds):
+            for c in cs:
+                use(c)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                for _ in range(args.steps):
+                    t = time.perf_counter()
+                    step(meters[c.mode])
+                    sync()
+                    times[c.mode].append(time.perf_counter() - t)
+                    collect(len(times[c.mode]))
+                if device.type == "cuda":
+                    peak_mem[c.mode] = max(peak_mem.get(c.mode, 0.0), torch.cuda.max_memory_allocated() / 2**30)
     tokens = accum * mb * c0.context
     peak = peak_flops(device)[0]
     recs = []

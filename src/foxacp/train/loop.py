@@ -45,6 +45,7 @@ from .checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from .collect import manual_gc
 from .config import ConfigError, TrainConfig, build_model_config
 from .distributed import (
     Dist,
@@ -337,7 +338,7 @@ def _train(
     last_eval: dict[str, Any] | None = None
     bar = tqdm(total=total, initial=s.step, disable=not (d.is_main and cfg.progress), desc="train", dynamic_ncols=True)
     s.model.train()
-    with s.stop:
+    with s.stop, manual_gc() as collect:
         while s.step < total:
             r = _step(s, window.meter, first_step)
             window.add(r)
@@ -350,6 +351,7 @@ def _train(
                 last = _log_window(s, window, r)
                 bar.set_postfix(loss=f"{last['loss']:.3f}")
             with window.paused():
+                collect(s.step)
                 if cfg.eval_every > 0 and (s.step % cfg.eval_every == 0 or done):
                     last_eval = _evaluate(s)
                 if save:
