@@ -264,6 +264,24 @@ def balanced_programs(groups: int, max_len: int, device: torch.device, block_n: 
     return max(even, groups + PROGRAMS_PER_SM * _sms(device))
 
 
+def balanced_grid(
+    schedule: str | None,
+    *,
+    pruning: bool,
+    groups: int,
+    max_len: int,
+    device: torch.device,
+    block_n: int,
+    splits: int | None,
+) -> int | None:
+    """The balanced kernel's program count when a call over ``groups`` groups runs it (``resolve_schedule`` says
+    balanced and ``balanced_programs`` gives more programs than groups), else None: the even schedule runs."""
+    if resolve_schedule(schedule, pruning=pruning, groups=groups, device=device) != "balanced":
+        return None
+    programs = balanced_programs(groups, max_len, device, block_n, splits)
+    return programs if programs > groups else None
+
+
 def threshold_args(acp: tuple[Tensor, float] | None, B: int, Hq: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """The kernels' U (B, Hq) float64 and log eps (1, 1) float64 (in memory: a scalar argument would be fp32);
     zeros when exact (the kernels then never read them)."""
@@ -317,10 +335,10 @@ def decode_attention(
     block_m = max(16, min(MAX_ROWS, triton.next_power_of_2(rows)))
     chunks = triton.cdiv(rows, block_m)
     groups = B * Hkv * chunks
-    if (
-        resolve_schedule(schedule, pruning=acp is not None, groups=groups, device=q.device) == "balanced"
-        and (programs := balanced_programs(groups, Tmax, q.device, block_n, splits)) > groups
-    ):
+    programs = balanced_grid(
+        schedule, pruning=acp is not None, groups=groups, max_len=Tmax, device=q.device, block_n=block_n, splits=splits
+    )
+    if programs is not None:
         from .triton_balance import balanced_decode_attention  # it imports this module's pieces
 
         return balanced_decode_attention(

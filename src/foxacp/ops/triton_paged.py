@@ -23,9 +23,8 @@ from .triton_decode import (
     _attend_block,
     _combine_kernel,
     _store_rows,
-    balanced_programs,
+    balanced_grid,
     num_splits,
-    resolve_schedule,
 )
 from .validate import CacheProblem
 
@@ -166,11 +165,13 @@ def paged_decode_attention(
     chunks = triton.cdiv(rows, block_m)
     groups = B * Hkv * chunks
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
-    if resolve_schedule(schedule, pruning=delta is not None, groups=groups, device=q.device) == "balanced":
-        programs = balanced_programs(groups, problem.max_len, q.device, block_n, splits)
-        if programs > groups:
-            return _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem,
-                             out, block_m, programs)  # fmt: skip
+    programs = balanced_grid(
+        schedule, pruning=delta is not None, groups=groups, max_len=problem.max_len, device=q.device,
+        block_n=block_n, splits=splits,
+    )  # fmt: skip
+    if programs is not None:
+        return _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens, delta, problem,
+                         out, block_m, programs)  # fmt: skip
     splits = splits or num_splits(groups, problem.max_len, q.device, block_n)
     part_ml = part_acc = out  # unused with one split
     if splits > 1:
