@@ -153,6 +153,9 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
         {"true": True, "false": False}.get(setting, setting),
         lambda: step_memory(model, mb, c0.context, autocast=autocast),
         capacity,
+        measure_compiled=(lambda: step_memory(model, mb, c0.context, autocast=autocast, compiled=True))
+        if compiled
+        else None,
     )
     parallelize(
         model,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -394,13 +395,17 @@ def _setup(
         torch.backends.cudnn.allow_tf32 = True
     bf16_autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     capacity = device_capacity(d.device)
+    compiled = compile_wanted(cfg.compile, d.device)
+    measure = functools.partial(
+        step_memory, model, cfg.micro_batch_size, cfg.seq_len, world_size=d.world_size, autocast=bf16_autocast
+    )
     checkpointing, mem = checkpointing_wanted(
         cfg.activation_checkpointing,
-        lambda: step_memory(model, cfg.micro_batch_size, cfg.seq_len, world_size=d.world_size, autocast=bf16_autocast),
+        measure,
         capacity,
+        measure_compiled=functools.partial(measure, compiled=True) if compiled else None,
     )
     checkpointing = broadcast_object(checkpointing, d)  # ranks that disagreed would differ in their collectives
-    compiled = compile_wanted(cfg.compile, d.device)
     parallelize(
         model,
         d,

@@ -5,8 +5,10 @@ not fit otherwise: checkpointing costs about one more forward of every block (a 
 760M preset paid on an H200 with 16 GB of its 141 GB in use (experiments/058-auto-checkpointing). The estimate is
 measured, not modelled: one block's forward runs once on the real device and micro-batch, and the bytes its
 autograd graph keeps for the backward (the saved tensors, parameters excluded) are counted. A compiled block keeps
-no more than the eager one (Inductor's partitioner recomputes cheap intermediates instead), so the count is an
-upper bound for it.
+less than the eager one (Inductor's partitioner recomputes cheap intermediates instead): the eager count is an upper
+bound for it, 1.75x the measured peak of a compiled 760M step (76 GiB against 42-44, experiment 058), enough to make an
+80 GB H100 checkpoint that step. So where the eager count says a compiled step would not fit, the block is measured
+again compiled, as the trainer will run it, and that count decides.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class StepMemory:
     head: int  # what the final norm, the LM head and the loss save
     head_temp: int  # the head's temporaries: one chunk of logits and its gradient, the float32 gradient of W
     n_layers: int
+    compiled: bool = False  # ``block`` counts what the compiled block saves (else the eager block)
 
     def peak(self, checkpointing: bool) -> int:
         """Estimated peak bytes of a step: the state, every block's saved tensors (with checkpointing: every
@@ -68,14 +71,35 @@ class StepMemory:
         return self.state + blocks + self.head + self.head_temp + self.block
 
 
+def _block_saved(block: nn.Module, x: Tensor, pos: Tensor, compiled: bool) -> tuple[int, bool]:
+    """What one forward of ``block`` saves, and whether it was counted compiled: a block that does not compile is
+    counted eagerly, as the trainer then runs it (its fallback)."""
+    exclude = _param_ptrs(block)
+    if compiled:
+        try:
+            return saved_bytes(lambda: torch.compile(block)(x, pos), exclude), True
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - any compilation failure: count the block the trainer would fall back to
+            pass
+    return saved_bytes(lambda: block(x, pos), exclude), False
+
+
 def step_memory(
-    model: nn.Module, batch: int, seq_len: int, *, world_size: int = 1, autocast: contextlib.AbstractContextManager
+    model: nn.Module,
+    batch: int,
+    seq_len: int,
+    *,
+    world_size: int = 1,
+    autocast: contextlib.AbstractContextManager,
+    compiled: bool = False,
 ) -> StepMemory:
     """Measure what a training step of ``model`` (a ``FoxLM``, on its device, neither sharded nor compiled yet)
     holds on one device, for micro-batches of ``batch`` x ``seq_len`` tokens under ``autocast``.
 
-    Runs the first block's forward once (its attention kernels, on the model's device) and the head's; the
-    state is sharded over ``world_size`` devices (FSDP), with two blocks' weights gathered at a time.
+    Runs the first block's forward once (its attention kernels, on the model's device; with ``compiled``, through
+    ``torch.compile`` as the trainer compiles it) and the head's; the state is sharded over ``world_size`` devices
+    (FSDP), with two blocks' weights gathered at a time.
     """
     from foxacp.model.lm import doc_positions
 
@@ -88,7 +112,7 @@ def step_memory(
     pos = doc_positions(batch, seq_len, None, device)
     stats = getattr(block.attn, "last_stats", None)
     with autocast:
-        per_block = saved_bytes(lambda: block(x, pos), _param_ptrs(block))
+        per_block, counted_compiled = _block_saved(block, x, pos, compiled)
         labels = torch.zeros(batch, seq_len, dtype=torch.int64, device=device)
         head_saved = saved_bytes(
             lambda: linear_cross_entropy(model.norm(x), model.lm_head.weight, labels), _param_ptrs(model)
@@ -104,18 +128,24 @@ def step_memory(
         head=head_saved,
         head_temp=2 * rows * vocab * 4 + vocab * cfg.d_model * 4,
         n_layers=len(model.blocks),
+        compiled=counted_compiled,
     )
 
 
 def checkpointing_wanted(
-    setting: bool | str, measure: Callable[[], StepMemory], capacity: int | None
+    setting: bool | str,
+    measure: Callable[[], StepMemory],
+    capacity: int | None,
+    measure_compiled: Callable[[], StepMemory] | None = None,
 ) -> tuple[bool, StepMemory | None]:
     """TrainConfig.activation_checkpointing -> (checkpoint the blocks?, the estimate it was decided on).
 
-    True and False are taken as they are. "auto" measures (``measure()``) and checkpoints when the step without
-    it would need more than MEMORY_FRACTION of ``capacity`` bytes (the device's memory); with no capacity (the
-    CPU, where runs are small and host memory is not what limits them) it stays off without measuring. A
-    measurement that itself runs out of memory (one block's forward) turns it on.
+    True and False are taken as they are. "auto" measures (``measure()``, the eager block) and checkpoints when
+    the step without it would need more than MEMORY_FRACTION of ``capacity`` bytes (the device's memory); where
+    it would and the blocks will be compiled (``measure_compiled`` given), the compiled block's count decides
+    instead (the eager count is only an upper bound of it). With no capacity (the CPU, where runs are small and
+    host memory is not what limits them) it stays off without measuring. A measurement that itself runs out of
+    memory (one block's forward) turns it on.
     """
     if isinstance(setting, bool):
         return setting, None
@@ -125,6 +155,8 @@ def checkpointing_wanted(
         return False, None
     try:
         mem = measure()
+        if mem.peak(checkpointing=False) > MEMORY_FRACTION * capacity and measure_compiled is not None:
+            mem = measure_compiled()
     except torch.OutOfMemoryError:
         return True, None
     return mem.peak(checkpointing=False) > MEMORY_FRACTION * capacity, mem
@@ -146,5 +178,5 @@ def describe(checkpointing: bool, mem: StepMemory | None, capacity: int) -> str:
     return (
         f"activation checkpointing {'on' if checkpointing else 'off'} (auto: a step needs ~"
         f"{mem.peak(False) / gib:.1f} GiB without it, ~{mem.peak(True) / gib:.1f} GiB with it, of the device's "
-        f"{capacity / gib:.0f} GiB)"
+        f"{capacity / gib:.0f} GiB{'; the compiled block measured' if mem.compiled else ''})"
     )
