@@ -13,5 +13,6 @@ for sched in even auto; do
     2>$OUT/d/stderr-$sched.log | grep -v -i warn | grep "compiled"
 done
 gzip $OUT/d/stderr-*.log
-timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_decode_gpu.py tests/infer/test_gpu.py tests/train/test_optim_fused.py \
-  2>&1 | tail -3 | tee $OUT/d/pytest_gpu.log
+timeout 140 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_decode_gpu.py tests/infer/test_gpu.py \
+  tests/train/test_optim_fused.py tests/train/test_memory.py tests/train/test_memory_compiled.py 2>&1 | tail -12 \
+  | tee $OUT/d/pytest_gpu.log
