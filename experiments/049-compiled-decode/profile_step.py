@@ -13,6 +13,7 @@ import functools
 from collections import defaultdict
 
 import torch
+import torch._inductor.config
 from torch.profiler import ProfilerActivity, profile
 
 from foxacp.bench.decode import build_model
@@ -26,7 +27,11 @@ def main() -> None:
     p.add_argument("--preset", default="760M")
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--inductor", nargs="*", default=[], help="torch._inductor.config settings, e.g. combo_kernels=1")
     a = p.parse_args()
+    for setting in a.inductor:  # experiment 063: fusion settings of Inductor, one process each
+        key, value = setting.split("=")
+        setattr(torch._inductor.config, key, type(getattr(torch._inductor.config, key))(int(value)))
     set_value_checks(False)
     model = build_model(a.preset, torch.bfloat16, torch.device("cuda"))
     cache = model.new_cache(a.batch, a.context + 64)
@@ -61,7 +66,7 @@ def main() -> None:
     total = sum(v[0] for v in per.values())
     n = sum(v[1] for v in per.values()) / 5
     print(
-        f"\n{a.preset} B={a.batch} context {a.context}: graph step {start.elapsed_time(end) / 20 * 1e3:.0f} us; "
+        f"\n{a.preset} B={a.batch} context {a.context} {' '.join(a.inductor)}: graph step {start.elapsed_time(end) / 20 * 1e3:.0f} us; "
         f"{n:.0f} kernels per step, {total:.0f} us of kernel time"
     )
     for name, (us, cnt) in sorted(per.items(), key=lambda x: -x[1][0])[:25]:
