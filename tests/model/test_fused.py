@@ -107,3 +107,29 @@ def test_bf16_gpu_decode_with_the_few_row_kernel_compiled_and_eager():
     scale = logits["separate"].float().abs().max().item()
     for mode in ("fused", "compiled"):
         torch.testing.assert_close(logits[mode].float(), logits["separate"].float(), atol=2e-2 * scale, rtol=0)
+
+
+@torch.no_grad()
+def test_the_static_bound_is_computed_once_on_entry_and_dropped_on_exit(monkeypatch):
+    """Decoding inside fused_projections reads FoX Pro's bound from its copy made on entry: the gains' reduction is
+    not part of every step."""
+    from foxacp.model.attention import ForgettingAttention
+
+    model = model_of("fox_pro")
+    ids = torch.randint(64, (2, 9))
+    expected = [b.attn.qk_bound() for b in model.blocks]
+    cache, plain = model.new_cache(2, 12), model(ids)
+    with model.fused_projections():
+        for b, u in zip(model.blocks, expected, strict=True):
+            torch.testing.assert_close(b.attn.fixed_bound, u, rtol=0, atol=0)
+
+        def recomputed(self):
+            raise AssertionError("the bound was recomputed inside fused_projections")
+
+        monkeypatch.setattr(ForgettingAttention, "qk_bound", recomputed)
+        steps = [model(ids[:, :7], cache=cache)] + [model(ids[:, i : i + 1], cache=cache) for i in (7, 8)]
+    torch.testing.assert_close(torch.cat(steps, 1), plain, atol=1e-5, rtol=1e-5)
+    assert all(b.attn.fixed_bound is None for b in model.blocks)
+    fox = model_of("fox")
+    with fox.fused_projections():  # no QK-norm, no static bound: the op derives U from the data
+        assert all(b.attn.fixed_bound is None for b in fox.blocks)

@@ -57,6 +57,7 @@ class ForgettingAttention(nn.Module):
             self.wg = nn.Linear(d, hq * hd, bias=False)
         self.last_stats: AcpStats | None = None
         self.fused_in: Tensor | None = None  # the stacked weights of ``projections`` (``FoxLM.fused_projections``)
+        self.fixed_bound: Tensor | None = None  # ``qk_bound()`` while the gains cannot change (``fused_projections``)
 
     def projections(self) -> list[nn.Linear]:
         """The bias-free projections of x, in the order a fused weight stacks them: W_q, W_k, W_v, and for
@@ -131,7 +132,7 @@ class ForgettingAttention(nn.Module):
                 cache.shift_k.copy_(k_last)
                 cache.shift_v.copy_(v_last)
             q, k = self.q_norm(q), self.k_norm(k)
-            qk_bound = self.qk_bound()
+            qk_bound = self.qk_bound() if self.fixed_bound is None else self.fixed_bound
         elif cfg.variant == "transformer":
             q, k = apply_rope(q, pos, cfg.rope_base), apply_rope(k, pos, cfg.rope_base)
 

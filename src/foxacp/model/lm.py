@@ -243,17 +243,19 @@ class FoxLM(nn.Module):
         many small GEMMs (experiment 049). The copies are made on entry and dropped on exit, so they never
         go stale; no gradient flows through them (``generate`` decodes inside it). Calls of a few rows (a decode
         step) run every GEMM, W_o, W_down and the LM head included, on the few-row kernel (``skinny_linear``).
+        FoX Pro's static ACP bound is computed once on entry too, not from the gains at every step.
         """
         self.fused = True
         for block in self.blocks:
             block.attn.fused_in = torch.cat([p.weight for p in block.attn.projections()]).detach()
             block.mlp.fused_in = torch.cat([block.mlp.w_gate.weight, block.mlp.w_up.weight]).detach()
+            block.attn.fixed_bound = block.attn.qk_bound() if self.config.pro else None
         try:
             yield
         finally:
             self.fused = False
             for block in self.blocks:
-                block.attn.fused_in = block.mlp.fused_in = None
+                block.attn.fused_in = block.mlp.fused_in = block.attn.fixed_bound = None
 
     def acp_stats(self) -> list[AcpStats | None]:
         """Per layer, the AcpStats of the last forward (None unless config.record_acp_stats)."""
