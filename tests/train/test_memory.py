@@ -143,19 +143,24 @@ def test_out_of_memory_with_an_explicit_setting_is_raised(small_config, tmp_path
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_estimate_bounds_the_measured_peak_on_the_gpu(checkpointing):
+@pytest.mark.parametrize("blocks", ["eager", "checkpointed", "compiled"])
+def test_estimate_bounds_the_measured_peak_on_the_gpu(blocks):
     """On a GPU (bf16 autocast, the Triton kernels): the peak of a real training step lies below the estimate and
-    above half of it, with and without checkpointing."""
-    from foxacp.train.distributed import checkpoint_blocks
+    above half of it, with and without checkpointing, and with blocks compiled as the trainer compiles them (their
+    own estimate, below the eager one)."""
+    from foxacp.train.distributed import checkpoint_blocks, compile_block
 
     torch.manual_seed(0)
     cfg = ModelConfig(n_layers=4, d_model=256, n_heads=4, vocab_size=50304)
     model = FoxLM(cfg).cuda()
     B, T = 2, 2048
     autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-    mem = step_memory(model, B, T, autocast=autocast)
-    if checkpointing:
+    mem = step_memory(model, B, T, autocast=autocast, compiled=blocks == "compiled")
+    if blocks == "compiled":
+        assert mem.compiled and mem.block < step_memory(model, B, T, autocast=autocast).block
+        for block in model.blocks:
+            compile_block(block)
+    if blocks == "checkpointed":
         checkpoint_blocks(model)
     opt = torch.optim.AdamW(model.parameters())
     ids = torch.randint(0, cfg.vocab_size, (B, T), device="cuda")
@@ -172,5 +177,5 @@ def test_estimate_bounds_the_measured_peak_on_the_gpu(checkpointing):
     torch.cuda.reset_peak_memory_stats()
     step()
     torch.cuda.synchronize()
-    measured, estimate = torch.cuda.max_memory_allocated(), mem.peak(checkpointing)
+    measured, estimate = torch.cuda.max_memory_allocated(), mem.peak(blocks == "checkpointed")
     assert 0.5 * estimate <= measured <= estimate, (measured / 2**20, estimate / 2**20)
