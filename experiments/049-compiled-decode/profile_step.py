@@ -29,9 +29,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--inductor", nargs="*", default=[], help="torch._inductor.config settings, e.g. combo_kernels=1")
     a = p.parse_args()
-    for setting in a.inductor:  # experiment 063: fusion settings of Inductor, one process each
+    for setting in a.inductor:  # experiment 063: Inductor's settings, e.g. triton.enable_pdl=1, one process each
         key, value = setting.split("=")
-        setattr(torch._inductor.config, key, type(getattr(torch._inductor.config, key))(int(value)))
+        current = functools.reduce(getattr, key.split("."), torch._inductor.config)
+        torch._inductor.config.patch({key: type(current)(int(value))}).__enter__()
     set_value_checks(False)
     model = build_model(a.preset, torch.bfloat16, torch.device("cuda"))
     cache = model.new_cache(a.batch, a.context + 64)
