@@ -59,3 +59,20 @@ def test_static_cache_on_cuda_equals_foxacp_generate_and_its_compiled_step_stays
             first = hf32(prompts, **{CACHE_FIELD: cache}).logits[:, -1].argmax(-1, keepdim=True)
             logits[name] = hf32(first, **{CACHE_FIELD: cache}).logits.float()
     torch.testing.assert_close(logits["compiled"], logits["eager"], rtol=1e-4, atol=1e-4)
+
+
+def test_the_default_cache_replays_a_cuda_graph_and_equals_foxacp_generate(monkeypatch):
+    from foxacp.hf import FoxCache
+    from foxacp.hf import cache as hf_cache
+
+    monkeypatch.setattr(hf_cache, "HEADROOM", 8)  # grows (and captures again) during the generation
+    torch.manual_seed(2)
+    cfg = ModelConfig(vocab_size=256, n_layers=2, d_model=256, n_heads=4, init_std=0.05)
+    lm = FoxLM(cfg).cuda().to(torch.bfloat16).eval()
+    hf = FoxForCausalLM.from_foxlm(lm)
+    prompts = torch.randint(1, 256, (3, 40), device="cuda")
+    cache = FoxCache(lm)
+    with torch.no_grad():
+        out = hf.generate(prompts, max_new_tokens=40, do_sample=False, cache=cache)
+    assert cache.cuda_graph and cache._step_graphed and cache.kv.max_len > 48
+    assert torch.equal(out.cpu(), torch.stack(foxacp.generate(lm, prompts, 40)))

@@ -4,8 +4,9 @@
 
 A randomly initialised model of the preset (the speed does not depend on the weights), greedy decoding, one
 warm-up call of each path first (Triton compiles, the CUDA graph is captured, torch.compile compiles). Paths:
-``foxacp`` (foxacp.generate: CUDA graph on CUDA), ``dynamic`` (FoxCache, eager steps), ``static``
-(cache_implementation="static": FoxStaticCache, its step a CUDA graph on CUDA; disable_compile) and
+``foxacp`` (foxacp.generate: CUDA graph on CUDA), ``dynamic`` (FoxCache: its step a CUDA graph on CUDA, captured
+again when it grows), ``static`` (cache_implementation="static": FoxStaticCache, its step a CUDA graph on CUDA;
+disable_compile) and
 ``static-compile`` (the same with transformers' default compile, which compiles that step; CUDA only unless
 --compile-everywhere). Per path: tokens/s of the timed call, one generate call as a user repeats them (foxacp's
 allocates its cache and captures its CUDA graph within it; the static paths keep theirs from the warm-up call);

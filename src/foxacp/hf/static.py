@@ -11,14 +11,6 @@ the attention-mask checks, the length count and the gate rebase every REBASE_EVE
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
-import torch
-from torch import Tensor
-
-from foxacp.infer.generate import decode_one_token
-from foxacp.infer.graph import CUDAGraphStep
 from foxacp.model import FoxLM
 from foxacp.model.cache import KVCache
 
@@ -39,11 +31,6 @@ def _storage(model: FoxLM) -> tuple[int, ...]:
     return tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
 
 
-def _logits(logits: Tensor) -> Tensor:
-    """decode_one_token's sampler for a step that returns the logits (B, V) float32 themselves."""
-    return logits
-
-
 class FoxStaticCache(FoxCache):
     """A FoxCache over one preallocated KVCache of ``batch_size`` rows and ``max_cache_len`` tokens per row.
 
@@ -58,16 +45,10 @@ class FoxStaticCache(FoxCache):
     layer_class = FoxStaticCacheLayer
 
     def __init__(self, model: FoxLM, batch_size: int, max_cache_len: int, *, cuda_graph: bool | None = None) -> None:
-        super().__init__(model)
+        super().__init__(model, cuda_graph=cuda_graph)
         self.kv = model.new_cache(batch_size, max_cache_len)
         self.max_cache_len = max_cache_len
         self._storage = _storage(model)
-        device = model.embed.weight.device
-        self.cuda_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
-        if self.cuda_graph and device.type != "cuda":
-            raise ValueError(f"cuda_graph needs a model on a CUDA device, not {device}")
-        self.compile_options: dict | None = None
-        self._step: Callable[[Tensor], Tensor] | None = None
 
     def fits(self, batch_size: int, max_cache_len: int) -> bool:
         """Whether a generation of batch_size rows of up to max_cache_len tokens can reuse this cache: also that
@@ -108,17 +89,3 @@ class FoxStaticCache(FoxCache):
             raise ValueError(
                 f"input_ids: {n} more tokens after {self.seen} exceed the static cache's {self.max_cache_len}"
             )
-
-    def _decode(self, input_ids: Tensor) -> Tensor:
-        if input_ids.shape[1] != 1:  # a chunk after the prompt: FoxLM's cached forward, as in FoxCache
-            return super()._decode(input_ids)
-        if self._step is None:
-            self._step = self._build_step(input_ids[:, 0])
-        return self._step(input_ids[:, 0])[:, None].clone()  # the graph's output buffer is reused by the next step
-
-    def _build_step(self, example: Tensor) -> Callable[[Tensor], Tensor]:
-        one_token = decode_one_token
-        if self.compile_options is not None:
-            one_token = torch.compile(decode_one_token, **self.compile_options)
-        step = functools.partial(one_token, self.model, self.kv, sampler=_logits)
-        return CUDAGraphStep(step, self.kv, example, None) if self.cuda_graph else step
