@@ -210,17 +210,17 @@ def generate(
     rows = _as_prompts(prompts, model.config.vocab_size, device)
     longest = max(len(p) for p in rows)
     max_len = longest + max_new_tokens if max_len is None else max_len
-    # The last token is never fed back, so one new token needs no room past the prompt; more need one position
-    # each and the CUDA graph's warm-up one spare (it writes two steps ahead).
-    room = 0 if max_new_tokens == 1 else max_new_tokens
+    cuda_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph needs a model on a CUDA device, not {device}")
+    # The last token is never fed back: n new tokens need n - 1 positions past the prompt, and a CUDA graph's
+    # warm-up one spare (it writes two steps ahead) where there is a graph (from 2 new tokens on).
+    room = max_new_tokens - 1 + int(cuda_graph and max_new_tokens > 1)
     for i, p in enumerate(rows):
         if len(p) + room > max_len:
             raise ValueError(
                 f"prompt {i} ({len(p)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds max_len ({max_len})"
             )
-    cuda_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
-    if cuda_graph and device.type != "cuda":
-        raise ValueError(f"cuda_graph needs a model on a CUDA device, not {device}")
     if seed is None:
         seed = int(torch.randint(2**62, ()))
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -22,6 +22,7 @@ default: a user's own one-token loop) rebases after it (experiments/059-paged-pr
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,13 @@ from torch import Tensor
 
 # |c| at which the anchor moves: float32 values below 2**6 in magnitude are exact to 2**-18 ~ 4e-6.
 REBASE_AT = 64.0
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as an int (Python's or NumPy's integers, not bools); ValueError naming ``name`` unless >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -49,6 +57,10 @@ class LayerCache:
     shifted: Tensor
     shift_k: Tensor | None
     shift_v: Tensor | None
+
+    @property
+    def kv_heads(self) -> int:
+        return self.k.shape[2]
 
     def rows(self, start: int, stop: int) -> LayerCache:
         """Views of rows start:stop (writes go to this cache)."""
@@ -105,6 +117,7 @@ class KVCache:
     def __init__(self, layers: list[LayerCache], lengths: Tensor) -> None:
         self.layers = layers
         self.lengths = lengths
+        self.interrupted = False  # an unchecked step raised part-way (FoxLM refuses the cache until reset/restore)
 
     @classmethod
     def allocate(
@@ -121,10 +134,9 @@ class KVCache:
         device: torch.device,
     ) -> KVCache:
         """Zeroed buffers for n_layers layers (see LayerCache for the shapes)."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not isinstance(max_len, int) or max_len < 1:
-            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        batch_size, max_len = positive_int("batch_size", batch_size), positive_int("max_len", max_len)
+        if not dtype.is_floating_point:
+            raise TypeError(f"the cache's dtype must be a floating dtype, got {dtype}")
         B, kv = batch_size, (batch_size, max_len, kv_heads, head_dim)
 
         def shift() -> Tensor | None:
@@ -183,6 +195,7 @@ class KVCache:
 
     def restore(self, snapshot: list[Tensor]) -> None:
         """Go back to a ``snapshot`` of this cache."""
+        self.interrupted = False
         n = len(self.layers)
         for t, s in zip(self._state(), snapshot[:-n], strict=True):
             t.copy_(s)
@@ -200,6 +213,7 @@ class KVCache:
 
     def reset(self) -> None:
         """Empty every sequence (the buffers stay allocated; stale entries are never read)."""
+        self.interrupted = False
         self.lengths.zero_()
         for layer in self.layers:
             layer.c_last.zero_()

@@ -135,6 +135,8 @@ class FoxLM(nn.Module):
                 a CUDA graph, under torch.compile and in ``generate``: the caller then keeps lengths below
                 max_len).
         """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         if cache is not None:
             if labels is not None:
@@ -208,12 +210,36 @@ class FoxLM(nn.Module):
         gains = [p for b in self.blocks for norm in (b.attn.q_norm, b.attn.k_norm) for p in norm.parameters()]
         return tuple((p._version, p.data_ptr()) for p in gains)
 
+    def _check_cache(self, cache: KVCache) -> None:
+        """Raise ValueError for a cache made for another model: its layer count, heads, head dim or token-shift state
+        differ (found from its first layer; host-only)."""
+        cfg, layer = self.config, cache.layers[0]
+        mine = (cfg.n_layers, cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.pro)
+        theirs = (
+            len(cache.layers),
+            layer.c_last.shape[1],
+            layer.kv_heads,
+            layer.k.shape[-1],
+            layer.shift_k is not None,
+        )
+        if mine != theirs:
+            names = "(layers, query heads, KV heads, head dim, token shift)"
+            raise ValueError(f"the cache was made for another model: {names} = {theirs}, this model has {mine}")
+
     def _forward_cached(self, input_ids: Tensor, cache: KVCache, cu_seqlens: Tensor | None, run: RunBlock) -> Tensor:
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be (B, T) with T >= 1 new tokens, got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         if cu_seqlens is not None:
             raise ValueError("cu_seqlens cannot be combined with a cache: give each sequence its own cache row")
         if cache.batch_size != B:
             raise ValueError(f"input_ids has batch size {B} but the cache has {cache.batch_size}")
+        if cache.interrupted:
+            raise ValueError(
+                "a one-token step on this cache raised part-way (an error or an interrupt) and left some layers "
+                "ahead of the others: reset() it, or restore() a snapshot taken before"
+            )
+        self._check_cache(cache)
         if isinstance(cache, PagedKVCache) and cache.gains_stamp not in (None, self._gains_stamp()):
             raise ValueError(
                 "the model's QK-norm gains changed since this evicting cache was made: its logit bound, and so what "
@@ -227,10 +253,22 @@ class FoxLM(nn.Module):
         if paged_prepare:
             cache.prepare(T)  # free what ACP passed, hold the blocks the new tokens go to (host reads)
         pos = cache.lengths[:, None].long() + torch.arange(T, device=input_ids.device)
-        x = self.embed(input_ids)
-        for block, layer in zip(self.blocks, cache.layers, strict=True):
-            x = run(block, x, pos, layer)
-        cache.lengths.add_(T)
+        # Each layer moves its gate total and token-shift rows as it runs, the lengths only after the last: a call
+        # that raises part-way must not leave that state behind, or a retry computes wrong logits. A checked call
+        # (it reads back already) undoes it from a snapshot; an unchecked step (a graph's or a compiled loop's,
+        # which must stay free of extra copies) marks the cache, and its next use refuses it.
+        saved = cache.snapshot() if checked else None
+        try:
+            x = self.embed(input_ids)
+            for block, layer in zip(self.blocks, cache.layers, strict=True):
+                x = run(block, x, pos, layer)
+            cache.lengths.add_(T)
+        except BaseException:
+            if saved is not None:
+                cache.restore(saved)
+            else:
+                cache.interrupted = True
+            raise
         if checked:  # this call reads back already: keep the gates near their anchor (model/cache.py says why)
             cache.rebase()
         h = self.norm(x)

@@ -23,6 +23,7 @@ raises ``CachePoolExhausted`` in ``prepare``, before anything is written: never 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,7 @@ from torch import Tensor
 from foxacp.ops.kvcache import DECODE_BLOCK
 from foxacp.ops.paged import forgetting_attention_with_paged_kvcache, paged_threshold
 
-from .cache import KVCache
+from .cache import KVCache, positive_int
 
 BLOCK = DECODE_BLOCK  # keys per block: the decode op's ACP block, so a block is freed exactly when ACP skips it
 DEFAULT_POOL_FRACTION = 0.5  # of the full cache's blocks, per layer, plus one block per (sequence, KV head)
@@ -114,6 +115,10 @@ class PagedLayerCache:
     @property
     def k(self) -> Tensor:  # the dtype and device of the cache, as ``LayerCache.k`` gives them
         return self.pool.k
+
+    @property
+    def kv_heads(self) -> int:
+        return self.table.shape[1]
 
     def rows(self, start: int, stop: int) -> PagedLayerCache:
         """A view of rows start:stop (the pool is shared)."""
@@ -269,19 +274,16 @@ class PagedKVCache(KVCache):
         pool_blocks: blocks per layer; default ceil(pool_fraction * the full cache's blocks) + one block per
         (sequence, KV head), pool_fraction defaulting to DEFAULT_POOL_FRACTION.
         """
-        for name, value in (("batch_size", batch_size), ("max_len", max_len)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        batch_size, max_len = positive_int("batch_size", batch_size), positive_int("max_len", max_len)
         if pool_blocks is not None and pool_fraction is not None:
             raise ValueError("give pool_blocks or pool_fraction, not both")
         B, Hkv, nb, group = batch_size, kv_heads, -(-max_len // BLOCK), n_heads // kv_heads
         if pool_blocks is None:
             fraction = DEFAULT_POOL_FRACTION if pool_fraction is None else pool_fraction
-            if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
                 raise ValueError(f"pool_fraction must be in (0, 1], got {fraction!r}")
-            pool_blocks = math.ceil(fraction * B * Hkv * nb) + B * Hkv
-        if not isinstance(pool_blocks, int) or pool_blocks < 1:
-            raise ValueError(f"pool_blocks must be a positive int, got {pool_blocks!r}")
+            pool_blocks = math.ceil(float(fraction) * B * Hkv * nb) + B * Hkv
+        pool_blocks = positive_int("pool_blocks", pool_blocks)
         P, owners = pool_blocks, B * Hkv
         layers = []
         for i, u in enumerate(bounds):

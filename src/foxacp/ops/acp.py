@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -138,7 +139,7 @@ def qk_bound_from_arg(qk_bound: float | Tensor, problem: Problem, device: torch.
         except RuntimeError as err:
             raise ValueError(f"qk_bound of shape {tuple(u.shape)} does not broadcast to (N, Hq) = {shape}") from err
         ok = not value_checks_on() or bool(((u >= 0) & torch.isfinite(u)).all())
-    elif isinstance(qk_bound, (int, float)) and not isinstance(qk_bound, bool):
+    elif isinstance(qk_bound, numbers.Real) and not isinstance(qk_bound, bool):
         ok = math.isfinite(qk_bound) and qk_bound >= 0
         u = _constant(float(qk_bound), shape, device)
     else:

@@ -90,6 +90,7 @@ def forgetting_attention(
     """
     backend = auto_backend(q, fp32_on_gpu=False) if backend is None and isinstance(q, Tensor) else backend
     problem = check_inputs(q, k, v, log_fgate, sm_scale, cu_seqlens, max_seqlen, log_eps, backend)
+    log_eps = None if log_eps is None else float(log_eps)  # a NumPy float passes the checks; the kernels take floats
     cfg = kernel_config(q.device, problem.head_dim)
     if check_qk_bound and qk_bound is not None:
         check_bound(qk_bound, q, k, problem)

@@ -13,6 +13,8 @@ compute the same function, pruned entries included.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -127,7 +129,9 @@ def logit_bound(q: Tensor, k_cache: Tensor, cache_seqlens: Tensor, problem: Cach
         k_norm = torch.linalg.vector_norm(k_cache.float(), dim=-1)  # (B, Tmax, Hkv)
         cached = torch.arange(k_cache.shape[1], device=q.device)[None, :] < cache_seqlens[:, None]
         k_max = torch.where(cached[:, :, None], k_norm, 0.0).amax(1).repeat_interleave(problem.group, dim=1)
-        return problem.sm_scale * q_max.double() * k_max.double()
+        # A NaN q or k gives no bound: prune nothing there (as acp.qk_bound_from_data does), so that the rows before
+        # a NaN key stay exact, as in the kernel, whose "pruned" comparison is false against a NaN threshold.
+        return torch.nan_to_num(problem.sm_scale * q_max.double() * k_max.double(), nan=math.inf)
 
 
 def cache_threshold(u: Tensor, cache_seqlens: Tensor, problem: CacheProblem, log_eps: float) -> Tensor:
@@ -257,6 +261,7 @@ def forgetting_attention_with_kvcache(
         backend = "torch" if needs_grad(q, k_cache, v_cache, c_cache) else auto_backend(q)
     refuse_grad(backend, q, k_cache, v_cache, c_cache)
     problem = check_cache_inputs(q, k_cache, v_cache, c_cache, cache_seqlens, sm_scale, log_eps, backend)
+    log_eps = None if log_eps is None else float(log_eps)  # a NumPy float passes the checks; the kernels take floats
     u = None if log_eps is None else logit_bound(q.detach(), k_cache.detach(), cache_seqlens, problem, qk_bound)
     delta = None
     if log_eps is not None and (backend == "torch" or return_stats):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,15 +205,18 @@ def check_common(
             raise TypeError(f"the triton backend takes fp16, bf16 or fp32; use backend={float64_backend!r} for float64")
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             raise TypeError("bf16 is not supported by the Triton interpreter; use fp16 or fp32 on CPU")
-    if log_eps is not None and not (isinstance(log_eps, (int, float)) and log_eps < 0):
+    if log_eps is not None and not (_real(log_eps) and log_eps < 0):
         raise ValueError(f"log_eps must be a negative float (log of the tolerance) or None, got {log_eps!r}")
     if sm_scale is None:
         return 1.0 / math.sqrt(D)
-    if isinstance(sm_scale, bool) or not (
-        isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0
-    ):
+    if not (_real(sm_scale) and math.isfinite(sm_scale) and sm_scale > 0):
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale!r}")
     return float(sm_scale)
+
+
+def _real(x) -> bool:
+    """A real number (Python's or NumPy's floats and ints), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def check_inputs(
