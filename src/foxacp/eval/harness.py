@@ -177,7 +177,14 @@ def _lm_class() -> type:
         def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> FoxacpLM:
             """``--model_args path=RUN,dtype=...,max_len=...,batch_size=...``; lm_eval's own --device and
             --batch_size (``additional_config``) apply where the model args do not set them ("auto" is 1)."""
-            args: dict[str, Any] = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
+            args = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
+            return cls.create_from_arg_obj(args, additional_config)
+
+        @classmethod
+        def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> FoxacpLM:
+            """The model args as a dict (what lm_eval's command line and ``simple_evaluate(model_args={...})``
+            pass); the same keys and defaults as ``create_from_arg_string``."""
+            args: dict[str, Any] = dict(arg_dict)
             extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
             if "device" in extra:
                 args.setdefault("device", str(extra["device"]))

@@ -46,6 +46,11 @@ class FoxConfig(PretrainedConfig):
             setattr(self, name, kwargs.pop(name, default))
         self.to_model_config()  # validate now
         kwargs.setdefault("tie_word_embeddings", False)  # FoxLM's LM head is its own matrix
+        # transformers 5's configs declare these themselves (PretrainedConfig no longer does): code that reads or sets
+        # ``config.pad_token_id`` must find them. use_cache: a forward returns its cache unless told not to.
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            kwargs.setdefault(name, None)
+        kwargs.setdefault("use_cache", True)
         super().__init__(**kwargs)
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from transformers import CompileConfig, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import CompileConfig, GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -191,6 +191,7 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         self, input_ids: Tensor, attention_mask: Tensor | None = None, use_cache: bool | None = None, **kwargs
     ) -> dict:
         """The next forward's inputs: with a cache (made here at the first step) only the tokens it has not seen."""
+        _refuse_outputs(kwargs, self.config)  # generate passes them here, not to forward
         cache = _cache_arg(kwargs)
         use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
         if not use_cache:
@@ -234,12 +235,15 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         """
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds is not supported by FoxForCausalLM: pass input_ids")
-        for name in ("output_hidden_states", "output_attentions"):
-            if kwargs.get(name):  # rather than return None where the caller expects them
-                raise ValueError(f"{name} is not supported by FoxForCausalLM")
+        _refuse_outputs(kwargs, self.config)
         cache = cache if cache is not None else past_key_values
         if cache is not None and not isinstance(cache, FoxCache):
             raise ValueError(f"the cache must be a foxacp.hf.FoxCache, got {type(cache).__name__}")
+        if cache is not None and cache.model is not self.model:
+            raise ValueError("the cache was made for another model (a FoxCache runs the FoxLM it was made with)")
+        if use_cache is None:  # config.use_cache, as in transformers' causal LMs, unless this may be training
+            use_cache = getattr(self.config, "use_cache", True) and labels is None
+            use_cache = use_cache and not (self.training and torch.is_grad_enabled())
         if cache is None and use_cache:
             cache = FoxCache(self.model)
         if cache is not None:
@@ -260,7 +264,16 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
             logits = logits[:, logits_to_keep.to(logits.device)]
         elif logits_to_keep:
             logits = logits[:, -logits_to_keep:]
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: cache})
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: cache})
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
+
+
+def _refuse_outputs(kwargs: dict, config: PretrainedConfig) -> None:
+    """Raise ValueError for hidden states or attentions asked for (in the call or the config): FoxLM's kernels keep
+    neither, and returning None where a caller expects them hides that."""
+    for name in ("output_hidden_states", "output_attentions"):
+        if kwargs.get(name) or (kwargs.get(name) is None and getattr(config, name, False)):
+            raise ValueError(f"{name} is not supported by FoxForCausalLM")
 
 
 def _cache_arg(kwargs: dict) -> Cache | None:

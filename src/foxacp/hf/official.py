@@ -194,10 +194,16 @@ def read_official(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
     Weights: model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin.
 
     Raises:
-        OfficialCheckpointError: no config.json or no weights file in the directory.
+        OfficialCheckpointError: no config.json or no weights file in the directory, or a local path (a Path, or
+            a name that is absolute, relative with ./ or ~, or of more than two parts) that is no directory.
     """
     root = Path(path)
     if not root.is_dir():
+        name = str(path)
+        if isinstance(path, Path) or root.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
+            raise OfficialCheckpointError(
+                f"{name} is not a directory (nor a Hugging Face Hub name such as 'owner/name')"
+            )
         from huggingface_hub import snapshot_download
 
         root = Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
