@@ -28,6 +28,9 @@ def test_forward_returns_a_cache_by_default_so_a_manual_decode_loop_keeps_its_co
     with torch.no_grad():
         out = hf(ids)
         assert isinstance(out.past_key_values, FoxCache)
+        # The full forward's logits, exactly; the cache takes the prompt in only when continued.
+        assert torch.equal(out.logits, hf(ids, use_cache=False).logits) and out.past_key_values.kv is None
+        assert out.past_key_values.get_seq_length() == 6
         step = hf(nxt, past_key_values=out.past_key_values).logits[0, -1]
         torch.testing.assert_close(step, lm(torch.cat([ids, nxt], 1))[0, -1], rtol=1e-5, atol=1e-5)
 
@@ -83,3 +86,20 @@ def test_load_official_of_a_missing_local_directory_says_so(tmp_path):
 
     with pytest.raises((OfficialCheckpointError, FileNotFoundError), match="does_not_exist"):
         load_official(tmp_path / "does_not_exist")
+
+
+def test_a_deferred_cache_continues_left_padded_prompts(pair):
+    lm, hf = pair
+    rows = [torch.randint(1, 64, (n,)) for n in (5, 2)]
+    ids, mask = torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, 5 - len(r) :], mask[b, 5 - len(r) :] = r, 1
+    nxt = torch.randint(1, 64, (2, 1))
+    with torch.no_grad():
+        cache = hf(ids, attention_mask=mask).past_key_values
+        step = hf(nxt, attention_mask=torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1), past_key_values=cache)
+        for b, r in enumerate(rows):
+            full = lm(torch.cat([r, nxt[b]])[None])[0, -1]
+            torch.testing.assert_close(step.logits[b, -1], full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="empty FoxCache"):
+        cache.defer(ids, mask)

@@ -47,23 +47,28 @@ def load_model_and_tokenizer(path: str | Path, device: str, dtype: str = "float3
     its cache, which needs the training corpus).
 
     Raises CheckpointError (no usable checkpoint), ValueError (a bad device, dtype or tokenizer spec)."""
-    from foxacp.data import build_tokenizer, load_corpus
-    from foxacp.data.tokenizer import RUN_TOKENIZER
     from foxacp.infer import load
-    from foxacp.train.checkpoint import home_run_dir, read_meta, resolve_checkpoint
-    from foxacp.train.config import TrainConfig
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     model = load(path, device=device, dtype=DTYPES[dtype])
+    return model, *run_tokenizer(path)
+
+
+def run_tokenizer(path: str | Path) -> tuple[Any, int]:
+    """(tokenizer, training context) of a run or checkpoint directory: see ``load_model_and_tokenizer``."""
+    from foxacp.data import build_tokenizer, load_corpus
+    from foxacp.data.tokenizer import RUN_TOKENIZER
+    from foxacp.train.checkpoint import home_run_dir, read_meta, resolve_checkpoint
+    from foxacp.train.config import TrainConfig
+
     ckpt = resolve_checkpoint(path)
     cfg = TrainConfig.from_dict(read_meta(ckpt, verify=False)["train_config"])
     run_dir = home_run_dir(ckpt)
     if run_dir is not None and (saved := run_dir / RUN_TOKENIZER).is_file():
-        return model, build_tokenizer(f"hf:{saved}"), cfg.seq_len
+        return build_tokenizer(f"hf:{saved}"), cfg.seq_len
     corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
-    tokenizer = build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser())
-    return model, tokenizer, cfg.seq_len
+    return build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser()), cfg.seq_len
 
 
 def provenance(path: str | Path, data: str | Path, device: torch.device) -> dict[str, Any]:

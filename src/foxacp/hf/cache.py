@@ -65,10 +65,10 @@ class FoxCacheLayer(CacheLayerMixin):
         raise NotImplementedError("FoxLM writes its cache layers itself; they take no key/value states")
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.owner.seen + query_length, 0
+        return self.owner.get_seq_length() + query_length, 0
 
     def get_seq_length(self) -> int:
-        return self.owner.seen
+        return self.owner.get_seq_length()
 
     def get_max_length(self) -> int:
         return self.owner.max_cache_len
@@ -110,11 +110,19 @@ class FoxCache(Cache):
         if self.cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph needs a model on a CUDA device, not {device}")
         self.compile_options: dict | None = None  # torch.compile's options for the step (FoxStaticCache sets them)
+        self._pending: tuple[Tensor, Tensor | None] | None = None  # tokens fed at the first call (``defer``)
         self._step: Callable[[Tensor], Tensor] | None = None  # the one-token step over ``kv``'s buffers
         self._step_graphed = False  # whether ``_step`` is a CUDA graph
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen
+        return self.seen if self._pending is None else self._pending[0].shape[1]
+
+    def defer(self, input_ids: Tensor, attention_mask: Tensor | None) -> None:
+        """Hold the prompts of a forward whose logits came from the full forward (use_cache=None): the first call
+        that continues them feeds them first, so that a plain forward allocates nothing unless continued."""
+        if self.seen or self._pending is not None:
+            raise ValueError("only an empty FoxCache can hold deferred prompts")
+        self._pending = (input_ids, attention_mask)
 
     def crop(self, max_length: int) -> None:
         raise NotImplementedError("FoxCache cannot be cropped (assisted decoding is not supported)")
@@ -134,6 +142,9 @@ class FoxCache(Cache):
                 a row of padding only, a batch size that differs from the first call's, or (FoxStaticCache)
                 more tokens than it holds.
         """
+        if self._pending is not None:  # the prompts of the forward that returned this cache (their logits are out)
+            (prompts, mask), self._pending = self._pending, None
+            self.forward(prompts, mask)
         B, T = input_ids.shape
         if attention_mask is not None:
             attention_mask = attention_mask.to(torch.long)

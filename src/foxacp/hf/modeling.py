@@ -241,15 +241,20 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
             raise ValueError(f"the cache must be a foxacp.hf.FoxCache, got {type(cache).__name__}")
         if cache is not None and cache.model is not self.model:
             raise ValueError("the cache was made for another model (a FoxCache runs the FoxLM it was made with)")
-        if use_cache is None:  # config.use_cache, as in transformers' causal LMs, unless this may be training
-            use_cache = getattr(self.config, "use_cache", True) and labels is None
-            use_cache = use_cache and not (self.training and torch.is_grad_enabled())
+        # use_cache=None means config.use_cache, as in transformers' causal LMs (not while training): the logits are
+        # then the full forward's and the returned cache takes these tokens in at its first continuation, so a plain
+        # forward keeps its exact logits and holds no buffers unless continued.
+        defer = use_cache is None and cache is None and getattr(self.config, "use_cache", True) and labels is None
+        defer = defer and not (self.training and torch.is_grad_enabled())
         if cache is None and use_cache:
             cache = FoxCache(self.model)
         if cache is not None:
             logits = cache.forward(input_ids, attention_mask)
         else:
             logits = packed_logits(self.model, input_ids, attention_mask)
+        if defer:
+            cache = FoxCache(self.model)
+            cache.defer(input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = torch.nn.functional.cross_entropy(
