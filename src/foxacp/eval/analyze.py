@@ -85,7 +85,6 @@ def run_analyze(
         raise ValueError(f"heads_per_layer and max_layers must be >= 1, got {heads_per_layer}, {max_layers}")
     docs = read_documents(data)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
     cfg = model.config
     log_eps = cfg.log_eps if log_eps is None else log_eps
@@ -95,6 +94,7 @@ def run_analyze(
     ids = max(tokenizer.encode_batch(docs), key=len)[: max_len or train_len]
     if len(ids) < 2:
         raise ValueError("the longest document at --data has fewer than 2 tokens")
+    out.mkdir(parents=True, exist_ok=True)  # once every argument was checked: a refused call leaves nothing
     layers = attention_inputs(model, torch.tensor([ids], device=dev))
 
     saving = head_savings(layers, log_eps=log_eps, tile=grid)

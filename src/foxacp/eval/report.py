@@ -62,6 +62,15 @@ def run_tokenizer(path: str | Path) -> tuple[Any, int]:
     from foxacp.train.checkpoint import home_run_dir, read_meta, resolve_checkpoint
     from foxacp.train.config import TrainConfig
 
+    export = Path(path)
+    if not (export / "meta.json").is_file() and _is_transformers_export(export):  # foxacp export-hf's directory
+        if not (export / RUN_TOKENIZER).is_file():
+            raise ValueError(
+                f"{export} is a transformers export without a tokenizer (a byte-tokenizer run's, or one exported "
+                "before export-hf wrote tokenizers): use the run directory it was exported from"
+            )
+        settings = json.loads((export / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return build_tokenizer(f"hf:{export / RUN_TOKENIZER}"), int(settings["model_max_length"])
     ckpt = resolve_checkpoint(path)
     cfg = TrainConfig.from_dict(read_meta(ckpt, verify=False)["train_config"])
     run_dir = home_run_dir(ckpt)
@@ -69,6 +78,14 @@ def run_tokenizer(path: str | Path) -> tuple[Any, int]:
         return build_tokenizer(f"hf:{saved}"), cfg.seq_len
     corpus = load_corpus(cfg.corpus) if cfg.tokenizer.startswith("bpe:") else None
     return build_tokenizer(cfg.tokenizer, corpus=corpus, cache_dir=Path(cfg.cache_dir).expanduser()), cfg.seq_len
+
+
+def _is_transformers_export(path: Path) -> bool:
+    """Whether ``path`` holds a foxacp model saved for transformers (config.json of model_type "foxacp")."""
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") == "foxacp"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def provenance(path: str | Path, data: str | Path, device: torch.device) -> dict[str, Any]:
@@ -145,8 +162,6 @@ def run_eval(
             raise ValueError(f"filler file {str(filler)!r} looks binary, not text")
         filler_text = Path(filler).read_text(encoding="utf-8", errors="replace")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
     if compare_evict:  # refused now, not after hours of evaluation
         model.check_can_evict()
@@ -164,6 +179,7 @@ def run_eval(
     passkey = passkey_trials(
         tokenizer, lengths=lengths, depths=depths, trials=trials, seed=seed, digits=digits, filler=filler_text
     )
+    out.mkdir(parents=True, exist_ok=True)  # once every argument was checked: a refused call leaves nothing
 
     def passkey_record(m: FoxLM, evict: bool = False) -> dict[str, Any]:
         memory: list[dict[str, Any]] = []

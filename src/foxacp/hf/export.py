@@ -40,6 +40,8 @@ def export_hf(
     out = Path(out_dir)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out_dir {out} exists and is not empty (overwrite=True / --overwrite replaces its files)")
+    if _holds_training(out) or Path(source).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"out_dir {out} holds a training run or checkpoint (or the source): it is never overwritten")
     model = load(source, dtype=dtype)
     vocab = model.config.vocab_size
     is_int = isinstance(eos_token_id, int) and not isinstance(eos_token_id, bool)
@@ -59,6 +61,15 @@ def export_hf(
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "model_max_length": context}
         atomic_write(out / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
     return out
+
+
+def _holds_training(path: Path) -> bool:
+    """Whether ``path`` is a run directory or a checkpoint, or lies in one (a run's checkpoints/step_N/...): an
+    export must not write over either."""
+    for p in (path, *path.resolve().parents[:2]):
+        if (p / "meta.json").is_file() or (p / "log.jsonl").is_file() or (p / "checkpoints").is_dir():
+            return True
+    return False
 
 
 def _run_tokenizer(source: str | Path) -> tuple[TokenizersTokenizer | ByteTokenizer | None, int]:

@@ -465,7 +465,10 @@ def _resume(s: Session, resume: str | Path) -> str:
     try:
         s.loader.load_state_dict(state["loader"])
     except (KeyError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {state['dir']} is for another data stream: {e}") from None
+        before = TrainConfig.from_dict(read_meta(Path(state["dir"]), verify=False)["train_config"]).to_dict()
+        changed = [k for k, v in s.cfg.to_dict().items() if before[k] != v and k not in ("steps", "out")]
+        because = f" (changed since it: {', '.join(changed)})" if changed else ""
+        raise CheckpointError(f"checkpoint {state['dir']} is for another data stream{because}: {e}") from None
     if Path(state["dir"]).parent.resolve() == checkpoint_root(s.cfg.run_dir).resolve():
         s.checkpointed = s.step
     return str(state["dir"])
@@ -508,6 +511,8 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
         s.say("settings changed on resume: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     for w in warnings:
         s.say(f"warning: {w}")
+    if resumed_from is not None and s.step >= cfg.total_steps:
+        s.say(f"the run is complete (step {s.step} of {cfg.total_steps}): pass --steps N (N > {s.step}) to train on")
 
 
 def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:

@@ -33,6 +33,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not train:
         raise ValueError(f"{run_dir / 'log.jsonl'} has no training records")
     out = Path(out) if out is not None else run_dir / "plot.png"
+    if out.is_dir():  # a folder: the plot goes into it
+        out = out / "plot.png"
+    elif not out.suffix:  # savefig would add ".png" itself, and the path returned would not be the file
+        out = out.with_suffix(".png")
 
     fig, (ax_loss, ax_acp, ax_pos) = plt.subplots(1, 3, figsize=(17, 4.8))
     ax_loss.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train")

@@ -26,7 +26,7 @@ from typing import Any
 from foxacp.data.tokenizer import RUN_TOKENIZER
 from foxacp.io import host_name, remove_stale_temps, temp_path
 
-from .checkpoint import CHECKPOINTS, checkpoint_root, in_run
+from .checkpoint import CHECKPOINTS, checkpoint_root, in_run, step_dirs
 from .config import ConfigError, TrainConfig
 from .metrics import SUPERSEDED_LOG
 
@@ -126,9 +126,20 @@ def prepare_run_dir(run_dir: Path, *, resume: Path | None, overwrite: bool) -> b
     ``remove_run_files`` once the new run has started, so that a start that fails leaves the old run whole.
     Raises RunDirError with what to do instead, or OSError when the run or checkpoint folder cannot be written.
     """
-    replace = holds_run(run_dir) and (resume is None or not in_run(resume, run_dir))
+    held = holds_run(run_dir)
+    if held and overwrite and resume is not None and in_run(resume, run_dir):
+        raise RunDirError(
+            f"--resume {resume} continues the run in {run_dir} and --overwrite would replace it: pass one of them"
+        )
+    replace = held and (resume is None or not in_run(resume, run_dir))
     if replace and not overwrite:
         other = "" if resume is None else f" and --resume {resume} is not in it"
+        root = checkpoint_root(run_dir)
+        if not ((root / "latest").exists() or step_dirs(root)):  # nothing a resume could continue from
+            raise RunDirError(
+                f"{run_dir} holds a run that stopped before its first checkpoint{other}: pass --overwrite to start "
+                "it over, or choose another --out"
+            )
         raise RunDirError(
             f"{run_dir} already holds a run{other}: pass --resume to continue it, --overwrite to replace "
             "it, or choose another --out"
