@@ -12,12 +12,8 @@ import pytest
 
 from foxacp.cli import main
 from foxacp.train.config import TrainConfig
+from tests.test_cli_edges import _train
 from tests.train.conftest import SMALL, cache_dir, corpus_dir, one_thread  # noqa: F401  (fixtures)
-
-
-def _train(out, corpus, cache, *extra):
-    args = ["train", "--out", str(out), "--data", str(corpus), "--set", *SMALL, f"cache_dir={cache}", "steps=1", *extra]
-    assert main(args) == 0
 
 
 @pytest.fixture(scope="module")

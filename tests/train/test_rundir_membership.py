@@ -31,10 +31,14 @@ def test_a_sibling_run_whose_name_extends_this_ones_is_not_in_it(tmp_path):
 
 
 def test_resume_with_overwrite_of_the_runs_own_checkpoint_deletes_nothing(tmp_path):
-    """`--resume --overwrite` into the run the checkpoint belongs to continues it: nothing is to be replaced."""
+    """`--resume --overwrite` into the run the checkpoint belongs to asks to continue it and to replace it: refused,
+    with nothing deleted."""
     run = _a_run(tmp_path / "run")
-    assert prepare_run_dir(run, resume=run, overwrite=True) is False
-    assert prepare_run_dir(run, resume=run / "checkpoints" / "step_000002", overwrite=True) is False
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for resume in (run, run / "checkpoints" / "step_000002"):
+        with pytest.raises(RunDirError, match="pass one of them"):
+            prepare_run_dir(run, resume=resume, overwrite=True)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
 def test_overwrite_removes_the_tensorboard_folder_and_dangling_links(tmp_path):
