@@ -37,6 +37,37 @@ REBASE_EVERY = CHECK_EVERY
 # Room left after the first call, so that a short generation never reallocates.
 HEADROOM = 256
 
+# Why a cache refuses right padding: its next tokens would follow the padding, which a forget gate cannot skip.
+RIGHT_PADDING_ERROR = (
+    "attention_mask: right padding (each row: ones, then zeros) is supported only by a forward that neither makes "
+    "nor continues a cache; generate and a cache take prompts padded on the left: pad on the left "
+    "(tokenizer.padding_side = 'left'), or, for a forward that needs no cache, pass use_cache=False"
+)
+
+
+def padding_side(mask: Tensor) -> str:
+    """Where the rows of an attention_mask (B, T) of 0 (padding) and 1 (tokens) are padded: "none" (all ones),
+    "left" (each row zeros, then ones) or "right" (each row ones, then zeros). One host read.
+
+    Raises:
+        ValueError: values other than 0 and 1, a row of padding only, or rows padded elsewhere than on one side,
+            the same side for the whole batch (holes such as 0 1 0 1, padding on both ends, left and right rows).
+    """
+    if bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
+    if bool(mask.all()):
+        return "none"
+    if bool((mask.sum(1) == 0).any()):
+        raise ValueError("attention_mask: every row needs at least one token")
+    if not bool((mask[:, 1:] < mask[:, :-1]).any()):
+        return "left"
+    if not bool((mask[:, 1:] > mask[:, :-1]).any()):
+        return "right"
+    raise ValueError(
+        "attention_mask: only left padding (each row: zeros, then ones) is supported, or right padding (ones, then "
+        "zeros) in a forward that neither makes nor continues a cache; not holes or both sides"
+    )
+
 
 class FoxCacheLayer(CacheLayerMixin):
     """One layer of a FoxCache: ``state`` is foxacp's LayerCache of that layer (None before the first call).
@@ -119,7 +150,8 @@ class FoxCache(Cache):
 
     def defer(self, input_ids: Tensor, attention_mask: Tensor | None) -> None:
         """Hold the prompts of a forward whose logits came from the full forward (use_cache=None): the first call
-        that continues them feeds them first, so that a plain forward allocates nothing unless continued."""
+        that continues them feeds them first, so that a plain forward allocates nothing unless continued. Prompts
+        padded on the right (which that forward takes) are refused there, by every call, and stay unfed."""
         if self.seen or self._pending is not None:
             raise ValueError("only an empty FoxCache can hold deferred prompts")
         self._pending = (input_ids, attention_mask)
@@ -138,13 +170,18 @@ class FoxCache(Cache):
         None after the prompts: its new columns are all ones, and checking them would be a host read per step).
 
         Raises:
-            ValueError: a mask of the wrong shape, not 0/1, padded other than on the left of the prompts,
+            ValueError: a mask of the wrong shape, not 0/1, padded other than on the left of the prompts (deferred
+                prompts included: RIGHT_PADDING_ERROR names the fix for right padding),
                 a row of padding only, a batch size that differs from the first call's, or (FoxStaticCache)
                 more tokens than it holds.
         """
         if self._pending is not None:  # the prompts of the forward that returned this cache (their logits are out)
             (prompts, mask), self._pending = self._pending, None
-            self.forward(prompts, mask)
+            try:
+                self.forward(prompts, mask)
+            except BaseException:  # refused (right-padded prompts) or failed: the cache holds them still, unfed
+                self._pending = (prompts, mask)
+                raise
         B, T = input_ids.shape
         if attention_mask is not None:
             attention_mask = attention_mask.to(torch.long)
@@ -195,16 +232,13 @@ class FoxCache(Cache):
 
     def _prefill(self, input_ids: Tensor, mask: Tensor | None) -> Tensor:
         B, T = input_ids.shape
+        side = "none" if mask is None else padding_side(mask)
+        if side == "right":
+            raise ValueError(RIGHT_PADDING_ERROR)
         self.kv = self._allocate(B, T)
-        if mask is not None and bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
-        if mask is None or bool(mask.all()):
+        if side == "none":
             logits = self.model(input_ids, cache=self.kv)
         else:
-            if bool((mask[:, 1:] < mask[:, :-1]).any()):
-                raise ValueError("attention_mask: only left padding is supported (each row: zeros, then ones)")
-            if bool((mask.sum(1) == 0).any()):
-                raise ValueError("attention_mask: every row needs at least one token")
             logits = None
             for b in range(B):  # each row's real tokens into its own cache row, nothing padded
                 keep = mask[b].bool()

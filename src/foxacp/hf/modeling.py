@@ -1,9 +1,10 @@
 """FoxForCausalLM: a FoxLM as a transformers PreTrainedModel (AutoModelForCausalLM, save/load, generate).
 
 The FoxLM is the submodule ``model``: state-dict keys are FoxLM's with the prefix ``model.``, and the
-forward is FoxLM's (ACP and foxacp's kernels included). Padding is supported on the left only (how
-decoder-only models are batched for generation): the real tokens of every row are packed into one
-sequence with document offsets, so pad tokens never enter a forget gate or a token shift.
+forward is FoxLM's (ACP and foxacp's kernels included). Padding is supported on the left (how decoder-only
+models are batched for generation) and, in a forward that neither makes nor continues a cache (scoring,
+training with labels), on the right: the real tokens of every row are packed into one sequence with document
+offsets, so pad tokens never enter a forget gate or a token shift.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from foxacp.model import FoxLM
 
-from .cache import FoxCache
+from .cache import RIGHT_PADDING_ERROR, FoxCache, padding_side
 from .config import FoxConfig
 from .static import FoxStaticCache
 
@@ -36,15 +37,18 @@ REMOTE_SOURCE = '"""foxacp models for trust_remote_code: the classes of the inst
 AUTO_MAP = {"AutoConfig": "FoxConfig", "AutoModel": "FoxForCausalLM", "AutoModelForCausalLM": "FoxForCausalLM"}
 
 
-def packed_logits(model: FoxLM, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """Logits (B, T, V) of the tokens where attention_mask (B, T) is 1; rows are left-padded (zeros first).
+def packed_logits(
+    model: FoxLM, input_ids: Tensor, attention_mask: Tensor | None, *, right_padding: bool = False
+) -> Tensor:
+    """Logits (B, T, V) of the tokens where attention_mask (B, T) is 1: rows padded on the left (zeros first) or,
+    with ``right_padding``, on the right (ones first; for a forward that neither makes nor continues a cache).
 
     Every row's real tokens form one document of a packed forward, so the logits are those each row alone
     would give. Logits at padded positions are 0.
 
     Raises:
-        ValueError: attention_mask of another shape than input_ids, holding values other than 0 and 1, padded
-            anywhere but on the left, or with a row of padding only.
+        ValueError: attention_mask of another shape than input_ids, holding values other than 0 and 1, with a row
+            of padding only, or padded other than on the left (or, with right_padding, on the right).
     """
     if attention_mask is None:
         return model(input_ids)
@@ -53,15 +57,12 @@ def packed_logits(model: FoxLM, input_ids: Tensor, attention_mask: Tensor | None
             f"attention_mask must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
         )
     mask = attention_mask.to(torch.long)
-    if bool(((mask != 0) & (mask != 1)).any()):
-        raise ValueError("attention_mask must hold only 0 (padding) and 1 (tokens)")
-    if bool(mask.all()):
+    side = padding_side(mask)
+    if side == "none":
         return model(input_ids)
-    if bool((mask[:, 1:] < mask[:, :-1]).any()):
-        raise ValueError("attention_mask: only left padding is supported (each row: zeros, then ones)")
+    if side == "right" and not right_padding:
+        raise ValueError(RIGHT_PADDING_ERROR)
     lengths = mask.sum(1)
-    if bool((lengths == 0).any()):
-        raise ValueError("attention_mask: every row needs at least one token")
     keep = mask.bool()
     cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
     packed = model(input_ids[keep][None], cu_seqlens=cu_seqlens, max_seqlen=int(lengths.max()))[0]
@@ -92,7 +93,10 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
 
     forward(input_ids (B, T) int64, attention_mask (B, T) 0/1 left padding or None, labels (B, T) int64 or None)
     -> CausalLMOutputWithPast with logits (B, T, V) float and, with labels, the mean next-token cross entropy
-    (labels shifted inside, -100 ignored, as in transformers' causal LMs). With use_cache (generate's default)
+    (labels shifted inside, -100 ignored, as in transformers' causal LMs). A forward that neither makes nor
+    continues a cache (use_cache=False, labels, training) also takes right padding (logits 0 at the padding; its
+    labels are usually -100); so does a plain ``model(ids)``, whose returned cache refuses to be continued over
+    right-padded prompts; generate and an explicit use_cache=True refuse it. With use_cache (generate's default)
     the state lives in a FoxCache (foxacp's decoding cache) returned in the output and fed back; with
     use_cache=False every step recomputes the whole sequence. generate(..., cache_implementation="static") uses a
     FoxStaticCache instead (fixed size, the one-token step replayed as a CUDA graph on CUDA and compiled where
@@ -195,6 +199,9 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         cache = _cache_arg(kwargs)
         use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
         if not use_cache:
+            # Each step's forward would take a right-padded prompt, and the next token would follow its padding.
+            if attention_mask is not None and padding_side(attention_mask.to(torch.long)) == "right":
+                raise ValueError(RIGHT_PADDING_ERROR)
             return {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         cache = FoxCache(self.model) if cache is None else cache
         seen = cache.get_seq_length()
@@ -231,7 +238,7 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
 
         Raises:
             ValueError: inputs_embeds, output_hidden_states or output_attentions (not supported), a cache that is
-                not a FoxCache, or a bad attention_mask.
+                not a FoxCache, or a bad attention_mask (right padding where a cache is made or continued).
         """
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds is not supported by FoxForCausalLM: pass input_ids")
@@ -251,7 +258,8 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
         if cache is not None:
             logits = cache.forward(input_ids, attention_mask)
         else:
-            logits = packed_logits(self.model, input_ids, attention_mask)
+            # No cache is made or continued (a deferred one refuses right-padded prompts when continued).
+            logits = packed_logits(self.model, input_ids, attention_mask, right_padding=True)
         if defer:
             cache = FoxCache(self.model)
             cache.defer(input_ids, attention_mask)
