@@ -9,6 +9,7 @@ offsets, so pad tokens never enter a forget gate or a token shift.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -188,8 +189,26 @@ class FoxForCausalLM(FoxPreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> torch.nn.Embedding:
         return self.model.embed
 
+    def set_input_embeddings(self, value: torch.nn.Embedding) -> None:
+        self.model.embed = value
+
     def get_output_embeddings(self) -> torch.nn.Linear:
         return self.model.lm_head
+
+    def set_output_embeddings(self, new_embeddings: torch.nn.Linear) -> None:
+        self.model.lm_head = new_embeddings
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> torch.nn.Embedding:
+        """transformers' resize of the embedding (V, d_model) and the untied LM head (V, d_model) to new_num_tokens
+        rows (rounded up to pad_to_multiple_of): rows kept are unchanged, added rows are drawn from the old rows'
+        mean and covariance (mean_resizing) or initialised as FoxLM's. config.vocab_size and the FoxLM's config
+        take the new size, so that foxacp.generate, caches and save_pretrained see it. Returns the embedding."""
+        embed = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.model.config = dataclasses.replace(self.model.config, vocab_size=self.config.vocab_size)
+        self._static_cache = None  # captured over the old LM head
+        return embed
 
     def prepare_inputs_for_generation(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, use_cache: bool | None = None, **kwargs
