@@ -10,6 +10,8 @@ and the ``lm_eval`` model over it (needs the optional ``lm_eval`` package; regis
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -19,26 +21,87 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from foxacp.data import Tokenizer
+from foxacp.infer.sampling import check_sampling
 from foxacp.model import FoxLM
+
+# lm_eval's names for the number of tokens to generate, in its order of priority (lm_eval.models.utils).
+MAX_TOKENS_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+# The generation options generate_until honours; any other is refused, as transformers' generate refuses what it
+# cannot use when lm_eval's HF model hands the options over to it.
+GEN_KEYS = frozenset({"until", "do_sample", "temperature", "top_k", "top_p", "num_beams", *MAX_TOKENS_KEYS})
+
+
+@dataclasses.dataclass(frozen=True)
+class GenOptions:
+    """One generate_until request's options: stop strings, tokens to generate, and foxacp.generate's sampling
+    arguments (temperature 0 is greedy; top_k and top_p None cut nothing)."""
+
+    until: list[str]
+    max_new_tokens: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+
+
+def gen_options(options: dict[str, Any], default_max_new_tokens: int = 256) -> GenOptions:
+    """The GenOptions of lm_eval's ``gen_kwargs``, read as lm_eval's HF model reads them: ``until`` a string or
+    list of strings; ``max_gen_toks`` or an alias (MAX_TOKENS_KEYS); ``do_sample`` False (or unset with
+    temperature 0, the default) is greedy, True samples at ``temperature`` (default 1; 0 is greedy again);
+    ``top_k`` (0 or None: no cut) and ``top_p`` (1 or None: no cut) as in transformers; ``num_beams`` 1 only
+    (some tasks say so; foxacp.generate has no beam search).
+
+    Raises:
+        ValueError: a key outside GEN_KEYS (named, with the ones taken), or a value of the wrong type or range.
+    """
+    unknown = sorted(set(options) - GEN_KEYS)
+    if unknown:
+        raise ValueError(
+            f"generate_until does not support the generation options {unknown}; it takes {sorted(GEN_KEYS)}"
+        )
+    if options.get("num_beams", 1) != 1:
+        raise ValueError(f"num_beams must be 1 (generate_until has no beam search), got {options['num_beams']!r}")
+    until = options.get("until") or []
+    until = [until] if isinstance(until, str) else until
+    if not isinstance(until, (list, tuple)) or not all(isinstance(u, str) for u in until):
+        raise ValueError(f"until must be a string or a list of strings, got {options.get('until')!r}")
+    n = next((options[k] for k in MAX_TOKENS_KEYS if options.get(k) is not None), default_max_new_tokens)
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"max_gen_toks must be an integer >= 1, got {n!r}")
+    do_sample = options.get("do_sample")
+    if do_sample is not None and not isinstance(do_sample, bool):
+        raise ValueError(f"do_sample must be True, False or None, got {do_sample!r}")
+    temperature = options.get("temperature")
+    temperature = (1.0 if do_sample else 0.0) if temperature is None else temperature
+    top_k, top_p = options.get("top_k"), options.get("top_p")
+    top_k = None if top_k == 0 else top_k
+    top_p = None if top_p == 1 else top_p
+    check_sampling(temperature, top_k, top_p)
+    if do_sample is False:
+        temperature = 0.0
+    return GenOptions(list(until), int(n), float(temperature), top_k, top_p)
 
 
 class FoxScorer:
-    """Log-likelihoods and greedy generation of ``model`` over text, as lm-evaluation-harness asks for them.
+    """Log-likelihoods and generation of ``model`` over text, as lm-evaluation-harness asks for them.
 
     ``max_len``: the most tokens one forward sees (longer inputs keep their last ``max_len`` tokens for
     ``loglikelihood``; ``loglikelihood_rolling`` scores them in windows). An empty context starts from EOS.
-    ``batch_size``: ``loglikelihood`` requests per forward.
+    ``batch_size``: ``loglikelihood`` requests per forward. ``seed``: where the sampling of ``generate_until``
+    starts (its i-th request draws with seed + i), so a run samples the same text every time.
     """
 
-    def __init__(self, model: FoxLM, tokenizer: Tokenizer, *, max_len: int, batch_size: int = 1) -> None:
+    def __init__(self, model: FoxLM, tokenizer: Tokenizer, *, max_len: int, batch_size: int = 1, seed: int = 0) -> None:
         if not isinstance(max_len, int) or max_len < 2:
             raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.batch_size = batch_size
+        self.seed = seed
         self.device = model.embed.weight.device
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -116,15 +179,19 @@ class FoxScorer:
         return out
 
     def generate_until(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
-        """Per (context, options): the greedy continuation, cut before the first of options["until"] (a string or
-        list of strings), at most options["max_gen_toks"] (default 256) tokens."""
+        """Per (context, gen_kwargs): the continuation by foxacp.generate, greedy or sampled as ``gen_options``
+        reads gen_kwargs (the i-th request with seed ``self.seed + i``), cut before the first of its stop strings.
+        A context longer than max_len less the tokens to generate keeps its last tokens (with a warning).
+
+        Raises:
+            ValueError: generation options that ``gen_options`` refuses (unknown keys included).
+        """
         from foxacp.infer import generate
 
+        every = [gen_options(options) for _, options in requests]  # all refused before any is generated
         out = []
-        for context, options in requests:
-            until = options.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            n = int(options.get("max_gen_toks", 256))
+        for i, ((context, _), opts) in enumerate(zip(requests, every, strict=True)):
+            n = opts.max_new_tokens
             ctx = self.tokenizer.encode(context) or [self.tokenizer.eos_id]
             room = max(1, self.max_len - n)
             if len(ctx) > room:
@@ -134,23 +201,38 @@ class FoxScorer:
                     stacklevel=2,
                 )
                 ctx = ctx[-room:]
-            (ids,) = generate(self.model, [ctx], n, temperature=0.0, eos_token_id=self.tokenizer.eos_id, seed=0)
+            (ids,) = generate(
+                self.model,
+                [ctx],
+                n,
+                temperature=opts.temperature,
+                top_k=opts.top_k,
+                top_p=opts.top_p,
+                eos_token_id=self.tokenizer.eos_id,
+                seed=self.seed + i,
+            )
             text = self.tokenizer.decode(ids[len(ctx) :].tolist())
-            cuts = [text.index(u) for u in until if u and u in text]
+            cuts = [text.index(u) for u in opts.until if u and u in text]
             out.append(text[: min(cuts)] if cuts else text)
         return out
 
 
 def foxacp_lm(
-    path: str, device: str = "cpu", dtype: str = "float32", max_len: int | None = None, batch_size: int = 1
+    path: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_len: int | None = None,
+    batch_size: int = 1,
+    seed: int = 0,
 ) -> Any:
     """The lm_eval model (an ``lm_eval.api.model.LM``) of the run or checkpoint at ``path``; ``max_len`` defaults
-    to the training context; ``batch_size``: loglikelihood requests per forward. Raises ImportError without the
-    optional lm_eval package."""
+    to the training context; ``batch_size``: loglikelihood requests per forward; ``seed``: generate_until's
+    sampling seed (FoxScorer). Raises ImportError without the optional lm_eval package."""
     from .report import load_model_and_tokenizer
 
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
-    return _lm_class()(FoxScorer(model, tokenizer, max_len=max_len or train_len, batch_size=batch_size))
+    scorer = FoxScorer(model, tokenizer, max_len=max_len or train_len, batch_size=batch_size, seed=seed)
+    return _lm_class()(scorer)
 
 
 def _lm_class() -> type:
@@ -175,7 +257,7 @@ def _lm_class() -> type:
 
         @classmethod
         def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> FoxacpLM:
-            """``--model_args path=RUN,dtype=...,max_len=...,batch_size=...``; lm_eval's own --device and
+            """``--model_args path=RUN,dtype=...,max_len=...,batch_size=...,seed=...``; lm_eval's own --device and
             --batch_size (``additional_config``) apply where the model args do not set them ("auto" is 1)."""
             args = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
             return cls.create_from_arg_obj(args, additional_config)
@@ -190,8 +272,9 @@ def _lm_class() -> type:
                 args.setdefault("device", str(extra["device"]))
             batch = str(args.get("batch_size", extra.get("batch_size", 1)))
             args["batch_size"] = 1 if batch.startswith("auto") else int(batch)
-            if "max_len" in args:
-                args["max_len"] = int(args["max_len"])
+            for name in ("max_len", "seed"):
+                if name in args:
+                    args[name] = int(args[name])
             return foxacp_lm(**args)
 
         def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
