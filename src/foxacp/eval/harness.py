@@ -1,16 +1,24 @@
 """lm-evaluation-harness for foxacp models: the three request types on a FoxLM (FoxScorer, no lm_eval needed),
-and the ``lm_eval`` model over it (needs the optional ``lm_eval`` package; registered there as "foxacp").
+and the ``lm_eval`` model over it (needs the optional ``lm_eval`` package).
 
     scorer = FoxScorer(model, tokenizer, max_len=4096)
     scorer.loglikelihood([("The cat sat on the", " mat")])     # [(log p, is greedy)]
 
     import lm_eval
     lm_eval.simple_evaluate(model=foxacp_lm("runs/125m", device="cuda", dtype="bfloat16"), tasks=[...])
+
+    import foxacp.eval.harness  # registers "foxacp" with lm_eval, where it is installed
+    lm_eval.simple_evaluate(model="foxacp", model_args="path=runs/125m,dtype=bfloat16", tasks=[...])
+
+Importing this module registers "foxacp" in lm_eval's model registry as a lazy placeholder (lm_eval's own
+mechanism for its models): only lm_eval's registry is imported here, and the model class is built when lm_eval
+first asks for it. ``import foxacp`` does not import this module, so it never imports lm_eval.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import numbers
 import warnings
 from collections.abc import Sequence
@@ -235,8 +243,13 @@ def foxacp_lm(
     return _lm_class()(scorer)
 
 
+# The name of the model in lm_eval's registry (``--model foxacp``).
+LM_EVAL_NAME = "foxacp"
+
+
 def _lm_class() -> type:
-    """lm_eval's LM subclass over a FoxScorer, registered as "foxacp" (made once, on first use)."""
+    """lm_eval's LM subclass over a FoxScorer, registered as LM_EVAL_NAME (made once, on first use; also this
+    module's attribute ``FoxacpLM``, which the registry's placeholder names)."""
     global _LM
     if _LM is not None:
         return _LM
@@ -286,8 +299,37 @@ def _lm_class() -> type:
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
             return self.scorer.generate_until([r.args for r in requests])
 
-    _LM = register_model("foxacp")(FoxacpLM)
+    _LM = register_model(LM_EVAL_NAME)(FoxacpLM)
     return _LM
 
 
+def __getattr__(name: str) -> Any:
+    """``FoxacpLM``, the lm_eval model class, built on first access (what lm_eval's registry placeholder loads)."""
+    if name == "FoxacpLM":
+        return _lm_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def register_with_lm_eval() -> bool:
+    """Register LM_EVAL_NAME with lm_eval if it can be imported; returns whether it is registered.
+
+    lm_eval's registries with lazy placeholders get ``"foxacp.eval.harness:FoxacpLM"`` (nothing more of lm_eval is
+    imported); older ones, a plain dict, get the class itself. lm_eval's own models are registered first: its
+    ``get_model`` loads them only into an empty registry, so a registry holding "foxacp" alone would hide them.
+    """
+    try:
+        registry = importlib.import_module("lm_eval.api.registry")
+    except ImportError:
+        return False
+    models = getattr(registry, "model_registry", None)
+    if models is None or not hasattr(models, "register"):
+        _lm_class()
+        return True
+    importlib.import_module("lm_eval.models")
+    if LM_EVAL_NAME not in models:
+        models.register(LM_EVAL_NAME, target=f"{__name__}:FoxacpLM")
+    return True
+
+
 _LM: type | None = None
+register_with_lm_eval()
