@@ -1,7 +1,8 @@
 # One device call (~6 min, H200): where a compiled 760M decode step at B=1 after 16k spends its time (kernel by
 # kernel, 049's profile_step.py), with the combine kernel and with the fused combine; the decode attention kernel's
-# launch shape swept at B=1 (splits x pipeline stages; NUM_WARPS/NUM_STAGES were never measured) and the two
-# combines, against cuDNN. Run after the float64 GPU tests (tests/ops/test_decode_gpu.py). Results in $OUT/b.
+# launch shape swept at B=1 (splits x pipeline stages; NUM_WARPS/NUM_STAGES were never measured); the two combines
+# in both schedules, exact and ACP; cuDNN for scale. Run after the float64 GPU tests (tests/ops/test_decode_gpu.py).
+# Results in $OUT/b.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src TRITON_INTERPRET=0
 mkdir -p $OUT/b
@@ -9,6 +10,9 @@ for combine in kernel fused; do
   timeout 80 python3 experiments/049-compiled-decode/profile_step.py --preset 760M --context 16384 --combine $combine \
     2>&1 | grep -v -i warn | tee $OUT/b/profile_step-16k-$combine.log | head -24
 done
-timeout 150 python3 -m foxacp.bench.decode_attention --configs 24/24x64 --batches 1 --contexts 16k,64k \
-  --rows foxacp-exact,sdpa-cudnn --splits 11,22,33 --stages 2,3,4 --schedules even --combines kernel,fused \
-  --warmup 150 --rep 80 --out $OUT/b/sweep --tag sweep-b1 2>&1 | grep -v -i warn | grep "^|" | tail -40
+A="--configs 24/24x64 --batches 1 --contexts 16k,64k --warmup 150 --rep 80"
+timeout 100 python3 -m foxacp.bench.decode_attention $A --rows foxacp-exact,sdpa-cudnn --splits 11,22,33 --stages 2,3,4 \
+  --schedules even --out $OUT/b/sweep --tag sweep-b1 2>&1 | grep -v -i warn | grep "^|" | tail -24
+timeout 100 python3 -m foxacp.bench.decode_attention $A --rows foxacp-exact,foxacp-acp,sdpa-cudnn \
+  --schedules even,balanced --combines kernel,fused --out $OUT/b/combine --tag combine-b1 2>&1 | grep -v -i warn \
+  | grep "^|" | tail -20

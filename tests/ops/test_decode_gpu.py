@@ -47,7 +47,7 @@ def float64_outputs(q, k, v, c, lens, log_eps, qk_bound):
     return cache_attention_torch(*args, delta, problem), cache_attention_torch(*args, None, problem)
 
 
-SCHEDULES = ["even", "balanced", "even-fused"]  # even-fused: the even schedule with the fused combine
+SCHEDULES = ["even", "balanced", "even-fused", "balanced-fused"]  # -fused: with the fused combine
 
 
 def set_schedule(schedule, monkeypatch):

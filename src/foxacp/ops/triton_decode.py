@@ -43,8 +43,8 @@ NUM_WARPS, NUM_STAGES = 4, 3
 # it is taken from one group per multiprocessor up.
 SCHEDULE = "auto"
 SCHEDULES = ("auto", "even", "balanced")
-# How the even schedule merges its splits' partials: a combine kernel ("kernel"), or the last split program of each
-# group, found by an atomic counter that it resets for the next call ("fused": no second launch; experiment 064).
+# How the decode kernels merge their splits' partials: a combine kernel ("kernel"), or the last split program of
+# each group, found by an atomic count that it zeroes for the next call ("fused": one launch less; experiment 064).
 COMBINE = "kernel"
 COMBINES = ("kernel", "fused")
 
@@ -77,8 +77,8 @@ def check_combine(name: str | None) -> str:
 
 @contextlib.contextmanager
 def use_schedule(name: str | None, combine: str | None = None) -> Iterator[None]:
-    """Within the block, decode calls that name no schedule take ``name``, and the even schedule merges its splits
-    as ``combine`` says (None leaves a default)."""
+    """Within the block, decode calls that name no schedule take ``name``, and merge their splits as ``combine``
+    says (None leaves a default)."""
     global SCHEDULE, COMBINE
     previous = SCHEDULE, COMBINE
     SCHEDULE, COMBINE = check_schedule(name), check_combine(combine)
@@ -200,29 +200,39 @@ def _attend_range(q, Kb, Vb, Cb, c_q, h, pos, row_ok, row_lo, L, start, stop, st
 
 
 @triton.jit
-def _merge_rows(Part_ml, Part_acc, Out, row, row_ok, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr,
-                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    """The fused combine: rows' o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, read past L1 (``.cg``: the
-    partials were written by other programs)."""
-    s = tl.arange(0, SPLITS_PAD)
-    part = row[:, None].to(tl.int64) * NUM_SPLITS + s[None, :]
-    ok = row_ok[:, None] & (s[None, :] < NUM_SPLITS)
-    m_s = tl.load(Part_ml + part * 2, mask=ok, other=float("-inf"), cache_modifier=".cg")
-    l_s = tl.load(Part_ml + part * 2 + 1, mask=ok, other=0.0, cache_modifier=".cg")
-    m = tl.max(m_s, 1)
+def _merge_partials(Part_ml, Part_acc, Out, row, row_ok, slot0, slot_step, n, HEAD_DIM: tl.constexpr,
+                    BLOCK_M: tl.constexpr):
+    """The fused combine of a group's rows: o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s over the n partials
+    at slots slot0 + s * slot_step (per row). Read past L1 (``.cg``): other programs wrote them."""
+    m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    for s in range(n):
+        slot = slot0 + s * slot_step
+        m = tl.maximum(m, tl.load(Part_ml + slot * 2, mask=row_ok, other=float("-inf"), cache_modifier=".cg"))
     m = tl.where(m == float("-inf"), 0.0, m)  # empty splits (m_s = -inf) weigh 0
-    den = tl.sum(tl.math.exp2(m_s - m[:, None]) * l_s, 1)
     d = tl.arange(0, HEAD_DIM)
+    den = tl.zeros([BLOCK_M], dtype=tl.float32)
     o = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    for j in range(NUM_SPLITS):
-        pj = row.to(tl.int64) * NUM_SPLITS + j
-        w = tl.math.exp2(tl.load(Part_ml + pj * 2, mask=row_ok, other=float("-inf"), cache_modifier=".cg") - m)
-        acc = tl.load(Part_acc + pj[:, None] * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0.0,
+    for s in range(n):
+        slot = slot0 + s * slot_step
+        w = tl.math.exp2(tl.load(Part_ml + slot * 2, mask=row_ok, other=float("-inf"), cache_modifier=".cg") - m)
+        den += w * tl.load(Part_ml + slot * 2 + 1, mask=row_ok, other=0.0, cache_modifier=".cg")
+        acc = tl.load(Part_acc + slot[:, None].to(tl.int64) * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0.0,
                       cache_modifier=".cg")
         o += w[:, None] * acc
     o = o / tl.where(den > 0, den, 1.0)[:, None]
     tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
              mask=row_ok[:, None])
+
+
+@triton.jit
+def _last_of_group(Counter, group, n):
+    """Whether this program is the last of its group's n to arrive (an atomic count, which it then zeroes for
+    the next call). The barrier first: every thread's partials are stored before the count releases them."""
+    tl.debug_barrier()
+    last = tl.atomic_add(Counter + group, 1, sem="acq_rel", scope="gpu") == n - 1
+    if last:
+        tl.atomic_xchg(Counter + group, 0, sem="relaxed", scope="gpu")
+    return last
 
 
 @triton.jit
@@ -232,7 +242,7 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc, Counter,
                   HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
                   ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr, STRIDE0: tl.constexpr,
-                  PRECISION: tl.constexpr, FUSED_COMBINE: tl.constexpr, SPLITS_PAD: tl.constexpr):
+                  PRECISION: tl.constexpr, FUSED_COMBINE: tl.constexpr):
     b = tl.program_id(0) // HKV
     kvh = tl.program_id(0) % HKV
     split = tl.program_id(1)
@@ -254,14 +264,11 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc, Counter,
                                   stride_ch, qk_scale, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION)
     row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
     _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS, HEAD_DIM)
-    if FUSED_COMBINE:
-        # Every thread's partial is stored before the count (the barrier; the atomic releases them at GPU scope),
-        # and the last of the group's NUM_SPLITS programs merges them, then zeroes the count for the next call.
-        group = tl.program_id(0) * tl.num_programs(2) + tl.program_id(2)
-        tl.debug_barrier()
-        if tl.atomic_add(Counter + group, 1, sem="acq_rel", scope="gpu") == NUM_SPLITS - 1:
-            _merge_rows(Part_ml, Part_acc, Out, row, row_ok, NUM_SPLITS, SPLITS_PAD, HEAD_DIM, BLOCK_M)
-            tl.atomic_xchg(Counter + group, 0, sem="relaxed", scope="gpu")
+    # The last of the group's splits merges their partials (row * NUM_SPLITS + split). Nested: the count is an
+    # atomic with a side effect, never to run when the constexpr is off.
+    if FUSED_COMBINE:  # noqa: SIM102
+        if _last_of_group(Counter, tl.program_id(0) * tl.num_programs(2) + tl.program_id(2), NUM_SPLITS):
+            _merge_partials(Part_ml, Part_acc, Out, row, row_ok, row * NUM_SPLITS, 1, NUM_SPLITS, HEAD_DIM, BLOCK_M)
 
 
 @triton.jit
@@ -389,7 +396,7 @@ def decode_attention(
         num_stages: software pipeline depth of the key loop; None takes ``NUM_STAGES``.
         schedule: "even", "balanced" (the same grid of splits x groups programs, shared out by kept blocks) or
             "auto" (``resolve_schedule``); None takes ``SCHEDULE``.
-        combine: how the even schedule merges its splits, "kernel" or "fused" (``COMBINE``); None takes COMBINE.
+        combine: how the splits are merged, "kernel" or "fused" (``COMBINE``); None takes COMBINE.
     Returns:
         (B, Tq, Hq, D) in q's dtype.
     """
@@ -408,7 +415,7 @@ def decode_attention(
         from .triton_balance import balanced_decode_attention  # it imports this module's pieces
 
         return balanced_decode_attention(
-            q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, block_n, block_m, programs, num_stages
+            q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, block_n, block_m, programs, num_stages, combine
         )
     splits = splits or num_splits(groups, Tmax, q.device, block_n)
     fanout, levels, stride0 = _search_shape(triton.cdiv(Tmax, block_n))
@@ -428,7 +435,7 @@ def decode_attention(
         HQ=Hq, HKV=Hkv, TQ=Tq, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
         ACP=acp is not None, FANOUT=fanout, LEVELS=levels, STRIDE0=stride0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        FUSED_COMBINE=fused, SPLITS_PAD=triton.next_power_of_2(splits),
+        FUSED_COMBINE=fused,
         num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
     )  # fmt: skip
     if splits > 1 and not fused:
