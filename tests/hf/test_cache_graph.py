@@ -22,6 +22,7 @@ class FakeGraphStep:
     eager. ``captures`` lists the cache buffers each capture was taken over."""
 
     captures: list[int] = []
+    buffers: list[torch.Tensor] = []  # kept alive: a freed buffer's address may be reused by the next one
 
     def __init__(self, step, cache, example, generator):
         saved = cache.snapshot()
@@ -30,6 +31,7 @@ class FakeGraphStep:
         cache.restore(saved)
         self.step = step
         FakeGraphStep.captures.append(cache.layers[0].k.data_ptr())
+        FakeGraphStep.buffers.append(cache.layers[0].k)
 
     def __call__(self, tokens):
         return self.step(tokens)
@@ -37,7 +39,7 @@ class FakeGraphStep:
 
 @pytest.fixture
 def graphed(monkeypatch):
-    FakeGraphStep.captures = []
+    FakeGraphStep.captures, FakeGraphStep.buffers = [], []
     monkeypatch.setattr(hf_cache, "CUDAGraphStep", FakeGraphStep)
     return FakeGraphStep.captures
 
@@ -94,3 +96,70 @@ def test_no_graph_is_captured_where_autograd_records(tiny_config, graphed):
 def test_a_cuda_graph_off_cuda_is_refused(tiny_config):
     with pytest.raises(ValueError, match="cuda_graph needs a model on a CUDA device"):
         FoxCache(FoxLM(tiny_config()), cuda_graph=True)
+
+
+class OutputBufferGraphStep(FakeGraphStep):
+    """As CUDAGraphStep: every replay writes its logits into one static output buffer."""
+
+    def __call__(self, tokens):
+        logits = self.step(tokens)
+        if not hasattr(self, "out"):
+            self.out = torch.empty_like(logits)
+        return self.out.copy_(logits)
+
+
+def test_a_steps_logits_are_not_overwritten_by_the_next_replay(tiny_config, monkeypatch, graphed):
+    """A graph's output buffer is rewritten by each replay: the logits a step returned must not change with the
+    next step (a manual decode loop may keep them)."""
+    monkeypatch.setattr(hf_cache, "CUDAGraphStep", OutputBufferGraphStep)
+    torch.manual_seed(6)
+    lm = FoxLM(tiny_config(attn_backend="torch")).eval()
+    hf = FoxForCausalLM.from_foxlm(lm).eval()
+    ids = torch.randint(1, 64, (1, 7))
+    cache = _cache(lm)
+    with torch.no_grad():
+        hf(ids[:, :5], **{CACHE_FIELD: cache})
+        first = hf(ids[:, 5:6], **{CACHE_FIELD: cache}).logits
+        kept = first.clone()
+        hf(ids[:, 6:7], **{CACHE_FIELD: cache})
+        full = hf(ids, use_cache=False).logits
+    assert len(graphed) == 1 and torch.equal(first, kept)
+    torch.testing.assert_close(first, full[:, 5:6], rtol=1e-5, atol=1e-5)
+
+
+def test_a_chunk_after_the_prompt_is_not_fed_through_the_one_token_graph(tiny_config, graphed):
+    """Several tokens after the prompt go through FoxLM's cached forward, every one of them."""
+    torch.manual_seed(7)
+    lm = FoxLM(tiny_config(attn_backend="torch")).eval()
+    hf = FoxForCausalLM.from_foxlm(lm).eval()
+    ids = torch.randint(1, 64, (2, 8))
+    cache = _cache(lm)
+    with torch.no_grad():
+        hf(ids[:, :5], **{CACHE_FIELD: cache})
+        chunk = hf(ids[:, 5:], **{CACHE_FIELD: cache}).logits
+        full = hf(ids, use_cache=False).logits
+    assert not graphed and cache.get_seq_length() == 8
+    torch.testing.assert_close(chunk, full[:, 5:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_compiled_graph_is_not_replayed_where_autograd_records(tiny_config, monkeypatch, graphed):
+    """With compile options the step is built once per kind: a graph where no gradient is wanted, the compiled step
+    alone where autograd records (a graph records none), and the graph again after."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
+    torch.manual_seed(8)
+    lm = FoxLM(tiny_config(attn_backend="torch")).eval()
+    hf = FoxForCausalLM.from_foxlm(lm).eval()
+    ids = torch.randint(1, 64, (1, 8))
+    cache = _cache(lm)
+    cache.compile_options = {}
+    with torch.no_grad():
+        hf(ids[:, :5], **{CACHE_FIELD: cache})
+        hf(ids[:, 5:6], **{CACHE_FIELD: cache})
+    assert len(graphed) == 1 and isinstance(cache._step, FakeGraphStep)
+    hf(ids[:, 6:7], **{CACHE_FIELD: cache})
+    assert len(graphed) == 1 and not isinstance(cache._step, FakeGraphStep)
+    with torch.no_grad():
+        last = hf(ids[:, 7:8], **{CACHE_FIELD: cache}).logits
+        full = hf(ids, use_cache=False).logits
+    assert len(graphed) == 2
+    torch.testing.assert_close(last, full[:, 7:], rtol=1e-5, atol=1e-5)
