@@ -103,3 +103,21 @@ def test_a_deferred_cache_continues_left_padded_prompts(pair):
             torch.testing.assert_close(step.logits[b, -1], full, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="empty FoxCache"):
         cache.defer(ids, mask)
+
+
+def test_a_training_forward_returns_no_cache_and_use_cache_true_feeds_the_prompt_at_once(tiny_config):
+    """use_cache=None returns a deferred cache except while training (autograd recording) or with labels;
+    use_cache=True takes the prompt in at once."""
+    hf = FoxForCausalLM.from_foxlm(FoxLM(tiny_config(attn_backend="torch")).eval()).eval()
+    ids = torch.randint(0, 64, (1, 6))
+    hf.train()
+    try:
+        assert hf(ids).past_key_values is None
+        with torch.no_grad():  # an evaluation inside training: nothing is recorded, so a cache is returned
+            assert hf(ids).past_key_values.kv is None
+    finally:
+        hf.eval()
+    with torch.no_grad():
+        assert hf(ids, labels=ids).past_key_values is None
+        fed = hf(ids, use_cache=True).past_key_values
+    assert fed.kv is not None and fed.seen == 6
