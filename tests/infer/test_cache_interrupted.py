@@ -78,3 +78,27 @@ def test_an_unchecked_step_that_raises_marks_the_cache_until_reset_or_restore():
     torch.testing.assert_close(retried, full[:, 10:12], atol=1e-5, rtol=1e-5)
     cache.reset()
     assert not cache.interrupted
+
+
+def test_a_keyboard_interrupt_mid_forward_leaves_the_cache_as_it_was():
+    """Ctrl-C is a BaseException, not an Exception: a checked call still restores the cache, so a retry gives the
+    uninterrupted logits."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, attn_backend="torch")
+    m = FoxLM(cfg).eval()
+    ids = torch.randint(0, 64, (1, 14))
+
+    def interrupt(mod, args):
+        raise KeyboardInterrupt
+
+    with torch.no_grad():
+        cache = m.new_cache(1, 16)
+        m(ids[:, :10], cache=cache)
+        hook = m.blocks[1].register_forward_pre_hook(interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            m(ids[:, 10:], cache=cache)
+        hook.remove()
+        assert cache.lengths.tolist() == [10] and not cache.interrupted
+        retried = m(ids[:, 10:], cache=cache)
+        full = m(ids)
+    torch.testing.assert_close(retried, full[:, 10:], atol=1e-5, rtol=1e-5)
