@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 from foxacp.model import FoxLM, ModelConfig
-from foxacp.train.memory import MEMORY_FRACTION, StepMemory, checkpointing_wanted, step_memory
+from foxacp.train import loop
+from foxacp.train.loop import train
+from foxacp.train.memory import MEMORY_FRACTION, StepMemory, checkpointing_wanted, describe, step_memory
 
 
 def _model() -> FoxLM:
@@ -63,3 +66,46 @@ def test_the_compiled_count_decides_only_where_the_eager_bound_does_not_fit():
         raise torch.OutOfMemoryError("simulated: CUDA out of memory")
 
     assert checkpointing_wanted("auto", lambda: eager, between, out_of_memory) == (True, None)
+
+
+def test_compiling_out_of_memory_is_raised_not_counted_eagerly(monkeypatch):
+    """A compiled measurement that runs out of memory propagates (``auto`` then turns checkpointing on), rather than
+    falling back to the eager block as a failed compilation does."""
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+
+    monkeypatch.setattr(torch, "compile", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        step_memory(_model(), 1, 64, autocast=contextlib.nullcontext(), compiled=True)
+
+
+def test_the_log_line_says_when_the_compiled_block_was_measured():
+    capacity = 2**40
+    assert describe(True, _mem(10, True), capacity).endswith("GiB; the compiled block measured)")
+    assert "compiled" not in describe(True, _mem(10, False), capacity)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_trainer_offers_the_compiled_measurement_only_for_compiled_blocks(
+    small_config, tmp_path, monkeypatch, compiled
+):
+    offered, measured = [], []
+
+    def wanted(setting, measure, capacity, measure_compiled=None):
+        offered.append(measure_compiled)
+        raise Stop  # the decision is all this test needs: no training
+
+    monkeypatch.setattr(loop, "compile_wanted", lambda setting, device: compiled)
+    monkeypatch.setattr(loop, "checkpointing_wanted", wanted)
+    monkeypatch.setattr(loop, "step_memory", lambda *args, **kwargs: measured.append(kwargs.get("compiled", False)))
+    with pytest.raises(Stop):
+        train(small_config("steps=1", out=tmp_path / "run"))
+    assert (offered[0] is not None) == compiled
+    if compiled:
+        offered[0]()
+        assert measured == [True]
