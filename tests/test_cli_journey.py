@@ -84,6 +84,8 @@ def test_a_refused_resume_names_the_setting_that_changed(run, capsys, change, na
     err = capsys.readouterr().err
     assert rc == 2
     assert named in err, err
+    changed = err.split("changed since it: ", 1)[1].split(")", 1)[0].split(", ")
+    assert named in changed and "steps" not in changed, err  # --steps is how a resume goes on, not a change
 
 
 # ---- plot ----------------------------------------------------------------------------------------------------

@@ -64,3 +64,20 @@ def test_overwrite_unlinks_a_symlink_inside_a_symlinked_checkpoints_folder(tmp_p
     remove_run_files(run)
     assert (run / "checkpoints").is_symlink() and list(disk.iterdir()) == []
     assert (keep / "model.safetensors").read_bytes() == b"not the run's"
+
+
+def test_a_run_without_a_checkpoint_is_offered_overwrite_not_resume(tmp_path):
+    """A run that stopped before its first checkpoint has nothing a resume could continue from."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "log.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    with pytest.raises(RunDirError, match="stopped before its first checkpoint") as refused:
+        prepare_run_dir(run, resume=None, overwrite=False)
+    assert "--resume" not in str(refused.value)
+    (run / "checkpoints" / "step_000002").mkdir()  # a checkpoint, not yet pointed to
+    with pytest.raises(RunDirError, match="pass --resume to continue it"):
+        prepare_run_dir(run, resume=None, overwrite=False)
+    (run / "checkpoints" / "step_000002").rmdir()
+    (run / "checkpoints" / "latest").write_text("step_000002\n")  # the pointer alone
+    with pytest.raises(RunDirError, match="pass --resume to continue it"):
+        prepare_run_dir(run, resume=None, overwrite=False)
