@@ -139,3 +139,22 @@ def test_export_over_a_sharded_save_loads_the_new_weights(tmp_path):
     FoxForCausalLM.from_foxlm(_tiny_foxlm(2)).save_pretrained(tmp_path / "both", max_shard_size="50KB")
     FoxForCausalLM.from_foxlm(new).save_pretrained(tmp_path / "both")
     assert torch.equal(foxacp.load(tmp_path / "both").embed.weight, new.embed.weight)
+
+
+@pytest.mark.parametrize(
+    "out", ["run", "run/checkpoints/hf", "checkpoint", "checkpoint/hf", "copied/checkpoints/hf", "outer"]
+)
+def test_export_never_writes_over_a_run_a_checkpoint_or_its_source(tmp_path, out):
+    """Even with overwrite=True: a run (its log), anything in its checkpoints/ folder, a checkpoint (its meta.json)
+    or a folder holding the source is refused, with nothing written."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "meta.json").write_text("{}\n")
+    (tmp_path / "copied" / "checkpoints").mkdir(parents=True)  # a run's checkpoints, copied without its log
+    source = tmp_path / "outer" / "src" if out == "outer" else tmp_path / "src"
+    FoxForCausalLM.from_foxlm(_tiny_foxlm(0)).save_pretrained(source)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="never overwritten"):
+        export_hf(source, tmp_path / out, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
