@@ -102,3 +102,8 @@ def test_a_step_needing_exactly_the_memory_fraction_is_not_checkpointed():
     assert mem.peak(False) == 170 and MEMORY_FRACTION * 200 == 170
     assert checkpointing_wanted("auto", lambda: mem, 200) == (False, mem)
     assert checkpointing_wanted("auto", lambda: mem, 199) == (True, mem)
+
+    def never() -> StepMemory:
+        raise AssertionError("the compiled block measured where the eager bound fits")
+
+    assert checkpointing_wanted("auto", lambda: mem, 200, never) == (False, mem)  # exactly: it fits, no compiling
