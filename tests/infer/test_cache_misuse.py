@@ -60,3 +60,18 @@ def test_numpy_sizes_are_accepted_like_generate_does():
 def test_bool_batch_size_is_a_value_error():
     with pytest.raises(ValueError, match="batch_size"):
         tiny().new_cache(True, 10)
+
+
+@pytest.mark.parametrize(
+    ("shape", "differs"),
+    [(dict(d_model=128, n_heads=8), "n_heads"), (dict(n_kv_heads=4), "kv_heads"), (dict(d_model=128), "head_dim")],
+)
+def test_cache_of_a_model_with_other_heads_is_named(shape, differs):
+    """Same layer count and variant, one other attention shape: a named error, not a kernel's or a broadcast."""
+    m = tiny()
+    cfg = dict(vocab_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, attn_backend="torch") | shape
+    other = FoxLM(ModelConfig(**cfg))
+    names = ("n_heads", "kv_heads", "head_dim")
+    assert {n for n in names if getattr(other.config, n) != getattr(m.config, n)} == {differs}
+    with pytest.raises(ValueError, match="another model"):
+        m(IDS, cache=other.new_cache(2, 10))
