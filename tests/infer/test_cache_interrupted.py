@@ -102,3 +102,29 @@ def test_a_keyboard_interrupt_mid_forward_leaves_the_cache_as_it_was():
         retried = m(ids[:, 10:], cache=cache)
         full = m(ids)
     torch.testing.assert_close(retried, full[:, 10:], atol=1e-5, rtol=1e-5)
+
+
+def test_reset_takes_an_interrupted_cache_back_into_use():
+    from foxacp.ops import set_value_checks
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, attn_backend="torch")
+    m = FoxLM(cfg).eval()
+    ids = torch.randint(0, 64, (1, 11))
+    with torch.no_grad():
+        cache = m.new_cache(1, 16)
+        m(ids[:, :10], cache=cache)
+        hook = m.blocks[1].register_forward_pre_hook(lambda mod, args: (_ for _ in ()).throw(Interrupt()))
+        checks = set_value_checks(False)
+        try:
+            with pytest.raises(Interrupt):
+                m(ids[:, 10:11], cache=cache)
+        finally:
+            set_value_checks(checks)
+            hook.remove()
+        assert cache.interrupted
+        cache.reset()
+        again = m(ids, cache=cache)
+        full = m(ids)
+    assert not cache.interrupted
+    torch.testing.assert_close(again, full, atol=1e-5, rtol=1e-5)
