@@ -31,6 +31,9 @@ def test_forward_returns_a_cache_by_default_so_a_manual_decode_loop_keeps_its_co
         # The full forward's logits, exactly; the cache takes the prompt in only when continued.
         assert torch.equal(out.logits, hf(ids, use_cache=False).logits) and out.past_key_values.kv is None
         assert out.past_key_values.get_seq_length() == 6
+        # and so do its layers, which transformers' mask helpers ask (get_mask_sizes: cached + new tokens)
+        assert [layer.get_seq_length() for layer in out.past_key_values.layers] == [6, 6]
+        assert out.past_key_values.get_mask_sizes(1, 0) == (7, 0)
         step = hf(nxt, past_key_values=out.past_key_values).logits[0, -1]
         torch.testing.assert_close(step, lm(torch.cat([ids, nxt], 1))[0, -1], rtol=1e-5, atol=1e-5)
 
