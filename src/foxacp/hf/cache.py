@@ -154,7 +154,8 @@ class FoxCache(Cache):
         padded on the right (which that forward takes) are refused there, by every call, and stay unfed."""
         if self.seen or self._pending is not None:
             raise ValueError("only an empty FoxCache can hold deferred prompts")
-        self._pending = (input_ids, attention_mask)
+        # Copies, as transformers' caches copy what they are given: the caller may reuse its token buffer.
+        self._pending = (input_ids.clone(), None if attention_mask is None else attention_mask.clone())
 
     def crop(self, max_length: int) -> None:
         raise NotImplementedError("FoxCache cannot be cropped (assisted decoding is not supported)")
@@ -265,4 +266,5 @@ class FoxCache(Cache):
                 if getattr(old, name) is not None:
                     getattr(new, name).copy_(getattr(old, name))
         grown.lengths.copy_(kv.lengths)
+        grown.interrupted = kv.interrupted  # a half-written state stays refused in its new buffers
         self.kv = grown
