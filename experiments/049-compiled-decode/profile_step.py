@@ -20,7 +20,6 @@ from foxacp.bench.decode import build_model
 from foxacp.infer.generate import decode_one_token
 from foxacp.infer.graph import CUDAGraphStep, compiled_block_step
 from foxacp.ops import set_value_checks
-from foxacp.ops.triton_decode import use_schedule
 
 
 def main() -> None:
@@ -29,9 +28,7 @@ def main() -> None:
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--inductor", nargs="*", default=[], help="torch._inductor.config settings, e.g. combo_kernels=1")
-    p.add_argument("--combine", choices=("kernel", "fused"), default=None, help="the even decode schedule's combine")
     a = p.parse_args()
-    use_schedule(None, a.combine).__enter__()  # experiment 064: the fused combine, for this process
     for setting in a.inductor:  # experiment 063: Inductor's settings, e.g. triton.enable_pdl=1, one process each
         key, value = setting.split("=")
         current = functools.reduce(getattr, key.split("."), torch._inductor.config)

@@ -331,25 +331,13 @@ def default_schedule() -> str:
     return triton_decode.SCHEDULE
 
 
-def default_combine() -> str:
-    """The even schedule's default combine (``ops.triton_decode.COMBINE``), for result metadata."""
-    from foxacp.ops import triton_decode
-
-    return triton_decode.COMBINE
-
-
 def add_schedule_argument(p: argparse.ArgumentParser) -> None:
-    """--schedule and --combine: the decode kernels' split schedule and the even schedule's combine for the run
-    (``ops.triton_decode.use_schedule``)."""
-    from foxacp.ops.triton_decode import COMBINES, SCHEDULES
+    """--schedule: the decode kernels' split schedule for the run (``ops.triton_decode.use_schedule``)."""
+    from foxacp.ops.triton_decode import SCHEDULES
 
     p.add_argument(
         "--schedule", choices=SCHEDULES, default=None,
         help="split schedule of the decode kernels (default: the kernels' own, ops.triton_decode.SCHEDULE)",
-    )  # fmt: skip
-    p.add_argument(
-        "--combine", choices=COMBINES, default=None,
-        help="how the even schedule merges its splits (default: ops.triton_decode.COMBINE)",
     )  # fmt: skip
 
 
@@ -415,14 +403,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "weights": "random",
         "compile_mode": args.compile_mode,
         "decode_schedule": args.schedule or default_schedule(),
-        "decode_combine": args.combine or default_combine(),
     }
     out = args.out or _default_out(meta, args)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     from foxacp.ops.triton_decode import use_schedule
 
-    with torch.no_grad(), use_schedule(args.schedule, args.combine):
+    with torch.no_grad(), use_schedule(args.schedule):
         for batch in args.batch:
             for context in args.contexts:
                 rows += run_case(model, args, batch, context, bandwidth)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import itertools
 import json
 import math
 import re
@@ -251,11 +250,11 @@ def check_foxacp(cache: Cache, log_eps: float | None, step: Callable[[], Tensor]
     return worst
 
 
-Variant = tuple[str, dict[str, Any]]  # (label, settings: splits, stages, schedule, combine); ("", {}) the defaults
+Variant = tuple[str, dict[str, Any]]  # (label, kernel settings: splits, stages, schedule); ("", {}) the defaults
 
 
 def foxacp_step(cache: Cache, log_eps: float | None, settings: dict[str, Any]) -> Callable[[], Tensor]:
-    """One decode attention call; with ``settings`` (splits, stages, schedule, combine), the kernel at those."""
+    """One decode attention call; with ``settings`` (splits, stages, schedule), the kernel at those (sweeps)."""
     from foxacp import forgetting_attention_with_kvcache
 
     c = cache
@@ -268,24 +267,22 @@ def foxacp_step(cache: Cache, log_eps: float | None, settings: dict[str, Any]) -
 
     problem = check_cache_inputs(c.q, c.k, c.v, c.c, c.lens, None, log_eps, "triton")
     acp = None if log_eps is None else (logit_bound(c.q, c.k, c.lens, problem, c.qk_bound), log_eps)
-    splits, stages, schedule, combine = (settings.get(k) for k in ("splits", "stages", "schedule", "combine"))
+    splits, stages, schedule = (settings.get(k) for k in ("splits", "stages", "schedule"))
     return lambda: decode_attention(
-        c.q, c.k, c.v, c.c, c.lens, acp, problem, DECODE_BLOCK, splits, stages, schedule=schedule, combine=combine
+        c.q, c.k, c.v, c.c, c.lens, acp, problem, DECODE_BLOCK, splits, stages, schedule=schedule
     )
 
 
 def variants(
-    splits: Sequence[int | None],
-    stages: Sequence[int | None],
-    schedules: Sequence[str | None] = (None,),
-    combines: Sequence[str | None] = (None,),
+    splits: Sequence[int | None], stages: Sequence[int | None], schedules: Sequence[str | None] = (None,)
 ) -> list[Variant]:
     """(label, settings) for every combination; label "" and no settings for the kernel's own choice."""
     out = []
-    for sp, st, sc, co in itertools.product(splits, stages, schedules, combines):
-        pairs = (("splits", sp), ("stages", st), ("schedule", sc), ("combine", co))
-        settings = {k: v for k, v in pairs if v is not None}
-        out.append((" ".join(f"{k}={v}" for k, v in settings.items()), settings))
+    for sp in splits:
+        for st in stages:
+            for sc in schedules:
+                settings = {k: v for k, v in (("splits", sp), ("stages", st), ("schedule", sc)) if v is not None}
+                out.append((" ".join(f"{k}={v}" for k, v in settings.items()), settings))
     return out
 
 
@@ -437,11 +434,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--schedules", default=None, help="time foxacp with these split schedules, comma-separated (even, balanced)"
     )
-    p.add_argument(
-        "--combines",
-        default=None,
-        help="time foxacp's even schedule with these combines, comma-separated (kernel, fused)",
-    )
     p.add_argument("--warmup", type=int, default=1000, help="do_bench warm-up per timing, ms")
     p.add_argument("--rep", type=int, default=300, help="do_bench measuring time per timing, ms")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<date>-<commit>-...)")
@@ -455,15 +447,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.contexts = args.contexts or list(CONTEXTS)
     args.configs = [tuple(int(x) for x in re.split(r"[/x]", c)) for c in args.configs.split(",") if c]
     args.rows = [r for r in args.rows.split(",") if r]
-    from foxacp.ops.triton_decode import COMBINES, SCHEDULES
+    from foxacp.ops.triton_decode import SCHEDULES
 
     schedules = [x for x in (args.schedules or "").split(",") if x] or [None]
     if bad := set(schedules) - {None, *SCHEDULES}:
         p.error(f"unknown schedules {sorted(bad)}: choose from {', '.join(SCHEDULES)}")
-    combines = [x for x in (args.combines or "").split(",") if x] or [None]
-    if bad := set(combines) - {None, *COMBINES}:
-        p.error(f"unknown combines {sorted(bad)}: choose from {', '.join(COMBINES)}")
-    args.variants = variants(args.splits or [None], args.stages or [None], schedules, combines)
+    args.variants = variants(args.splits or [None], args.stages or [None], schedules)
     return args
 
 

@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mem_rows = []
     from foxacp.ops.triton_decode import use_schedule
 
-    with torch.no_grad(), use_schedule(args.schedule, args.combine):
+    with torch.no_grad(), use_schedule(args.schedule):
         for context in args.contexts:
             row, cache = memory_row(model, args, context)
             if context == args.contexts[0]:

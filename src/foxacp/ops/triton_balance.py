@@ -31,12 +31,8 @@ from .triton_decode import (
     NUM_WARPS,
     _attend_range,
     _group_rows,
-    _last_of_group,
-    _merge_partials,
     _row_starts,
     _search_shape,
-    check_combine,
-    group_counters,
     threshold_args,
 )
 from .validate import CacheProblem
@@ -96,14 +92,13 @@ def _program_share(Kept, p, NUM_GROUPS: tl.constexpr, GROUPS_PAD: tl.constexpr, 
 
 
 @triton.jit
-def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part_acc, Counter,
+def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part_acc,
                            stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
                            stride_vh, stride_cb, stride_ct, stride_ch, qk_scale, max_len,
                            HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
                            CHUNKS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                            BLOCK_N: tl.constexpr, NUM_GROUPS: tl.constexpr, GROUPS_PAD: tl.constexpr,
-                           PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, PRECISION: tl.constexpr,
-                           FUSED_COMBINE: tl.constexpr):
+                           PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, PRECISION: tl.constexpr):
     p = tl.program_id(0)
     g, n, first, kept = _program_share(Kept, p, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
     if g < NUM_GROUPS:
@@ -123,12 +118,6 @@ def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part
                                       start, stop, stride_kt, stride_vt, stride_ct, stride_ch, qk_scale, HEAD_DIM,
                                       BLOCK_M, BLOCK_N, PRECISION)
         _store_program_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, p, n, row_ok, HEAD_DIM, BLOCK_M)
-        # The group's last program merges its n partials (slots of programs first..). Nested: the count is an
-        # atomic with a side effect, never to run when the constexpr is off or the group has one split.
-        if FUSED_COMBINE and n > 1:  # noqa: SIM102
-            if _last_of_group(Counter, g, n):
-                _merge_partials(Part_ml, Part_acc, Out, row, row_ok, first * BLOCK_M + tl.arange(0, BLOCK_M),
-                                BLOCK_M, n, HEAD_DIM, BLOCK_M)
 
 
 @triton.jit
@@ -198,12 +187,9 @@ def balanced_decode_attention(
     block_m: int,
     programs: int,
     num_stages: int | None = None,
-    combine: str | None = None,
 ) -> Tensor:
     """Plan, split and combine (see the module docstring); arguments as ``triton_decode.decode_attention``'s,
-    with its row block ``block_m`` and ``programs`` (the split grid, at least one per group). (B, Tq, Hq, D).
-    With the "fused" combine the split kernel merges each group's partials (its last program) and the third
-    launch is left out."""
+    with its row block ``block_m`` and ``programs`` (the split grid, at least one per group). (B, Tq, Hq, D)."""
     B, Tq, Hq, D = q.shape
     Tmax, Hkv, group = k_cache.shape[1], problem.kv_heads, problem.group
     chunks = triton.cdiv(Tq * group, block_m)
@@ -223,17 +209,14 @@ def balanced_decode_attention(
     )  # fmt: skip
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
     part_ml, part_acc = partials(programs, block_m, D, q.device)
-    fused = check_combine(combine) == "fused"
-    counter = group_counters(q.device, groups) if fused else out  # unused by the combine kernel's path
     _balanced_split_kernel[(programs,)](
-        q, k_cache, v_cache, c_cache, lens, row_lo, lo, kept, out, part_ml, part_acc, counter,
+        q, k_cache, v_cache, c_cache, lens, row_lo, lo, kept, out, part_ml, part_acc,
         *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(),
         qk_scale=problem.sm_scale * 1.4426950408889634, max_len=Tmax, **shape, **share, HEAD_DIM=D,
-        BLOCK_N=block_n, PRECISION="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
+        BLOCK_N=block_n, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
     )  # fmt: skip
-    if not fused:
-        combine_partials(kept, part_ml, part_acc, out, shape, share)
+    combine(kept, part_ml, part_acc, out, shape, share)
     return out
 
 
@@ -251,7 +234,7 @@ def partials(programs: int, block_m: int, head_dim: int, device: torch.device) -
     return ml, torch.empty(programs * block_m, head_dim, dtype=torch.float32, device=device)
 
 
-def combine_partials(kept: Tensor, part_ml: Tensor, part_acc: Tensor, out: Tensor, shape: dict, share: dict) -> None:
+def combine(kept: Tensor, part_ml: Tensor, part_acc: Tensor, out: Tensor, shape: dict, share: dict) -> None:
     """Merge the partials of every row whose group had more than one split into ``out`` (B, Tq, Hq, D)."""
     B, Tq, Hq, D = out.shape
     _balanced_combine_kernel[(B * Tq * Hq,)](

@@ -7,9 +7,8 @@ block (a search over the block-end values of c: c is non-increasing, so the kept
 suffix), shares the blocks from the earliest start to the end among the splits evenly, and streams its
 share, masking per row what that row prunes; the decays c_q - c_k come from the cache, in float32.
 Splits write partial (max, sum, unnormalised output) in float32, which a second kernel merges; with one
-split the first kernel writes the output itself. With the "fused" combine (``COMBINE``) there is no second
-kernel: the last split of a group to finish, counted by an atomic, merges the group's partials (one launch less).
-The grid depends only on the shapes, never on values: a decode step captures in a CUDA graph.
+split the first kernel writes the output itself. The grid depends only on the shapes, never on values:
+a decode step captures in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -43,10 +42,6 @@ NUM_WARPS, NUM_STAGES = 4, 3
 # it is taken from one group per multiprocessor up.
 SCHEDULE = "auto"
 SCHEDULES = ("auto", "even", "balanced")
-# How the decode kernels merge their splits' partials: a combine kernel ("kernel"), or the last split program of
-# each group, found by an atomic count that it zeroes for the next call ("fused": one launch less; experiment 064).
-COMBINE = "kernel"
-COMBINES = ("kernel", "fused")
 
 
 def check_schedule(name: str | None) -> str:
@@ -67,25 +62,15 @@ def resolve_schedule(name: str | None, *, pruning: bool, groups: int, device: to
     return "balanced" if pruning or groups >= _sms(device) else "even"
 
 
-def check_combine(name: str | None) -> str:
-    """``name``, or ``COMBINE`` for None; raises ValueError for a name not in COMBINES."""
-    name = name or COMBINE
-    if name not in COMBINES:
-        raise ValueError(f"decode combine must be one of {COMBINES}, got {name!r}")
-    return name
-
-
 @contextlib.contextmanager
-def use_schedule(name: str | None, combine: str | None = None) -> Iterator[None]:
-    """Within the block, decode calls that name no schedule take ``name``, and merge their splits as ``combine``
-    says (None leaves a default)."""
-    global SCHEDULE, COMBINE
-    previous = SCHEDULE, COMBINE
-    SCHEDULE, COMBINE = check_schedule(name), check_combine(combine)
+def use_schedule(name: str | None) -> Iterator[None]:
+    """Within the block, decode calls that name no schedule take ``name`` (None leaves the default)."""
+    global SCHEDULE
+    previous, SCHEDULE = SCHEDULE, check_schedule(name)
     try:
         yield
     finally:
-        SCHEDULE, COMBINE = previous
+        SCHEDULE = previous
 
 
 # fmt: off
@@ -200,49 +185,13 @@ def _attend_range(q, Kb, Vb, Cb, c_q, h, pos, row_ok, row_lo, L, start, stop, st
 
 
 @triton.jit
-def _merge_partials(Part_ml, Part_acc, Out, row, row_ok, slot0, slot_step, n, HEAD_DIM: tl.constexpr,
-                    BLOCK_M: tl.constexpr):
-    """The fused combine of a group's rows: o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s over the n partials
-    at slots slot0 + s * slot_step (per row). Read past L1 (``.cg``): other programs wrote them."""
-    m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    for s in range(n):
-        slot = slot0 + s * slot_step
-        m = tl.maximum(m, tl.load(Part_ml + slot * 2, mask=row_ok, other=float("-inf"), cache_modifier=".cg"))
-    m = tl.where(m == float("-inf"), 0.0, m)  # empty splits (m_s = -inf) weigh 0
-    d = tl.arange(0, HEAD_DIM)
-    den = tl.zeros([BLOCK_M], dtype=tl.float32)
-    o = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    for s in range(n):
-        slot = slot0 + s * slot_step
-        w = tl.math.exp2(tl.load(Part_ml + slot * 2, mask=row_ok, other=float("-inf"), cache_modifier=".cg") - m)
-        den += w * tl.load(Part_ml + slot * 2 + 1, mask=row_ok, other=0.0, cache_modifier=".cg")
-        acc = tl.load(Part_acc + slot[:, None].to(tl.int64) * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0.0,
-                      cache_modifier=".cg")
-        o += w[:, None] * acc
-    o = o / tl.where(den > 0, den, 1.0)[:, None]
-    tl.store(Out + row[:, None].to(tl.int64) * HEAD_DIM + d[None, :], o.to(Out.dtype.element_ty),
-             mask=row_ok[:, None])
-
-
-@triton.jit
-def _last_of_group(Counter, group, n):
-    """Whether this program is the last of its group's n to arrive (an atomic count, which it then zeroes for
-    the next call). The barrier first: every thread's partials are stored before the count releases them."""
-    tl.debug_barrier()
-    last = tl.atomic_add(Counter + group, 1, sem="acq_rel", scope="gpu") == n - 1
-    if last:
-        tl.atomic_xchg(Counter + group, 0, sem="relaxed", scope="gpu")
-    return last
-
-
-@triton.jit
-def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc, Counter,
+def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
                   stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                   stride_cb, stride_ct, stride_ch, stride_ub, stride_uh, qk_scale, max_len,
                   HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
                   ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr, STRIDE0: tl.constexpr,
-                  PRECISION: tl.constexpr, FUSED_COMBINE: tl.constexpr):
+                  PRECISION: tl.constexpr):
     b = tl.program_id(0) // HKV
     kvh = tl.program_id(0) % HKV
     split = tl.program_id(1)
@@ -264,11 +213,6 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc, Counter,
                                   stride_ch, qk_scale, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION)
     row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
     _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS, HEAD_DIM)
-    # The last of the group's splits merges their partials (row * NUM_SPLITS + split). Nested: the count is an
-    # atomic with a side effect, never to run when the constexpr is off.
-    if FUSED_COMBINE:  # noqa: SIM102
-        if _last_of_group(Counter, tl.program_id(0) * tl.num_programs(2) + tl.program_id(2), NUM_SPLITS):
-            _merge_partials(Part_ml, Part_acc, Out, row, row_ok, row * NUM_SPLITS, 1, NUM_SPLITS, HEAD_DIM, BLOCK_M)
 
 
 @triton.jit
@@ -338,21 +282,6 @@ def balanced_grid(
     return programs if programs > groups else None
 
 
-_COUNTERS: dict[tuple[torch.device, int], Tensor] = {}
-
-
-def group_counters(device: torch.device, n: int) -> Tensor:
-    """n int32 zeros for the fused combine's per-group counts, kept per (device, stream) and grown as needed: the
-    kernel zeroes every count it used, so one buffer serves every call of a stream (a CUDA graph's replays
-    included) without a memset launch. Calls on different streams get different buffers."""
-    stream = torch.cuda.current_stream(device).stream_id if device.type == "cuda" else 0
-    key = (device, stream)
-    buf = _COUNTERS.get(key)
-    if buf is None or buf.numel() < n:
-        buf = _COUNTERS[key] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
-    return buf
-
-
 def threshold_args(acp: tuple[Tensor, float] | None, B: int, Hq: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """The kernels' U (B, Hq) float64 and log eps (1, 1) float64 (in memory: a scalar argument would be fp32);
     zeros when exact (the kernels then never read them)."""
@@ -383,7 +312,6 @@ def decode_attention(
     splits: int | None = None,
     num_stages: int | None = None,
     schedule: str | None = None,
-    combine: str | None = None,
 ) -> Tensor:
     """Run the split and combine kernels; inputs as validated by ``kvcache.check_cache_inputs``.
 
@@ -396,7 +324,6 @@ def decode_attention(
         num_stages: software pipeline depth of the key loop; None takes ``NUM_STAGES``.
         schedule: "even", "balanced" (the same grid of splits x groups programs, shared out by kept blocks) or
             "auto" (``resolve_schedule``); None takes ``SCHEDULE``.
-        combine: how the splits are merged, "kernel" or "fused" (``COMBINE``); None takes COMBINE.
     Returns:
         (B, Tq, Hq, D) in q's dtype.
     """
@@ -415,7 +342,7 @@ def decode_attention(
         from .triton_balance import balanced_decode_attention  # it imports this module's pieces
 
         return balanced_decode_attention(
-            q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, block_n, block_m, programs, num_stages, combine
+            q, k_cache, v_cache, c_cache, cache_seqlens, acp, problem, block_n, block_m, programs, num_stages
         )
     splits = splits or num_splits(groups, Tmax, q.device, block_n)
     fanout, levels, stride0 = _search_shape(triton.cdiv(Tmax, block_n))
@@ -424,21 +351,18 @@ def decode_attention(
     if splits > 1:
         part_ml = torch.empty(B * Tq * Hq * splits * 2, dtype=torch.float32, device=q.device)
         part_acc = torch.empty(B * Tq * Hq * splits, D, dtype=torch.float32, device=q.device)
-    fused = splits > 1 and check_combine(combine) == "fused"
-    counter = group_counters(q.device, groups) if fused else out  # unused by the combine kernel's path
     lens = cache_seqlens.contiguous()
     u, log_eps_t = threshold_args(acp, B, Hq, q.device)
     _split_kernel[(B * Hkv, splits, chunks)](
-        q, k_cache, v_cache, c_cache, lens, u, log_eps_t, out, part_ml, part_acc, counter,
+        q, k_cache, v_cache, c_cache, lens, u, log_eps_t, out, part_ml, part_acc,
         *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(), *u.stride(),
         qk_scale=problem.sm_scale * 1.4426950408889634, max_len=Tmax,
         HQ=Hq, HKV=Hkv, TQ=Tq, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
         ACP=acp is not None, FANOUT=fanout, LEVELS=levels, STRIDE0=stride0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        FUSED_COMBINE=fused,
         num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
     )  # fmt: skip
-    if splits > 1 and not fused:
+    if splits > 1:
         _combine_kernel[(B * Tq * Hq,)](
             part_ml, part_acc, out, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), HEAD_DIM=D
         )

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .triton_balance import _program_share, _store_program_rows, combine_partials, partials, share_args
+from .triton_balance import _program_share, _store_program_rows, combine, partials, share_args
 from .triton_decode import (
     MAX_ROWS,
     NUM_STAGES,
@@ -216,5 +216,5 @@ def _balanced(q, k_pool, v_pool, c_pool, block_table, block_start, cache_seqlens
         **shape, **share, HEAD_DIM=D, BLOCK_N=block_n, ACP=delta is not None,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
-    combine_partials(kept, part_ml, part_acc, out, shape, share)
+    combine(kept, part_ml, part_acc, out, shape, share)
     return out
