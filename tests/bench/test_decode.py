@@ -173,5 +173,9 @@ def test_compile_mode_reaches_torch_compile_and_the_record(monkeypatch):
         graph.compiled_block_step()
     finally:
         graph.compiled_block_step.cache_clear()
-    assert seen == [dict(dynamic=False, mode="max-autotune-no-cudagraphs"), dict(dynamic=False, mode=None)]
+    # Without a mode, Inductor's combo_kernels (experiment 063); torch.compile takes a mode or options, not both.
+    assert seen == [
+        dict(dynamic=False, mode="max-autotune-no-cudagraphs"),
+        dict(dynamic=False, options={"combo_kernels": True}),
+    ]
     assert parse_args(["--compile", "--compile-mode", "max-autotune"]).compile_mode == "max-autotune"
