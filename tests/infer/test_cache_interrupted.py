@@ -48,15 +48,15 @@ def test_retry_after_an_exception_mid_forward(variant, evict, t):
     torch.testing.assert_close(retry_next, ref_next, atol=1e-5, rtol=1e-5)
 
 
-def test_an_unchecked_step_that_raises_marks_the_cache_until_reset_or_restore():
-    """A one-token step with value checks off (a CUDA graph's or a compiled loop's) keeps no snapshot, which would
-    be copies in every step: the cache is refused until reset or restored."""
+def interrupted_step(n_tokens: int):
+    """A model, its tokens (1, n_tokens), and a cache of the first 10 after a one-token step with value checks off
+    (a CUDA graph's or a compiled loop's, which keeps no snapshot) that raised in the second layer."""
     from foxacp.ops import set_value_checks
 
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, attn_backend="torch")
     m = FoxLM(cfg).eval()
-    ids = torch.randint(0, 64, (1, 12))
+    ids = torch.randint(0, 64, (1, n_tokens))
     with torch.no_grad():
         cache = m.new_cache(1, 16)
         m(ids[:, :10], cache=cache)
@@ -69,7 +69,15 @@ def test_an_unchecked_step_that_raises_marks_the_cache_until_reset_or_restore():
         finally:
             set_value_checks(checks)
             hook.remove()
-        assert cache.interrupted
+    return m, ids, cache, saved
+
+
+def test_an_unchecked_step_that_raises_marks_the_cache_until_reset_or_restore():
+    """A one-token step with value checks off keeps no snapshot, which would be copies in every step: the cache is
+    refused until reset or restored."""
+    m, ids, cache, saved = interrupted_step(12)
+    assert cache.interrupted
+    with torch.no_grad():
         with pytest.raises(ValueError, match="raised part-way"):
             m(ids[:, 10:11], cache=cache)
         cache.restore(saved)
@@ -105,25 +113,10 @@ def test_a_keyboard_interrupt_mid_forward_leaves_the_cache_as_it_was():
 
 
 def test_reset_takes_an_interrupted_cache_back_into_use():
-    from foxacp.ops import set_value_checks
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=64, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, attn_backend="torch")
-    m = FoxLM(cfg).eval()
-    ids = torch.randint(0, 64, (1, 11))
+    m, ids, cache, _ = interrupted_step(11)
+    assert cache.interrupted
+    cache.reset()
     with torch.no_grad():
-        cache = m.new_cache(1, 16)
-        m(ids[:, :10], cache=cache)
-        hook = m.blocks[1].register_forward_pre_hook(lambda mod, args: (_ for _ in ()).throw(Interrupt()))
-        checks = set_value_checks(False)
-        try:
-            with pytest.raises(Interrupt):
-                m(ids[:, 10:11], cache=cache)
-        finally:
-            set_value_checks(checks)
-            hook.remove()
-        assert cache.interrupted
-        cache.reset()
         again = m(ids, cache=cache)
         full = m(ids)
     assert not cache.interrupted
