@@ -70,6 +70,39 @@ def test_without_lm_eval_the_harness_imports_and_registers_nothing():
     )
 
 
+def test_an_older_lm_eval_with_a_plain_registry_gets_the_class_at_import():
+    """lm_eval before its lazy registry: register_model fills a dict, which lm_eval reads as it is."""
+    run_python(
+        """
+        import sys
+        import types
+
+        registry = types.ModuleType("lm_eval.api.registry")
+        registry.MODEL_REGISTRY = {}
+
+        def register_model(*names):
+            def decorate(cls):
+                registry.MODEL_REGISTRY.update(dict.fromkeys(names, cls))
+                return cls
+
+            return decorate
+
+        registry.register_model = register_model
+        model = types.ModuleType("lm_eval.api.model")
+        model.LM = type("LM", (), {})
+        lm_eval, api = types.ModuleType("lm_eval"), types.ModuleType("lm_eval.api")
+        lm_eval.api, api.registry, api.model = api, registry, model
+        sys.modules.update({"lm_eval": lm_eval, "lm_eval.api": api, "lm_eval.api.registry": registry})
+        sys.modules["lm_eval.api.model"] = model
+
+        import foxacp.eval.harness as harness
+
+        assert list(registry.MODEL_REGISTRY) == ["foxacp"], registry.MODEL_REGISTRY
+        assert registry.MODEL_REGISTRY["foxacp"] is harness.FoxacpLM and harness.register_with_lm_eval()
+        """
+    )
+
+
 def test_lm_eval_runs_a_generate_until_task_on_the_model_it_finds_by_name(tmp_path, monkeypatch, tiny_loader):
     """simple_evaluate(model="foxacp", model_args={...}) after the import alone, on a local task whose requests carry
     lm_eval's generation options; the answers are the scorer's."""

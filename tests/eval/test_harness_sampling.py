@@ -66,6 +66,7 @@ def test_the_aliases_of_max_gen_toks_in_lm_evals_order_and_transformers_no_cut_v
     assert gen_options({"max_new_tokens": 5}).max_new_tokens == 5
     assert gen_options({"max_tokens": 9, "max_new_tokens": 5}).max_new_tokens == 5
     assert gen_options({"max_gen_toks": 3, "max_completion_tokens": 5}).max_new_tokens == 3
+    assert gen_options({"max_new_tokens": 5, "max_gen_toks": 3}).max_new_tokens == 3  # lm_eval's own name first
     assert gen_options({}).max_new_tokens == 256
     opts = gen_options({"do_sample": True, "temperature": 0.5, "top_k": 0, "top_p": 1.0, "num_beams": 1})
     assert (opts.temperature, opts.top_k, opts.top_p) == (0.5, None, None)
@@ -78,12 +79,14 @@ def test_the_aliases_of_max_gen_toks_in_lm_evals_order_and_transformers_no_cut_v
         ({"repetition_penalty": 1.1}, "repetition_penalty"),
         ({"max_length": 64}, "max_length"),
         ({"num_beams": 4}, "num_beams"),
+        ({"num_beams": 0}, "num_beams"),  # 1 only, not "at most 1"
         ({"do_sample": True, "temperature": -1.0}, "temperature"),
         ({"do_sample": True, "top_p": 1.5}, "top_p"),
         ({"top_k": -2}, "top_k"),
         ({"do_sample": "yes"}, "do_sample"),
         ({"until": 3}, "until"),
         ({"max_gen_toks": 0}, "max_gen_toks"),
+        ({"max_gen_toks": True}, "max_gen_toks"),  # a bool is no count, though an int to Python
     ],
 )
 def test_options_it_cannot_honour_are_refused_before_anything_is_generated(scorer, monkeypatch, options, match):
@@ -106,3 +109,34 @@ def test_the_seed_model_arg_reaches_the_scorer(monkeypatch):
     assert seen == [{"path": "RUN", "seed": 3, "batch_size": 1}]
     with pytest.raises(ValueError, match="seed"):
         FoxScorer(FoxLM(ModelConfig(vocab_size=320, n_layers=1, d_model=32, n_heads=1)), TOK, max_len=8, seed=-1)
+
+
+def fake_generate(monkeypatch, text: str) -> list[dict]:
+    """foxacp.generate replaced: every prompt continues with ``text``; returns the keyword arguments of the calls."""
+    import foxacp.infer
+
+    calls = []
+
+    def generate(model, prompts, n, **kw):
+        calls.append(kw)
+        return [torch.tensor([*prompts[0], *TOK.encode(text)])]
+
+    monkeypatch.setattr(foxacp.infer, "generate", generate)
+    return calls
+
+
+def test_the_sampling_options_and_the_seed_are_what_foxacp_generate_gets(scorer, monkeypatch):
+    calls = fake_generate(monkeypatch, "zz")
+    options = {"do_sample": True, "temperature": 0.8, "top_k": 5, "top_p": 0.5, "max_gen_toks": 2}
+    scorer.generate_until([("a", {"max_gen_toks": 2}), ("a", options)])
+    common = {"eos_token_id": TOK.eos_id}
+    assert calls == [
+        {**common, "temperature": 0.0, "top_k": None, "top_p": None, "seed": 7},
+        {**common, "temperature": 0.8, "top_k": 5, "top_p": 0.5, "seed": 8},
+    ]
+
+
+def test_the_text_is_cut_before_the_first_stop_string_that_occurs(scorer, monkeypatch):
+    fake_generate(monkeypatch, "one. two! three")
+    got = scorer.generate_until([("a", {"until": ["!", "."]}), ("a", {"until": ["!", "x"]}), ("a", {"until": "q"})])
+    assert got == ["one", "one. two", "one. two! three"]
