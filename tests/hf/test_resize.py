@@ -66,3 +66,40 @@ def test_a_grown_model_takes_the_new_tokens_in_forward_generate_and_save_load(pa
     assert loaded.config.vocab_size == loaded.model.config.vocab_size == 80
     with torch.no_grad():
         assert torch.equal(loaded(ids, use_cache=False).logits, out.logits)
+
+
+def test_a_static_cache_made_before_a_resize_is_not_reused_after_it(pair):
+    _, hf = pair
+    ids = torch.randint(0, OLD, (1, 3), generator=torch.Generator().manual_seed(2))
+    kw = {"max_new_tokens": 3, "do_sample": False, "disable_compile": True}
+    hf.generate(ids, cache_implementation="static", **kw)  # a FoxStaticCache over the 64-token head
+    assert hf._static_cache is not None
+    hf.resize_token_embeddings(80, mean_resizing=False)
+    assert hf._static_cache is None  # a CUDA graph captured over the old head would replay it
+    with torch.no_grad():
+        hf.model.lm_head.weight[:OLD] = 0.0  # the new tokens win
+    static = hf.generate(ids, cache_implementation="static", **kw)
+    assert torch.equal(static, hf.generate(ids, **kw))
+    assert bool((static[:, ids.shape[1] :] >= OLD).all())
+
+
+def test_the_embeddings_set_are_the_ones_got_and_used(pair):
+    _, hf = pair
+    ids = torch.randint(0, OLD, (1, 6), generator=torch.Generator().manual_seed(3))
+    embed, head = torch.nn.Embedding(OLD, 64), torch.nn.Linear(64, OLD, bias=False)
+    hf.set_input_embeddings(embed)
+    hf.set_output_embeddings(head)
+    assert hf.get_input_embeddings() is embed is hf.model.embed
+    assert hf.get_output_embeddings() is head is hf.model.lm_head
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids, use_cache=False).logits, hf.model(ids))
+
+
+def test_resize_draws_the_new_rows_from_the_old_rows_mean_by_default(pair):
+    """As transformers' resize_token_embeddings: mean_resizing is on unless turned off."""
+    _, hf = pair
+    with torch.no_grad():
+        hf.model.embed.weight += 3.0  # old rows far from where an initialisation draws them
+    hf.resize_token_embeddings(80)
+    old_mean = hf.model.embed.weight[:OLD].mean(0)
+    torch.testing.assert_close(hf.model.embed.weight[OLD:], old_mean.expand(80 - OLD, -1), atol=0.05, rtol=0)
