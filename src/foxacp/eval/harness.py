@@ -11,8 +11,8 @@ and the ``lm_eval`` model over it (needs the optional ``lm_eval`` package).
     lm_eval.simple_evaluate(model="foxacp", model_args="path=runs/125m,dtype=bfloat16", tasks=[...])
 
 Importing this module registers "foxacp" in lm_eval's model registry as a lazy placeholder (lm_eval's own
-mechanism for its models): only lm_eval's registry is imported here, and the model class is built when lm_eval
-first asks for it. ``import foxacp`` does not import this module, so it never imports lm_eval.
+mechanism for its models): lm_eval's registry and its model list are imported here, and foxacp's model class is
+built when lm_eval first asks for it. ``import foxacp`` does not import this module, so it never imports lm_eval.
 """
 
 from __future__ import annotations
@@ -313,8 +313,8 @@ def __getattr__(name: str) -> Any:
 def register_with_lm_eval() -> bool:
     """Register LM_EVAL_NAME with lm_eval if it can be imported; returns whether it is registered.
 
-    lm_eval's registries with lazy placeholders get ``"foxacp.eval.harness:FoxacpLM"`` (nothing more of lm_eval is
-    imported); older ones, a plain dict, get the class itself. lm_eval's own models are registered first: its
+    lm_eval's registries with lazy placeholders get ``"foxacp.eval.harness:FoxacpLM"`` (foxacp's lm_eval class is
+    not built); older ones, a plain dict, get the class itself. lm_eval's own models are registered first: its
     ``get_model`` loads them only into an empty registry, so a registry holding "foxacp" alone would hide them.
     """
     try:
