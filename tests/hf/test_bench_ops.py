@@ -64,3 +64,23 @@ def test_foxacp_ops_per_step_excludes_the_one_off_graph_capture(monkeypatch):
     # A replayed graph step dispatches a token copy and decode_n_tokens' own bookkeeping: a few ops, far below
     # a tenth of an eager step. The current code reports ~(3 eager steps) / 11 per step.
     assert ops < 0.1 * eager, (ops, eager)
+
+
+def test_the_compiled_foxacp_path_calls_generate_with_compile_and_is_left_out_off_cuda(monkeypatch):
+    import foxacp
+    from foxacp.hf import bench
+
+    calls = []
+
+    def generate(model, prompts, n, **kw):
+        calls.append(kw)
+        return [torch.cat([p, torch.zeros(n, dtype=p.dtype)]) for p in prompts]
+
+    monkeypatch.setattr(foxacp, "generate", generate)
+    lm = FoxLM(ModelConfig(vocab_size=64, n_layers=1, d_model=32, n_heads=2, attn_backend="torch")).eval()
+    fns = _paths(lm, FoxForCausalLM.from_foxlm(lm).eval(), torch.randint(0, 64, (2, 5)), False)
+    assert fns["foxacp-compile"](3).shape == (2, 3) and calls == [{"compile": True}]
+    fns["foxacp"](3)
+    assert calls[-1] == {"compile": False}
+    records = bench.run("tiny", 1, 4, 2, "cpu", "float32", vocab_size=64, paths=bench.PATHS, attn_backend="torch")
+    assert "foxacp-compile" not in {r["path"] for r in records}  # torch.compile of a block: CUDA unless told

@@ -4,15 +4,15 @@
 
 A randomly initialised model of the preset (the speed does not depend on the weights), greedy decoding, one
 warm-up call of each path first (Triton compiles, the CUDA graph is captured, torch.compile compiles). Paths:
-``foxacp`` (foxacp.generate: CUDA graph on CUDA), ``dynamic`` (FoxCache: its step a CUDA graph on CUDA, captured
-again when it grows), ``static`` (cache_implementation="static": FoxStaticCache, its step a CUDA graph on CUDA;
-disable_compile) and
-``static-compile`` (the same with transformers' default compile, which compiles that step; CUDA only unless
---compile-everywhere). Per path: tokens/s of the timed call, one generate call as a user repeats them (foxacp's
-allocates its cache and captures its CUDA graph within it; the static paths keep theirs from the warm-up call);
-``agree_prefix``, the generated tokens before the
-first that differs from foxacp.generate's, as a mean over rows and the minimum (a random model's logits are
-near-ties, so one flipped token makes every later one differ: agreement over whole rows says little);
+``foxacp`` (foxacp.generate: CUDA graph on CUDA), ``foxacp-compile`` (the same with compile=True: each block
+compiled, projections fused), ``dynamic`` (FoxCache: its step a CUDA graph on CUDA, captured again when it grows),
+``static`` (cache_implementation="static": FoxStaticCache, its step a CUDA graph on CUDA; disable_compile) and
+``static-compile`` (the same with transformers' default compile, which compiles that step). The two compiled paths
+run on CUDA only, unless --compile-everywhere. Per path: tokens/s of the timed call, one generate call as a user
+repeats them (foxacp's allocates its cache and captures its CUDA graph within it; the static paths keep theirs from
+the warm-up call); ``agree_prefix``, the generated tokens before the first that differs from foxacp.generate's,
+as a mean over rows and the minimum (a random model's logits are near-ties, so one flipped token makes every later
+one differ: agreement over whole rows says little);
 ``ops_per_step`` and ``host_reads_per_step``, the aten ops the host dispatches and the reads back to the host
 per decode step (counted over the steps between two short extra calls, untimed; transformers' loop itself reads
 one flag per step to stop). With --out, a result set
@@ -38,7 +38,8 @@ from foxacp.testing import HOST_READS, CountOps
 
 from .modeling import FoxForCausalLM
 
-PATHS = ("foxacp", "dynamic", "static", "static-compile")
+PATHS = ("foxacp", "foxacp-compile", "dynamic", "static", "static-compile")
+COMPILED = ("foxacp-compile", "static-compile")  # CUDA only unless --compile-everywhere
 
 
 def _timed(fn: Callable[[int], torch.Tensor], n: int, device: torch.device) -> tuple[torch.Tensor, float]:
@@ -79,8 +80,8 @@ def _paths(lm: FoxLM, hf: FoxForCausalLM, prompts: torch.Tensor, everywhere: boo
     """Each path as fn(new tokens) -> the generated tokens (B, n) on the CPU."""
     prompt_len = prompts.shape[1]
 
-    def ours(n: int) -> torch.Tensor:
-        return torch.stack(foxacp.generate(lm, prompts, n))[:, prompt_len:]
+    def ours(n: int, compile: bool = False) -> torch.Tensor:
+        return torch.stack(foxacp.generate(lm, prompts, n, compile=compile))[:, prompt_len:]
 
     def through_hf(**kw) -> Callable[[int], torch.Tensor]:
         def run(n: int) -> torch.Tensor:
@@ -96,6 +97,7 @@ def _paths(lm: FoxLM, hf: FoxForCausalLM, prompts: torch.Tensor, everywhere: boo
         compile_config._compile_all_devices = True  # transformers compiles on accelerators only unless told
     return {
         "foxacp": ours,
+        "foxacp-compile": lambda n: ours(n, compile=True),
         "dynamic": through_hf(),
         "static": through_hf(cache_implementation="static", disable_compile=True),
         "static-compile": through_hf(cache_implementation="static", compile_config=compile_config),
@@ -117,7 +119,7 @@ def run(
     """The paths on one model and batch; returns one record per path (see the module docstring)."""
     dev = torch.device(device)
     if dev.type != "cuda" and not compile_everywhere:
-        paths = [p for p in paths if p != "static-compile"]  # transformers compiles on accelerators only
+        paths = [p for p in paths if p not in COMPILED]  # transformers compiles on accelerators only
     torch.manual_seed(0)
     with dev:
         lm = FoxLM(ModelConfig.from_preset(preset, vocab_size=vocab_size, attn_backend=attn_backend))
@@ -196,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
     p.add_argument("--vocab-size", type=int, default=32768)
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {PATHS}")
-    p.add_argument("--compile-everywhere", action="store_true", help="the static-compile path off CUDA too")
+    p.add_argument("--compile-everywhere", action="store_true", help="the compiled paths off CUDA too")
     p.add_argument("--attn-backend", choices=("triton", "torch"), default=None, help="default: auto")
     p.add_argument("--out", type=Path, default=None, help="root of the result set folder")
     a = p.parse_args(argv)

@@ -13,8 +13,8 @@ every REBASE_EVERY decode steps, at the same steps as foxacp.generate, so both g
 On CUDA a one-token step (foxacp.generate's ``decode_one_token``: fixed shapes, no host reads) is captured in a CUDA
 graph over the cache's buffers and replayed, as foxacp.generate does; a FoxCache captures it again after it grows
 (new buffers). Eager, a step dispatches ~180 aten ops per layer from the host: transformers' default path ran at
-0.10x foxacp.generate's speed (125M, H200: results/2026-12-04-7145543-hf-generate-h200), the static cache's graph at
-1.02x.
+0.10x foxacp.generate's speed before it replayed a graph (125M, H200, 7145543's hf-generate set, in git) and at
+0.97x (B=1) and 1.09x (B=8) since (results/2026-12-06-9c75236-hf-generate-h200).
 """
 
 from __future__ import annotations

@@ -40,29 +40,17 @@ class Block(nn.Module):
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
         cache: LayerCache | None = None,
-        delta: Tensor | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """With ``delta`` (the previous block's MLP output, its add deferred; ``block_step`` says why) the stream
-        entering is x + delta and the result is (the stream after attention, this block's MLP output)."""
-        if delta is not None:
-            x = x + delta
+    ) -> Tensor:
         x = x + self.attn(self.attn_norm(x), pos, cu_seqlens, max_seqlen, cache)
-        if delta is not None:
-            return x, self.mlp(self.mlp_norm(x))
         return x + self.mlp(self.mlp_norm(x))
 
 
-RunBlock = Callable[[Block, Tensor, Tensor, Tensor, LayerCache], tuple[Tensor, Tensor]]
+RunBlock = Callable[[Block, Tensor, Tensor, LayerCache], Tensor]
 
 
-def block_step(block: Block, x: Tensor, delta: Tensor, pos: Tensor, layer: LayerCache) -> tuple[Tensor, Tensor]:
-    """One block's cached step at positions pos (B, T), appended to ``layer``: the residual stream entering the
-    block is x + delta (B, T, d_model), delta being the previous block's MLP output (zeros before the first).
-    Returns (the stream after attention, this block's MLP output), each (B, T, d_model).
-
-    ``Block.forward``'s sums in its order, each block's last add deferred to the next call: compiled, it then
-    runs in the same graph as the norm that reads it (experiment 065)."""
-    return block(x, pos, cache=layer, delta=delta)  # through __call__: the block's hooks run
+def block_step(block: Block, x: Tensor, pos: Tensor, layer: LayerCache) -> Tensor:
+    """One block's cached step: x (B, T, d_model) at positions pos (B, T), appended to ``layer``."""
+    return block(x, pos, cache=layer)
 
 
 def doc_positions(batch: int, seq_len: int, cu_seqlens: Tensor | None, device: torch.device) -> Tensor:
@@ -133,10 +121,9 @@ class FoxLM(nn.Module):
         one-token step never rebases the cache's gate totals (no host read): when decoding by hand over
         thousands of tokens, call ``cache.rebase()`` now and then (every 16 tokens, as ``generate`` does)
         to keep the decays as precise as a prefill's (model/cache.py).
-        run_block: with a cache, each block runs as run_block(block, x, delta, pos, layer_cache) (the
-            signature and result of ``block_step``, the default); ``generate(compile=True)`` passes
-            ``block_step`` compiled by torch.compile, which traces one block once and replays that graph for
-            every layer.
+        run_block: with a cache, each block runs as run_block(block, x, pos, layer_cache) instead of
+            block(x, pos, cache=layer_cache); ``generate(compile=True)`` passes ``run_block`` compiled by
+            torch.compile, which traces one block once and replays that graph for every layer.
         labels: int64 (B, T) next tokens: returns the cross-entropy (B, T) float32 of every token instead of the
         logits, 0 where the label is ``ignore_index``, through ``foxacp.ops.linear_ce`` (the head and the loss
         in chunks: the (B, T, V) logits never exist). It runs inside forward so that a sharded head (FSDP)
@@ -273,9 +260,8 @@ class FoxLM(nn.Module):
         saved = cache.snapshot() if checked else None
         try:
             x = self.embed(input_ids)
-            delta = torch.zeros_like(x)
             for block, layer in zip(self.blocks, cache.layers, strict=True):
-                x, delta = run(block, x, delta, pos, layer)
+                x = run(block, x, pos, layer)
             cache.lengths.add_(T)
         except BaseException:
             if saved is not None:
@@ -285,7 +271,7 @@ class FoxLM(nn.Module):
             raise
         if checked:  # this call reads back already: keep the gates near their anchor (model/cache.py says why)
             cache.rebase()
-        h = self.norm(x + delta)
+        h = self.norm(x)
         return skinny_linear(h, self.lm_head.weight) if self.fused else self.lm_head(h)
 
     @contextlib.contextmanager
