@@ -83,6 +83,8 @@ def run_analyze(
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if heads_per_layer < 1 or max_layers < 1:
         raise ValueError(f"heads_per_layer and max_layers must be >= 1, got {heads_per_layer}, {max_layers}")
+    if log_eps is not None and not log_eps < 0:  # checked again by the plan; here before any work or folder
+        raise ValueError(f"log_eps must be negative, got {log_eps}")
     docs = read_documents(data)
     out = Path(out)
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)

@@ -30,7 +30,8 @@ def export_gates(
 
     Raises:
         CheckpointError: no usable checkpoint at ``run_dir``.
-        ValueError: a bad ``device`` (or CUDA without a GPU), or a held-out split too short for the batch.
+        ValueError: a bad ``device`` (or CUDA without a GPU), a held-out split too short for the batch, or an
+            ``out`` that is a folder or does not end in .safetensors.
         OSError: ``out`` cannot be written (e.g. its folder does not exist).
     """
     for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):
@@ -39,6 +40,10 @@ def export_gates(
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {out}: the folder {out.parent} does not exist")
+    if out.is_dir():
+        raise ValueError(f"cannot write {out}: it is a folder; give a file name ending in .safetensors")
+    if out.suffix != ".safetensors":  # the readers (bench.gates) choose their loader by the suffix
+        raise ValueError(f"the gates are written as safetensors: give --out a name ending in .safetensors, not {out}")
     model = load(run_dir, device=device)
     ckpt = resolve_checkpoint(run_dir)
     cfg = TrainConfig.from_dict(read_meta(ckpt, verify=False)["train_config"])

@@ -89,11 +89,19 @@ def _is_transformers_export(path: Path) -> bool:
 
 
 def provenance(path: str | Path, data: str | Path, device: torch.device) -> dict[str, Any]:
-    """What every output names: the model path, the data, the foxacp commit and the device."""
+    """What every output names: the model path and the checkpoint it resolved to (a run's ``latest`` moves as
+    it trains; None for a transformers folder), the data, the foxacp commit and the device."""
+    from foxacp.train.checkpoint import CheckpointError, resolve_checkpoint
+
     name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    try:
+        checkpoint = str(resolve_checkpoint(Path(path).expanduser()).resolve())
+    except CheckpointError:
+        checkpoint = None
     return {
-        "model": str(Path(path).resolve()),
-        "data": str(Path(data).resolve()) if data else "built-in filler",
+        "model": str(Path(path).expanduser().resolve()),
+        "checkpoint": checkpoint,
+        "data": str(Path(data).expanduser().resolve()) if data else "built-in filler",
         "commit": git_commit(REPO),
         "device": name,
         "torch": torch.__version__,
@@ -146,7 +154,8 @@ def run_eval(
 
     Raises:
         FileNotFoundError: ``data`` or ``filler`` does not exist.
-        ValueError: bad numbers (max_len, trials, digits, lengths, depths), documents without text.
+        ValueError: bad numbers (max_len, trials, digits, lengths, depths), documents without text or without a
+            document of 2 tokens, compare_exact on a model without ACP.
         CheckpointError: no usable checkpoint at ``path``.
     """
     for name, value in (("trials", trials), ("digits", digits)):
@@ -165,6 +174,11 @@ def run_eval(
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)
     if compare_evict:  # refused now, not after hours of evaluation
         model.check_can_evict()
+    if compare_exact and model.config.attn_log_eps is None:
+        raise ValueError(
+            "compare_exact: this model runs exactly already (trained without ACP, or without a forget gate): there "
+            "is no ACP run to compare"
+        )
     max_len = max_len or 4 * train_len
     # Default lengths leave at least as much filler as fixed text, so a small context still hides the key.
     shortest = 2 * fixed_tokens(tokenizer, digits)
@@ -176,6 +190,8 @@ def run_eval(
     window = max(1, max_len // 50) if window is None else window
     _check_positive("window", window)
     token_docs = tokenizer.encode_batch(docs)
+    if max(map(len, token_docs)) < 2:  # loss_by_position would refuse it, after the folder was made
+        raise ValueError(f"no document at {data} has 2 tokens: nothing to score")
     passkey = passkey_trials(
         tokenizer, lengths=lengths, depths=depths, trials=trials, seed=seed, digits=digits, filler=filler_text
     )

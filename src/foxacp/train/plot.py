@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from foxacp.eval import plot_position_loss
+from foxacp.io import atomic_write
 
 from .metrics import read_log
 
@@ -68,6 +70,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     fig.suptitle(str(run_dir))
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(Path(out), png.getvalue())  # an interrupted plot leaves the previous one, not a torn file
     return out
