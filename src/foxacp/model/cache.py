@@ -32,6 +32,12 @@ from torch import Tensor
 REBASE_AT = 64.0
 
 
+def check_cache_dtype(dtype: torch.dtype) -> None:
+    """Raise TypeError unless ``dtype`` is a floating dtype (the cached K and V are the model's)."""
+    if not dtype.is_floating_point:
+        raise TypeError(f"the cache's dtype must be a floating dtype, got {dtype}")
+
+
 def positive_int(name: str, value) -> int:
     """``value`` as an int (Python's or NumPy's integers, not bools); ValueError naming ``name`` unless >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -135,8 +141,7 @@ class KVCache:
     ) -> KVCache:
         """Zeroed buffers for n_layers layers (see LayerCache for the shapes)."""
         batch_size, max_len = positive_int("batch_size", batch_size), positive_int("max_len", max_len)
-        if not dtype.is_floating_point:
-            raise TypeError(f"the cache's dtype must be a floating dtype, got {dtype}")
+        check_cache_dtype(dtype)
         B, kv = batch_size, (batch_size, max_len, kv_heads, head_dim)
 
         def shift() -> Tensor | None:

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from foxacp.ops import AcpStats
 
 
+GAINS_CHANGED = (
+    "the model's QK-norm gains changed since this evicting cache was made: its logit bound, and so what it evicted, "
+    "no longer holds; make a new cache (model.new_cache(..., evict=True))"
+)
+
+
 class Block(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)). x (B, T, d_model) -> same."""
 
@@ -210,6 +216,14 @@ class FoxLM(nn.Module):
         gains = [p for b in self.blocks for norm in (b.attn.q_norm, b.attn.k_norm) for p in norm.parameters()]
         return tuple((p._version, p.data_ptr()) for p in gains)
 
+    def _check_paged_bound(self, cache: PagedKVCache) -> None:
+        """Raise ValueError where a layer's static bound differs from the one ``cache`` evicts with: the gains may
+        change without a new version (written through ``.data``), which the stamp misses. A device read, made only
+        by calls that read back anyway."""
+        now = torch.stack([block.attn.qk_bound().float() for block in self.blocks])
+        if not torch.equal(now.to(cache.layers[0].u.device), torch.stack([layer.u for layer in cache.layers])):
+            raise ValueError(GAINS_CHANGED)
+
     def _check_cache(self, cache: KVCache) -> None:
         """Raise ValueError for a cache made for another model: its layer count, heads, head dim or token-shift state
         differ (found from its first layer; host-only)."""
@@ -241,15 +255,16 @@ class FoxLM(nn.Module):
             )
         self._check_cache(cache)
         if isinstance(cache, PagedKVCache) and cache.gains_stamp not in (None, self._gains_stamp()):
-            raise ValueError(
-                "the model's QK-norm gains changed since this evicting cache was made: its logit bound, and so what "
-                "it evicted, no longer holds; make a new cache (model.new_cache(..., evict=True))"
-            )
+            raise ValueError(GAINS_CHANGED)
         paged_prepare = isinstance(cache, PagedKVCache) and (T > 1 or cache.auto_prepare)
         # A host read: with value checks off (a CUDA graph, torch.compile, generate's steps) one-token steps skip it.
         checked = T > 1 or paged_prepare or value_checks_on()
         if checked and (longest := int(cache.lengths.max())) + T > cache.max_len:
             raise ValueError(f"input_ids: {T} more tokens after {longest} exceed the cache's max_len ({cache.max_len})")
+        if checked and isinstance(cache, PagedKVCache):
+            self._check_paged_bound(cache)
+            if not paged_prepare:
+                cache.check_reserved(T)
         if paged_prepare:
             cache.prepare(T)  # free what ACP passed, hold the blocks the new tokens go to (host reads)
         pos = cache.lengths[:, None].long() + torch.arange(T, device=input_ids.device)

@@ -17,7 +17,9 @@ to. A forward of more than one token calls it itself (a prefill chunk: so a long
 evicted between chunks and its full cache is never resident); a one-token step calls it too unless
 ``auto_prepare`` is off, which ``generate`` does to keep the step free of host reads (a CUDA graph): it
 calls ``prepare(CHECK_EVERY)`` itself every CHECK_EVERY tokens, when it also rebases. Running out of blocks
-raises ``CachePoolExhausted`` in ``prepare``, before anything is written: never a wrong answer.
+raises ``CachePoolExhausted`` in ``prepare``, before anything is written: never a wrong answer. A step that
+reads back anyway (value checks on) refuses to write past the held blocks (``check_reserved``) and checks that
+the model's static bound is still the one the cache evicts with.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from torch import Tensor
 from foxacp.ops.kvcache import DECODE_BLOCK
 from foxacp.ops.paged import forgetting_attention_with_paged_kvcache, paged_threshold
 
-from .cache import KVCache, positive_int
+from .cache import KVCache, check_cache_dtype, positive_int
 
 BLOCK = DECODE_BLOCK  # keys per block: the decode op's ACP block, so a block is freed exactly when ACP skips it
 DEFAULT_POOL_FRACTION = 0.5  # of the full cache's blocks, per layer, plus one block per (sequence, KV head)
@@ -275,6 +277,7 @@ class PagedKVCache(KVCache):
         (sequence, KV head), pool_fraction defaulting to DEFAULT_POOL_FRACTION.
         """
         batch_size, max_len = positive_int("batch_size", batch_size), positive_int("max_len", max_len)
+        check_cache_dtype(dtype)
         if pool_blocks is not None and pool_fraction is not None:
             raise ValueError("give pool_blocks or pool_fraction, not both")
         B, Hkv, nb, group = batch_size, kv_heads, -(-max_len // BLOCK), n_heads // kv_heads
@@ -349,6 +352,17 @@ class PagedKVCache(KVCache):
                 layer.free_before(start)
         for layer in self.layers:
             layer.reserve(lengths, ahead)
+
+    def check_reserved(self, new_tokens: int) -> None:
+        """Raise ValueError unless the blocks the next ``new_tokens`` positions of every row go to are held (a host
+        read). Unheld entries of the table point at the scratch block, which every row would share: without
+        ``prepare`` (``auto_prepare`` off) the tokens would overwrite one another there."""
+        need = (self.lengths.long().cpu() + new_tokens + BLOCK - 1) // BLOCK
+        if bool((need > self.layers[0].top).any()):
+            raise ValueError(
+                f"the next {new_tokens} token(s) go past the blocks this evicting cache holds: with auto_prepare off, "
+                "call cache.prepare(n) before every n tokens (generate does), or turn auto_prepare back on"
+            )
 
     def snapshot(self) -> list[Tensor]:
         """``KVCache.snapshot``, and the count of blocks each pool gave back: freed blocks cannot come back (see
