@@ -20,7 +20,7 @@ from foxacp.ops.config import kernel_config
 
 from .long_loss import read_documents
 from .plot import pyplot
-from .pruning import LayerInputs, attention_inputs, head_savings, layer_plan, total_saving
+from .pruning import LayerInputs, attention_inputs, check_log_eps, head_savings, layer_plan, total_saving
 from .report import DTYPES, load_model_and_tokenizer, provenance
 from .search_time import search_share
 
@@ -83,8 +83,8 @@ def run_analyze(
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if heads_per_layer < 1 or max_layers < 1:
         raise ValueError(f"heads_per_layer and max_layers must be >= 1, got {heads_per_layer}, {max_layers}")
-    if log_eps is not None and not log_eps < 0:  # checked again by the plan; here before any work or folder
-        raise ValueError(f"log_eps must be negative, got {log_eps}")
+    if log_eps is not None:
+        check_log_eps(log_eps)  # before any work or folder, not first in the plan
     docs = read_documents(data)
     out = Path(out)
     model, tokenizer, train_len = load_model_and_tokenizer(path, device, dtype)

@@ -84,6 +84,12 @@ def attention_inputs(model: FoxLM, input_ids: Tensor) -> list[LayerInputs]:
     return out
 
 
+def check_log_eps(log_eps: float) -> None:
+    """Raise ValueError unless log_eps < 0 (NaN included): eps = e^log_eps must be below 1."""
+    if not log_eps < 0:
+        raise ValueError(f"log_eps must be negative, got {log_eps}")
+
+
 def layer_plan(layer: LayerInputs, *, log_eps: float, tile: int | tuple[int, int]) -> AcpPlan:
     """The ACP plan of one layer at ``log_eps`` on ``tile`` (square) or (tile_m, tile_n) tiles.
 
@@ -91,8 +97,7 @@ def layer_plan(layer: LayerInputs, *, log_eps: float, tile: int | tuple[int, int
     tm, tn = (tile, tile) if isinstance(tile, int) else tile
     if tm < 1 or tn < 1:
         raise ValueError(f"tile sizes must be >= 1, got {tile!r}")
-    if not log_eps < 0:
-        raise ValueError(f"log_eps must be negative, got {log_eps}")
+    check_log_eps(log_eps)
     return make_plan(
         layer.q,
         layer.k,
