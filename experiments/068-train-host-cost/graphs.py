@@ -60,7 +60,7 @@ def main() -> None:
                 loss.backward()
                 if update:
                     opt.step()
-                opt.zero_grad(set_to_none=not update)
+                    opt.zero_grad(set_to_none=True)
                 return loss.detach()
 
             set_value_checks(True)
