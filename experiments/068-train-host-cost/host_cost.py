@@ -12,6 +12,7 @@ arguments for scale, and torch SDPA's forward + backward; then the Python functi
 from __future__ import annotations
 
 import cProfile
+import gc
 import pstats
 import time
 
@@ -19,10 +20,10 @@ import torch
 import triton
 import triton.language as tl
 
-from foxacp.ops.config import kernel_config
-from foxacp.ops.custom_ops import attention_bwd_op, attention_fwd_op
+from foxacp.ops.config import KernelConfig, kernel_config
+from foxacp.ops.custom_ops import _problem, attention_bwd_op, attention_fwd_op
 from foxacp.ops.triton_gate import table_scale
-from foxacp.ops.triton_op import _forward, packed, prepare
+from foxacp.ops.triton_op import _desc, _forward, packed, prepare
 from foxacp.ops.validate import check_inputs, set_value_checks
 
 
@@ -101,6 +102,20 @@ def main() -> None:
         rows[f"{mode} forward kernel launch"] = per_call_us(
             lambda: _forward(qp, kp, vp, c_t, kc, problem, plan, cfg, scale)
         )
+        raw = attention_fwd_op._init_fn  # the Python function behind the op: no dispatcher, no wrappers
+        rows[f"{mode} fwd function, no dispatcher"] = per_call_us(
+            lambda: raw(q, k, v, g, problem.cu_q, problem.cu_k, bound if log_eps else None, None, log_eps,
+                        problem.sm_scale, T, T, True, ints)
+        )  # fmt: skip
+        gc.disable()
+        rows[f"{mode} fwd op, gc off"] = per_call_us(fwd)
+        gc.enable()
+    rows["_problem"] = per_call_us(lambda: _problem(q, k, problem.cu_q, problem.cu_k, 0.125, T, T, True))
+    rows["KernelConfig.from_ints"] = per_call_us(lambda: KernelConfig.from_ints(tuple(ints)))
+    rows["packed(q, k, v)"] = per_call_us(lambda: packed(q, k, v))
+    qp = packed(q)[0]
+    rows["one tensor descriptor"] = per_call_us(lambda: _desc(qp, 64))
+    rows["torch.empty"] = per_call_us(lambda: torch.empty(4, device=dev))
     qs, ks, vs = (t.transpose(1, 2).detach().requires_grad_() for t in (q, k, v))
 
     def sdpa():

@@ -72,3 +72,18 @@ def test_check_qk_bound_refuses_a_bound_below_the_data():
     q, k, g = 5 * q, 5 * k, torch.full_like(g, -0.3)  # logits of ~25; tiles 64 tokens, 19 nats apart
     low = foxacp.forgetting_attention(q, k, v, g, qk_bound=0.0)
     assert (low - foxacp.forgetting_attention(q, k, v, g, log_eps=None)).abs().max() > 1e-2
+
+
+def test_value_checks_stand_aside_while_a_cuda_graph_is_captured(monkeypatch):
+    # A host read during stream capture invalidates it (torch.compile "reduce-overhead"); the GPU twin of this
+    # check is tests/ops/test_capture_gpu.py.
+    from foxacp.ops import validate
+
+    previous = foxacp.set_value_checks(True)
+    try:
+        assert validate.value_checks_on()
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+        assert not validate.value_checks_on()
+    finally:
+        foxacp.set_value_checks(previous)

@@ -35,8 +35,12 @@ def set_value_checks(enabled: bool) -> bool:
 
 
 def value_checks_on() -> bool:
-    """Whether checks that read tensor values back to the host (a synchronisation) run on this call."""
-    return _value_checks and not torch.compiler.is_compiling()
+    """Whether checks that read tensor values back to the host (a synchronisation) run on this call: not while
+    torch.compile traces, nor while a CUDA graph is being captured (a read there invalidates the capture, e.g.
+    torch.compile's "reduce-overhead" recording a block, experiments/068-train-host-cost)."""
+    if not _value_checks or torch.compiler.is_compiling():
+        return False
+    return not (torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
 
 
 def first_order_only(backward: Callable) -> Callable:
