@@ -5,8 +5,9 @@
 
 One configuration = (model preset, context, exact | acp, gate regime). Each runs what `foxacp train` runs
 with its defaults (the preset's TrainConfig: compile "auto", bf16 autocast, activation checkpointing where a
-step would not fit without it (``--activation-checkpointing`` overrides), AdamW, gradient clipping, the chunked
-head + loss) on random tokens. Exact and ACP of one
+step would not fit without it (``--activation-checkpointing`` overrides), the compiled blocks as CUDA graphs
+where they can be (``--cuda-graphs`` overrides), AdamW, gradient clipping, the chunked head + loss) on random tokens.
+Exact and ACP of one
 (preset, context, regime) share one model: ``--warmup`` steps of each (compilation included), then
 ``--rounds`` rounds of ``--steps`` timed steps of each mode in turn (each step timed whole, synchronised; the
 median of all kept), so that the clock drift of a power-capped GPU hits both modes alike; then one step of
@@ -46,7 +47,7 @@ from foxacp.model import FoxLM, flops_per_token
 from foxacp.ops import set_value_checks
 from foxacp.train.collect import manual_gc
 from foxacp.train.config import build_model_config, preset_config
-from foxacp.train.distributed import Dist, compile_wanted, parallelize
+from foxacp.train.distributed import Dist, compile_wanted, graphs_wanted, parallelize, prepare_graph_grads
 from foxacp.train.memory import checkpointing_wanted, device_capacity, step_memory
 from foxacp.train.metrics import AcpMeter, acp_summary, peak_flops
 from foxacp.train.optim import build_optimizer
@@ -157,13 +158,25 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
         if compiled
         else None,
     )
+    graphs = graphs_wanted(
+        tcfg.cuda_graphs if args.cuda_graphs is None else {"true": True, "false": False}[args.cuda_graphs],
+        device,
+        compiled=compiled,
+        distributed=False,
+        checkpointing=checkpointing,
+        peak_bytes=mem.peak(checkpointing) if mem is not None else None,
+        capacity=capacity,
+    )
     parallelize(
         model,
         Dist(0, 1, 0, device, distributed=False),
         activation_checkpointing=checkpointing,
         compile=compiled,
         param_dtype=None,
+        cuda_graphs=graphs,
     )
+    if graphs:
+        prepare_graph_grads(model)
     opt = build_optimizer(model, tcfg)
     gen = torch.Generator(device=device).manual_seed(1)
     ids = torch.randint(0, args.vocab, (accum, mb, c0.context + 1), device=device, generator=gen)
@@ -171,13 +184,15 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
 
     def step(meter: AcpMeter) -> None:
         for i in range(accum):
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 loss = token_losses(model, {"input_ids": ids[i, :, :-1], "labels": ids[i, :, 1:]}).sum()
             meter.add(model.acp_stats())
             (loss / (accum * mb * c0.context)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=not graphs)
 
     # One config object per mode, made once: compiled blocks then see the same two objects round after round.
     cfgs = {c.mode: dataclasses.replace(model.config, acp=c.mode == "acp", record_acp_stats=True) for c in cs}
@@ -230,6 +245,7 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
             "tokens_per_step": tokens,
             "compile": compiled,
             "activation_checkpointing": checkpointing,
+            "cuda_graphs": graphs,
             "memory_estimate_gib": mem.peak(checkpointing) / 2**30 if mem is not None else None,
             "warmup_s": warmup_s[c.mode],
             "rounds": args.rounds,
@@ -287,8 +303,8 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"# Training throughput, exact vs ACP ({meta['device']})",
         "",
         f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}, {meta['date']}. Settings of "
-        "`foxacp train` (compile auto, bf16, activation checkpointing auto; '(ckpt)' marks the rows with it); random "
-        "tokens, vocabulary "
+        "`foxacp train` (compile auto, bf16, activation checkpointing auto, '(ckpt)' marking the rows with it; CUDA "
+        f"graphs {meta.get('cuda_graphs', 'auto')}, '(graphs)' marking the rows with them); random tokens, vocabulary "
         f"{meta['vocab']}; median of {meta.get('rounds', 1)} x {meta['steps']} timed steps after {meta['warmup']} "
         "warm-up steps, the modes of a (preset, context, gates) interleaved round by round. MFU counts the "
         "attention tiles visited; 'dense-eq.' counts all causal tiles.",
@@ -307,7 +323,8 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{min(r['step_ms_all']):.0f}-{max(r['step_ms_all']):.0f} | "
             f"{_f(r.get('attention_share'), '.0%')} | "
             f"{_f(r.get('acp_saving'), '.1%')} | {_f(r.get('peak_mem_gib'), '.1f')}"
-            f"{' (ckpt)' if r.get('activation_checkpointing') else ''} | {_f(r.get('mfu'), '.1%')} | "
+            f"{' (ckpt)' if r.get('activation_checkpointing') else ''}{' (graphs)' if r.get('cuda_graphs') else ''} | "
+            f"{_f(r.get('mfu'), '.1%')} | "
             f"{_f(r.get('mfu_dense_equiv'), '.1%')} |"
         )
     lines += ["", "| preset | context | gates | ACP gain | paper |", "|---|---|---|---|---|"]
@@ -350,6 +367,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="true, false or auto (default: the preset's, auto: only where a step would not fit without it)",
     )
+    p.add_argument(
+        "--cuda-graphs",
+        choices=["true", "false", "auto"],
+        default=None,
+        help="replay the compiled blocks as CUDA graphs: true, false or auto (default: the preset's, auto)",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation included)")
     p.add_argument("--steps", type=int, default=3, help="timed steps of each mode per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds over the modes (the median of all steps is kept)")
@@ -370,7 +393,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def measured_with(args: argparse.Namespace) -> dict:
     """The arguments that change what a row measures (all but which rows and where): stored with each row, so that
     a resumed run cannot mix rows of other settings into one table."""
-    keep = ("vocab", "tokens_per_step", "micro_batch", "activation_checkpointing", "warmup", "steps", "rounds")
+    keep = ("vocab", "tokens_per_step", "micro_batch", "activation_checkpointing", "cuda_graphs", "warmup", "steps")
+    keep += ("rounds",)
     return {k: getattr(args, k) for k in keep} | {"gates": str(args.gates.resolve()) if args.gates else None}
 
 
@@ -378,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     meta = environment()
     meta.update(vocab=args.vocab, warmup=args.warmup, steps=args.steps, rounds=args.rounds, quick=args.quick)
+    meta.update(cuda_graphs=args.cuda_graphs or "auto")
     out = args.out or result_dir(
         "throughput-quick" if args.quick else "throughput",
         date=meta["date"],

@@ -118,9 +118,67 @@ def compile_wanted(setting: bool | str, device: torch.device) -> bool:
     return setting
 
 
-def compile_block(block: nn.Module) -> None:
-    """Compile one block in place (``nn.Module.compile``: state-dict keys unchanged)."""
-    block.compile()
+def compile_block(block: nn.Module, cuda_graphs: bool = False) -> None:
+    """Compile one block in place (``nn.Module.compile``: state-dict keys unchanged); with ``cuda_graphs``, its
+    forward and backward replay as CUDA graphs (mode "reduce-overhead")."""
+    block.compile(mode="reduce-overhead" if cuda_graphs else None)
+
+
+# The CUDA graphs' memory pool holds each block's outputs apart from the caching allocator: a 360M step at 4k
+# peaked 11% higher with them (experiments/068-train-host-cost); "auto" wants this much room on top of the estimate.
+GRAPH_MEMORY_MARGIN = 1.2
+
+
+def graphs_wanted(
+    setting: bool | str,
+    device: torch.device,
+    *,
+    compiled: bool,
+    distributed: bool,
+    checkpointing: bool,
+    peak_bytes: int | None = None,
+    capacity: int | None = None,
+) -> bool:
+    """TrainConfig.cuda_graphs -> replay the compiled blocks as CUDA graphs?
+
+    They need compiled blocks on one CUDA device (FSDP frees and regathers the parameters the graphs would have
+    captured) and no activation checkpointing (its recomputation would replay a forward graph inside the
+    backward). "auto" takes them where those hold and the step's estimated peak (``peak_bytes``, when measured)
+    times GRAPH_MEMORY_MARGIN stays within MEMORY_FRACTION of ``capacity``. Raises ValueError for true where they
+    cannot run, or another setting.
+    """
+    from .memory import MEMORY_FRACTION
+
+    if not (isinstance(setting, bool) or setting == "auto"):
+        raise ValueError(f"cuda_graphs must be true, false or auto, got {setting!r}")
+    blockers = [
+        why
+        for why, present in (
+            ("the blocks are not compiled (compile)", not compiled),
+            (f"the device is {device.type}, not cuda", device.type != "cuda"),
+            ("the run is distributed (FSDP)", distributed),
+            ("activation checkpointing is on", checkpointing),
+        )
+        if present
+    ]
+    if isinstance(setting, bool):
+        if setting and blockers:
+            raise ValueError(f"cuda_graphs=true cannot run here: {'; '.join(blockers)}")
+        return setting
+    if blockers:
+        return False
+    if peak_bytes is not None and capacity is not None:
+        return peak_bytes * GRAPH_MEMORY_MARGIN <= MEMORY_FRACTION * capacity
+    return True
+
+
+def prepare_graph_grads(model: nn.Module) -> None:
+    """Give every trainable parameter a zero gradient to accumulate into. A graph's backward writes the gradients
+    into its memory pool; a parameter without a .grad would adopt that tensor, and the next micro-batch's replay
+    would overwrite it before the optimizer read it. Zero the gradients with ``set_to_none=False`` from then on."""
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 def uncompile(model: nn.Module) -> None:
@@ -146,13 +204,15 @@ def parallelize(
     activation_checkpointing: bool,
     compile: bool,
     param_dtype: torch.dtype | None,
+    cuda_graphs: bool = False,
 ) -> nn.Module:
     """Apply activation checkpointing, compilation and (when distributed) FSDP2 to ``model`` in place.
 
     ``model.blocks`` must be an ``nn.ModuleList``. Each block is compiled with ``nn.Module.compile`` (keys
     unchanged), wrapped with PyTorch's ``checkpoint_wrapper`` (keys unchanged), and sharded with
     ``fully_shard``; then the root is sharded. ``param_dtype`` (e.g. bf16) becomes FSDP's
-    MixedPrecisionPolicy(param_dtype, reduce_dtype=fp32); None keeps fp32.
+    MixedPrecisionPolicy(param_dtype, reduce_dtype=fp32); None keeps fp32. ``cuda_graphs`` (``graphs_wanted``)
+    compiles the blocks as CUDA graphs.
 
     Compiled inside the checkpoint, not around it: traced under the checkpoint, a block may have no side
     effects, and its attention records the ACP statistics on the module (``record_acp_stats``, which the
@@ -163,7 +223,7 @@ def parallelize(
         raise TypeError(f"model.blocks must be an nn.ModuleList, got {type(blocks).__name__}")
     if compile:
         for block in blocks:
-            compile_block(block)
+            compile_block(block, cuda_graphs)
     if activation_checkpointing:
         checkpoint_blocks(model)
     if d.distributed:

@@ -56,9 +56,12 @@ from .distributed import (
     broadcast_object,
     checkpoint_blocks,
     cleanup,
+    compile_block,
     compile_wanted,
+    graphs_wanted,
     init_distributed,
     parallelize,
+    prepare_graph_grads,
     uncompile,
 )
 from .memory import StepMemory, checkpointing_wanted, describe, device_capacity, step_memory
@@ -273,6 +276,7 @@ class Session:
     peak: float | None  # per-device peak FLOP/s for MFU, None when unknown
     compiled: bool  # the blocks are compiled (until a failed compilation falls back to eager)
     checkpointing: bool  # the blocks recompute their activations in the backward
+    graphs: bool  # the compiled blocks replay as CUDA graphs (``graphs_wanted``)
     memory: StepMemory | None  # the estimate activation_checkpointing="auto" decided on (None: not measured)
     stop: StopRequest = field(default_factory=StopRequest)
     step: int = 0
@@ -406,13 +410,25 @@ def _setup(
         measure_compiled=functools.partial(measure, compiled=True) if compiled else None,
     )
     checkpointing = broadcast_object(checkpointing, d)  # ranks that disagreed would differ in their collectives
+    graphs = graphs_wanted(
+        cfg.cuda_graphs,
+        d.device,
+        compiled=compiled,
+        distributed=d.distributed,
+        checkpointing=checkpointing,
+        peak_bytes=mem.peak(checkpointing) if mem is not None else None,
+        capacity=capacity,
+    )
     parallelize(
         model,
         d,
         activation_checkpointing=checkpointing,
         compile=compiled,
         param_dtype=torch.bfloat16 if bf16 else None,
+        cuda_graphs=graphs,
     )
+    if graphs:
+        prepare_graph_grads(model)
     # Without FSDP, bf16 comes from autocast; with FSDP, from its MixedPrecisionPolicy.
     autocast = bf16_autocast if not d.distributed else contextlib.nullcontext()
     s = Session(
@@ -431,6 +447,7 @@ def _setup(
         peak=peak_flops(d.device, cfg.peak_tflops)[0],
         compiled=compiled,
         checkpointing=checkpointing,
+        graphs=graphs,
         memory=mem,
     )
     if cfg.activation_checkpointing == "auto" and capacity is not None:
@@ -492,6 +509,7 @@ def _log_start(s: Session, resumed_from: str | None, changes: dict[str, list[Any
             "commit": git_commit(REPO) if d.is_main else None,  # the code that trains (provenance of results)
             "grad_accum": s.accum,
             "activation_checkpointing": s.checkpointing,
+            "cuda_graphs": s.graphs,
             "memory_estimate": dataclasses.asdict(s.memory) if s.memory is not None else None,
             "peak": peak_flops(d.device, cfg.peak_tflops)[1],
             "resumed_from": resumed_from,
@@ -531,7 +549,7 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
         if not (s.step == first_step and not d.distributed and _fall_back(s, e)):
             raise
     if step_loss is None:  # outside the except block, so that the failed try's frames (and tensors) are gone
-        s.optimizer.zero_grad(set_to_none=True)  # its partial gradients and ACP counts
+        s.optimizer.zero_grad(set_to_none=not s.graphs)  # its partial gradients and ACP counts
         meter.reset()
         step_loss = _forward_backward(s, micro, n_targets, meter)
     # grad_clip 0 means no clipping: an infinite bound leaves the gradients as they are and gives the norm.
@@ -540,7 +558,7 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
     if not (math.isfinite(r.loss) and math.isfinite(r.grad_norm)):
         _diverged(s, r, loader_state)
     s.optimizer.step()
-    s.optimizer.zero_grad(set_to_none=True)
+    s.optimizer.zero_grad(set_to_none=not s.graphs)
     s.step += 1
     s.tokens += cfg.global_batch_tokens
     if s.step == first_step + 1:
@@ -553,6 +571,8 @@ def _forward_backward(s: Session, micro: list[Batch], n_targets: Tensor, meter: 
     step_loss = torch.zeros((), dtype=torch.float64, device=s.d.device)
     for mb in micro:
         mb = to_device(mb, s.d.device)
+        if s.graphs:  # the last micro-batch's graph outputs are consumed: the next replay may overwrite them
+            torch.compiler.cudagraph_mark_step_begin()
         with s.autocast:
             loss_sum = token_losses(s.model, mb).sum()
         meter.add(s.model.acp_stats())
@@ -572,6 +592,8 @@ def _fall_back(s: Session, error: Exception) -> bool:
             return False
         s.say(f"the first step ran out of memory ({what[:120]}); training continues with activation checkpointing")
         s.logger.log({"kind": "checkpointing_fallback", "step": s.step, "error": what})
+        if s.graphs:  # a checkpointed block cannot be a graph (``graphs_wanted``): compile it plainly
+            _ungraph(s)
         checkpoint_blocks(s.model)
         s.checkpointing = True
         return True
@@ -581,8 +603,17 @@ def _fall_back(s: Session, error: Exception) -> bool:
     s.logger.log({"kind": "compile_fallback", "step": s.step, "error": what})
     uncompile(s.model)
     torch.compiler.reset()
-    s.compiled = False
+    s.compiled = s.graphs = False
     return True
+
+
+def _ungraph(s: Session) -> None:
+    """Compile the blocks again without CUDA graphs."""
+    uncompile(s.model)
+    torch.compiler.reset()
+    for block in s.model.blocks:
+        compile_block(block)
+    s.graphs = False
 
 
 def _reduce_step(s: Session, step_loss: Tensor, n_targets: Tensor, grad_norm: Tensor, lr: float) -> StepResult:
@@ -599,7 +630,7 @@ def _reduce_step(s: Session, step_loss: Tensor, n_targets: Tensor, grad_norm: Te
 
 def _diverged(s: Session, r: StepResult, loader_state: dict[str, Any]) -> None:
     """Checkpoint the state before the failed step (unless it is already saved) and raise DivergedError."""
-    s.optimizer.zero_grad(set_to_none=True)
+    s.optimizer.zero_grad(set_to_none=not s.graphs)
     what, value = ("loss", r.loss) if not math.isfinite(r.loss) else ("gradient norm", r.grad_norm)
     text = "NaN" if math.isnan(value) else str(value)
     where = "no checkpoint: no step completed"

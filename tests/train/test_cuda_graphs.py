@@ -1,0 +1,100 @@
+"""cuda_graphs: when the trainer replays its compiled blocks as CUDA graphs, and that its loop then keeps every
+gradient in tensors of its own and marks each micro-batch as a new graph step (the GPU run is
+experiments/068-train-host-cost)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from foxacp.train import loop
+from foxacp.train.config import ConfigError
+from foxacp.train.distributed import GRAPH_MEMORY_MARGIN, graphs_wanted, prepare_graph_grads
+from foxacp.train.loop import train
+from foxacp.train.memory import MEMORY_FRACTION
+from foxacp.train.metrics import read_log
+
+from .test_train_loop import train_losses
+
+CUDA = torch.device("cuda")
+ALONE = dict(compiled=True, distributed=False, checkpointing=False)
+
+
+def test_auto_takes_graphs_only_where_they_can_run():
+    assert graphs_wanted("auto", CUDA, **ALONE)
+    assert not graphs_wanted("auto", torch.device("cpu"), **ALONE)
+    for blocker in ("compiled", "distributed", "checkpointing"):
+        flags = ALONE | {blocker: not ALONE[blocker]}
+        assert not graphs_wanted("auto", CUDA, **flags)
+        assert not graphs_wanted(False, CUDA, **flags)
+    assert not graphs_wanted(False, CUDA, **ALONE)
+
+
+def test_auto_leaves_room_for_the_graphs_memory():
+    capacity = 80 * 2**30
+    fits = int(MEMORY_FRACTION * capacity / GRAPH_MEMORY_MARGIN)
+    assert graphs_wanted("auto", CUDA, **ALONE, peak_bytes=fits, capacity=capacity)
+    assert not graphs_wanted("auto", CUDA, **ALONE, peak_bytes=fits + 2**20, capacity=capacity)
+    assert graphs_wanted(True, CUDA, **ALONE, peak_bytes=fits + 2**20, capacity=capacity)  # asked for: taken
+
+
+@pytest.mark.parametrize(
+    "flags, why",
+    [
+        (ALONE | {"compiled": False}, "not compiled"),
+        (ALONE | {"distributed": True}, "distributed"),
+        (ALONE | {"checkpointing": True}, "checkpointing is on"),
+    ],
+)
+def test_true_where_graphs_cannot_run_says_why(flags, why):
+    with pytest.raises(ValueError, match=why):
+        graphs_wanted(True, CUDA, **flags)
+    with pytest.raises(ValueError, match="device is cpu"):
+        graphs_wanted(True, torch.device("cpu"), **ALONE)
+    with pytest.raises(ValueError, match="true, false or auto"):
+        graphs_wanted("yes", CUDA, **ALONE)
+
+
+def test_prepare_graph_grads_gives_trainable_parameters_zero_gradients():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    net[1].bias.requires_grad_(False)
+    prepare_graph_grads(net)
+    for name, p in net.named_parameters():
+        if name == "1.bias":
+            assert p.grad is None
+        else:
+            assert p.grad is not None and p.grad.shape == p.shape and not p.grad.any()
+
+
+def test_config_refuses_other_settings(small_config):
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        small_config("cuda_graphs=sometimes")
+
+
+def test_true_on_the_cpu_is_refused_before_training(small_config, tmp_path):
+    with pytest.raises(ValueError, match="cuda_graphs=true cannot run here"):
+        train(small_config("cuda_graphs=true", out=tmp_path / "run"))
+
+
+def test_graph_loop_marks_each_micro_batch_and_trains_the_same(small_config, tmp_path, monkeypatch):
+    # On the CPU the blocks stay eager; what is checked is the loop around graphs: gradients accumulated into
+    # tensors made beforehand (never None between steps), a graph step marked per micro-batch, the same losses.
+    train(plain := small_config("steps=3", out=tmp_path / "plain"))
+    marks, seen = [], {}
+    real_parallelize = loop.parallelize
+
+    def parallelize(model, d, **kwargs):
+        seen["cuda_graphs"] = kwargs.pop("cuda_graphs")
+        seen["model"] = model
+        return real_parallelize(model, d, **kwargs)
+
+    monkeypatch.setattr(loop, "graphs_wanted", lambda *a, **k: True)
+    monkeypatch.setattr(loop, "parallelize", parallelize)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    train(graphed := small_config("steps=3", out=tmp_path / "graphed"))
+    assert seen["cuda_graphs"] is True
+    assert len(marks) == 3 * 2  # steps x micro-batches
+    assert all(p.grad is not None for p in seen["model"].parameters() if p.requires_grad)
+    start = next(r for r in read_log(graphed.run_dir) if r["kind"] == "start")
+    assert start["cuda_graphs"] is True
+    assert train_losses(graphed.run_dir) == pytest.approx(train_losses(plain.run_dir), rel=1e-6)
