@@ -4,6 +4,8 @@ experiments/068-train-host-cost)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -79,7 +81,7 @@ def test_true_on_the_cpu_is_refused_before_training(small_config, tmp_path):
 def test_graph_loop_marks_each_micro_batch_and_trains_the_same(small_config, tmp_path, monkeypatch):
     # On the CPU the blocks stay eager; what is checked is the loop around graphs: gradients accumulated into
     # tensors made beforehand (never None between steps), a graph step marked per micro-batch, the same losses.
-    train(plain := small_config("steps=3", out=tmp_path / "plain"))
+    train(plain := small_config("steps=3", "ckpt_every=2", out=tmp_path / "plain"))
     marks, seen = [], {}
     real_parallelize = loop.parallelize
 
@@ -91,10 +93,15 @@ def test_graph_loop_marks_each_micro_batch_and_trains_the_same(small_config, tmp
     monkeypatch.setattr(loop, "graphs_wanted", lambda *a, **k: True)
     monkeypatch.setattr(loop, "parallelize", parallelize)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    train(graphed := small_config("steps=3", out=tmp_path / "graphed"))
+    train(graphed := small_config("steps=3", "ckpt_every=2", out=tmp_path / "graphed"))
     assert seen["cuda_graphs"] is True
     assert len(marks) == 3 * 2  # steps x micro-batches
     assert all(p.grad is not None for p in seen["model"].parameters() if p.requires_grad)
     start = next(r for r in read_log(graphed.run_dir) if r["kind"] == "start")
     assert start["cuda_graphs"] is True
     assert train_losses(graphed.run_dir) == pytest.approx(train_losses(plain.run_dir), rel=1e-6)
+    # A resume loads the optimizer's state first (into a fresh optimizer, which wants gradients None), then
+    # makes the gradients: with them made before, loading failed on the GPU.
+    resumed = dataclasses.replace(graphed, out=str(tmp_path / "resumed"))
+    train(resumed, resume=graphed.run_dir / "checkpoints" / "step_000002")
+    assert train_losses(resumed.run_dir) == pytest.approx({3: train_losses(plain.run_dir)[3]}, rel=1e-6)

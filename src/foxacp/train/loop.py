@@ -427,8 +427,6 @@ def _setup(
         param_dtype=torch.bfloat16 if bf16 else None,
         cuda_graphs=graphs,
     )
-    if graphs:
-        prepare_graph_grads(model)
     # Without FSDP, bf16 comes from autocast; with FSDP, from its MixedPrecisionPolicy.
     autocast = bf16_autocast if not d.distributed else contextlib.nullcontext()
     s = Session(
@@ -453,6 +451,8 @@ def _setup(
     if cfg.activation_checkpointing == "auto" and capacity is not None:
         s.say(describe(checkpointing, mem, capacity))
     resumed_from = _resume(s, resume) if resume is not None else None
+    if graphs:  # after the resume: loading an optimizer's state into a fresh one wants its gradients None
+        prepare_graph_grads(model)
     _on_main(d, lambda: _settle_run_dir(s, resumed_from, tokenizer, replace))
     _log_start(s, resumed_from, changes)
     return s
