@@ -105,3 +105,48 @@ def test_graph_loop_marks_each_micro_batch_and_trains_the_same(small_config, tmp
     resumed = dataclasses.replace(graphed, out=str(tmp_path / "resumed"))
     train(resumed, resume=graphed.run_dir / "checkpoints" / "step_000002")
     assert train_losses(resumed.run_dir) == pytest.approx({3: train_losses(plain.run_dir)[3]}, rel=1e-6)
+
+
+def test_graphs_that_fail_while_recording_fall_back_to_compiled_blocks(small_config, tmp_path, monkeypatch, capsys):
+    # Graphs are recorded on a block's second call: a failure in the second step falls back too, to plain
+    # compiled blocks (not to eager), and the step is run again from zero gradients.
+    train(plain := small_config("steps=3", out=tmp_path / "plain"))
+    recompiled, calls = [], {"n": 0}
+    real = loop._forward_backward
+
+    def flaky(s, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            assert s.graphs and s.step == 1
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        return real(s, *args)
+
+    monkeypatch.setattr(loop, "graphs_wanted", lambda *a, **k: True)
+    monkeypatch.setattr(loop, "parallelize", lambda model, d, **kw: None)
+    monkeypatch.setattr(loop, "compile_block", lambda block, *a: recompiled.append(block))
+    monkeypatch.setattr(loop, "_forward_backward", flaky)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    train(graphed := small_config("steps=3", out=tmp_path / "graphed"))
+    assert "CUDA graphs failed at step 2 (RuntimeError: CUDA error: operation not permitted" in capsys.readouterr().out
+    fallback = [r for r in read_log(graphed.run_dir) if r["kind"] == "graphs_fallback"]
+    assert [r["step"] for r in fallback] == [1] and "stream is capturing" in fallback[0]["error"]
+    assert len(recompiled) == 2  # both blocks compiled again, without graphs
+    assert train_losses(graphed.run_dir) == pytest.approx(train_losses(plain.run_dir), rel=1e-6)
+
+
+def test_a_failure_after_the_recording_steps_is_raised(small_config, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = loop._forward_backward
+
+    def flaky(s, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("a failure in the third step")
+        return real(s, *args)
+
+    monkeypatch.setattr(loop, "graphs_wanted", lambda *a, **k: True)
+    monkeypatch.setattr(loop, "parallelize", lambda model, d, **kw: None)
+    monkeypatch.setattr(loop, "_forward_backward", flaky)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    with pytest.raises(RuntimeError, match="third step"):
+        train(small_config("steps=3", out=tmp_path / "graphed"))

@@ -31,7 +31,7 @@ def _grads(model: FoxLM, ids: torch.Tensor) -> tuple[torch.Tensor, list[tuple[st
 @pytest.mark.parametrize("checkpointing", [True, False])
 def test_compiled_checkpointed_blocks_are_whole_graphs_with_stats(monkeypatch, checkpointing):
     # aot_eager: Dynamo and AOT autograd as in training, without Inductor's C compiler.
-    monkeypatch.setattr(distributed, "compile_block", lambda block: block.compile(backend="aot_eager"))
+    monkeypatch.setattr(distributed, "compile_block", lambda block, *_: block.compile(backend="aot_eager"))
     ids = torch.randint(64, (2, 71), generator=torch.Generator().manual_seed(1))
     eager = _model()
     want_loss, want = _grads(eager, ids)
@@ -64,7 +64,7 @@ def test_compiled_checkpointed_training_equals_eager_and_saves_plain_keys(small_
     from foxacp.train.loop import train
     from foxacp.train.metrics import read_log
 
-    monkeypatch.setattr(distributed, "compile_block", lambda block: block.compile(backend="aot_eager"))
+    monkeypatch.setattr(distributed, "compile_block", lambda block, *_: block.compile(backend="aot_eager"))
     runs = {}
     for compiled in (False, True):
         cfg = small_config("steps=2", "activation_checkpointing=true", f"compile={str(compiled).lower()}",
@@ -90,7 +90,7 @@ def test_failed_compilation_of_checkpointed_blocks_falls_back_to_eager(small_con
     def failing_backend(gm, example_inputs):
         raise RuntimeError("simulated compiler failure")
 
-    monkeypatch.setattr(distributed, "compile_block", lambda block: block.compile(backend=failing_backend))
+    monkeypatch.setattr(distributed, "compile_block", lambda block, *_: block.compile(backend=failing_backend))
     cfg = small_config("steps=2", "activation_checkpointing=true", "compile=true", out=tmp_path / "fallback")
     train(cfg)
     records = read_log(cfg.run_dir)

@@ -129,7 +129,7 @@ def test_failed_compilation_falls_back_to_eager_with_one_message(small_config, t
     def failing_backend(gm, example_inputs):
         raise RuntimeError("simulated compiler failure")
 
-    monkeypatch.setattr(distributed, "compile_block", lambda block: block.compile(backend=failing_backend))
+    monkeypatch.setattr(distributed, "compile_block", lambda block, *_: block.compile(backend=failing_backend))
     train(eager := small_config("steps=3", "compile=false", out=tmp_path / "eager"))
     train(fallback := small_config("steps=3", "compile=true", out=tmp_path / "fallback"))
     assert train_losses(fallback.run_dir) == train_losses(eager.run_dir)

@@ -542,16 +542,20 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
     all_reduce_sum(n_targets, d)
     lr = lr_at(s.tokens + cfg.global_batch_tokens, cfg)
     set_lr(s.optimizer, lr)
-    step_loss = None
-    try:
-        step_loss = _forward_backward(s, micro, n_targets, meter)
-    except Exception as e:  # the first step is tried once more without what failed; the retry raises its own
-        if not (s.step == first_step and not d.distributed and _fall_back(s, e)):
-            raise
-    if step_loss is None:  # outside the except block, so that the failed try's frames (and tensors) are gone
+    # The first step (and with CUDA graphs the second, where they are recorded) is tried again without what
+    # failed; each fallback turns one thing off for good (graphs, compile) or checkpointing on, so this ends, and a
+    # try that cannot fall back raises its own error.
+    while True:
+        try:
+            step_loss = _forward_backward(s, micro, n_targets, meter)
+            break
+        except Exception as e:
+            early = s.step == first_step or (s.graphs and s.step == first_step + 1)
+            if not (early and not d.distributed and _fall_back(s, e)):
+                raise
+        # outside the except block, so that the failed try's frames (and tensors) are gone
         s.optimizer.zero_grad(set_to_none=not s.graphs)  # its partial gradients and ACP counts
         meter.reset()
-        step_loss = _forward_backward(s, micro, n_targets, meter)
     # grad_clip 0 means no clipping: an infinite bound leaves the gradients as they are and gives the norm.
     grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip or math.inf)
     r = dataclasses.replace(_reduce_step(s, step_loss, n_targets, grad_norm, lr), spans=attention_spans(micro))
@@ -582,10 +586,11 @@ def _forward_backward(s: Session, micro: list[Batch], n_targets: Tensor, meter: 
 
 
 def _fall_back(s: Session, error: Exception) -> bool:
-    """After the first step failed: turn on activation checkpointing if it ran out of memory without it because
-    "auto" judged it unneeded, else make the blocks eager again if compilation failed; say so, log it and return
-    True (the caller runs the step again), or False when neither applies. Only a single process falls back: ranks
-    that disagreed would wait on each other's collectives."""
+    """After an early step failed: turn on activation checkpointing if it ran out of memory without it because
+    "auto" judged it unneeded, else compile the blocks without CUDA graphs if they were graphs, else make them eager
+    again if compilation failed; say so, log it and return True (the caller runs the step again), or False when
+    none applies. Only a single process falls back: ranks that disagreed would wait on each other's
+    collectives."""
     what = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
     if isinstance(error, torch.OutOfMemoryError):
         if s.checkpointing or s.cfg.activation_checkpointing != "auto":
@@ -596,6 +601,11 @@ def _fall_back(s: Session, error: Exception) -> bool:
             _ungraph(s)
         checkpoint_blocks(s.model)
         s.checkpointing = True
+        return True
+    if s.graphs:
+        s.say(f"CUDA graphs failed at step {s.step + 1} ({what}); training continues without them")
+        s.logger.log({"kind": "graphs_fallback", "step": s.step, "error": what})
+        _ungraph(s)
         return True
     if not s.compiled:
         return False
