@@ -25,3 +25,18 @@ def test_a_one_dimensional_weight_is_f_linears():
     w = torch.randn(64, generator=g).half()
     assert not takes_skinny(x, w)
     torch.testing.assert_close(skinny_linear(x, w), F.linear(x, w), rtol=0, atol=0)
+
+
+def test_dependent_launch_is_opt_in_and_never_under_the_interpreter(monkeypatch):
+    # Programmatic dependent launch (experiments/069-decode-pdl) is Hopper-only inline PTX: off unless asked for,
+    # and the interpreter cannot run it even when asked.
+    from foxacp.ops import config, triton_skinny
+
+    monkeypatch.delenv("FOXACP_PDL", raising=False)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not config.dependent_launch()
+    monkeypatch.setenv("FOXACP_PDL", "1")
+    assert config.dependent_launch()
+    assert triton_skinny._pdl() == {"PDL": True, "launch_pdl": True}
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not config.dependent_launch() and triton_skinny._pdl() == {"PDL": False}

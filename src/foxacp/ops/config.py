@@ -111,6 +111,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def dependent_launch() -> bool:
+    """Whether the few-row GEMM launches with programmatic dependent launch (FOXACP_PDL=1; off by default, never
+    under the interpreter): the kernel starts while the one before it finishes and waits for it only before its
+    first load. Experimental, for experiments/069-decode-pdl (with TORCHINDUCTOR_ENABLE_PDL=1 for the kernels
+    Inductor writes); needs a Hopper GPU or newer."""
+    return os.environ.get("FOXACP_PDL", "0") == "1" and not interpreting()
+
+
 # Interpreter and PyTorch path on CPU: 64-wide blocks keep the interpreter fast enough for tests; groups of
 # 3 heads leave padding programs in most test grids, so that path is exercised too.
 _CPU = KernelConfig(64, 64, *[Blocks(64, 64, head_group=3)] * 3)

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .config import dependent_launch
 from .skinny import MAX_ROWS
 from .triton_decode import _sms
 
@@ -30,7 +31,9 @@ MIN_K_TILES_PER_SPLIT = 3  # a split's K range, at least (shorter ones cost more
 # fmt: off
 @triton.jit
 def _skinny_kernel(X, W, Part, M, N, K, stride_xm, stride_wn, TILES_PER_SPLIT,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    if PDL:  # launched early (programmatic dependent launch): x comes from the kernel before, wait for it
+        tl.extra.cuda.gdc_wait()
     pid_n, split = tl.program_id(0), tl.program_id(1)
     rows = tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -45,9 +48,16 @@ def _skinny_kernel(X, W, Part, M, N, K, stride_xm, stride_wn, TILES_PER_SPLIT,
         x = tl.load(X + x_rows[:, None] + k[None, :], mask=(rows[:, None] < M) & (k[None, :] < k_hi), other=0.0)
         w = tl.load(W + w_rows[:, None] + k[None, :], mask=(cols[:, None] < N) & (k[None, :] < k_hi), other=0.0)
         acc += tl.dot(x, tl.trans(w))
+    if PDL:  # every load is issued: the next kernel may start its launch (it waits for this one's stores)
+        tl.extra.cuda.gdc_launch_dependents()
     keep = (rows[:, None] < M) & (cols[None, :] < N)
     tl.store(Part + (split * M + rows[:, None]).to(tl.int64) * N + cols[None, :], acc, mask=keep)
 # fmt: on
+
+
+def _pdl() -> dict:
+    """The kernel's PDL argument, and Triton's launch option when it is on (``config.dependent_launch``)."""
+    return {"PDL": True, "launch_pdl": True} if dependent_launch() else {"PDL": False}
 
 
 def split_k(n: int, k: int, device: torch.device) -> int:
@@ -72,5 +82,6 @@ def skinny_partials(x: Tensor, weight: Tensor) -> Tensor:
     _skinny_kernel[grid](
         x, weight, part, M, N, K, x.stride(0), weight.stride(0), per_split,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        **_pdl(),
     )  # fmt: skip
     return part
