@@ -111,3 +111,28 @@ def test_rows_with_cuda_graphs_show_the_reserved_peak_too():
     assert throughput._peak(graphs) == "9.0 (28.9 reserved)"
     assert throughput._peak(graphs | {"cuda_graphs": False}) == "9.0"
     assert throughput._peak({"peak_mem_gib": None, "cuda_graphs": False}) == throughput._f(None, ".1f")
+
+
+@pytest.mark.parametrize("flag", [None, "auto", "false"])
+def test_cuda_graphs_settings_run_and_resume_as_one(tmp_path, monkeypatch, flag):
+    # "--cuda-graphs auto" once raised KeyError; leaving the flag out means auto, so a resume with either spelling
+    # takes the rows already measured.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    out = tmp_path / "out"
+    args = [*ARGS, "--gates-regimes", "init", "--modes", "exact", "--out", str(out)]
+    assert throughput.main([*args, *(["--cuda-graphs", flag] if flag else [])]) == 0
+    rec = json.loads((out / "throughput.jsonl").read_text().splitlines()[0])
+    assert rec["cuda_graphs"] is False  # the CPU: never graphs
+    if flag != "false":
+        monkeypatch.setattr(throughput, "measure", lambda *a, **k: pytest.fail("measured again"))
+        assert throughput.main([*args, "--cuda-graphs", "auto"]) == 0
+        assert throughput.main(args) == 0
+
+
+def test_cuda_graphs_true_without_cuda_is_refused_at_the_command_line(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit) as e:
+        throughput.main([*ARGS, "--cuda-graphs", "true", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and "--cuda-graphs true needs a CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -150,3 +150,27 @@ def test_a_failure_after_the_recording_steps_is_raised(small_config, tmp_path, m
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
     with pytest.raises(RuntimeError, match="third step"):
         train(small_config("steps=3", out=tmp_path / "graphed"))
+
+
+def test_out_of_memory_while_graphed_drops_the_graphs_first(small_config, tmp_path, monkeypatch, capsys):
+    # The graphs' pool may be what did not fit: without them the step is tried again even with checkpointing
+    # set to false (before, that run died), and "auto" checkpointing is not turned on for it.
+    calls = {"n": 0}
+    real = loop._forward_backward
+
+    def flaky(s, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(s, *args)
+
+    monkeypatch.setattr(loop, "graphs_wanted", lambda *a, **k: True)
+    monkeypatch.setattr(loop, "parallelize", lambda model, d, **kw: None)
+    monkeypatch.setattr(loop, "compile_block", lambda block, *a: None)
+    monkeypatch.setattr(loop, "_forward_backward", flaky)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    train(cfg := small_config("steps=3", "activation_checkpointing=false", out=tmp_path / "graphed"))
+    assert "CUDA graphs failed at step 2 (OutOfMemoryError" in capsys.readouterr().out
+    kinds = [r["kind"] for r in read_log(cfg.run_dir)]
+    assert "graphs_fallback" in kinds and "checkpointing_fallback" not in kinds
+    assert len(train_losses(cfg.run_dir)) == 3

@@ -159,7 +159,7 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
         else None,
     )
     graphs = graphs_wanted(
-        tcfg.cuda_graphs if args.cuda_graphs is None else {"true": True, "false": False}[args.cuda_graphs],
+        {"true": True, "false": False}.get(args.cuda_graphs or tcfg.cuda_graphs, args.cuda_graphs or tcfg.cuda_graphs),
         device,
         compiled=compiled,
         distributed=False,
@@ -399,6 +399,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         print("no --gates file: the recorded regime is skipped")
     if min(args.warmup, args.steps, args.rounds) < 1:
         p.error("--warmup, --steps and --rounds must be at least 1")
+    if args.cuda_graphs == "true" and not torch.cuda.is_available():
+        p.error("--cuda-graphs true needs a CUDA device (auto or false run anywhere)")
+    args.cuda_graphs = args.cuda_graphs or "auto"  # one spelling of the default, for measured_with
     return args
 
 

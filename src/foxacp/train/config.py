@@ -70,9 +70,11 @@ class TrainConfig:
     # (measured at the start, foxacp.train.memory), never on CPU
     activation_checkpointing: bool | Literal["auto"] = "auto"
     # replay each compiled block's forward and backward as CUDA graphs (torch.compile "reduce-overhead"): the host
-    # stops pacing short steps (360M at 4k: ACP 164 -> 112 ms, exact 152 -> 141, the same gradients bit for bit,
-    # experiments/068-train-host-cost). "auto": where the blocks are compiled on one CUDA device without
-    # activation checkpointing and the step fits with room for the graphs' memory (foxacp.train.distributed)
+    # stops pacing short steps (360M at 4k, one process on an H100: ACP 164 -> 112 ms, exact 152 -> 141, the same
+    # gradients bit for bit, experiments/068-train-host-cost). "auto": where the blocks are compiled on one CUDA
+    # device without activation checkpointing and, when the step's memory was estimated (activation_checkpointing
+    # auto), it fits with room for the graphs' memory (foxacp.train.distributed.graphs_wanted); a failure in the
+    # first two steps falls back to plain compiled blocks (a "graphs_fallback" log record)
     cuda_graphs: bool | Literal["auto"] = "auto"
     dtype: str = "bf16"  # GPU compute dtype: "bf16" (mixed precision) or "fp32"; CPU is always fp32
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"

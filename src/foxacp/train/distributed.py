@@ -163,7 +163,7 @@ def graphs_wanted(
     ]
     if isinstance(setting, bool):
         if setting and blockers:
-            raise ValueError(f"cuda_graphs=true cannot run here: {'; '.join(blockers)}")
+            raise ValueError(f"cuda_graphs=true cannot run here: {'; '.join(blockers)} (set cuda_graphs=auto or false)")
         return setting
     if blockers:
         return False

@@ -450,6 +450,8 @@ def _setup(
     )
     if cfg.activation_checkpointing == "auto" and capacity is not None:
         s.say(describe(checkpointing, mem, capacity))
+    if cfg.cuda_graphs == "auto" and compiled and d.device.type == "cuda" and not d.distributed:
+        s.say(f"CUDA graphs {'on' if graphs else 'off'} for the compiled blocks (auto; cuda_graphs=false: off)")
     resumed_from = _resume(s, resume) if resume is not None else None
     if graphs:  # after the resume: loading an optimizer's state into a fresh one wants its gradients None
         prepare_graph_grads(model)
@@ -545,12 +547,12 @@ def _step(s: Session, meter: AcpMeter, first_step: int) -> StepResult:
     # The first step (and with CUDA graphs the second, where they are recorded) is tried again without what
     # failed; each fallback turns one thing off for good (graphs, compile) or checkpointing on, so this ends, and a
     # try that cannot fall back raises its own error.
+    early = s.step == first_step or (s.graphs and s.step == first_step + 1)
     while True:
         try:
             step_loss = _forward_backward(s, micro, n_targets, meter)
             break
         except Exception as e:
-            early = s.step == first_step or (s.graphs and s.step == first_step + 1)
             if not (early and not d.distributed and _fall_back(s, e)):
                 raise
         # outside the except block, so that the failed try's frames (and tensors) are gone
@@ -586,26 +588,24 @@ def _forward_backward(s: Session, micro: list[Batch], n_targets: Tensor, meter: 
 
 
 def _fall_back(s: Session, error: Exception) -> bool:
-    """After an early step failed: turn on activation checkpointing if it ran out of memory without it because
-    "auto" judged it unneeded, else compile the blocks without CUDA graphs if they were graphs, else make them eager
-    again if compilation failed; say so, log it and return True (the caller runs the step again), or False when
-    none applies. Only a single process falls back: ranks that disagreed would wait on each other's
-    collectives."""
+    """After an early step failed: compile the blocks without CUDA graphs if they were graphs (whatever failed:
+    out of memory, their pool may be what did not fit), else turn on activation checkpointing if it ran out of
+    memory without it because "auto" judged it unneeded, else make the blocks eager again if compilation failed;
+    say so, log it and return True (the caller runs the step again), or False when none applies. Only a single
+    process falls back: ranks that disagreed would wait on each other's collectives."""
     what = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
-    if isinstance(error, torch.OutOfMemoryError):
-        if s.checkpointing or s.cfg.activation_checkpointing != "auto":
-            return False
-        s.say(f"the first step ran out of memory ({what[:120]}); training continues with activation checkpointing")
-        s.logger.log({"kind": "checkpointing_fallback", "step": s.step, "error": what})
-        if s.graphs:  # a checkpointed block cannot be a graph (``graphs_wanted``): compile it plainly
-            _ungraph(s)
-        checkpoint_blocks(s.model)
-        s.checkpointing = True
-        return True
     if s.graphs:
         s.say(f"CUDA graphs failed at step {s.step + 1} ({what}); training continues without them")
         s.logger.log({"kind": "graphs_fallback", "step": s.step, "error": what})
         _ungraph(s)
+        return True
+    if isinstance(error, torch.OutOfMemoryError):
+        if s.checkpointing or s.cfg.activation_checkpointing != "auto":
+            return False
+        s.say(f"step {s.step + 1} ran out of memory ({what[:120]}); training continues with activation checkpointing")
+        s.logger.log({"kind": "checkpointing_fallback", "step": s.step, "error": what})
+        checkpoint_blocks(s.model)
+        s.checkpointing = True
         return True
     if not s.compiled:
         return False
