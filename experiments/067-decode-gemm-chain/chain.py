@@ -29,6 +29,25 @@ bench056 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench056)
 
 
+def time_graphs(graphs: dict, rounds: int, replays: int = 20) -> dict:
+    """Microseconds per replay of each CUDA graph, one value per round: all warmed up first (the power state
+    settles), then the graphs interleaved round by round, each timed by CUDA events over ``replays`` replays."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = {key: [] for key in graphs}
+    for g in graphs.values():
+        for _ in range(replays):
+            g.replay()
+    for _ in range(rounds):
+        for key, g in graphs.items():
+            start.record()
+            for _ in range(replays):
+                g.replay()
+            end.record()
+            torch.cuda.synchronize()
+            times[key].append(start.elapsed_time(end) / replays * 1e3)
+    return times
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="760M")
@@ -65,19 +84,7 @@ def main() -> None:
         with torch.cuda.graph(g):
             step(glue)
         graphs[glue] = g
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times: dict[int, list[float]] = {glue: [] for glue in graphs}
-    for g in graphs.values():  # warm-up, the power state settles
-        for _ in range(20):
-            g.replay()
-    for _ in range(a.rounds):
-        for glue, g in graphs.items():
-            start.record()
-            for _ in range(20):
-                g.replay()
-            end.record()
-            torch.cuda.synchronize()
-            times[glue].append(start.elapsed_time(end) / 20 * 1e3)
+    times = time_graphs(graphs, a.rounds)
     bw = copy_bandwidth(dev)
     print(
         f"\n{a.preset}, {layers} layers x {len(shapes)} GEMMs, M={a.rows}, {nbytes / 1e9:.2f} GB, "

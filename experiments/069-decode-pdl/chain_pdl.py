@@ -30,6 +30,9 @@ _spec = importlib.util.spec_from_file_location(
 )
 bench056 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench056)
+_spec = importlib.util.spec_from_file_location("chain067", Path(__file__).parents[1] / "067-decode-gemm-chain/chain.py")
+chain067 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(chain067)
 
 
 @triton.jit
@@ -84,19 +87,7 @@ def main() -> None:
         with torch.cuda.graph(g):
             step(pdl, glue)
         variants[(pdl, glue)] = g
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = {v: [] for v in variants}
-    for g in variants.values():
-        for _ in range(20):
-            g.replay()
-    for _ in range(a.rounds):
-        for v, g in variants.items():
-            start.record()
-            for _ in range(20):
-                g.replay()
-            end.record()
-            torch.cuda.synchronize()
-            times[v].append(start.elapsed_time(end) / 20 * 1e3)
+    times = chain067.time_graphs(variants, a.rounds)
     bw = copy_bandwidth(dev)
     print(
         f"\n{a.preset}, {layers} x {len(shapes)} GEMMs, M={a.rows}, {nbytes / 1e9:.2f} GB, "
