@@ -37,7 +37,10 @@ def test_accumulated_gradient_is_the_global_per_token_mean():
 
     model.zero_grad(set_to_none=True)
     s = SimpleNamespace(
-        model=model, d=SimpleNamespace(device=torch.device("cpu"), world_size=1), autocast=contextlib.nullcontext()
+        model=model,
+        d=SimpleNamespace(device=torch.device("cpu"), world_size=1),
+        autocast=contextlib.nullcontext(),
+        graphs=False,
     )
     meter = SimpleNamespace(add=lambda stats: None)
     loss_sum = loop._forward_backward(s, micro, n_targets, meter)
