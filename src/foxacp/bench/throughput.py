@@ -124,6 +124,11 @@ def _attention_ms(step: Callable[[], None]) -> float:
     return sum(ms for name, ms in kernel_ms(step).items() if name in ATTENTION_KERNELS)
 
 
+def _flag(setting: str | bool) -> str | bool:
+    """A true/false/auto command-line setting as TrainConfig takes it: True, False or "auto"."""
+    return {"true": True, "false": False}.get(setting, setting)
+
+
 def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None) -> list[dict[str, Any]]:
     """Measure the configurations ``cs``, which differ only in their mode, on one model built as `foxacp train`
     would; one record per configuration (see the module docstring).
@@ -151,7 +156,7 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
     capacity = device_capacity(device)
     setting = tcfg.activation_checkpointing if args.activation_checkpointing is None else args.activation_checkpointing
     checkpointing, mem = checkpointing_wanted(
-        {"true": True, "false": False}.get(setting, setting),
+        _flag(setting),
         lambda: step_memory(model, mb, c0.context, autocast=autocast),
         capacity,
         measure_compiled=(lambda: step_memory(model, mb, c0.context, autocast=autocast, compiled=True))
@@ -159,7 +164,7 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
         else None,
     )
     graphs = graphs_wanted(
-        {"true": True, "false": False}.get(args.cuda_graphs or tcfg.cuda_graphs, args.cuda_graphs or tcfg.cuda_graphs),
+        _flag(args.cuda_graphs),
         device,
         compiled=compiled,
         distributed=False,
@@ -382,8 +387,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--cuda-graphs",
         choices=["true", "false", "auto"],
-        default=None,
-        help="replay the compiled blocks as CUDA graphs: true, false or auto (default: the preset's, auto)",
+        default="auto",
+        help="replay the compiled blocks as CUDA graphs: true, false or auto (default: auto)",
     )
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation included)")
     p.add_argument("--steps", type=int, default=3, help="timed steps of each mode per round")
@@ -401,15 +406,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--warmup, --steps and --rounds must be at least 1")
     if args.cuda_graphs == "true" and not torch.cuda.is_available():
         p.error("--cuda-graphs true needs a CUDA device (auto or false run anywhere)")
-    args.cuda_graphs = args.cuda_graphs or "auto"  # one spelling of the default, for measured_with
     return args
 
 
 def measured_with(args: argparse.Namespace) -> dict:
     """The arguments that change what a row measures (all but which rows and where): stored with each row, so that
     a resumed run cannot mix rows of other settings into one table."""
-    keep = ("vocab", "tokens_per_step", "micro_batch", "activation_checkpointing", "cuda_graphs", "warmup", "steps")
-    keep += ("rounds",)
+    keep = ("vocab", "tokens_per_step", "micro_batch", "activation_checkpointing", "cuda_graphs")
+    keep += ("warmup", "steps", "rounds")
     return {k: getattr(args, k) for k in keep} | {"gates": str(args.gates.resolve()) if args.gates else None}
 
 
@@ -417,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     meta = environment()
     meta.update(vocab=args.vocab, warmup=args.warmup, steps=args.steps, rounds=args.rounds, quick=args.quick)
-    meta.update(cuda_graphs=args.cuda_graphs or "auto")
+    meta.update(cuda_graphs=args.cuda_graphs)
     out = args.out or result_dir(
         "throughput-quick" if args.quick else "throughput",
         date=meta["date"],
