@@ -27,16 +27,25 @@ def test_a_one_dimensional_weight_is_f_linears():
     torch.testing.assert_close(skinny_linear(x, w), F.linear(x, w), rtol=0, atol=0)
 
 
-def test_dependent_launch_is_opt_in_and_never_under_the_interpreter(monkeypatch):
-    # Programmatic dependent launch (experiments/069-decode-pdl) is Hopper-only inline PTX: off unless asked for,
-    # and the interpreter cannot run it even when asked.
-    from foxacp.ops import config, triton_skinny
+def test_dependent_launch_is_on_for_hopper_only_and_never_under_the_interpreter(monkeypatch):
+    # Programmatic dependent launch (experiments/069-decode-pdl) is Hopper-only inline PTX: on by default from
+    # compute capability 9, FOXACP_PDL=0/1 overrides, and neither the CPU nor the interpreter can run it.
+    from foxacp.ops import config
 
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     monkeypatch.delenv("FOXACP_PDL", raising=False)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert not config.dependent_launch()
-    monkeypatch.setenv("FOXACP_PDL", "1")
-    assert config.dependent_launch()
-    assert triton_skinny._pdl() == {"PDL": True, "launch_pdl": True}
+    for capability, default in (((8, 0), False), ((8, 9), False), ((9, 0), True), ((10, 0), True)):
+        monkeypatch.setattr(config, "_capability", lambda index, c=capability: c)
+        assert config.dependent_launch(cuda) is default
+        assert not config.dependent_launch(cpu)
+        monkeypatch.setenv("FOXACP_PDL", "0")
+        assert not config.dependent_launch(cuda)
+        monkeypatch.setenv("FOXACP_PDL", "1")
+        assert config.dependent_launch(cuda) and not config.dependent_launch(cpu)
+        monkeypatch.delenv("FOXACP_PDL")
+    assert config.pdl_args(cuda) == {"PDL": True, "launch_pdl": True}
+    assert config.pdl_args(cpu) == {"PDL": False}
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert not config.dependent_launch() and triton_skinny._pdl() == {"PDL": False}
+    monkeypatch.setenv("FOXACP_PDL", "1")
+    assert not config.dependent_launch(cuda) and config.pdl_args(cuda) == {"PDL": False}

@@ -111,12 +111,28 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def dependent_launch() -> bool:
-    """Whether the few-row GEMM launches with programmatic dependent launch (FOXACP_PDL=1; off by default, never
-    under the interpreter): the kernel starts while the one before it finishes and waits for it only before its
-    first load. Experimental, for experiments/069-decode-pdl (with TORCHINDUCTOR_ENABLE_PDL=1 for the kernels
-    Inductor writes); needs a Hopper GPU or newer."""
-    return os.environ.get("FOXACP_PDL", "0") == "1" and not interpreting()
+def dependent_launch(device: torch.device) -> bool:
+    """Whether the decode step's kernels (the few-row GEMM, the decode attention's plan, split and combine) launch
+    with programmatic dependent launch on ``device``: each starts while the kernel before it finishes and waits for
+    it only before its first load. On by default on Hopper and newer, where it took the 760M model's decode step
+    at B=1 after 16k from 535 to 565 tokens/s (H200, experiments/069-decode-pdl); FOXACP_PDL=0 turns it off and
+    FOXACP_PDL=1 forces it on. Never on the CPU or under the interpreter."""
+    if interpreting() or device.type != "cuda":
+        return False
+    setting = os.environ.get("FOXACP_PDL", "auto")
+    if setting in ("0", "1"):
+        return setting == "1"
+    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (9, 0)
+
+
+@functools.lru_cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def pdl_args(device: torch.device) -> dict:
+    """A kernel's ``PDL`` constexpr, and Triton's launch option when it is on (``dependent_launch``)."""
+    return {"PDL": True, "launch_pdl": True} if dependent_launch(device) else {"PDL": False}
 
 
 # Interpreter and PyTorch path on CPU: 64-wide blocks keep the interpreter fast enough for tests; groups of

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .config import pdl_args
 from .triton_decode import (
     MIN_BLOCKS_PER_SPLIT,
     NUM_STAGES,
@@ -46,7 +47,9 @@ def _plan_kernel(Q, C, Lens, U, LogEps, RowLo, Lo, Kept, stride_qb, stride_qt, s
                  stride_ch, stride_ub, stride_uh, max_len, HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr,
                  GROUP: tl.constexpr, CHUNKS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr,
-                 STRIDE0: tl.constexpr):
+                 STRIDE0: tl.constexpr, PDL: tl.constexpr):
+    if PDL:  # launched early (programmatic dependent launch): q and c come from the kernels before
+        tl.extra.cuda.gdc_wait()
     g = tl.program_id(0)
     b = g // (HKV * CHUNKS)
     row_ok, i, h, L, _, Cb, c_q, _ = _group_rows(Q, C, Lens, b, (g // CHUNKS) % HKV, g % CHUNKS, stride_qb,
@@ -54,6 +57,8 @@ def _plan_kernel(Q, C, Lens, U, LogEps, RowLo, Lo, Kept, stride_qb, stride_qt, s
                                                  GROUP, HEAD_DIM, BLOCK_M)
     row_lo = _row_starts(Cb, U, LogEps, b, h, c_q, row_ok, L, stride_ct, stride_ch, stride_ub, stride_uh, ACP,
                          BLOCK_M, BLOCK_N, FANOUT, LEVELS, STRIDE0)
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
     tl.store(RowLo + (b * TQ + i) * HQ + h, row_lo, mask=row_ok)
     num_blocks = tl.cdiv(L, BLOCK_N)
     lo = tl.min(tl.where(row_ok, row_lo, num_blocks), axis=0)
@@ -98,7 +103,10 @@ def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part
                            HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
                            CHUNKS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                            BLOCK_N: tl.constexpr, NUM_GROUPS: tl.constexpr, GROUPS_PAD: tl.constexpr,
-                           PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, PRECISION: tl.constexpr):
+                           PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, PRECISION: tl.constexpr,
+                           PDL: tl.constexpr):
+    if PDL:  # the plan kernel's shares, q and the cache come from the kernels before
+        tl.extra.cuda.gdc_wait()
     p = tl.program_id(0)
     g, n, first, kept = _program_share(Kept, p, NUM_GROUPS, GROUPS_PAD, PROGRAMS, MIN_BLOCKS)
     if g < NUM_GROUPS:
@@ -117,6 +125,8 @@ def _balanced_split_kernel(Q, K, V, C, Lens, RowLo, Lo, Kept, Out, Part_ml, Part
                                       V + b64 * stride_vb + kvh * stride_vh, Cb, c_q, h, pos, row_ok, row_lo, L,
                                       start, stop, stride_kt, stride_vt, stride_ct, stride_ch, qk_scale, HEAD_DIM,
                                       BLOCK_M, BLOCK_N, PRECISION)
+        if PDL:  # programs without a share exit early, which lets the next kernel launch as well
+            tl.extra.cuda.gdc_launch_dependents()
         _store_program_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, p, n, row_ok, HEAD_DIM, BLOCK_M)
 
 
@@ -141,8 +151,11 @@ def _store_program_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, p, n, row_ok
 def _balanced_combine_kernel(Kept, Part_ml, Part_acc, Out, HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr,
                              GROUP: tl.constexpr, CHUNKS: tl.constexpr, HEAD_DIM: tl.constexpr,
                              BLOCK_M: tl.constexpr, NUM_GROUPS: tl.constexpr, GROUPS_PAD: tl.constexpr,
-                             PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, SPLITS: tl.constexpr):
+                             PROGRAMS: tl.constexpr, MIN_BLOCKS: tl.constexpr, SPLITS: tl.constexpr,
+                             PDL: tl.constexpr):
     """Merge one row's partials, o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, SPLITS at a time."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
     row = tl.program_id(0)
     h = row % HQ
     i = (row // HQ) % TQ
@@ -171,6 +184,8 @@ def _balanced_combine_kernel(Kept, Part_ml, Part_acc, Out, HQ: tl.constexpr, HKV
             l = l * alpha + tl.sum(w * l_s, 0)
             acc = acc * alpha + tl.sum(w[:, None] * a_s, 0)
             m = m_new
+        if PDL:
+            tl.extra.cuda.gdc_launch_dependents()
         tl.store(Out + row.to(tl.int64) * HEAD_DIM + d, (acc / l).to(Out.dtype.element_ty))
 
 
@@ -205,7 +220,7 @@ def balanced_decode_attention(
     _plan_kernel[(groups,)](
         q, c_cache, lens, u, log_eps_t, row_lo, lo, kept, *q.stride()[:3], *c_cache.stride(), *u.stride(),
         max_len=Tmax, **shape, HEAD_DIM=D, BLOCK_N=block_n, ACP=acp is not None, FANOUT=fanout, LEVELS=levels,
-        STRIDE0=stride0,
+        STRIDE0=stride0, **pdl_args(q.device),
     )  # fmt: skip
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
     part_ml, part_acc = partials(programs, block_m, D, q.device)
@@ -214,7 +229,7 @@ def balanced_decode_attention(
         *q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *c_cache.stride(),
         qk_scale=problem.sm_scale * 1.4426950408889634, max_len=Tmax, **shape, **share, HEAD_DIM=D,
         BLOCK_N=block_n, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
+        num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES, **pdl_args(q.device),
     )  # fmt: skip
     combine(kept, part_ml, part_acc, out, shape, share)
     return out
@@ -238,5 +253,5 @@ def combine(kept: Tensor, part_ml: Tensor, part_acc: Tensor, out: Tensor, shape:
     """Merge the partials of every row whose group had more than one split into ``out`` (B, Tq, Hq, D)."""
     B, Tq, Hq, D = out.shape
     _balanced_combine_kernel[(B * Tq * Hq,)](
-        kept, part_ml, part_acc, out, **shape, **share, HEAD_DIM=D, SPLITS=COMBINE_SPLITS
+        kept, part_ml, part_acc, out, **shape, **share, HEAD_DIM=D, SPLITS=COMBINE_SPLITS, **pdl_args(out.device)
     )  # fmt: skip

@@ -23,7 +23,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .acp import _constant
-from .config import interpreting
+from .config import interpreting, pdl_args
 from .validate import CacheProblem
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -191,7 +191,9 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
                   HQ: tl.constexpr, HKV: tl.constexpr, TQ: tl.constexpr, GROUP: tl.constexpr,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
                   ACP: tl.constexpr, FANOUT: tl.constexpr, LEVELS: tl.constexpr, STRIDE0: tl.constexpr,
-                  PRECISION: tl.constexpr):
+                  PRECISION: tl.constexpr, PDL: tl.constexpr):
+    if PDL:  # launched early (programmatic dependent launch): q, the cache and c come from the kernels before
+        tl.extra.cuda.gdc_wait()
     b = tl.program_id(0) // HKV
     kvh = tl.program_id(0) % HKV
     split = tl.program_id(1)
@@ -211,14 +213,18 @@ def _split_kernel(Q, K, V, C, Lens, U, LogEps, Out, Part_ml, Part_acc,
     m_i, l_i, acc = _attend_range(q, K + b64 * stride_kb + kvh * stride_kh, V + b64 * stride_vb + kvh * stride_vh,
                                   Cb, c_q, h, pos, row_ok, row_lo, L, start, stop, stride_kt, stride_vt, stride_ct,
                                   stride_ch, qk_scale, HEAD_DIM, BLOCK_M, BLOCK_N, PRECISION)
+    if PDL:  # every load is done: the next kernel may start its launch (it waits for this one's stores)
+        tl.extra.cuda.gdc_launch_dependents()
     row = (b * TQ + i) * HQ + h  # (sequence, query, head) index into the (B, Tq, Hq, ...) outputs
     _store_rows(Out, Part_ml, Part_acc, acc, m_i, l_i, row, split, row_ok, NUM_SPLITS, HEAD_DIM)
 
 
 @triton.jit
 def _combine_kernel(Part_ml, Part_acc, Out, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr,
-                    HEAD_DIM: tl.constexpr):
+                    HEAD_DIM: tl.constexpr, PDL: tl.constexpr):
     """Merge one row's split partials: o = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
     row = tl.program_id(0).to(tl.int64)
     s = tl.arange(0, SPLITS_PAD)
     ok = s < NUM_SPLITS
@@ -227,6 +233,8 @@ def _combine_kernel(Part_ml, Part_acc, Out, NUM_SPLITS: tl.constexpr, SPLITS_PAD
     l_s = tl.load(Part_ml + part * 2 + 1, mask=ok, other=0.0)
     d = tl.arange(0, HEAD_DIM)
     acc = tl.load(Part_acc + part[:, None] * HEAD_DIM + d[None, :], mask=ok[:, None], other=0.0)
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
     m = tl.max(m_s, 0)
     w = tl.math.exp2(m_s - tl.where(m == float("-inf"), 0.0, m))  # empty splits (m_s = -inf) weigh 0
     o = tl.sum(w[:, None] * acc, 0) / tl.sum(w * l_s, 0)
@@ -360,10 +368,16 @@ def decode_attention(
         HQ=Hq, HKV=Hkv, TQ=Tq, GROUP=group, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SPLITS=splits,
         ACP=acp is not None, FANOUT=fanout, LEVELS=levels, STRIDE0=stride0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES,
+        num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES, **pdl_args(q.device),
     )  # fmt: skip
     if splits > 1:
         _combine_kernel[(B * Tq * Hq,)](
-            part_ml, part_acc, out, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), HEAD_DIM=D
+            part_ml,
+            part_acc,
+            out,
+            NUM_SPLITS=splits,
+            SPLITS_PAD=triton.next_power_of_2(splits),
+            HEAD_DIM=D,
+            **pdl_args(q.device),
         )
     return out

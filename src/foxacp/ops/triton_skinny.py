@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .config import dependent_launch
+from .config import pdl_args
 from .skinny import MAX_ROWS
 from .triton_decode import _sms
 
@@ -55,11 +55,6 @@ def _skinny_kernel(X, W, Part, M, N, K, stride_xm, stride_wn, TILES_PER_SPLIT,
 # fmt: on
 
 
-def _pdl() -> dict:
-    """The kernel's PDL argument, and Triton's launch option when it is on (``config.dependent_launch``)."""
-    return {"PDL": True, "launch_pdl": True} if dependent_launch() else {"PDL": False}
-
-
 def split_k(n: int, k: int, device: torch.device) -> int:
     """Splits of K (the partials ``skinny_partials`` returns): enough programs for ``PROGRAMS_PER_SM`` per
     multiprocessor, each split at least ``MIN_K_TILES_PER_SPLIT`` tiles of K and none empty. From the shapes
@@ -82,6 +77,6 @@ def skinny_partials(x: Tensor, weight: Tensor) -> Tensor:
     _skinny_kernel[grid](
         x, weight, part, M, N, K, x.stride(0), weight.stride(0), per_split,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-        **_pdl(),
+        **pdl_args(x.device),
     )  # fmt: skip
     return part
