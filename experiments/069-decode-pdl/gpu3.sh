@@ -7,5 +7,5 @@ mkdir -p $OUT/p3
 for mode in off gemm all all gemm off; do
   echo "== $mode" | tee -a $OUT/p3/e2e.log
   timeout 80 python3 experiments/069-decode-pdl/which.py $mode -- --preset 760M --batch 1 --contexts 16384 \
-    --steps 64 --compile --no-graphs --tag $mode --out /tmp/p3/$mode 2>&1 | grep "compiled" | tee -a $OUT/p3/e2e.log
+    --steps 64 --compile --no-graphs --tag $mode --out /tmp/p3/$mode 2>$OUT/p3/stderr-$mode.log | grep "compiled" | tee -a $OUT/p3/e2e.log
 done

@@ -6,11 +6,12 @@ import os
 import runpy
 import sys
 
-mode, rest = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
-os.environ["FOXACP_PDL"] = "0" if mode == "off" else "1"
-if mode == "gemm":
-    from foxacp.ops import triton_balance, triton_decode
+if __name__ == "__main__":  # Inductor's compile workers import this file again: run the bench once
+    mode, rest = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
+    os.environ["FOXACP_PDL"] = "0" if mode == "off" else "1"
+    if mode == "gemm":
+        from foxacp.ops import triton_balance, triton_decode
 
-    triton_decode.pdl_args = triton_balance.pdl_args = lambda device: {"PDL": False}
-sys.argv = ["foxacp.bench.decode", *rest]
-runpy.run_module("foxacp.bench.decode", run_name="__main__")
+        triton_decode.pdl_args = triton_balance.pdl_args = lambda device: {"PDL": False}
+    sys.argv = ["foxacp.bench.decode", *rest]
+    runpy.run_module("foxacp.bench.decode", run_name="__main__", alter_sys=True)
