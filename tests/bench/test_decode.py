@@ -171,11 +171,14 @@ def test_compile_mode_reaches_torch_compile_and_the_record(monkeypatch):
         assert graph.compiled_block_step("max-autotune-no-cudagraphs") is graph.block_step
         assert graph.compiled_block_step("max-autotune-no-cudagraphs") is graph.block_step  # cached per mode
         graph.compiled_block_step()
+        graph.compiled_block_step(pdl=True)
     finally:
         graph.compiled_block_step.cache_clear()
-    # Without a mode, Inductor's combo_kernels (experiment 063); torch.compile takes a mode or options, not both.
+    # Without a mode, Inductor's combo_kernels (experiment 063), and with pdl its kernels launched as ours are
+    # (experiment 069); torch.compile takes a mode or options, not both.
     assert seen == [
         dict(dynamic=False, mode="max-autotune-no-cudagraphs"),
         dict(dynamic=False, options={"combo_kernels": True}),
+        dict(dynamic=False, options={"combo_kernels": True, "triton.enable_pdl": True}),
     ]
     assert parse_args(["--compile", "--compile-mode", "max-autotune"]).compile_mode == "max-autotune"

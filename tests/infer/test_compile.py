@@ -2,6 +2,8 @@
 custom op), one graph serves every layer, and the logits are eager's. The Triton decode kernel runs through
 the interpreter; the test backend runs the traced graph as it is (no C compiler needed)."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -38,3 +40,17 @@ def test_compiled_blocks_are_one_graph_and_match_eager(evict):
     for a, b in zip(compiled_cache.layers, eager_cache.layers, strict=True):
         torch.testing.assert_close(a.c_last, b.c_last)
         torch.testing.assert_close(a.shift_k, b.shift_k)
+
+
+@pytest.mark.parametrize("pdl", [False, True])
+def test_generate_compiles_with_pdl_where_our_kernels_use_it(monkeypatch, pdl):
+    # Programmatic dependent launch pays only with Inductor's kernels and ours both on it (experiment 069), so
+    # generate asks for Inductor's exactly where ops.config.dependent_launch turns on ours.
+    gen = importlib.import_module("foxacp.infer.generate")  # the module (the package exports the function)
+    asked = []
+    monkeypatch.setattr(gen, "dependent_launch", lambda device: pdl)
+    monkeypatch.setattr(gen, "compiled_block_step", lambda mode=None, *, pdl: asked.append(pdl))  # eager blocks
+    torch.manual_seed(0)
+    model = FoxLM(ModelConfig(vocab_size=64, n_layers=2, d_model=32, n_heads=2)).eval()
+    gen.generate(model, torch.randint(64, (1, 5)), 3, compile=True)
+    assert asked == [pdl]

@@ -47,6 +47,7 @@ from foxacp.io import REPO
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.cache import KVCache
 from foxacp.ops import set_value_checks
+from foxacp.ops.config import dependent_launch
 
 from .gates import fit_log_fgate, load_log_fgate_layers, synthetic_log_fgate
 from .report import environment
@@ -264,7 +265,9 @@ def _timed_rows(
         if device.type == "cuda" and not args.no_graphs:
             variants.append(("graph", step, True))
         if args.compile:
-            compiled = functools.partial(step, run_block=compiled_block_step(args.compile_mode))
+            compiled = functools.partial(
+                step, run_block=compiled_block_step(args.compile_mode, pdl=dependent_launch(device))
+            )
             variants.append(("compiled" + ("+graph" if device.type == "cuda" else ""), compiled, device.type == "cuda"))
         for name, fn, graph in variants:
             # The compiled rows decode as generate(compile=True) does: projections fused into one GEMM per block.

@@ -61,15 +61,18 @@ class CUDAGraphStep:
 
 
 @functools.cache
-def compiled_block_step(mode: str | None = None) -> RunBlock:
+def compiled_block_step(mode: str | None = None, *, pdl: bool = False) -> RunBlock:
     """``block_step`` through torch.compile: one graph per shape, traced from one block and replayed for every
     layer (the layers differ only in their weights, which are the graph's inputs), so compiling costs one
     block's time whatever the depth. Shared by every caller of a ``mode`` (torch.compile's: None, or e.g.
     "max-autotune-no-cudagraphs" to autotune the small GEMMs), so its compiled graphs are reused.
 
     Without a mode, Inductor's ``combo_kernels`` launches independent kernels as one: a 760M step at B=1 after 4k
-    in 1484-1486 us instead of 1532, 426 kernels instead of 474 (H100; experiment 063, which also found nothing in
-    ``aggressive_fusion`` or ``triton.enable_pdl``). torch.compile takes a mode or options, not both."""
+    in 1484-1486 us instead of 1532, 426 kernels instead of 474 (H100; experiment 063). With ``pdl`` (pass
+    ``ops.config.dependent_launch(device)``) Inductor's kernels launch with programmatic dependent launch as ours
+    do: only both together pay, 760M at B=1 after 16k +5.6-5.9% tokens/s where ours alone lose 2.4% and
+    Inductor's alone gain nothing (H100, experiment 069). torch.compile takes a mode or options, not both."""
     if mode is not None:
         return torch.compile(block_step, dynamic=False, mode=mode)
-    return torch.compile(block_step, dynamic=False, options={"combo_kernels": True})
+    options = {"combo_kernels": True} | ({"triton.enable_pdl": True} if pdl else {})
+    return torch.compile(block_step, dynamic=False, options=options)
