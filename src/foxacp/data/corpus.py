@@ -132,10 +132,7 @@ def load_corpus(spec: str, *, max_bytes: int | None = None) -> Corpus:
         return _file_corpus(spec, key, root, files, "text", max_bytes)
     if spec.startswith("hf:"):
         return _hf_corpus(spec, max_bytes)
-    path_str, _, field = spec.partition("#")
-    path = Path(path_str).expanduser()
-    if not path.exists():
-        raise ValueError(f"corpus path {str(path)!r} does not exist (spec {spec!r})")
+    path, field = corpus_path(spec)
     if path.is_dir():
         root, files = path, _list_files(path, (*TEXT_SUFFIXES, JSONL_SUFFIX))
     else:
@@ -143,6 +140,16 @@ def load_corpus(spec: str, *, max_bytes: int | None = None) -> Corpus:
     stats = sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     key = f"path-{path.name}-{_digest(json.dumps([str(path.resolve()), field, stats]))}"
     return _file_corpus(spec, key, root, files, field or "text", max_bytes)
+
+
+def corpus_path(spec: str) -> tuple[Path, str]:
+    """The path and text field of a "PATH[#FIELD]" spec. Raises ValueError when the path does not exist: cheap, so
+    a training run checks it before it claims its run directory."""
+    path_str, _, field = spec.partition("#")
+    path = Path(path_str).expanduser()
+    if not path.exists():
+        raise ValueError(f"corpus path {str(path)!r} does not exist (spec {spec!r})")
+    return path, field
 
 
 def _list_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from foxacp.data.batches import Batch, BatchLoader, validation_batches
 from foxacp.data.cache import TokenCache, open_token_cache, prepare_tokens
-from foxacp.data.corpus import load_corpus
+from foxacp.data.corpus import corpus_path, load_corpus
 from foxacp.data.tokenizer import Tokenizer, build_tokenizer
 
 TOKENS_PREFIX = "tokens:"  # corpus spec of a ready token cache folder (cache.open_token_cache)
@@ -19,6 +19,13 @@ class Datasets(NamedTuple):
     tokenizer: Tokenizer
     train: BatchLoader
     val: list[Batch]
+
+
+def check_corpus(corpus: str) -> None:
+    """Raise ValueError when a "PATH[#FIELD]" corpus names a path that does not exist, reading nothing: a training
+    run checks it before it claims its run directory. Other specs are checked when loaded."""
+    if corpus and corpus != "stdlib" and not corpus.startswith(("hf:", TOKENS_PREFIX)):
+        corpus_path(corpus)
 
 
 def prepare_data(

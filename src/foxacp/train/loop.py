@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from foxacp.data import IGNORE_INDEX, Batch, BatchLoader, make_datasets
+from foxacp.data.pipeline import check_corpus
 from foxacp.data.tokenizer import RUN_TOKENIZER, Tokenizer, save_tokenizer
 from foxacp.eval import evaluate, token_losses
 from foxacp.io import REPO, git_commit
@@ -223,6 +224,16 @@ def _claim_run_dir(cfg: TrainConfig, resume: str | Path | None, overwrite: bool,
     resume refused there leaves the run's config as it was, and a start that fails leaves the old run whole."""
     cfg.grad_accum_steps(d.world_size)
     build_model_config(cfg)
+    check_corpus(cfg.corpus)
+    # cuda_graphs=true where the device, compile or checkpointing settings already rule them out (auto
+    # checkpointing is decided in _setup, which asks graphs_wanted again)
+    graphs_wanted(
+        cfg.cuda_graphs,
+        d.device,
+        compiled=compile_wanted(cfg.compile, d.device),
+        distributed=d.distributed,
+        checkpointing=cfg.activation_checkpointing is True,
+    )
     changes = _resume_changes(cfg, resume) if resume is not None else {}
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
