@@ -91,3 +91,31 @@ def test_without_graphs_a_second_step_out_of_memory_is_raised(small_config, tmp_
     _flaky_second_step(monkeypatch, torch.OutOfMemoryError("simulated: CUDA out of memory"))
     with pytest.raises(torch.OutOfMemoryError, match="simulated"):
         loop.train(small_config("steps=3", out=tmp_path / "run"))
+
+
+# A compilation that fails when the second step is tried again after its graphs fell back: the message names that
+# step (it said "at the first step").
+def test_a_compile_failure_after_a_second_step_graphs_fallback_names_its_step(
+    small_config, tmp_path, monkeypatch, capsys
+):
+    calls, real = {"n": 0}, loop._forward_backward
+
+    def flaky(s, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("stream is capturing")
+        if calls["n"] == 3:
+            assert s.compiled and not s.graphs and s.step == 1
+            raise RuntimeError("simulated compiler failure")
+        return real(s, *args)
+
+    monkeypatch.setattr(loop, "graphs_wanted", lambda *a, **k: True)
+    monkeypatch.setattr(loop, "parallelize", lambda model, d, **kw: None)
+    monkeypatch.setattr(loop, "compile_block", lambda block, *a: None)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    monkeypatch.setattr(loop, "_forward_backward", flaky)
+    loop.train(cfg := small_config("steps=3", "compile=true", out=tmp_path / "run"))
+    out = capsys.readouterr().out
+    assert "torch.compile failed at step 2 (RuntimeError: simulated compiler failure)" in out
+    assert "first step" not in out
+    assert [r["step"] for r in read_log(cfg.run_dir) if r["kind"] == "compile_fallback"] == [1]

@@ -620,7 +620,9 @@ def _fall_back(s: Session, error: Exception) -> bool:
         return True
     if not s.compiled:
         return False
-    s.say(f"torch.compile failed at the first step ({what}); training continues without it (set compile=false to skip)")
+    s.say(
+        f"torch.compile failed at step {s.step + 1} ({what}); training continues without it (set compile=false to skip)"
+    )
     s.logger.log({"kind": "compile_fallback", "step": s.step, "error": what})
     uncompile(s.model)
     torch.compiler.reset()
