@@ -136,3 +136,15 @@ def test_cuda_graphs_true_without_cuda_is_refused_at_the_command_line(tmp_path, 
         throughput.main([*ARGS, "--cuda-graphs", "true", "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and "--cuda-graphs true needs a CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cpu_run_says_fp32_not_bf16(tmp_path, monkeypatch):
+    # bf16 autocast is on only on CUDA: the CPU's table said "bf16" while its steps ran in float32.
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    out = tmp_path / "out"
+    assert throughput.main([*ARGS, "--gates-regimes", "init", "--modes", "exact", "--out", str(out)]) == 0
+    assert json.loads((out / "throughput.jsonl").read_text().splitlines()[0])["dtype"] == "fp32"
+    text = (out / "throughput.md").read_text()
+    assert "compile auto, fp32," in text and "bf16" not in text

@@ -252,6 +252,7 @@ def measure(cs: Sequence[Config], args: argparse.Namespace, gates: Tensor | None
             "accum": accum,
             "tokens_per_step": tokens,
             "compile": compiled,
+            "dtype": "bf16" if bf16 else "fp32",  # bf16 autocast on CUDA only, as in `foxacp train`
             "activation_checkpointing": checkpointing,
             "cuda_graphs": graphs,
             "memory_estimate_gib": mem.peak(checkpointing) / 2**30 if mem is not None else None,
@@ -316,15 +317,17 @@ def _peak(r: dict[str, Any]) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    # the rows' compute dtype (fp32 on the CPU); rows written before it was recorded: bf16, as the header said then
+    dtype = "/".join(sorted({r["dtype"] for r in rows if "dtype" in r})) or "bf16"
     lines = [
         f"# Training throughput, exact vs ACP ({meta['device']})",
         "",
         f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}, {meta['date']}. Settings of "
-        "`foxacp train` (compile auto, bf16, activation checkpointing auto, '(ckpt)' marking the rows with it; CUDA "
-        f"graphs {meta.get('cuda_graphs', 'auto')}, '(graphs)' marking the rows with them); random tokens, vocabulary "
-        f"{meta['vocab']}; median of {meta.get('rounds', 1)} x {meta['steps']} timed steps after {meta['warmup']} "
-        "warm-up steps, the modes of a (preset, context, gates) interleaved round by round. MFU counts the "
-        "attention tiles visited; 'dense-eq.' counts all causal tiles.",
+        f"`foxacp train` (compile auto, {dtype}, activation checkpointing auto, '(ckpt)' marking the rows with it; "
+        f"CUDA graphs {meta.get('cuda_graphs', 'auto')}, '(graphs)' marking the rows with them); random tokens, "
+        f"vocabulary {meta['vocab']}; median of {meta.get('rounds', 1)} x {meta['steps']} timed steps after "
+        f"{meta['warmup']} warm-up steps, the modes of a (preset, context, gates) interleaved round by round. MFU "
+        "counts the attention tiles visited; 'dense-eq.' counts all causal tiles.",
         "",
         "| preset | context | mode | gates | tokens/step | tok/s | ms/step | steps min-max | attention share | "
         "ACP saving | peak GiB | MFU | MFU dense-eq. |",
