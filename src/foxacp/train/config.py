@@ -64,7 +64,8 @@ class TrainConfig:
     seed: int = 0
     # what runs
     # torch.compile each block; "auto": on CUDA (1.5x at 125M/16k, experiments/046-train-step-profile), off on
-    # CPU. A compilation that fails at the first step falls back to eager with a message (single process).
+    # CPU. A compilation that fails at the first step (or the second, with CUDA graphs) falls back to eager with a
+    # message (single process).
     compile: bool | Literal["auto"] = "auto"
     # recompute each block in the backward; "auto": only where a step would not fit in the GPU's memory without it
     # (measured at the start, foxacp.train.memory), never on CPU
