@@ -182,3 +182,24 @@ def test_compile_mode_reaches_torch_compile_and_the_record(monkeypatch):
         dict(dynamic=False, options={"combo_kernels": True, "triton.enable_pdl": True}),
     ]
     assert parse_args(["--compile", "--compile-mode", "max-autotune"]).compile_mode == "max-autotune"
+
+
+def test_our_kernels_launch_dependent_inside_the_compiled_step_with_pdl_only(monkeypatch):
+    # PDL pays only with Inductor's kernels and ours both on it (experiment 069): the step compiled with pdl runs
+    # its blocks among_dependent_launches, the one without does not, and nothing outside either does.
+    from foxacp.infer import graph
+    from foxacp.ops import config
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(config, "_capability", lambda index: (9, 0))  # a Hopper GPU, as far as the check knows
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv("FOXACP_PDL", raising=False)
+    monkeypatch.setattr(graph.torch, "compile", lambda fn, **kw: fn)
+    monkeypatch.setattr(graph, "block_step", lambda: config.dependent_launch(cuda))  # reports what ours would do
+    graph.compiled_block_step.cache_clear()
+    try:
+        assert graph.compiled_block_step(pdl=True)() is True
+        assert graph.compiled_block_step()() is False
+        assert not config.dependent_launch(cuda)
+    finally:
+        graph.compiled_block_step.cache_clear()

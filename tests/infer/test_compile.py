@@ -48,7 +48,7 @@ def test_generate_compiles_with_pdl_where_our_kernels_use_it(monkeypatch, pdl):
     # generate asks for Inductor's exactly where ops.config.dependent_launch turns on ours.
     gen = importlib.import_module("foxacp.infer.generate")  # the module (the package exports the function)
     asked = []
-    monkeypatch.setattr(gen, "dependent_launch", lambda device: pdl)
+    monkeypatch.setattr(gen, "dependent_launch_available", lambda device: pdl)
     monkeypatch.setattr(gen, "compiled_block_step", lambda mode=None, *, pdl: asked.append(pdl))  # eager blocks
     torch.manual_seed(0)
     model = FoxLM(ModelConfig(vocab_size=64, n_layers=2, d_model=32, n_heads=2)).eval()

@@ -27,25 +27,35 @@ def test_a_one_dimensional_weight_is_f_linears():
     torch.testing.assert_close(skinny_linear(x, w), F.linear(x, w), rtol=0, atol=0)
 
 
-def test_dependent_launch_is_on_for_hopper_only_and_never_under_the_interpreter(monkeypatch):
-    # Programmatic dependent launch (experiments/069-decode-pdl) is Hopper-only inline PTX: on by default from
-    # compute capability 9, FOXACP_PDL=0/1 overrides, and neither the CPU nor the interpreter can run it.
+def test_dependent_launch_only_among_dependent_launches_on_hopper_and_never_under_the_interpreter(monkeypatch):
+    # Programmatic dependent launch (experiments/069-decode-pdl) is Hopper-only inline PTX that pays only where
+    # the kernels around ours use it too: available from compute capability 9, used inside
+    # among_dependent_launches (the compiled decode step); FOXACP_PDL=0 turns it off, =1 on everywhere; neither
+    # the CPU nor the interpreter can run it.
     from foxacp.ops import config
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     monkeypatch.delenv("FOXACP_PDL", raising=False)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    for capability, default in (((8, 0), False), ((8, 9), False), ((9, 0), True), ((10, 0), True)):
+    for capability, hopper in (((8, 0), False), ((8, 9), False), ((9, 0), True), ((10, 0), True)):
         monkeypatch.setattr(config, "_capability", lambda index, c=capability: c)
-        assert config.dependent_launch(cuda) is default
-        assert not config.dependent_launch(cpu)
-        monkeypatch.setenv("FOXACP_PDL", "0")
-        assert not config.dependent_launch(cuda)
+        assert config.dependent_launch_available(cuda) is hopper and not config.dependent_launch_available(cpu)
+        assert not config.dependent_launch(cuda)  # ours alone lose: not outside the scope
+        with config.among_dependent_launches():
+            assert config.dependent_launch(cuda) is hopper and not config.dependent_launch(cpu)
+            monkeypatch.setenv("FOXACP_PDL", "0")
+            assert not config.dependent_launch(cuda) and not config.dependent_launch_available(cuda)
+            monkeypatch.delenv("FOXACP_PDL")
+        assert not config.dependent_launch(cuda)  # the scope ends
         monkeypatch.setenv("FOXACP_PDL", "1")
-        assert config.dependent_launch(cuda) and not config.dependent_launch(cpu)
+        assert config.dependent_launch(cuda) and config.dependent_launch_available(cuda)
+        assert not config.dependent_launch(cpu) and not config.dependent_launch_available(cpu)
         monkeypatch.delenv("FOXACP_PDL")
-    assert config.pdl_args(cuda) == {"PDL": True, "launch_pdl": True}
-    assert config.pdl_args(cpu) == {"PDL": False}
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setenv("FOXACP_PDL", "1")
-    assert not config.dependent_launch(cuda) and config.pdl_args(cuda) == {"PDL": False}
+    assert config.pdl_args(cuda) == {"PDL": False}
+    with config.among_dependent_launches():
+        assert config.pdl_args(cuda) == {"PDL": True, "launch_pdl": True}
+        assert config.pdl_args(cpu) == {"PDL": False}
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        monkeypatch.setenv("FOXACP_PDL", "1")
+        assert not config.dependent_launch(cuda) and not config.dependent_launch_available(cuda)
+        assert config.pdl_args(cuda) == {"PDL": False}

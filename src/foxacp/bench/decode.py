@@ -47,7 +47,7 @@ from foxacp.io import REPO
 from foxacp.model import FoxLM, ModelConfig
 from foxacp.model.cache import KVCache
 from foxacp.ops import set_value_checks
-from foxacp.ops.config import dependent_launch
+from foxacp.ops.config import dependent_launch_available
 
 from .gates import fit_log_fgate, load_log_fgate_layers, synthetic_log_fgate
 from .report import environment
@@ -266,7 +266,7 @@ def _timed_rows(
             variants.append(("graph", step, True))
         if args.compile:
             compiled = functools.partial(
-                step, run_block=compiled_block_step(args.compile_mode, pdl=dependent_launch(device))
+                step, run_block=compiled_block_step(args.compile_mode, pdl=dependent_launch_available(device))
             )
             variants.append(("compiled" + ("+graph" if device.type == "cuda" else ""), compiled, device.type == "cuda"))
         for name, fn, graph in variants:

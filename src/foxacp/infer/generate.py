@@ -20,7 +20,7 @@ from foxacp.model.cache import KVCache
 from foxacp.model.lm import RunBlock
 from foxacp.model.paged import PagedKVCache
 from foxacp.ops import set_value_checks
-from foxacp.ops.config import dependent_launch
+from foxacp.ops.config import dependent_launch_available
 
 from .graph import CUDAGraphStep, compiled_block_step
 from .sampling import check_sampling, sample
@@ -241,7 +241,7 @@ def generate(
     checks = set_value_checks(False)
     try:
         with model.fused_projections() if compile else contextlib.nullcontext():
-            run_block = compiled_block_step(pdl=dependent_launch(first.device)) if compile else None
+            run_block = compiled_block_step(pdl=dependent_launch_available(first.device)) if compile else None
             step = functools.partial(decode_one_token, model, cache, sampler=sampler, run_block=run_block)
             if cuda_graph and max_new_tokens > 1:
                 step = CUDAGraphStep(step, cache, first, generator)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,6 +13,7 @@ from torch import Tensor
 from foxacp.model.cache import KVCache
 from foxacp.model.lm import RunBlock, block_step
 from foxacp.ops import set_value_checks
+from foxacp.ops.config import among_dependent_launches
 
 
 class CUDAGraphStep:
@@ -69,10 +71,18 @@ def compiled_block_step(mode: str | None = None, *, pdl: bool = False) -> RunBlo
 
     Without a mode, Inductor's ``combo_kernels`` launches independent kernels as one: a 760M step at B=1 after 4k
     in 1484-1486 us instead of 1532, 426 kernels instead of 474 (H100; experiment 063). With ``pdl`` (pass
-    ``ops.config.dependent_launch(device)``) Inductor's kernels launch with programmatic dependent launch as ours
-    do: only both together pay, 760M at B=1 after 16k +5.6-5.9% tokens/s where ours alone lose 2.4% and
-    Inductor's alone gain nothing (H100, experiment 069). torch.compile takes a mode or options, not both."""
+    ``ops.config.dependent_launch_available(device)``) Inductor's kernels and ours launch with programmatic
+    dependent launch: only both together pay, 760M at B=1 after 16k +5.6-5.9% tokens/s where ours alone lose 2.5%
+    and Inductor's alone gain nothing (H100, H200; experiment 069). torch.compile takes a mode or options, not
+    both."""
     if mode is not None:
         return torch.compile(block_step, dynamic=False, mode=mode)
-    options = {"combo_kernels": True} | ({"triton.enable_pdl": True} if pdl else {})
-    return torch.compile(block_step, dynamic=False, options=options)
+    if not pdl:
+        return torch.compile(block_step, dynamic=False, options={"combo_kernels": True})
+    compiled = torch.compile(block_step, dynamic=False, options={"combo_kernels": True, "triton.enable_pdl": True})
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with among_dependent_launches():  # ours launch as Inductor's do (a CUDA graph captured here keeps that)
+            return compiled(*args, **kwargs)
+
+    return run

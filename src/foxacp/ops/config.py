@@ -8,6 +8,7 @@ exactly the same entries.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 from collections.abc import Iterator
@@ -111,18 +112,42 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def dependent_launch(device: torch.device) -> bool:
-    """Whether the decode step's kernels (the few-row GEMM, the decode attention's plan, split and combine) launch
-    with programmatic dependent launch on ``device``: each starts while the kernel before it finishes and waits for
-    it only before its first load. On by default on Hopper and newer, where it took the 760M model's decode step
-    at B=1 after 16k from 535 to 565 tokens/s (H200, experiments/069-decode-pdl); FOXACP_PDL=0 turns it off and
-    FOXACP_PDL=1 forces it on. Never on the CPU or under the interpreter."""
-    if interpreting() or device.type != "cuda":
+# Programmatic dependent launch (PDL, Hopper and newer): a kernel starts while the one before it finishes and waits
+# for it only before its first load. It pays only where the kernels around ours use it too: the 760M decode step at
+# B=1 after 16k gained 5.6-5.9% with Inductor's and ours, lost 2.5% with ours alone (experiments/069-decode-pdl).
+_AMONG_DEPENDENT = contextvars.ContextVar("foxacp_among_dependent_launches", default=False)
+
+
+def dependent_launch_available(device: torch.device) -> bool:
+    """Whether code whose kernels all launch with PDL (the compiled decode step: ``infer.graph.compiled_block_step``
+    with ``pdl``) should on ``device``: a CUDA device of compute capability 9 or more, not the interpreter, and
+    not FOXACP_PDL=0."""
+    if interpreting() or device.type != "cuda" or os.environ.get("FOXACP_PDL") == "0":
         return False
-    setting = os.environ.get("FOXACP_PDL", "auto")
-    if setting in ("0", "1"):
-        return setting == "1"
-    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (9, 0)
+    return os.environ.get("FOXACP_PDL") == "1" or _capability(_index(device)) >= (9, 0)
+
+
+@contextlib.contextmanager
+def among_dependent_launches() -> Iterator[None]:
+    """Within it, the kernels around ours launch with PDL, so ours do too where ``dependent_launch_available``."""
+    token = _AMONG_DEPENDENT.set(True)
+    try:
+        yield
+    finally:
+        _AMONG_DEPENDENT.reset(token)
+
+
+def dependent_launch(device: torch.device) -> bool:
+    """Whether our decode kernels (the few-row GEMM, the decode attention's plan, split and combine) launch with
+    PDL now: inside ``among_dependent_launches`` where available, or everywhere with FOXACP_PDL=1 (experiments).
+    Never on the CPU or under the interpreter."""
+    if os.environ.get("FOXACP_PDL") == "1":
+        return not interpreting() and device.type == "cuda"
+    return _AMONG_DEPENDENT.get() and dependent_launch_available(device)
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 @functools.lru_cache
