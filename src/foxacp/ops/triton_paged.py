@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .config import pdl_args
 from .triton_balance import _program_share, _store_program_rows, combine, partials, share_args
 from .triton_decode import (
     MAX_ROWS,
@@ -189,7 +190,13 @@ def paged_decode_attention(
     )  # fmt: skip
     if splits > 1:
         _combine_kernel[(B * Tq * Hq,)](
-            part_ml, part_acc, out, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), HEAD_DIM=D
+            part_ml,
+            part_acc,
+            out,
+            NUM_SPLITS=splits,
+            SPLITS_PAD=triton.next_power_of_2(splits),
+            HEAD_DIM=D,
+            **pdl_args(q.device),
         )
     return out
 
