@@ -132,3 +132,20 @@ def test_a_malformed_jsonl_line_names_the_file_and_line(text_folder: Path):
     (text_folder / "records.jsonl").write_text('{"text": "one"}\n\n{"text": "two"\n')
     with pytest.raises(ValueError, match=r"records\.jsonl:3: malformed JSONL line"):
         load_corpus(str(text_folder))
+
+
+def test_check_corpus_refuses_only_a_missing_path_and_reads_nothing(tmp_path, monkeypatch):
+    # A training run calls it before claiming its run directory: the specs checked when loaded (stdlib, hf:,
+    # tokens:, empty) pass untouched, a path (with #FIELD or ~) must exist.
+    from foxacp.data.pipeline import check_corpus
+
+    for spec in ("", "stdlib", "hf:no/such-dataset:train#text", f"tokens:{tmp_path / 'no-cache'}"):
+        check_corpus(spec)
+    (tmp_path / "docs.jsonl").write_text('{"body": "x"}\n')
+    check_corpus(f"{tmp_path / 'docs.jsonl'}#body")
+    with pytest.raises(ValueError, match="does not exist"):
+        check_corpus(f"{tmp_path / 'missing.jsonl'}#body")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    check_corpus("~/docs.jsonl#body")
+    with pytest.raises(ValueError, match="does not exist"):
+        check_corpus("~/missing.jsonl")
