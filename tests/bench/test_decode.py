@@ -203,3 +203,21 @@ def test_our_kernels_launch_dependent_inside_the_compiled_step_with_pdl_only(mon
         assert not config.dependent_launch(cuda)
     finally:
         graph.compiled_block_step.cache_clear()
+
+
+def test_compiled_block_step_is_one_entry_however_its_arguments_are_spelt(monkeypatch):
+    # generate passes pdl=..., the bench a mode of None, other callers nothing: each spelling compiled block_step
+    # anew (functools.cache keys on the spelling), and every compiled wrapper counts toward Dynamo's recompile limit.
+    from foxacp.infer import graph
+
+    monkeypatch.setattr(graph.torch, "compile", lambda fn, **kw: object())  # a new object per compilation
+    graph.compiled_block_step.cache_clear()
+    try:
+        plain = graph.compiled_block_step()
+        assert graph.compiled_block_step(None) is plain and graph.compiled_block_step(pdl=False) is plain
+        assert graph.compiled_block_step(None, pdl=False) is plain and graph.compiled_block_step(mode=None) is plain
+        assert graph.compiled_block_step(pdl=True) is graph.compiled_block_step(None, pdl=True) is not plain
+        mode = graph.compiled_block_step("max-autotune")
+        assert graph.compiled_block_step("max-autotune", pdl=True) is mode  # a mode takes no options: no PDL
+    finally:
+        graph.compiled_block_step.cache_clear()

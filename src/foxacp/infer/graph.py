@@ -62,7 +62,6 @@ class CUDAGraphStep:
         return self.out
 
 
-@functools.cache
 def compiled_block_step(mode: str | None = None, *, pdl: bool = False) -> RunBlock:
     """``block_step`` through torch.compile: one graph per shape, traced from one block and replayed for every
     layer (the layers differ only in their weights, which are the graph's inputs), so compiling costs one
@@ -75,6 +74,13 @@ def compiled_block_step(mode: str | None = None, *, pdl: bool = False) -> RunBlo
     dependent launch: only both together pay, 760M at B=1 after 16k +5.6-5.9% tokens/s where ours alone lose 2.5%
     and Inductor's alone gain nothing (H100, H200; experiment 069). torch.compile takes a mode or options, not
     both."""
+    # one entry however it is spelt: compiled_block_step(), (None), (pdl=False) and (mode, pdl=True) (a mode
+    # takes no options: no PDL) share their compiled graphs
+    return _compiled_block_step(mode, pdl and mode is None)
+
+
+@functools.cache
+def _compiled_block_step(mode: str | None, pdl: bool) -> RunBlock:
     if mode is not None:
         return torch.compile(block_step, dynamic=False, mode=mode)
     if not pdl:
@@ -86,3 +92,6 @@ def compiled_block_step(mode: str | None = None, *, pdl: bool = False) -> RunBlo
             return compiled(*args, **kwargs)
 
     return run
+
+
+compiled_block_step.cache_clear = _compiled_block_step.cache_clear  # type: ignore[attr-defined]
