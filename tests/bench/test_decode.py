@@ -221,3 +221,15 @@ def test_compiled_block_step_is_one_entry_however_its_arguments_are_spelt(monkey
         assert graph.compiled_block_step("max-autotune", pdl=True) is mode  # a mode takes no options: no PDL
     finally:
         graph.compiled_block_step.cache_clear()
+
+
+def test_the_compiled_rows_ask_for_pdl_where_the_device_has_it(tmp_path, monkeypatch):
+    # As generate does (experiment 069): the bench's compiled rows must measure the step generate(compile=True) runs.
+    from foxacp.bench import decode
+
+    asked = []
+    monkeypatch.setattr(decode, "dependent_launch_available", lambda device: device.type == "cpu")  # "here"
+    monkeypatch.setattr(decode, "compiled_block_step", lambda mode=None, *, pdl: asked.append((mode, pdl)))  # eager
+    args = ["--preset", "tiny", "--batch", "1", "--contexts", "70", "--steps", "2", "--bandwidth", "10"]
+    assert main([*args, "--attn-backend", "torch", "--compile", "--out", str(tmp_path)]) == 0
+    assert asked and set(asked) == {(None, True)}
