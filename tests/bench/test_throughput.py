@@ -148,3 +148,14 @@ def test_a_cpu_run_says_fp32_not_bf16(tmp_path, monkeypatch):
     assert json.loads((out / "throughput.jsonl").read_text().splitlines()[0])["dtype"] == "fp32"
     text = (out / "throughput.md").read_text()
     assert "compile auto, fp32," in text and "bf16" not in text
+
+
+def test_the_table_header_names_the_rows_dtype_and_bf16_for_rows_written_before_it_was_recorded():
+    # Rows of a run resumed from before the dtype was recorded ran as the header said then (bf16); mixed rows
+    # name both.
+    meta = {"device": "cpu", "torch": "t", "triton": "t", "commit": "c", "date": "d", "vocab": 80}
+    meta |= {"steps": 1, "warmup": 1}
+    row = {"preset": "tiny", "context": 48, "mode": "exact", "regime": "init", "error": "x"}
+    for dtypes, header in (([None], "bf16"), (["fp32"], "fp32"), (["bf16", "fp32", None], "bf16/fp32")):
+        rows = [row if d is None else row | {"dtype": d} for d in dtypes]
+        assert f"(compile auto, {header}, activation" in throughput.markdown(rows, meta)
