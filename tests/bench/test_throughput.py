@@ -159,3 +159,10 @@ def test_the_table_header_names_the_rows_dtype_and_bf16_for_rows_written_before_
     for dtypes, header in (([None], "bf16"), (["fp32"], "fp32"), (["bf16", "fp32", None], "bf16/fp32")):
         rows = [row if d is None else row | {"dtype": d} for d in dtypes]
         assert f"(compile auto, {header}, activation" in throughput.markdown(rows, meta)
+
+
+def test_flag_maps_the_command_lines_words_and_keeps_a_presets_bool():
+    # --activation-checkpointing falls back to the preset's setting, a bool or "auto": a bool must pass unchanged.
+    assert throughput._flag("true") is True and throughput._flag("false") is False
+    assert throughput._flag("auto") == "auto"
+    assert throughput._flag(True) is True and throughput._flag(False) is False
