@@ -233,11 +233,11 @@ def _combine_kernel(Part_ml, Part_acc, Out, NUM_SPLITS: tl.constexpr, SPLITS_PAD
     l_s = tl.load(Part_ml + part * 2 + 1, mask=ok, other=0.0)
     d = tl.arange(0, HEAD_DIM)
     acc = tl.load(Part_acc + part[:, None] * HEAD_DIM + d[None, :], mask=ok[:, None], other=0.0)
-    if PDL:
-        tl.extra.cuda.gdc_launch_dependents()
     m = tl.max(m_s, 0)
     w = tl.math.exp2(m_s - tl.where(m == float("-inf"), 0.0, m))  # empty splits (m_s = -inf) weigh 0
     o = tl.sum(w[:, None] * acc, 0) / tl.sum(w * l_s, 0)
+    if PDL:  # the partials are read and used: the next kernel may launch, even one that does not wait
+        tl.extra.cuda.gdc_launch_dependents()
     tl.store(Out + row * HEAD_DIM + d, o.to(Out.dtype.element_ty))
 
 

@@ -48,7 +48,7 @@ def _skinny_kernel(X, W, Part, M, N, K, stride_xm, stride_wn, TILES_PER_SPLIT,
         x = tl.load(X + x_rows[:, None] + k[None, :], mask=(rows[:, None] < M) & (k[None, :] < k_hi), other=0.0)
         w = tl.load(W + w_rows[:, None] + k[None, :], mask=(cols[:, None] < N) & (k[None, :] < k_hi), other=0.0)
         acc += tl.dot(x, tl.trans(w))
-    if PDL:  # every load is issued: the next kernel may start its launch (it waits for this one's stores)
+    if PDL:  # every load is used: the next kernel may start its launch (it waits for this one's stores)
         tl.extra.cuda.gdc_launch_dependents()
     keep = (rows[:, None] < M) & (cols[None, :] < N)
     tl.store(Part + (split * M + rows[:, None]).to(tl.int64) * N + cols[None, :], acc, mask=keep)
