@@ -371,13 +371,14 @@ def decode_attention(
         num_warps=NUM_WARPS, num_stages=num_stages or NUM_STAGES, **pdl_args(q.device),
     )  # fmt: skip
     if splits > 1:
-        _combine_kernel[(B * Tq * Hq,)](
-            part_ml,
-            part_acc,
-            out,
-            NUM_SPLITS=splits,
-            SPLITS_PAD=triton.next_power_of_2(splits),
-            HEAD_DIM=D,
-            **pdl_args(q.device),
-        )
+        combine_splits(part_ml, part_acc, out, splits)
     return out
+
+
+def combine_splits(part_ml: Tensor, part_acc: Tensor, out: Tensor, splits: int) -> None:
+    """Merge the ``splits`` partials of every row (the even schedule's) into ``out`` (B, Tq, Hq, D)."""
+    B, Tq, Hq, D = out.shape
+    _combine_kernel[(B * Tq * Hq,)](
+        part_ml, part_acc, out, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), HEAD_DIM=D,
+        **pdl_args(out.device),
+    )  # fmt: skip

@@ -15,16 +15,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .config import pdl_args
 from .triton_balance import _program_share, _store_program_rows, combine, partials, share_args
 from .triton_decode import (
     MAX_ROWS,
     NUM_STAGES,
     NUM_WARPS,
     _attend_block,
-    _combine_kernel,
     _store_rows,
     balanced_grid,
+    combine_splits,
     num_splits,
 )
 from .validate import CacheProblem
@@ -189,15 +188,7 @@ def paged_decode_attention(
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     if splits > 1:
-        _combine_kernel[(B * Tq * Hq,)](
-            part_ml,
-            part_acc,
-            out,
-            NUM_SPLITS=splits,
-            SPLITS_PAD=triton.next_power_of_2(splits),
-            HEAD_DIM=D,
-            **pdl_args(q.device),
-        )
+        combine_splits(part_ml, part_acc, out, splits)
     return out
 
 
